@@ -1,1 +1,178 @@
-//! placeholder
+//! The gha-scaler controller as a library: `main` parses configuration and calls [`run`];
+//! tests call [`Controller::start`] with listeners bound to port 0.
+//!
+//! - [`config`]: configuration parsed from environment variables.
+//! - [`http`]: health, version and the REST API (axum).
+//! - [`grpc`]: the agents' mutual-TLS endpoint (tonic): sessions and enrollment.
+//! - [`registry`]: connected agents and their runners.
+//! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
+//! - [`pki`]: the built-in CA.
+
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod join_tokens;
+pub mod pki;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::registry::AgentRegistry;
+
+/// The sockets the controller serves on, bound by the caller.
+pub struct Listeners {
+    /// Webhooks and the REST API (`PORT`).
+    pub http: TcpListener,
+    /// Agents, mutual TLS (`GRPC_PORT`).
+    pub grpc: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the built-in PKI")]
+    Pki(#[source] pki::PkiError),
+    #[error("cannot load the CA key for agent enrollment")]
+    CaKey(#[source] pki::PkiError),
+    #[error("cannot set up TLS for the agents' endpoint")]
+    Tls(#[from] grpc::tls::TlsSetupError),
+    #[error("cannot open the state store")]
+    Store(#[from] store::StoreError),
+    #[error("cannot read a listener's address")]
+    Listener(#[source] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
+    #[error("the agents' gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
+    #[error("a server task panicked")]
+    Panicked,
+}
+
+/// A running controller.
+pub struct Controller {
+    pub registry: AgentRegistry,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    http: JoinHandle<Result<(), RunError>>,
+    grpc: JoinHandle<Result<(), RunError>>,
+}
+
+/// Creates the built-in PKI on first start when the configuration asks for it.
+pub fn ensure_pki(config: &Config) -> Result<(), StartError> {
+    if let Some(dir) = &config.tls.auto_init_dir
+        && !config.tls.ca_file.exists()
+    {
+        let made = pki::init(dir, &config.tls_sans, false).map_err(StartError::Pki)?;
+        info!(
+            dir = %dir.display(),
+            ca_fingerprint = %made.ca_fingerprint,
+            "created the built-in PKI; mint agent join tokens with `gha-controller agents join-token`"
+        );
+    }
+    Ok(())
+}
+
+fn load_ca(config: &Config) -> Result<Option<Arc<pki::CertificateAuthority>>, StartError> {
+    let Some(key) = &config.tls.ca_key_file else {
+        return Ok(None);
+    };
+    if !key.exists() {
+        info!(
+            ca_key = %key.display(),
+            "no CA key: agent enrollment with join tokens is off; agents need certificates from your CA"
+        );
+        return Ok(None);
+    }
+    pki::CertificateAuthority::load(&config.tls.ca_file, key)
+        .map(|ca| Some(Arc::new(ca)))
+        .map_err(StartError::CaKey)
+}
+
+impl Controller {
+    /// Starts serving on `listeners` until `shutdown` is cancelled.
+    pub async fn start(
+        config: &Config,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<Controller, StartError> {
+        ensure_pki(config)?;
+        let tls = grpc::tls::server_config(&config.tls.ca_file, &config.tls.cert_file, &config.tls.key_file)?;
+        let ca = load_ca(config)?;
+        let store = store::Store::open(&config.state_dir)?;
+        let registry = AgentRegistry::new();
+        let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
+        let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
+        if config.api_token.is_none() {
+            warn!("API_TOKEN is not set: /api/v1 is open to anyone who can reach this port");
+        }
+
+        let app = http::router(http::AppState {
+            registry: registry.clone(),
+            api_token: config.api_token.as_deref().map(Arc::from),
+        });
+        let http_shutdown = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listeners.http, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .map_err(RunError::Http)
+        });
+
+        let sessions = grpc::SessionService {
+            registry: registry.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            controller_id: config.controller_id.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let enrollment = grpc::Enrollment { store, ca };
+        let grpc = tokio::spawn(async move {
+            grpc::serve(listeners.grpc, tls, sessions, enrollment, shutdown)
+                .await
+                .map_err(RunError::Grpc)
+        });
+        info!(%http_addr, %grpc_addr, "controller listening");
+        Ok(Controller {
+            registry,
+            http_addr,
+            grpc_addr,
+            http,
+            grpc,
+        })
+    }
+
+    /// Waits until both servers have stopped.
+    pub async fn wait(self) -> Result<(), RunError> {
+        let (http, grpc) = tokio::join!(self.http, self.grpc);
+        http.map_err(|_| RunError::Panicked)??;
+        grpc.map_err(|_| RunError::Panicked)??;
+        Ok(())
+    }
+}
+
+/// Why the controller stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(config: &Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ControllerError> {
+    let controller = Controller::start(config, listeners, shutdown).await?;
+    controller.wait().await?;
+    Ok(())
+}

@@ -5,7 +5,10 @@
 
 use proto::v1 as pb;
 
+use std::time::Duration;
+
 use crate::arch::{Arch, RuntimeKind};
+use crate::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use crate::ids::{InvalidId, RunnerId};
 use crate::runner::{RunnerPhase, RunnerState};
 
@@ -112,6 +115,113 @@ pub fn runner_state_from_wire(status: &pb::RunnerStatus) -> Result<RunnerState, 
     })
 }
 
+fn runner_id(value: &str, field: &'static str) -> Result<RunnerId, WireError> {
+    RunnerId::parse(value).map_err(|source| WireError::Invalid { field, source })
+}
+
+pub fn command_to_wire(command: &AgentCommand) -> pb::ControllerMessage {
+    use pb::controller_message::Msg;
+    let msg = match command {
+        AgentCommand::StartRunner(spec) => Msg::StartRunner(start_runner_to_wire(spec)),
+        AgentCommand::StopRunner { id, reason } => Msg::StopRunner(pb::StopRunner {
+            runner_id: id.as_str().to_owned(),
+            reason: reason.clone(),
+        }),
+        AgentCommand::Drain => Msg::Drain(pb::Drain {}),
+    };
+    pb::ControllerMessage { msg: Some(msg) }
+}
+
+fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
+    use pb::registration_material::Kind;
+    let kind = match &spec.registration {
+        Registration::JitConfig(config) => Kind::JitConfig(config.clone()),
+        Registration::Token {
+            token,
+            url,
+            runner_group,
+        } => Kind::RegistrationToken(pb::RegistrationToken {
+            token: token.clone(),
+            url: url.clone(),
+            runner_group: runner_group.clone(),
+        }),
+    };
+    pb::StartRunner {
+        runner_id: spec.id.as_str().to_owned(),
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        registration: Some(pb::RegistrationMaterial { kind: Some(kind) }),
+        labels: spec.labels.clone(),
+        env: spec.env.clone().into_iter().collect(),
+        timeout_seconds: u32::try_from(spec.timeout.as_secs()).unwrap_or(u32::MAX),
+        cache: Some(pb::CacheSettings {
+            enabled: spec.cache.enabled,
+            volumes: spec.cache.volumes.clone().into_iter().collect(),
+            kubernetes_pvcs: spec.cache.kubernetes_pvcs,
+        }),
+        arch: arch_to_wire(spec.arch) as i32,
+        owner: spec.owner.clone(),
+    }
+}
+
+/// A controller message that is a command; `Ok(None)` for the `registered` acknowledgement.
+pub fn command_from_wire(message: pb::ControllerMessage) -> Result<Option<AgentCommand>, WireError> {
+    use pb::controller_message::Msg;
+    match message.msg {
+        None => Err(WireError::Missing {
+            field: "controller_message.msg",
+        }),
+        Some(Msg::Registered(_)) => Ok(None),
+        Some(Msg::Drain(_)) => Ok(Some(AgentCommand::Drain)),
+        Some(Msg::StopRunner(stop)) => Ok(Some(AgentCommand::StopRunner {
+            id: runner_id(&stop.runner_id, "stop_runner.runner_id")?,
+            reason: stop.reason,
+        })),
+        Some(Msg::StartRunner(start)) => Ok(Some(AgentCommand::StartRunner(Box::new(
+            start_runner_from_wire(start)?,
+        )))),
+    }
+}
+
+fn start_runner_from_wire(start: pb::StartRunner) -> Result<RunnerSpec, WireError> {
+    use pb::registration_material::Kind;
+    let registration = match start.registration.and_then(|r| r.kind) {
+        Some(Kind::JitConfig(config)) if !config.is_empty() => Registration::JitConfig(config),
+        Some(Kind::RegistrationToken(t)) if !t.token.is_empty() => Registration::Token {
+            token: t.token,
+            url: t.url,
+            runner_group: t.runner_group,
+        },
+        _ => {
+            return Err(WireError::Missing {
+                field: "start_runner.registration",
+            });
+        }
+    };
+    if start.image.is_empty() {
+        return Err(WireError::Missing {
+            field: "start_runner.image",
+        });
+    }
+    let cache = start.cache.unwrap_or_default();
+    Ok(RunnerSpec {
+        id: runner_id(&start.runner_id, "start_runner.runner_id")?,
+        name: start.name,
+        image: start.image,
+        registration,
+        labels: start.labels,
+        env: start.env.into_iter().collect(),
+        timeout: Duration::from_secs(u64::from(start.timeout_seconds)),
+        cache: CacheSettings {
+            enabled: cache.enabled,
+            volumes: cache.volumes.into_iter().collect(),
+            kubernetes_pvcs: cache.kubernetes_pvcs,
+        },
+        arch: arch_from_wire(start.arch, "start_runner.arch")?,
+        owner: start.owner,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +233,58 @@ mod tests {
         state.reason = "job failed".into();
         let back = runner_state_from_wire(&runner_state_to_wire(&state)).unwrap();
         assert_eq!(back, state);
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let spec = RunnerSpec {
+            id: RunnerId::parse("r-9").unwrap(),
+            name: "gha-r-9".into(),
+            image: "runner:latest".into(),
+            registration: Registration::Token {
+                token: "AAAA".into(),
+                url: "https://github.com/acme".into(),
+                runner_group: "Default".into(),
+            },
+            labels: vec!["self-hosted".into(), "linux".into()],
+            env: [("A".to_string(), "1".to_string())].into(),
+            timeout: Duration::from_secs(3600),
+            cache: CacheSettings {
+                enabled: true,
+                volumes: [("acme-amd64-tool".to_string(), "/opt/hostedtoolcache".to_string())].into(),
+                kubernetes_pvcs: false,
+            },
+            arch: Arch::Arm64,
+            owner: "acme".into(),
+        };
+        for command in [
+            AgentCommand::StartRunner(Box::new(spec)),
+            AgentCommand::StopRunner {
+                id: RunnerId::parse("r-9").unwrap(),
+                reason: "timeout".into(),
+            },
+            AgentCommand::Drain,
+        ] {
+            assert_eq!(command_from_wire(command_to_wire(&command)).unwrap(), Some(command));
+        }
+    }
+
+    #[test]
+    fn a_start_without_registration_is_refused() {
+        let msg = pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::StartRunner(pb::StartRunner {
+                runner_id: "r".into(),
+                image: "i".into(),
+                arch: pb::Arch::Amd64 as i32,
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            command_from_wire(msg).unwrap_err(),
+            WireError::Missing {
+                field: "start_runner.registration"
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,239 @@
+//! `AgentService.Session`: one long-lived stream per agent.
+//!
+//! The agent's identity comes from its verified client certificate ([`PeerInfo`]). The first
+//! message must be a registration; the session then lives in its own task, which owns the
+//! inbound stream, forwards queued commands outwards, applies reports to the registry, and ends
+//! (marking the agent disconnected) when the stream ends, the agent falls silent for longer
+//! than the heartbeat timeout, a newer session replaces it, or the controller shuts down.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proto::v1 as pb;
+use proto::v1::agent_service_server::AgentService;
+use shared::ids::AgentName;
+use shared::wire::{self, WireError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::tls::PeerInfo;
+use crate::registry::{AgentRegistration, AgentRegistry, Heartbeat};
+
+/// Commands waiting for one agent; a full queue is refused by `AgentRegistry::send`.
+const COMMAND_QUEUE: usize = 256;
+
+pub struct SessionService {
+    pub registry: AgentRegistry,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub controller_id: String,
+    pub shutdown: CancellationToken,
+}
+
+/// The verified agent identity of a request, or the status that refuses it.
+pub(crate) fn agent_identity<T>(request: &Request<T>) -> Result<AgentName, Status> {
+    let peer = request.extensions().get::<PeerInfo>();
+    match peer.and_then(|p| p.identity.clone()) {
+        Some(Ok(name)) => Ok(name),
+        Some(Err(why)) => {
+            warn!(peer = ?peer.map(|p| p.addr), %why, "agent certificate carries no usable name");
+            Err(Status::unauthenticated(format!(
+                "the client certificate carries no usable agent name: {why}"
+            )))
+        }
+        None => {
+            warn!(peer = ?peer.map(|p| p.addr), "agent rejected: no client certificate");
+            Err(Status::unauthenticated(
+                "a client certificate signed by the controller's CA is required; \
+                 enroll with `gha-agent join` or configure TLS_CERT_FILE/TLS_KEY_FILE",
+            ))
+        }
+    }
+}
+
+fn registration_from_wire(reg: pb::Register) -> Result<AgentRegistration, WireError> {
+    let mut capacity = BTreeMap::new();
+    for c in &reg.capacity {
+        capacity.insert(wire::arch_from_wire(c.arch, "register.capacity.arch")?, c.max_runners);
+    }
+    if capacity.is_empty() {
+        return Err(WireError::Missing {
+            field: "register.capacity",
+        });
+    }
+    let inventory = reg
+        .inventory
+        .iter()
+        .map(wire::runner_state_from_wire)
+        .collect::<Result<_, _>>()?;
+    Ok(AgentRegistration {
+        capacity,
+        runtime: wire::runtime_from_wire(reg.runtime)?,
+        max_runners: reg.max_runners,
+        labels: reg.labels,
+        version: reg.version,
+        inventory,
+        draining: reg.draining,
+        healthy: reg.healthy,
+        unhealthy_reason: reg.unhealthy_reason,
+    })
+}
+
+#[tonic::async_trait]
+impl AgentService for SessionService {
+    type SessionStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let name = agent_identity(&request)?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.heartbeat_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no registration received in time"))??;
+        let register = match first.and_then(|m| m.msg) {
+            Some(pb::agent_message::Msg::Register(r)) => r,
+            _ => return Err(Status::invalid_argument("the first message must be a registration")),
+        };
+        if register.protocol_version != pb::PROTOCOL_VERSION {
+            warn!(agent = %name, version = register.protocol_version, "agent speaks another protocol version");
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported; this controller speaks {}",
+                register.protocol_version,
+                pb::PROTOCOL_VERSION
+            )));
+        }
+        let registration = registration_from_wire(register).map_err(|e| {
+            warn!(agent = %name, error = %e, "agent sent an invalid registration");
+            Status::invalid_argument(format!("invalid registration: {e}"))
+        })?;
+
+        let (out_tx, out_rx) = mpsc::channel(COMMAND_QUEUE);
+        out_tx
+            .send(Ok(pb::ControllerMessage {
+                msg: Some(pb::controller_message::Msg::Registered(pb::Registered {
+                    agent_name: name.to_string(),
+                    heartbeat_interval_ms: u32::try_from(self.heartbeat_interval.as_millis())
+                        .unwrap_or(u32::MAX),
+                    controller_id: self.controller_id.clone(),
+                })),
+            }))
+            .await
+            .map_err(|_| Status::unavailable("session closed"))?;
+
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        info!(
+            agent = %name,
+            runtime = %registration.runtime,
+            capacity = ?registration.capacity,
+            runners = registration.inventory.len(),
+            version = %registration.version,
+            "agent connected"
+        );
+        let handle = self.registry.connect(&name, registration, cmd_tx);
+        let task = SessionTask {
+            name: name.clone(),
+            session: handle.id,
+            registry: self.registry.clone(),
+            timeout: self.heartbeat_timeout,
+        };
+        let span = info_span!("agent_session", agent = %name, session = handle.id);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(
+            async move {
+                let reason = task
+                    .run(inbound, cmd_rx, out_tx, handle.replaced, shutdown)
+                    .await;
+                task.registry.disconnect(&task.name, task.session, &reason);
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+struct SessionTask {
+    name: AgentName,
+    session: u64,
+    registry: AgentRegistry,
+    timeout: Duration,
+}
+
+impl SessionTask {
+    /// Runs until the session ends; returns why.
+    async fn run(
+        &self,
+        mut inbound: Streaming<pb::AgentMessage>,
+        mut commands: mpsc::Receiver<shared::command::AgentCommand>,
+        outbound: mpsc::Sender<Result<pb::ControllerMessage, Status>>,
+        replaced: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> String {
+        // Any message from the agent proves it alive; silence past the timeout ends the session.
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            tokio::select! {
+                _ = replaced.cancelled() => {
+                    info!("agent session replaced by a newer connection");
+                    return "replaced by a newer session".into();
+                }
+                _ = shutdown.cancelled() => {
+                    let _ = outbound.try_send(Err(Status::unavailable("controller shutting down")));
+                    return "controller shut down".into();
+                }
+                Some(command) = commands.recv() => {
+                    if outbound.send(Ok(wire::command_to_wire(&command))).await.is_err() {
+                        warn!("agent stream closed while sending a command");
+                        return "stream closed".into();
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(timeout = ?self.timeout, "agent missed its heartbeats; marking it disconnected");
+                    return format!("no heartbeat for {:?}", self.timeout);
+                }
+                received = inbound.message() => match received {
+                    Ok(None) => {
+                        info!("agent closed its session");
+                        return "agent closed the stream".into();
+                    }
+                    Err(status) => {
+                        warn!(error = %status, "agent session failed");
+                        return format!("stream error: {}", status.message());
+                    }
+                    Ok(Some(message)) => {
+                        deadline = tokio::time::Instant::now() + self.timeout;
+                        self.handle(message);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&self, message: pb::AgentMessage) {
+        use pb::agent_message::Msg;
+        match message.msg {
+            Some(Msg::Heartbeat(beat)) => self.registry.heartbeat(
+                &self.name,
+                self.session,
+                Heartbeat {
+                    healthy: beat.healthy,
+                    unhealthy_reason: beat.unhealthy_reason,
+                    draining: beat.draining,
+                },
+            ),
+            Some(Msg::RunnerStatus(status)) => match wire::runner_state_from_wire(&status) {
+                Ok(state) => {
+                    info!(runner = %state.id, phase = ?state.phase, exit_code = ?state.exit_code, "runner status");
+                    self.registry.runner_status(&self.name, self.session, state);
+                }
+                Err(error) => warn!(%error, "ignoring an invalid runner status"),
+            },
+            Some(Msg::Register(_)) => warn!("ignoring a second registration on one session"),
+            None => warn!("ignoring an empty agent message"),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The HTTP side: health, version, and the REST API under `/api/v1`.
+//!
+//! Handlers only read state; errors become JSON through [`ApiError`].
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use shared::ids::AgentName;
+use subtle::ConstantTimeEq;
+
+use crate::registry::{AgentRegistry, AgentView};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: AgentRegistry,
+    pub api_token: Option<Arc<str>>,
+}
+
+/// An API error: a status and a JSON reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        let body = Json(json!({ "error": code, "message": self.to_string() }));
+        if matches!(self, ApiError::Unauthorized) {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/agents", get(list_agents))
+        .route("/agents/{name}", get(get_agent))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+/// `Authorization: Bearer <API_TOKEN>`, compared in constant time, when `API_TOKEN` is set.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.api_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(json!({ "name": "gha-controller", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn list_agents(State(state): State<AppState>) -> Json<Vec<AgentView>> {
+    Json(state.registry.snapshot())
+}
+
+async fn get_agent(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<AgentView>, ApiError> {
+    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .registry
+        .get(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no agent named {name} has connected")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn app(token: Option<&str>) -> Router {
+        router(AppState {
+            registry: AgentRegistry::new(),
+            api_token: token.map(Arc::from),
+        })
+    }
+
+    async fn call(app: Router, uri: &str, auth: Option<&str>) -> (StatusCode, serde_json::Value) {
+        let mut req = axum::http::Request::get(uri);
+        if let Some(auth) = auth {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_api_requires_the_token_when_set() {
+        let token = "0123456789abcdef-token";
+        let (s, body) = call(app(Some(token)), "/api/v1/agents", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"], "unauthorized");
+        let (s, _) = call(app(Some(token)), "/api/v1/agents", Some("Bearer wrong")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, body) = call(app(Some(token)), "/api/v1/agents", Some(&format!("Bearer {token}"))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, json!([]));
+        let (s, _) = call(app(Some(token)), "/health", None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_agent_is_a_json_404() {
+        let (s, body) = call(app(None), "/api/v1/agents/nobody", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "not_found");
+    }
+}

@@ -1,1 +1,90 @@
-//! placeholder
+//! The gha-scaler agent as a library: `main` parses configuration and calls [`Agent::run`];
+//! tests build an [`Agent`] with the in-memory runtime and watch its [`AgentStatus`].
+//!
+//! - [`config`]: configuration from environment variables.
+//! - [`connection`]: the mutual-TLS channel to the controller.
+//! - [`worker`]: the long-lived session loop (reconnects, commands, reports).
+//! - [`runners`]: the table that makes commands idempotent and is the inventory.
+//! - [`runtime`]: the container runtime trait (Docker, Kubernetes; in-memory for tests).
+//! - [`join`]: enrollment with a one-time join token.
+//! - [`backoff`]: capped, jittered exponential backoff.
+
+pub mod backoff;
+pub mod config;
+pub mod connection;
+pub mod join;
+pub mod runners;
+pub mod runtime;
+mod worker;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::runners::RunnerTable;
+use crate::runtime::{EventSink, RunnerRuntime, event_channel};
+
+/// What the agent is doing, for tests and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub connected: bool,
+    /// The identity the controller confirmed at the last registration.
+    pub agent_name: Option<String>,
+    /// Why the last connection attempt or session failed.
+    pub last_error: Option<String>,
+    /// Sessions established since start.
+    pub sessions: u64,
+}
+
+/// An agent, ready to run.
+pub struct Agent<R> {
+    config: AgentConfig,
+    runtime: Arc<R>,
+    sink: EventSink,
+    events: tokio::sync::mpsc::Receiver<shared::runner::RunnerState>,
+    status: watch::Sender<AgentStatus>,
+}
+
+/// The agent stopped because its own TLS material is unusable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the agent cannot run: {0}")]
+pub struct AgentError(pub String);
+
+impl<R: RunnerRuntime> Agent<R> {
+    /// Builds the agent; `make_runtime` receives the sink the runtime reports runner events on.
+    pub fn new(config: AgentConfig, make_runtime: impl FnOnce(EventSink) -> R) -> Self {
+        let (sink, events) = event_channel();
+        let runtime = Arc::new(make_runtime(sink.clone()));
+        let (status, _) = watch::channel(AgentStatus::default());
+        Self {
+            config,
+            runtime,
+            sink,
+            events,
+            status,
+        }
+    }
+
+    /// Follows the agent's status.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled. Runners are never stopped by this returning.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        worker::Worker {
+            config: self.config,
+            runtime: self.runtime,
+            sink: self.sink,
+            events: self.events,
+            table: RunnerTable::default(),
+            draining: false,
+            status: self.status,
+        }
+        .run(shutdown)
+        .await
+        .map_err(AgentError)
+    }
+}

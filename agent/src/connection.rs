@@ -1,0 +1,89 @@
+//! Opening a mutual-TLS gRPC channel to the controller.
+//!
+//! Certificate files are read on every attempt, so a renewed certificate is picked up without
+//! a restart. Failures are classified by what retrying can do about them.
+
+use std::time::Duration;
+
+use shared::tls::Validity;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::AgentConfig;
+
+/// Why a connection attempt failed, by what the agent should do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    /// Our own material is unusable (missing, unreadable, expired): retrying cannot help
+    /// until an operator fixes it.
+    #[error("{0}")]
+    Local(String),
+    /// The controller refused us (certificate or protocol): retry, but slowly.
+    #[error("{0}")]
+    Rejected(String),
+    /// The controller could not be reached or the session broke: retry with backoff.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, AttemptError> {
+    std::fs::read(path).map_err(|e| AttemptError::Local(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+/// Every error in a chain, joined, so "transport error" is followed by its real cause.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an error text says the TLS peer refused our certificate or we refused theirs.
+pub fn is_certificate_problem(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["certificate", "unknownca", "unknown ca", "badcertificate", "alert", "handshake"]
+        .iter()
+        .any(|needle| t.contains(needle))
+}
+
+pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
+    let certs = shared::tls::read_certs(&config.tls.cert_file).map_err(|e| AttemptError::Local(error_chain(&e)))?;
+    Validity::of(&certs[0])
+        .map_err(|e| AttemptError::Local(format!("cannot parse {}: {e}", config.tls.cert_file.display())))?
+        .check_now()
+        .map_err(|why| {
+            AttemptError::Local(format!(
+                "{}: {why}; enroll again with `gha-agent join` or install a new certificate",
+                config.tls.cert_file.display()
+            ))
+        })?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&config.tls.ca_file, "CA certificate")?))
+        .identity(Identity::from_pem(
+            read(&config.tls.cert_file, "certificate")?,
+            read(&config.tls.key_file, "key")?,
+        ));
+    let endpoint = Endpoint::from_shared(config.controller_url.clone())
+        .map_err(|e| AttemptError::Local(format!("CONTROLLER_URL is invalid: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| AttemptError::Local(format!("cannot use the TLS files: {}", error_chain(&e))))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(|e| {
+        let text = error_chain(&e);
+        if is_certificate_problem(&text) {
+            AttemptError::Rejected(format!("TLS with the controller failed: {text}"))
+        } else {
+            AttemptError::Unreachable(format!("cannot reach the controller: {text}"))
+        }
+    })
+}

@@ -1,0 +1,119 @@
+//! A runtime that keeps runners in memory: for the test suite and local demos only.
+//!
+//! It is compiled only with the `memory-runtime` feature and the binary offers it only in a
+//! debug build. Tests drive it through [`MemoryRuntime`]'s shared state: they can see every
+//! start call and finish a runner with an exit code.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use shared::arch::RuntimeKind;
+use shared::command::RunnerSpec;
+use shared::ids::RunnerId;
+use shared::runner::{RunnerPhase, RunnerState};
+
+use super::{EventSink, RunnerRuntime, RuntimeError};
+
+#[derive(Default)]
+struct Inner {
+    runners: BTreeMap<RunnerId, RunnerState>,
+    start_calls: Vec<RunnerId>,
+    unhealthy: Option<String>,
+}
+
+/// Clones share the same runners, so a test keeps one clone and the agent another.
+#[derive(Clone)]
+pub struct MemoryRuntime {
+    // Short sections only, never across an await.
+    inner: Arc<Mutex<Inner>>,
+    events: EventSink,
+}
+
+impl MemoryRuntime {
+    pub fn new(events: EventSink) -> Self {
+        Self {
+            inner: Arc::default(),
+            events,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every runner and its state.
+    pub fn runners(&self) -> Vec<RunnerState> {
+        self.lock().runners.values().cloned().collect()
+    }
+
+    /// Every `start` call, in order (one per actual start: repeats are the agent's bug).
+    pub fn start_calls(&self) -> Vec<RunnerId> {
+        self.lock().start_calls.clone()
+    }
+
+    /// Ends a runner as if its job finished with `exit_code`.
+    pub async fn finish(&self, id: &RunnerId, exit_code: i32) {
+        let state = {
+            let mut inner = self.lock();
+            let Some(runner) = inner.runners.get_mut(id) else {
+                return;
+            };
+            runner.phase = RunnerPhase::Exited;
+            runner.exit_code = Some(exit_code);
+            runner.observed_at_ms = shared::runner::now_ms();
+            runner.clone()
+        };
+        self.events.report(state).await;
+    }
+
+    /// Makes `health` fail (or succeed again with `None`).
+    pub fn set_unhealthy(&self, reason: Option<String>) {
+        self.lock().unhealthy = reason;
+    }
+}
+
+impl RunnerRuntime for MemoryRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Memory
+    }
+
+    async fn start(&self, spec: RunnerSpec) -> Result<(), RuntimeError> {
+        let running = {
+            let mut inner = self.lock();
+            inner.start_calls.push(spec.id.clone());
+            let state = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Running);
+            inner.runners.insert(spec.id.clone(), state.clone());
+            state
+        };
+        self.events.report(running).await;
+        Ok(())
+    }
+
+    async fn stop(&self, id: &RunnerId) -> Result<(), RuntimeError> {
+        let stopped = {
+            let mut inner = self.lock();
+            inner.runners.get_mut(id).filter(|r| !r.phase.is_terminal()).map(|r| {
+                r.phase = RunnerPhase::Exited;
+                r.exit_code = Some(143);
+                r.reason = "stopped by the controller".into();
+                r.observed_at_ms = shared::runner::now_ms();
+                r.clone()
+            })
+        };
+        if let Some(state) = stopped {
+            self.events.report(state).await;
+        }
+        Ok(())
+    }
+
+    async fn inventory(&self) -> Result<Vec<RunnerState>, RuntimeError> {
+        Ok(self.runners())
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        match &self.lock().unhealthy {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The container runtime an agent drives, behind a small trait the agent owns.
+//!
+//! Operations return quickly and report progress as [`RunnerState`] events on the sink given to
+//! the runtime at construction; the agent forwards them to the controller. The Docker and
+//! Kubernetes runtimes implement this trait; [`memory`] (tests and local demos only) records
+//! commands in memory.
+
+#[cfg(feature = "memory-runtime")]
+pub mod memory;
+
+use std::future::Future;
+
+use shared::arch::RuntimeKind;
+use shared::command::RunnerSpec;
+use shared::ids::RunnerId;
+use shared::runner::RunnerState;
+use tokio::sync::mpsc;
+
+/// A runtime operation that failed; the message is safe to show the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuntimeError(pub String);
+
+/// Where a runtime reports runner state changes. The agent's main task holds the receiver.
+#[derive(Clone)]
+pub struct EventSink(mpsc::Sender<RunnerState>);
+
+impl EventSink {
+    pub async fn report(&self, state: RunnerState) {
+        // The receiver only goes away when the agent is stopping; nothing is left to tell.
+        let _ = self.0.send(state).await;
+    }
+}
+
+/// A sink and the receiver the agent reads from.
+pub fn event_channel() -> (EventSink, mpsc::Receiver<RunnerState>) {
+    let (tx, rx) = mpsc::channel(1024);
+    (EventSink(tx), rx)
+}
+
+pub trait RunnerRuntime: Send + Sync + 'static {
+    fn kind(&self) -> RuntimeKind;
+
+    /// Starts a runner. Progress (running, exited) is reported on the event sink.
+    fn start(&self, spec: RunnerSpec) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops a runner if it exists.
+    fn stop(&self, id: &RunnerId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Every runner of ours that exists now, for adoption after an agent restart.
+    fn inventory(&self) -> impl Future<Output = Result<Vec<RunnerState>, RuntimeError>> + Send;
+
+    /// `Err(reason)` while the runtime cannot take runners (e.g. the engine is unreachable).
+    fn health(&self) -> impl Future<Output = Result<(), String>> + Send;
+}

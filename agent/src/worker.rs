@@ -1,0 +1,307 @@
+//! The agent's one long-lived task: it owns the runner table and the runtime's event stream,
+//! keeps a session with the controller open (reconnecting forever with backoff), executes
+//! commands idempotently and reports every runner state change.
+//!
+//! Losing the controller never touches the runners: they keep running, their state changes
+//! keep landing in the table, and the next session starts with the full inventory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1 as pb;
+use proto::v1::agent_service_client::AgentServiceClient;
+use shared::command::{AgentCommand, RunnerSpec};
+use shared::ids::RunnerId;
+use shared::runner::{RunnerPhase, RunnerState};
+use shared::wire;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tracing::{debug, error, info, warn};
+
+use crate::AgentStatus;
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::connection::{self, AttemptError, error_chain};
+use crate::runners::{FINISHED_RETENTION, RunnerTable};
+use crate::runtime::{EventSink, RunnerRuntime};
+
+/// Used until the controller says otherwise in `Registered`.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) struct Worker<R> {
+    pub config: AgentConfig,
+    pub runtime: Arc<R>,
+    pub sink: EventSink,
+    // The runtime (and our own start/stop tasks) hold the sending side through `sink`.
+    pub events: mpsc::Receiver<RunnerState>,
+    pub table: RunnerTable,
+    pub draining: bool,
+    pub status: watch::Sender<AgentStatus>,
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+impl<R: RunnerRuntime> Worker<R> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), String> {
+        match self.runtime.inventory().await {
+            Ok(runners) => {
+                info!(count = runners.len(), "adopted existing runners");
+                for r in runners {
+                    self.table.apply(r);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list existing runners; starting with none"),
+        }
+        let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
+        loop {
+            match self.attempt(&shutdown, &mut backoff).await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Lost(reason)) => {
+                    warn!(%reason, "lost the controller; runners keep running, reconnecting");
+                    self.set_disconnected(reason);
+                }
+                Err(AttemptError::Local(reason)) => {
+                    error!(%reason, "cannot connect with this agent's TLS material");
+                    self.set_disconnected(reason.clone());
+                    return Err(reason);
+                }
+                Err(AttemptError::Rejected(reason)) => {
+                    error!(%reason, "the controller rejected this agent; retrying slowly");
+                    self.set_disconnected(reason);
+                    backoff.give_up_fast_retries();
+                }
+                Err(AttemptError::Unreachable(reason)) => {
+                    warn!(%reason, "controller unreachable; retrying");
+                    self.set_disconnected(reason);
+                }
+            }
+            let delay = backoff.next_delay();
+            debug!(?delay, "waiting before reconnecting");
+            if !self.idle(delay, &shutdown).await {
+                return Ok(());
+            }
+        }
+    }
+
+    fn set_disconnected(&self, reason: String) {
+        self.status.send_modify(|s| {
+            s.connected = false;
+            s.last_error = Some(reason);
+        });
+    }
+
+    /// Waits `delay` while still recording runner events; false once shutdown is asked for.
+    async fn idle(&mut self, delay: Duration, shutdown: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = &mut sleep => return true,
+                Some(state) = self.events.recv() => { self.table.apply(state); }
+            }
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<SessionEnd, AttemptError> {
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            channel = connection::connect(&self.config) => channel?,
+        };
+        let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
+        let health = self.health().await;
+        let register = pb::Register {
+            protocol_version: pb::PROTOCOL_VERSION,
+            capacity: vec![pb::ArchCapacity {
+                arch: wire::arch_to_wire(self.config.arch) as i32,
+                max_runners: self.config.max_runners,
+            }],
+            runtime: wire::runtime_to_wire(self.runtime.kind()) as i32,
+            max_runners: self.config.max_runners,
+            labels: self.config.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            inventory: self.table.inventory().iter().map(wire::runner_state_to_wire).collect(),
+            draining: self.draining,
+            healthy: health.is_ok(),
+            unhealthy_reason: health.err().unwrap_or_default(),
+        };
+        let _ = out
+            .send(pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Register(register)),
+            })
+            .await;
+        let mut client = AgentServiceClient::new(channel);
+        let response = client.session(ReceiverStream::new(out_rx)).await.map_err(classify_status)?;
+        let mut inbound = response.into_inner();
+        let registered = match inbound.message().await.map_err(classify_status)? {
+            Some(pb::ControllerMessage {
+                msg: Some(pb::controller_message::Msg::Registered(r)),
+            }) => r,
+            _ => return Err(AttemptError::Unreachable("the controller did not acknowledge the registration".into())),
+        };
+        let heartbeat = match registered.heartbeat_interval_ms {
+            0 => DEFAULT_HEARTBEAT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        info!(agent = %registered.agent_name, controller = %registered.controller_id, "registered with the controller");
+        backoff.reset();
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.agent_name = Some(registered.agent_name.clone());
+            s.last_error = None;
+            s.sessions += 1;
+        });
+
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = ticker.tick() => {
+                    self.table.prune(FINISHED_RETENTION);
+                    let health = self.health().await;
+                    let beat = pb::Heartbeat {
+                        healthy: health.is_ok(),
+                        unhealthy_reason: health.err().unwrap_or_default(),
+                        draining: self.draining,
+                    };
+                    if !send(&out, pb::agent_message::Msg::Heartbeat(beat)).await {
+                        return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                    }
+                }
+                Some(state) = self.events.recv() => {
+                    if self.table.apply(state.clone()) {
+                        debug!(runner = %state.id, phase = ?state.phase, "runner state changed");
+                        if !send(&out, pb::agent_message::Msg::RunnerStatus(wire::runner_state_to_wire(&state))).await {
+                            return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                        }
+                    }
+                }
+                received = inbound.message() => match received {
+                    Ok(Some(message)) => match wire::command_from_wire(message) {
+                        Ok(Some(command)) => self.execute(command).await,
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "ignoring an invalid command"),
+                    },
+                    Ok(None) => return Ok(SessionEnd::Lost("the controller ended the session".into())),
+                    Err(status) => return Ok(SessionEnd::Lost(format!("session failed: {}", status_text(&status)))),
+                }
+            }
+        }
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        tokio::time::timeout(HEALTH_CHECK_TIMEOUT, self.runtime.health())
+            .await
+            .unwrap_or_else(|_| Err("the runtime's health check timed out".into()))
+    }
+
+    /// Executes one command. Idempotent by runner id; never waits on the runtime (starts and
+    /// stops run in their own tasks and report through the event sink).
+    async fn execute(&mut self, command: AgentCommand) {
+        match command {
+            AgentCommand::StartRunner(spec) => self.start(*spec).await,
+            AgentCommand::StopRunner { id, reason } => self.stop(id, reason).await,
+            AgentCommand::Drain => {
+                info!("draining: no new runners will be accepted");
+                self.draining = true;
+            }
+        }
+    }
+
+    async fn start(&mut self, spec: RunnerSpec) {
+        if let Some(known) = self.table.get(&spec.id) {
+            debug!(runner = %spec.id, "start for a known runner: re-reporting its state");
+            self.sink.report(known.clone()).await;
+            return;
+        }
+        let refuse = if self.draining {
+            Some("the agent is draining".to_owned())
+        } else if self.table.active() >= self.config.max_runners as usize {
+            Some(format!("the agent is at capacity (MAX_RUNNERS={})", self.config.max_runners))
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            warn!(runner = %spec.id, %reason, "refusing to start a runner");
+            let mut failed = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Failed);
+            failed.reason = reason;
+            self.sink.report(failed).await;
+            return;
+        }
+        info!(runner = %spec.id, name = %spec.name, image = %spec.image, "starting runner");
+        let starting = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Starting);
+        // Recorded now, so a repeated start that arrives before the task runs is recognised.
+        self.table.apply(starting.clone());
+        self.sink.report(starting).await;
+        let runtime = self.runtime.clone();
+        let sink = self.sink.clone();
+        tokio::spawn(async move {
+            let (id, name) = (spec.id.clone(), spec.name.clone());
+            if let Err(e) = runtime.start(spec).await {
+                error!(runner = %id, error = %e, "runner failed to start");
+                let mut failed = RunnerState::new(id, name, RunnerPhase::Failed);
+                failed.reason = e.to_string();
+                sink.report(failed).await;
+            }
+        });
+    }
+
+    async fn stop(&mut self, id: RunnerId, reason: String) {
+        match self.table.get(&id) {
+            None => {
+                debug!(runner = %id, "stop for an unknown runner");
+                let mut gone = RunnerState::new(id, "", RunnerPhase::Failed);
+                gone.reason = "no such runner on this agent".into();
+                self.sink.report(gone).await;
+            }
+            Some(state) if state.phase.is_terminal() => self.sink.report(state.clone()).await,
+            Some(_) => {
+                info!(runner = %id, %reason, "stopping runner");
+                let runtime = self.runtime.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.stop(&id).await {
+                        error!(runner = %id, error = %e, "cannot stop runner");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send(out: &mpsc::Sender<pb::AgentMessage>, msg: pb::agent_message::Msg) -> bool {
+    out.send(pb::AgentMessage { msg: Some(msg) }).await.is_ok()
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&error_chain(source));
+    }
+    text
+}
+
+fn classify_status(status: tonic::Status) -> AttemptError {
+    let text = status_text(&status);
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition | Code::InvalidArgument => {
+            AttemptError::Rejected(format!("the controller refused the session: {text}"))
+        }
+        _ if connection::is_certificate_problem(&text) => {
+            AttemptError::Rejected(format!("the controller refused our certificate: {text}"))
+        }
+        _ => AttemptError::Unreachable(format!("session failed: {text}")),
+    }
+}

@@ -36,6 +36,8 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// Sessions established since start.
     pub sessions: u64,
+    /// Connection attempts since start.
+    pub attempts: u64,
 }
 
 /// An agent, ready to run.

@@ -114,6 +114,7 @@ impl<R: RunnerRuntime> Worker<R> {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, AttemptError> {
+        self.status.send_modify(|s| s.attempts += 1);
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             channel = connection::connect(&self.config) => channel?,
@@ -141,9 +142,9 @@ impl<R: RunnerRuntime> Worker<R> {
             })
             .await;
         let mut client = AgentServiceClient::new(channel);
-        let response = client.session(ReceiverStream::new(out_rx)).await.map_err(classify_status)?;
+        let response = client.session(ReceiverStream::new(out_rx)).await.map_err(classify_early)?;
         let mut inbound = response.into_inner();
-        let registered = match inbound.message().await.map_err(classify_status)? {
+        let registered = match inbound.message().await.map_err(classify_early)? {
             Some(pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Registered(r)),
             }) => r,
@@ -195,6 +196,9 @@ impl<R: RunnerRuntime> Worker<R> {
                         Err(e) => warn!(error = %e, "ignoring an invalid command"),
                     },
                     Ok(None) => return Ok(SessionEnd::Lost("the controller ended the session".into())),
+                    Err(status) if status.code() == Code::Aborted => return Err(AttemptError::Rejected(format!(
+                        "the controller ended the session: {}", status_text(&status)
+                    ))),
                     Err(status) => return Ok(SessionEnd::Lost(format!("session failed: {}", status_text(&status)))),
                 }
             }
@@ -291,6 +295,23 @@ fn status_text(status: &tonic::Status) -> String {
         text.push_str(&error_chain(source));
     }
     text
+}
+
+/// Classifies a failure before the controller acknowledged the registration. A connection
+/// closed at that point is, in practice, the controller refusing our certificate: with TLS 1.3
+/// the client learns of it only when the server hangs up, and the alert's text is lost.
+fn classify_early(status: tonic::Status) -> AttemptError {
+    if matches!(status.code(), Code::Cancelled | Code::Unavailable | Code::Unknown)
+        && status_text(&status).contains("connection closed")
+    {
+        return AttemptError::Rejected(format!(
+            "the controller closed the connection before registering us; it most likely refused \
+             our client certificate (signed by another CA, expired, or not a client certificate): \
+             see the controller's log ({})",
+            status_text(&status)
+        ));
+    }
+    classify_status(status)
 }
 
 fn classify_status(status: tonic::Status) -> AttemptError {

@@ -1,1 +1,6 @@
-//! placeholder
+//! The end-to-end test harness of gha-scaler: a real controller and real agents talking
+//! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
+//! ([`pki`]). The tests themselves live in `tests/tests/`.
+
+pub mod harness;
+pub mod pki;

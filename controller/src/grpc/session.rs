@@ -178,7 +178,11 @@ impl SessionTask {
         loop {
             tokio::select! {
                 _ = replaced.cancelled() => {
-                    info!("agent session replaced by a newer connection");
+                    warn!("agent session replaced by a newer connection with the same identity");
+                    let _ = outbound.try_send(Err(Status::aborted(
+                        "replaced by a newer session for the same agent identity \
+                         (are two agents using one certificate?)",
+                    )));
                     return "replaced by a newer session".into();
                 }
                 _ = shutdown.cancelled() => {

@@ -1,0 +1,269 @@
+//! A real controller and real agents in one test process, over real mutual TLS on loopback.
+//!
+//! The controller runs on the test's runtime with listeners on port 0 and can be restarted on
+//! the same ports with the same state directory. Each agent runs on a runtime of its own, so
+//! that [`TestAgent::kill`] can drop it at once, sockets and all, like a killed process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent::AgentStatus;
+use agent::config::AgentConfig;
+use agent::runtime::memory::MemoryRuntime;
+use controller::config::Config;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Installs the crypto provider and a test log subscriber (once per process).
+pub fn init() {
+    shared::tls::install_crypto_provider();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `condition` every 20 ms until it holds, failing the test with `what` at the deadline.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Builds a variable map from pairs.
+pub fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// A controller serving on loopback.
+pub struct TestController {
+    pub config: Config,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub registry: controller::registry::AgentRegistry,
+    shutdown: CancellationToken,
+    running: Option<controller::Controller>,
+}
+
+impl TestController {
+    /// Starts a controller with `env` (plus `STATE_DIR` if absent) on fresh ports.
+    pub async fn start(env: HashMap<String, String>) -> Self {
+        let config = Config::from_env(&env).expect("valid controller config");
+        Self::start_on(config, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(config: Config, http: SocketAddr, grpc: SocketAddr) -> Self {
+        let http = bind_retrying(http).await;
+        let grpc = bind_retrying(grpc).await;
+        let shutdown = CancellationToken::new();
+        let running = controller::Controller::start(
+            &config,
+            controller::Listeners { http, grpc },
+            shutdown.clone(),
+        )
+        .await
+        .expect("controller starts");
+        Self {
+            config,
+            http_addr: running.http_addr,
+            grpc_addr: running.grpc_addr,
+            registry: running.registry.clone(),
+            shutdown,
+            running: Some(running),
+        }
+    }
+
+    /// `https://127.0.0.1:<grpc port>`.
+    pub fn grpc_url(&self) -> String {
+        format!("https://{}", self.grpc_addr)
+    }
+
+    /// Stops the controller and waits for it to finish (bounded).
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(10), running.wait())
+                .await
+                .expect("controller stops within 10 s")
+                .expect("controller stops cleanly");
+        }
+    }
+
+    /// Stops, then starts again on the same ports with the same configuration and state.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let next = Self::start_on(self.config.clone(), self.http_addr, self.grpc_addr).await;
+        *self = next;
+    }
+
+    /// `GET /api/v1/agents`, as JSON.
+    pub async fn agents(&self) -> Vec<serde_json::Value> {
+        let mut req = reqwest::Client::new().get(format!("http://{}/api/v1/agents", self.http_addr));
+        if let Some(token) = &self.config.api_token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+            .await
+            .expect("GET /api/v1/agents")
+            .error_for_status()
+            .expect("agents API answers 200")
+            .json()
+            .await
+            .expect("agents JSON")
+    }
+
+    /// The agent named `name` in `GET /api/v1/agents`, if listed.
+    pub async fn agent(&self, name: &str) -> Option<serde_json::Value> {
+        self.agents().await.into_iter().find(|a| a["name"] == name)
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%addr, error = %e, "port busy; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    }
+}
+
+/// TLS files for an agent.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AgentTls {
+    /// The files `gha-agent join` writes into `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca: dir.join(agent::config::CA_FILE),
+            cert: dir.join(agent::config::CERT_FILE),
+            key: dir.join(agent::config::KEY_FILE),
+        }
+    }
+}
+
+/// An agent with the in-memory runtime, on a runtime of its own.
+pub struct TestAgent {
+    pub runtime: MemoryRuntime,
+    pub status: watch::Receiver<AgentStatus>,
+    shutdown: CancellationToken,
+    tokio: Option<tokio::runtime::Runtime>,
+    outcome: Option<tokio::task::JoinHandle<Result<(), agent::AgentError>>>,
+}
+
+impl TestAgent {
+    /// Starts an agent for `controller_url` with `tls` and extra variables (`AGENT_ARCH`, ...).
+    pub fn start(controller_url: &str, tls: &AgentTls, extra: &[(&str, &str)]) -> Self {
+        let mut env = vars(&[
+            ("CONTROLLER_URL", controller_url.to_owned()),
+            ("TLS_CA_FILE", tls.ca.display().to_string()),
+            ("TLS_CERT_FILE", tls.cert.display().to_string()),
+            ("TLS_KEY_FILE", tls.key.display().to_string()),
+            ("AGENT_ARCH", "amd64".into()),
+            ("RECONNECT_MIN_BACKOFF", "50ms".into()),
+            ("RECONNECT_MAX_BACKOFF", "300ms".into()),
+        ]);
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = AgentConfig::from_env(&env).expect("valid agent config");
+        let mut memory = None;
+        let agent = agent::Agent::new(config, |sink| {
+            let rt = MemoryRuntime::new(sink);
+            memory = Some(rt.clone());
+            rt
+        });
+        let status = agent.status();
+        let shutdown = CancellationToken::new();
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("agent runtime");
+        let outcome = tokio.spawn(agent.run(shutdown.clone()));
+        Self {
+            runtime: memory.expect("runtime constructed"),
+            status,
+            shutdown,
+            tokio: Some(tokio),
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Kills the agent: every task and socket is dropped at once, nothing is said to the
+    /// controller. Its in-memory runners are left as they were.
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.tokio.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Waits until the agent's status satisfies `f`.
+    pub async fn wait_status(&self, timeout: Duration, what: &str, f: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!("timed out after {timeout:?} waiting for agent status: {what}; last: {:?}", *self.status.borrow()),
+        }
+    }
+
+    /// Waits for the agent's run to end and returns how it ended.
+    pub async fn exited(&mut self, timeout: Duration) -> Result<(), agent::AgentError> {
+        let handle = self.outcome.take().expect("agent outcome taken once");
+        tokio::time::timeout(timeout, handle)
+            .await
+            .expect("agent exits in time")
+            .expect("agent task did not panic")
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.kill();
+    }
+}
+
+/// Controller variables for a test: state in `state_dir`, own-PKI TLS files, fast heartbeats
+/// (200 ms, dead after 1 s).
+pub fn controller_env(state_dir: &Path, ca: &Path, server: &crate::pki::CertFiles) -> HashMap<String, String> {
+    vars(&[
+        ("STATE_DIR", state_dir.display().to_string()),
+        ("TLS_CA_FILE", ca.display().to_string()),
+        ("TLS_CERT_FILE", server.cert.display().to_string()),
+        ("TLS_KEY_FILE", server.key.display().to_string()),
+        ("AGENT_HEARTBEAT_INTERVAL", "200ms".into()),
+        ("AGENT_HEARTBEAT_TIMEOUT", "1s".into()),
+    ])
+}

@@ -1,0 +1,217 @@
+//! Sessions survive what production throws at them: a controller restart does not lose a
+//! runner, a killed or silent agent is noticed within the heartbeat timeout, and commands
+//! replayed after a reconnect do no harm.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use proto::v1 as pb;
+use proto::v1::agent_service_client::AgentServiceClient;
+use shared::arch::Arch;
+use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
+use shared::ids::{AgentName, RunnerId};
+use shared::runner::RunnerPhase;
+use tests::harness::{AgentTls, TestAgent, TestController, controller_env, init, wait_until};
+use tests::pki::TestCa;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn spec(id: &str) -> RunnerSpec {
+    RunnerSpec {
+        id: RunnerId::parse(id).unwrap(),
+        name: format!("gha-{id}"),
+        image: "runner:test".into(),
+        registration: Registration::JitConfig("eyJqaXQiOiJjb25maWcifQ==".into()),
+        labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
+        env: BTreeMap::new(),
+        timeout: Duration::from_secs(3600),
+        cache: CacheSettings::default(),
+        arch: Arch::Amd64,
+        owner: "acme".into(),
+    }
+}
+
+fn phases(agent: &serde_json::Value) -> Vec<(String, String)> {
+    agent["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r["phase"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    controller: TestController,
+}
+
+async fn setup() -> Setup {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
+    let server = ca.server();
+    let controller = TestController::start(controller_env(&dir.path().join("state"), &ca.ca_file(), &server)).await;
+    Setup { dir, ca, controller }
+}
+
+impl Setup {
+    fn agent(&self, name: &str) -> TestAgent {
+        let cert = self.ca.client(name, &[]);
+        TestAgent::start(
+            &self.controller.grpc_url(),
+            &AgentTls {
+                ca: self.ca.ca_file(),
+                cert: cert.cert,
+                key: cert.key,
+            },
+            &[("MAX_RUNNERS", "4")],
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_controller_restart_loses_no_runner_and_agents_resync() {
+    let mut s = setup().await;
+    let agent = s.agent("host-1");
+    agent.wait_status(WAIT, "connected", |st| st.connected).await;
+    let name = AgentName::parse("host-1").unwrap();
+    for id in ["r1", "r2"] {
+        s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec(id)))).unwrap();
+    }
+    wait_until(WAIT, "both runners running in the API", || async {
+        s.controller.agent("host-1").await.map(|a| phases(&a))
+            == Some(vec![("r1".into(), "running".into()), ("r2".into(), "running".into())])
+    })
+    .await;
+
+    s.controller.stop().await;
+    agent.wait_status(WAIT, "agent notices the controller is gone", |st| !st.connected).await;
+    // The runners keep running without a controller, and one finishes meanwhile.
+    assert_eq!(agent.runtime.runners().len(), 2);
+    agent.runtime.finish(&RunnerId::parse("r1").unwrap(), 0).await;
+
+    s.controller.restart().await;
+    let resynced = agent.wait_status(WAIT, "reconnected", |st| st.connected && st.sessions >= 2).await;
+    assert_eq!(resynced.agent_name.as_deref(), Some("host-1"));
+    wait_until(WAIT, "inventory resynced after restart", || async {
+        s.controller.agent("host-1").await.map(|a| phases(&a))
+            == Some(vec![("r1".into(), "exited".into()), ("r2".into(), "running".into())])
+    })
+    .await;
+    let r1 = s.controller.agent("host-1").await.unwrap()["runners"][0].clone();
+    assert_eq!(r1["exit_code"], 0);
+
+    // A start replayed after the reconnect starts nothing twice.
+    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("r2")))).unwrap();
+    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("r3")))).unwrap();
+    wait_until(WAIT, "r3 running", || async {
+        agent.runtime.runners().iter().any(|r| r.id.as_str() == "r3" && r.phase == RunnerPhase::Running)
+    })
+    .await;
+    let mut starts: Vec<_> = agent.runtime.start_calls().iter().map(|id| id.to_string()).collect();
+    starts.sort();
+    assert_eq!(starts, vec!["r1", "r2", "r3"], "each runner started exactly once");
+}
+
+#[tokio::test]
+async fn a_killed_agent_is_marked_disconnected_and_its_runners_are_kept_on_record() {
+    let s = setup().await;
+    let mut agent = s.agent("doomed");
+    agent.wait_status(WAIT, "connected", |st| st.connected).await;
+    let name = AgentName::parse("doomed").unwrap();
+    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("k1")))).unwrap();
+    wait_until(WAIT, "runner running", || async {
+        s.controller.agent("doomed").await.is_some_and(|a| phases(&a) == vec![("k1".into(), "running".into())])
+    })
+    .await;
+
+    let killed_at = Instant::now();
+    agent.kill();
+    // Heartbeat timeout is 1 s in these tests: the agent must be gone from the live set by then
+    // (a dropped connection is usually noticed at once).
+    wait_until(Duration::from_secs(5), "agent marked disconnected", || async {
+        s.controller.agent("doomed").await.is_some_and(|a| a["connected"] == false)
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(3), "took {:?}", killed_at.elapsed());
+    let view = s.controller.agent("doomed").await.unwrap();
+    assert!(view["disconnected_at"].is_string());
+    assert_eq!(phases(&view), vec![("k1".to_string(), "running".to_string())]);
+    assert!(matches!(
+        s.controller.registry.send(&name, AgentCommand::Drain),
+        Err(controller::registry::SendError::NotConnected(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_marked_disconnected_after_the_heartbeat_timeout() {
+    let s = setup().await;
+    let cert = s.ca.client("silent", &[]);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(s.ca.ca_file()).unwrap()))
+        .identity(Identity::from_pem(std::fs::read(&cert.cert).unwrap(), std::fs::read(&cert.key).unwrap()));
+    let channel = Channel::from_shared(s.controller.grpc_url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            protocol_version: pb::PROTOCOL_VERSION,
+            capacity: vec![pb::ArchCapacity { arch: pb::Arch::Arm64 as i32, max_runners: 1 }],
+            runtime: pb::RuntimeKind::Docker as i32,
+            max_runners: 1,
+            healthy: true,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    // Keep `tx` alive: the stream stays open but no heartbeat ever comes.
+    let mut inbound = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let registered = inbound.message().await.unwrap().unwrap();
+    assert!(matches!(
+        registered.msg,
+        Some(pb::controller_message::Msg::Registered(ref r)) if r.heartbeat_interval_ms == 200
+    ));
+    let since = Instant::now();
+    assert_eq!(s.controller.agent("silent").await.unwrap()["connected"], true);
+    wait_until(WAIT, "silent agent marked disconnected", || async {
+        s.controller.agent("silent").await.is_some_and(|a| a["connected"] == false)
+    })
+    .await;
+    let took = since.elapsed();
+    assert!(took >= Duration::from_millis(700), "disconnected before the timeout: {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let reason = s.controller.agent("silent").await.unwrap()["disconnect_reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("no heartbeat"), "{reason}");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_identity_replaces_the_first() {
+    let s = setup().await;
+    let cert = s.ca.client("twin", &[]);
+    let tls = AgentTls {
+        ca: s.ca.ca_file(),
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+    };
+    let first = TestAgent::start(&s.controller.grpc_url(), &tls, &[]);
+    first.wait_status(WAIT, "first connected", |st| st.connected).await;
+    let second = TestAgent::start(&s.controller.grpc_url(), &tls, &[("AGENT_ARCH", "arm64")]);
+    second.wait_status(WAIT, "second connected", |st| st.connected).await;
+    let replaced = first
+        .wait_status(WAIT, "first told it was replaced", |st| {
+            st.last_error.as_deref().is_some_and(|e| e.contains("replaced"))
+        })
+        .await;
+    assert!(!replaced.connected);
+    let agents = s.controller.agents().await;
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["arch"], "arm64");
+    let _ = &s.dir;
+}

@@ -59,7 +59,11 @@ mod tests {
             let ceiling = b.ceiling();
             assert!(ceiling >= last_ceiling);
             let d = b.next_delay();
-            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{d:?} outside [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
             last_ceiling = ceiling;
         }
         assert_eq!(last_ceiling, Duration::from_secs(2));

@@ -49,7 +49,11 @@ pub struct ConfigErrors(pub Vec<ConfigProblem>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid agent configuration ({} problem(s)):", self.0.len())?;
+        writeln!(
+            f,
+            "invalid agent configuration ({} problem(s)):",
+            self.0.len()
+        )?;
         for p in &self.0 {
             writeln!(f, "  {}: {}", p.variable, p.message)?;
         }
@@ -63,11 +67,15 @@ impl AgentConfig {
     pub fn from_env(map: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
         let get = |k: &str| map.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
         let mut problems = Vec::new();
-        let mut problem = |variable, message: String| problems.push(ConfigProblem { variable, message });
+        let mut problem =
+            |variable, message: String| problems.push(ConfigProblem { variable, message });
 
         let controller_url = match get("CONTROLLER_URL") {
             None => {
-                problem("CONTROLLER_URL", "is required (https://controller-host:9443)".into());
+                problem(
+                    "CONTROLLER_URL",
+                    "is required (https://controller-host:9443)".into(),
+                );
                 String::new()
             }
             Some(url) if !url.starts_with("https://") => {
@@ -85,7 +93,10 @@ impl AgentConfig {
             (Some(path), _) => PathBuf::from(path),
             (None, Some(dir)) => dir.join(default_name),
             (None, None) => {
-                problem(var, "is required (or set TLS_DIR to the directory `gha-agent join` wrote)".into());
+                problem(
+                    var,
+                    "is required (or set TLS_DIR to the directory `gha-agent join` wrote)".into(),
+                );
                 PathBuf::new()
             }
         };
@@ -110,28 +121,46 @@ impl AgentConfig {
             Some(v) => match v.parse::<u32>() {
                 Ok(n) if n > 0 => n,
                 _ => {
-                    problem("MAX_RUNNERS", format!("{v:?} is not a positive whole number"));
+                    problem(
+                        "MAX_RUNNERS",
+                        format!("{v:?} is not a positive whole number"),
+                    );
                     DEFAULT_MAX_RUNNERS
                 }
             },
         };
         let labels = get("LABELS")
-            .map(|v| v.split(',').map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let runtime = get("RUNTIME").unwrap_or("docker").to_ascii_lowercase();
         let mut duration = |var: &'static str, default: Duration| match get(var) {
             None => default,
-            Some(v) => match v.parse::<u64>().map(Duration::from_secs).or_else(|_| humantime::parse_duration(v)) {
+            Some(v) => match v
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .or_else(|_| humantime::parse_duration(v))
+            {
                 Ok(d) if !d.is_zero() => d,
                 _ => {
-                    problem(var, format!("{v:?} is not a positive duration (e.g. 500ms, 30s)"));
+                    problem(
+                        var,
+                        format!("{v:?} is not a positive duration (e.g. 500ms, 30s)"),
+                    );
                     default
                 }
             },
         };
         let reconnect_min = duration("RECONNECT_MIN_BACKOFF", Duration::from_millis(500));
         let reconnect_max = duration("RECONNECT_MAX_BACKOFF", Duration::from_secs(30));
-        let debug = matches!(get("DEBUG").map(str::to_ascii_lowercase).as_deref(), Some("true" | "1" | "yes"));
+        let debug = matches!(
+            get("DEBUG").map(str::to_ascii_lowercase).as_deref(),
+            Some("true" | "1" | "yes")
+        );
 
         if problems.is_empty() {
             Ok(Self {
@@ -156,7 +185,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -184,7 +216,14 @@ mod tests {
         ]))
         .unwrap_err();
         let vars: Vec<_> = err.0.iter().map(|p| p.variable).collect();
-        for v in ["CONTROLLER_URL", "TLS_CA_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "AGENT_ARCH", "MAX_RUNNERS"] {
+        for v in [
+            "CONTROLLER_URL",
+            "TLS_CA_FILE",
+            "TLS_CERT_FILE",
+            "TLS_KEY_FILE",
+            "AGENT_ARCH",
+            "MAX_RUNNERS",
+        ] {
             assert!(vars.contains(&v), "{v} missing from {err}");
         }
     }

@@ -26,7 +26,8 @@ pub enum AttemptError {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, AttemptError> {
-    std::fs::read(path).map_err(|e| AttemptError::Local(format!("cannot read the {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| AttemptError::Local(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
 /// Every error in a chain, joined, so "transport error" is followed by its real cause.
@@ -47,15 +48,28 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Whether an error text says the TLS peer refused our certificate or we refused theirs.
 pub fn is_certificate_problem(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["certificate", "unknownca", "unknown ca", "badcertificate", "alert", "handshake"]
-        .iter()
-        .any(|needle| t.contains(needle))
+    [
+        "certificate",
+        "unknownca",
+        "unknown ca",
+        "badcertificate",
+        "alert",
+        "handshake",
+    ]
+    .iter()
+    .any(|needle| t.contains(needle))
 }
 
 pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
-    let certs = shared::tls::read_certs(&config.tls.cert_file).map_err(|e| AttemptError::Local(error_chain(&e)))?;
+    let certs = shared::tls::read_certs(&config.tls.cert_file)
+        .map_err(|e| AttemptError::Local(error_chain(&e)))?;
     Validity::of(&certs[0])
-        .map_err(|e| AttemptError::Local(format!("cannot parse {}: {e}", config.tls.cert_file.display())))?
+        .map_err(|e| {
+            AttemptError::Local(format!(
+                "cannot parse {}: {e}",
+                config.tls.cert_file.display()
+            ))
+        })?
         .check_now()
         .map_err(|why| {
             AttemptError::Local(format!(
@@ -64,7 +78,10 @@ pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
             ))
         })?;
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&config.tls.ca_file, "CA certificate")?))
+        .ca_certificate(Certificate::from_pem(read(
+            &config.tls.ca_file,
+            "CA certificate",
+        )?))
         .identity(Identity::from_pem(
             read(&config.tls.cert_file, "certificate")?,
             read(&config.tls.key_file, "key")?,

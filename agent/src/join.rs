@@ -86,7 +86,8 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
         return Err(JoinError::Exists(key_path));
     }
     let ca_pem = match &options.ca_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| JoinError::CaFile(format!("{}: {e}", path.display())))?,
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| JoinError::CaFile(format!("{}: {e}", path.display())))?,
         None => {
             let pin = options
                 .ca_fingerprint
@@ -96,19 +97,26 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
                 .to_ascii_lowercase()
                 .replace(':', "");
             let chain = presented_chain(&options.controller_url).await?;
-            let ca = chain.iter().find(|c| shared::tls::fingerprint(c) == pin).ok_or_else(|| {
-                JoinError::PinMismatch {
+            let ca = chain
+                .iter()
+                .find(|c| shared::tls::fingerprint(c) == pin)
+                .ok_or_else(|| JoinError::PinMismatch {
                     expected: pin.clone(),
-                    presented: chain.iter().map(|c| shared::tls::fingerprint(c)).collect::<Vec<_>>().join(", "),
-                }
-            })?;
+                    presented: chain
+                        .iter()
+                        .map(|c| shared::tls::fingerprint(c))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
             pem::encode(&pem::Pem::new("CERTIFICATE", ca.to_vec()))
         }
     };
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![options.name.clone()])?;
-    params.distinguished_name.push(DnType::CommonName, options.name.clone());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, options.name.clone());
     let csr_pem = params.serialize_request(&key)?.pem()?;
 
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem));
@@ -134,7 +142,11 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
         source,
     })?;
     write(&options.dir.join(CA_FILE), &ca_pem, false)?;
-    write(&options.dir.join(CERT_FILE), &response.certificate_pem, false)?;
+    write(
+        &options.dir.join(CERT_FILE),
+        &response.certificate_pem,
+        false,
+    )?;
     write(&key_path, &key.serialize_pem(), true)?;
     Ok(Joined {
         agent_name: response.agent_name,
@@ -162,7 +174,12 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), JoinError> {
 /// The certificate chain the controller presents, captured in a handshake that sends nothing.
 async fn presented_chain(url: &str) -> Result<Vec<CertificateDer<'static>>, JoinError> {
     let bad_url = || JoinError::BadUrl(url.to_owned());
-    let authority = url.strip_prefix("https://").ok_or_else(bad_url)?.split('/').next().ok_or_else(bad_url)?;
+    let authority = url
+        .strip_prefix("https://")
+        .ok_or_else(bad_url)?
+        .split('/')
+        .next()
+        .ok_or_else(bad_url)?;
     let (host, port) = authority.rsplit_once(':').ok_or_else(bad_url)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: u16 = port.parse().map_err(|_| bad_url())?;
@@ -186,7 +203,11 @@ async fn presented_chain(url: &str) -> Result<Vec<CertificateDer<'static>>, Join
         .connect(server_name, tcp)
         .await
         .map_err(|e| JoinError::Unreachable(format!("TLS handshake: {e}")))?;
-    let chain = capture.chain.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let chain = capture
+        .chain
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     Ok(chain)
 }
 
@@ -220,7 +241,12 @@ impl ServerCertVerifier for CaptureChain {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -229,10 +255,17 @@ impl ServerCertVerifier for CaptureChain {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "gha-agent", version, about = "Runs ephemeral GitHub Actions runners for a gha-scaler controller")]
+#[command(
+    name = "gha-agent",
+    version,
+    about = "Runs ephemeral GitHub Actions runners for a gha-scaler controller"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -57,7 +61,10 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn host_name() -> String {
@@ -69,7 +76,8 @@ fn host_name() -> String {
 }
 
 async fn shutdown_signal(token: CancellationToken) {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
         tracing::error!("cannot listen for SIGTERM");
         return;
     };
@@ -99,7 +107,9 @@ async fn run() -> anyhow::Result<()> {
             config.runtime,
             config.runtime
         ),
-        other => anyhow::bail!("RUNTIME: unknown runtime {other:?} (expected docker or kubernetes)"),
+        other => {
+            anyhow::bail!("RUNTIME: unknown runtime {other:?} (expected docker or kubernetes)")
+        }
     }
 }
 
@@ -129,8 +139,15 @@ async fn main() -> anyhow::Result<()> {
                 force,
             })
             .await?;
-            println!("enrolled as {}; credentials in {}", joined.agent_name, joined.dir.display());
-            println!("run the agent with:\n  CONTROLLER_URL={controller} TLS_DIR={} gha-agent", joined.dir.display());
+            println!(
+                "enrolled as {}; credentials in {}",
+                joined.agent_name,
+                joined.dir.display()
+            );
+            println!(
+                "run the agent with:\n  CONTROLLER_URL={controller} TLS_DIR={} gha-agent",
+                joined.dir.display()
+            );
             Ok(())
         }
     }

@@ -37,7 +37,10 @@ impl RunnerTable {
 
     /// Runners not finished yet.
     pub fn active(&self) -> usize {
-        self.runners.values().filter(|(s, _)| !s.phase.is_terminal()).count()
+        self.runners
+            .values()
+            .filter(|(s, _)| !s.phase.is_terminal())
+            .count()
     }
 
     pub fn inventory(&self) -> Vec<RunnerState> {

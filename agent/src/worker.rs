@@ -131,7 +131,12 @@ impl<R: RunnerRuntime> Worker<R> {
             max_runners: self.config.max_runners,
             labels: self.config.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            inventory: self.table.inventory().iter().map(wire::runner_state_to_wire).collect(),
+            inventory: self
+                .table
+                .inventory()
+                .iter()
+                .map(wire::runner_state_to_wire)
+                .collect(),
             draining: self.draining,
             healthy: health.is_ok(),
             unhealthy_reason: health.err().unwrap_or_default(),
@@ -142,13 +147,20 @@ impl<R: RunnerRuntime> Worker<R> {
             })
             .await;
         let mut client = AgentServiceClient::new(channel);
-        let response = client.session(ReceiverStream::new(out_rx)).await.map_err(classify_early)?;
+        let response = client
+            .session(ReceiverStream::new(out_rx))
+            .await
+            .map_err(classify_early)?;
         let mut inbound = response.into_inner();
         let registered = match inbound.message().await.map_err(classify_early)? {
             Some(pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Registered(r)),
             }) => r,
-            _ => return Err(AttemptError::Unreachable("the controller did not acknowledge the registration".into())),
+            _ => {
+                return Err(AttemptError::Unreachable(
+                    "the controller did not acknowledge the registration".into(),
+                ));
+            }
         };
         let heartbeat = match registered.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT,
@@ -233,13 +245,17 @@ impl<R: RunnerRuntime> Worker<R> {
         let refuse = if self.draining {
             Some("the agent is draining".to_owned())
         } else if self.table.active() >= self.config.max_runners as usize {
-            Some(format!("the agent is at capacity (MAX_RUNNERS={})", self.config.max_runners))
+            Some(format!(
+                "the agent is at capacity (MAX_RUNNERS={})",
+                self.config.max_runners
+            ))
         } else {
             None
         };
         if let Some(reason) = refuse {
             warn!(runner = %spec.id, %reason, "refusing to start a runner");
-            let mut failed = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Failed);
+            let mut failed =
+                RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Failed);
             failed.reason = reason;
             self.sink.report(failed).await;
             return;
@@ -298,14 +314,14 @@ fn status_text(status: &tonic::Status) -> String {
 }
 
 /// Classifies a failure before the controller acknowledged the registration. A connection
-/// closed at that point is, in practice, the controller refusing our certificate: with TLS 1.3
-/// the client learns of it only when the server hangs up, and the alert's text is lost.
+/// that breaks at that point is, in practice, the controller refusing our certificate: with
+/// TLS 1.3 the client learns of it only when the server hangs up, and the alert's text is lost.
+/// (A controller that is down fails earlier, at connect.)
 fn classify_early(status: tonic::Status) -> AttemptError {
-    if matches!(status.code(), Code::Cancelled | Code::Unavailable | Code::Unknown)
-        && status_text(&status).contains("connection closed")
-    {
+    // A status with a source is a transport failure, not an answer from the controller.
+    if std::error::Error::source(&status).is_some() {
         return AttemptError::Rejected(format!(
-            "the controller closed the connection before registering us; it most likely refused \
+            "the connection broke before the controller registered us; it most likely refused \
              our client certificate (signed by another CA, expired, or not a client certificate): \
              see the controller's log ({})",
             status_text(&status)
@@ -317,7 +333,10 @@ fn classify_early(status: tonic::Status) -> AttemptError {
 fn classify_status(status: tonic::Status) -> AttemptError {
     let text = status_text(&status);
     match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition | Code::InvalidArgument => {
+        Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::InvalidArgument => {
             AttemptError::Rejected(format!("the controller refused the session: {text}"))
         }
         _ if connection::is_certificate_problem(&text) => {

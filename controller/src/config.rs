@@ -100,7 +100,10 @@ impl<'a> Vars<'a> {
 
     /// The variable's value, with empty strings treated as unset.
     pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
-        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     pub(crate) fn problem(&mut self, variable: &'static str, message: impl Into<String>) {
@@ -144,7 +147,9 @@ impl<'a> Vars<'a> {
                 _ => {
                     self.problem(
                         name,
-                        format!("{v:?} is not a positive duration (seconds, or e.g. 500ms, 10s, 1m)"),
+                        format!(
+                            "{v:?} is not a positive duration (seconds, or e.g. 500ms, 10s, 1m)"
+                        ),
                     );
                     default
                 }
@@ -177,13 +182,21 @@ impl Config {
         let tls = tls_config(&mut vars, &state_dir);
         let tls_sans = vars
             .get("TLS_SANS")
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let api_token = vars.get("API_TOKEN").map(str::to_owned);
         if let Some(token) = &api_token
             && token.len() < 16
         {
-            vars.problem("API_TOKEN", "is shorter than 16 characters; use a long random value");
+            vars.problem(
+                "API_TOKEN",
+                "is shorter than 16 characters; use a long random value",
+            );
         }
         let heartbeat_interval = vars.duration("AGENT_HEARTBEAT_INTERVAL", Duration::from_secs(10));
         let heartbeat_timeout = vars.duration("AGENT_HEARTBEAT_TIMEOUT", heartbeat_interval * 3);
@@ -255,7 +268,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -264,7 +280,10 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.grpc_port, 9443);
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
-        assert_eq!(c.tls.auto_init_dir, Some(PathBuf::from("/var/lib/gha-scaler/pki")));
+        assert_eq!(
+            c.tls.auto_init_dir,
+            Some(PathBuf::from("/var/lib/gha-scaler/pki"))
+        );
     }
 
     #[test]
@@ -278,7 +297,14 @@ mod tests {
         ]))
         .unwrap_err();
         let vars: Vec<_> = err.0.iter().map(|p| p.variable).collect();
-        for v in ["PORT", "GRPC_PORT", "TLS_CERT_FILE", "TLS_KEY_FILE", "DEBUG", "AGENT_HEARTBEAT_INTERVAL"] {
+        for v in [
+            "PORT",
+            "GRPC_PORT",
+            "TLS_CERT_FILE",
+            "TLS_KEY_FILE",
+            "DEBUG",
+            "AGENT_HEARTBEAT_INTERVAL",
+        ] {
             assert!(vars.contains(&v), "{v} missing from {err}");
         }
     }

@@ -62,7 +62,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `Authorization: Bearer <API_TOKEN>`, compared in constant time, when `API_TOKEN` is set.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if let Some(expected) = &state.api_token {
         let given = request
             .headers()
@@ -89,7 +93,10 @@ async fn list_agents(State(state): State<AppState>) -> Json<Vec<AgentView>> {
     Json(state.registry.snapshot())
 }
 
-async fn get_agent(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<AgentView>, ApiError> {
+async fn get_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
     let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     state
         .registry
@@ -118,7 +125,9 @@ mod tests {
         }
         let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -130,7 +139,12 @@ mod tests {
         assert_eq!(body["error"], "unauthorized");
         let (s, _) = call(app(Some(token)), "/api/v1/agents", Some("Bearer wrong")).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
-        let (s, body) = call(app(Some(token)), "/api/v1/agents", Some(&format!("Bearer {token}"))).await;
+        let (s, body) = call(
+            app(Some(token)),
+            "/api/v1/agents",
+            Some(&format!("Bearer {token}")),
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(body, json!([]));
         let (s, _) = call(app(Some(token)), "/health", None).await;

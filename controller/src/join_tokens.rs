@@ -31,7 +31,11 @@ pub struct Minted {
 
 /// Mints a token valid for `ttl`, optionally fixing the agent's name, pinned to the CA of
 /// `config` (the first certificate of `TLS_CA_FILE`).
-pub fn mint(config: &Config, ttl: Duration, agent_name: Option<AgentName>) -> Result<Minted, MintError> {
+pub fn mint(
+    config: &Config,
+    ttl: Duration,
+    agent_name: Option<AgentName>,
+) -> Result<Minted, MintError> {
     if ttl.is_zero() || ttl > Duration::from_secs(30 * 24 * 3600) {
         return Err(MintError::BadTtl);
     }

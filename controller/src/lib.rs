@@ -107,7 +107,11 @@ impl Controller {
         shutdown: CancellationToken,
     ) -> Result<Controller, StartError> {
         ensure_pki(config)?;
-        let tls = grpc::tls::server_config(&config.tls.ca_file, &config.tls.cert_file, &config.tls.key_file)?;
+        let tls = grpc::tls::server_config(
+            &config.tls.ca_file,
+            &config.tls.cert_file,
+            &config.tls.key_file,
+        )?;
         let ca = load_ca(config)?;
         let store = store::Store::open(&config.state_dir)?;
         let registry = AgentRegistry::new();
@@ -171,7 +175,11 @@ pub enum ControllerError {
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(config: &Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ControllerError> {
+pub async fn run(
+    config: &Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
     let controller = Controller::start(config, listeners, shutdown).await?;
     controller.wait().await?;
     Ok(())

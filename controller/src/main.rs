@@ -11,7 +11,11 @@ use controller::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "gha-controller", version, about = "Autoscales ephemeral GitHub Actions runners from webhooks")]
+#[command(
+    name = "gha-controller",
+    version,
+    about = "Autoscales ephemeral GitHub Actions runners from webhooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -81,7 +85,10 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn shutdown_signal(token: CancellationToken) {

@@ -106,10 +106,7 @@ pub fn init(dir: &Path, sans: &[String], force: bool) -> Result<InitializedPki, 
     let server_key = KeyPair::generate()?;
     let mut server_params = CertificateParams::default();
     server_params.distinguished_name = name("gha-controller");
-    server_params.subject_alt_names = all_sans
-        .iter()
-        .map(|s| san(s))
-        .collect::<Result<_, _>>()?;
+    server_params.subject_alt_names = all_sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server_params.not_before = now - Duration::minutes(5);
@@ -169,7 +166,8 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,11 +226,13 @@ pub fn requested_name(csr: &CertificateSigningRequestParams) -> Option<String> {
             SanType::DnsName(n) => Some(n.to_string()),
             _ => None,
         })
-        .or_else(|| match csr.params.distinguished_name.get(&DnType::CommonName) {
-            Some(rcgen::DnValue::Utf8String(s)) => Some(s.clone()),
-            Some(rcgen::DnValue::PrintableString(s)) => Some(s.as_str().to_owned()),
-            _ => None,
-        })
+        .or_else(
+            || match csr.params.distinguished_name.get(&DnType::CommonName) {
+                Some(rcgen::DnValue::Utf8String(s)) => Some(s.clone()),
+                Some(rcgen::DnValue::PrintableString(s)) => Some(s.as_str().to_owned()),
+                _ => None,
+            },
+        )
 }
 
 #[cfg(test)]
@@ -259,11 +259,17 @@ mod tests {
         let agent = AgentName::parse("granted").unwrap();
         let pem = ca.sign_agent(&csr, &agent).unwrap();
         let der = rustls_pki_types::CertificateDer::from(
-            x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents,
+            x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                .unwrap()
+                .1
+                .contents,
         );
         assert_eq!(shared::tls::identity_from_cert(&der).unwrap(), agent);
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
-        assert!(!parsed.is_ca(), "a request must not be able to ask for a CA certificate");
+        assert!(
+            !parsed.is_ca(),
+            "a request must not be able to ask for a CA certificate"
+        );
     }
 
     #[test]

@@ -288,20 +288,30 @@ mod tests {
         let (tx1, _rx1) = mpsc::channel(1);
         let first = reg.connect(&name, registration(vec![]), tx1);
         let (tx2, mut rx2) = mpsc::channel(1);
-        let second = reg.connect(&name, registration(vec![runner("r1", RunnerPhase::Running)]), tx2);
+        let second = reg.connect(
+            &name,
+            registration(vec![runner("r1", RunnerPhase::Running)]),
+            tx2,
+        );
         assert!(first.replaced.is_cancelled());
         reg.disconnect(&name, first.id, "old stream ended");
         let view = reg.get(&name).unwrap();
         assert!(view.connected);
         assert_eq!(view.runners.len(), 1);
         reg.send(&name, AgentCommand::Drain).unwrap();
-        assert_eq!(reg.send(&name, AgentCommand::Drain), Err(SendError::QueueFull(name.clone())));
+        assert_eq!(
+            reg.send(&name, AgentCommand::Drain),
+            Err(SendError::QueueFull(name.clone()))
+        );
         assert_eq!(rx2.try_recv().unwrap(), AgentCommand::Drain);
         reg.disconnect(&name, second.id, "stream ended");
         let view = reg.get(&name).unwrap();
         assert!(!view.connected);
         assert_eq!(view.disconnect_reason.as_deref(), Some("stream ended"));
-        assert_eq!(reg.send(&name, AgentCommand::Drain), Err(SendError::NotConnected(name)));
+        assert_eq!(
+            reg.send(&name, AgentCommand::Drain),
+            Err(SendError::NotConnected(name))
+        );
     }
 
     #[test]
@@ -312,6 +322,9 @@ mod tests {
         let s = reg.connect(&name, registration(vec![]), tx);
         reg.runner_status(&name, s.id, runner("r1", RunnerPhase::Exited));
         reg.runner_status(&name, s.id, runner("r1", RunnerPhase::Running));
-        assert_eq!(reg.get(&name).unwrap().runners[0].phase, RunnerPhase::Exited);
+        assert_eq!(
+            reg.get(&name).unwrap().runners[0].phase,
+            RunnerPhase::Exited
+        );
     }
 }

@@ -73,6 +73,9 @@ pub struct NewJoinToken {
     pub expires_at: i64,
 }
 
+/// A join token as stored: secret hash, fixed name, expiry, time of use.
+type JoinTokenRow = (Vec<u8>, Option<String>, i64, Option<i64>);
+
 /// The handle to the store; clones share one connection.
 #[derive(Clone)]
 pub struct Store {
@@ -98,7 +101,10 @@ impl Store {
         })
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         // A poisoned lock only means another thread panicked mid-statement; SQLite rolled back.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&mut conn)?)
@@ -143,7 +149,7 @@ impl Store {
     ) -> Result<Result<Option<String>, JoinRefusal>, StoreError> {
         self.with_conn(|c| {
             let tx = c.transaction()?;
-            let row: Option<(Vec<u8>, Option<String>, i64, Option<i64>)> = tx
+            let row: Option<JoinTokenRow> = tx
                 .query_row(
                     "SELECT secret_sha256, agent_name, expires_at, used_at FROM join_tokens WHERE id = ?1",
                     params![id],
@@ -245,8 +251,16 @@ mod tests {
     #[test]
     fn reopening_keeps_data_and_schema() {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().insert_join_token(&token(100), 0).unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .insert_join_token(&token(100), 0)
+            .unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert!(store.take_join_token("abcd", "s3cret", 1, "x").unwrap().is_ok());
+        assert!(
+            store
+                .take_join_token("abcd", "s3cret", 1, "x")
+                .unwrap()
+                .is_ok()
+        );
     }
 }

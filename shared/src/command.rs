@@ -25,7 +25,9 @@ impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Registration::JitConfig(_) => f.write_str("JitConfig(<redacted>)"),
-            Registration::Token { url, .. } => write!(f, "Token {{ url: {url:?}, token: <redacted> }}"),
+            Registration::Token { url, .. } => {
+                write!(f, "Token {{ url: {url:?}, token: <redacted> }}")
+            }
         }
     }
 }
@@ -58,7 +60,10 @@ pub struct RunnerSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentCommand {
     StartRunner(Box<RunnerSpec>),
-    StopRunner { id: RunnerId, reason: String },
+    StopRunner {
+        id: RunnerId,
+        reason: String,
+    },
     /// Accept no new runners; finish the current ones.
     Drain,
 }

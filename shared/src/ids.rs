@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn agent_names_are_lower_cased_and_validated() {
-        assert_eq!(AgentName::parse("Agent-1.example").unwrap().as_str(), "agent-1.example");
+        assert_eq!(
+            AgentName::parse("Agent-1.example").unwrap().as_str(),
+            "agent-1.example"
+        );
         assert!(AgentName::parse("").is_err());
         assert!(AgentName::parse("-x").is_err());
         assert!(AgentName::parse("a b").is_err());

@@ -60,12 +60,16 @@ impl JoinToken {
             return Err(MalformedJoinToken("too many parts"));
         }
         if !is_hex(id, Some(16)) || !is_hex(secret, Some(32)) {
-            return Err(MalformedJoinToken("id or secret is not hex of the right length"));
+            return Err(MalformedJoinToken(
+                "id or secret is not hex of the right length",
+            ));
         }
         if let Some(fp) = fingerprint
             && !is_hex(fp, Some(64))
         {
-            return Err(MalformedJoinToken("the CA fingerprint is not a SHA-256 in hex"));
+            return Err(MalformedJoinToken(
+                "the CA fingerprint is not a SHA-256 in hex",
+            ));
         }
         Ok(Self {
             id: id.to_owned(),
@@ -99,8 +103,12 @@ mod tests {
     fn rejects_garbage() {
         assert!(JoinToken::parse("").is_err());
         assert!(JoinToken::parse("gha1.zz.zz").is_err());
-        assert!(JoinToken::parse("gha2.0123456789abcdef.0123456789abcdef0123456789abcdef").is_err());
-        assert!(JoinToken::parse("gha1.0123456789abcdef.0123456789abcdef0123456789abcdef.12").is_err());
+        assert!(
+            JoinToken::parse("gha2.0123456789abcdef.0123456789abcdef0123456789abcdef").is_err()
+        );
+        assert!(
+            JoinToken::parse("gha1.0123456789abcdef.0123456789abcdef0123456789abcdef.12").is_err()
+        );
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub enum IdentityError {
 
 /// The agent identity a client certificate carries: its first DNS SAN, else its subject CN.
 pub fn identity_from_cert(cert: &CertificateDer<'_>) -> Result<AgentName, IdentityError> {
-    let (_, parsed) =
-        X509Certificate::from_der(cert.as_ref()).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
     let san = parsed
         .subject_alternative_name()
         .map_err(|e| IdentityError::Parse(e.to_string()))?
@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn identity_rejects_unusable_names() {
         let der = cert("has spaces", vec![]);
-        assert!(matches!(identity_from_cert(&der), Err(IdentityError::InvalidName(_))));
+        assert!(matches!(
+            identity_from_cert(&der),
+            Err(IdentityError::InvalidName(_))
+        ));
     }
 
     #[test]

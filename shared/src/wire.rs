@@ -165,7 +165,9 @@ fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
 }
 
 /// A controller message that is a command; `Ok(None)` for the `registered` acknowledgement.
-pub fn command_from_wire(message: pb::ControllerMessage) -> Result<Option<AgentCommand>, WireError> {
+pub fn command_from_wire(
+    message: pb::ControllerMessage,
+) -> Result<Option<AgentCommand>, WireError> {
     use pb::controller_message::Msg;
     match message.msg {
         None => Err(WireError::Missing {
@@ -228,7 +230,11 @@ mod tests {
 
     #[test]
     fn runner_state_round_trips() {
-        let mut state = RunnerState::new(RunnerId::parse("r-1").unwrap(), "gha-r-1", RunnerPhase::Exited);
+        let mut state = RunnerState::new(
+            RunnerId::parse("r-1").unwrap(),
+            "gha-r-1",
+            RunnerPhase::Exited,
+        );
         state.exit_code = Some(3);
         state.reason = "job failed".into();
         let back = runner_state_from_wire(&runner_state_to_wire(&state)).unwrap();
@@ -251,7 +257,11 @@ mod tests {
             timeout: Duration::from_secs(3600),
             cache: CacheSettings {
                 enabled: true,
-                volumes: [("acme-amd64-tool".to_string(), "/opt/hostedtoolcache".to_string())].into(),
+                volumes: [(
+                    "acme-amd64-tool".to_string(),
+                    "/opt/hostedtoolcache".to_string(),
+                )]
+                .into(),
                 kubernetes_pvcs: false,
             },
             arch: Arch::Arm64,
@@ -265,7 +275,10 @@ mod tests {
             },
             AgentCommand::Drain,
         ] {
-            assert_eq!(command_from_wire(command_to_wire(&command)).unwrap(), Some(command));
+            assert_eq!(
+                command_from_wire(command_to_wire(&command)).unwrap(),
+                Some(command)
+            );
         }
     }
 
@@ -310,7 +323,10 @@ mod tests {
         };
         assert!(matches!(
             runner_state_from_wire(&bad_id),
-            Err(WireError::Invalid { field: "runner_status.runner_id", .. })
+            Err(WireError::Invalid {
+                field: "runner_status.runner_id",
+                ..
+            })
         ));
     }
 }

@@ -48,7 +48,10 @@ where
 
 /// Builds a variable map from pairs.
 pub fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// A controller serving on loopback.
@@ -65,7 +68,12 @@ impl TestController {
     /// Starts a controller with `env` (plus `STATE_DIR` if absent) on fresh ports.
     pub async fn start(env: HashMap<String, String>) -> Self {
         let config = Config::from_env(&env).expect("valid controller config");
-        Self::start_on(config, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()).await
+        Self::start_on(
+            config,
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
     }
 
     async fn start_on(config: Config, http: SocketAddr, grpc: SocketAddr) -> Self {
@@ -114,7 +122,8 @@ impl TestController {
 
     /// `GET /api/v1/agents`, as JSON.
     pub async fn agents(&self) -> Vec<serde_json::Value> {
-        let mut req = reqwest::Client::new().get(format!("http://{}/api/v1/agents", self.http_addr));
+        let mut req =
+            reqwest::Client::new().get(format!("http://{}/api/v1/agents", self.http_addr));
         if let Some(token) = &self.config.api_token {
             req = req.bearer_auth(token);
         }
@@ -230,11 +239,19 @@ impl TestAgent {
     }
 
     /// Waits until the agent's status satisfies `f`.
-    pub async fn wait_status(&self, timeout: Duration, what: &str, f: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+    pub async fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&AgentStatus) -> bool,
+    ) -> AgentStatus {
         let mut rx = self.status.clone();
         match tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await {
             Ok(Ok(s)) => s.clone(),
-            _ => panic!("timed out after {timeout:?} waiting for agent status: {what}; last: {:?}", *self.status.borrow()),
+            _ => panic!(
+                "timed out after {timeout:?} waiting for agent status: {what}; last: {:?}",
+                *self.status.borrow()
+            ),
         }
     }
 
@@ -257,7 +274,11 @@ impl Drop for TestAgent {
 
 /// Controller variables for a test: state in `state_dir`, own-PKI TLS files, fast heartbeats
 /// (200 ms, dead after 1 s).
-pub fn controller_env(state_dir: &Path, ca: &Path, server: &crate::pki::CertFiles) -> HashMap<String, String> {
+pub fn controller_env(
+    state_dir: &Path,
+    ca: &Path,
+    server: &crate::pki::CertFiles,
+) -> HashMap<String, String> {
     vars(&[
         ("STATE_DIR", state_dir.display().to_string()),
         ("TLS_CA_FILE", ca.display().to_string()),

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -30,7 +30,10 @@ impl TestCa {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let pem = params.self_signed(&key).expect("self-sign CA").pem();
         std::fs::create_dir_all(dir).expect("create cert dir");
         let ca = Self {
@@ -71,7 +74,9 @@ impl TestCa {
     /// A server certificate for 127.0.0.1 and localhost.
     pub fn server(&self) -> CertFiles {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "controller");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "controller");
         params.subject_alt_names = vec![
             SanType::DnsName("localhost".try_into().expect("dns name")),
             SanType::IpAddress("127.0.0.1".parse().expect("ip")),
@@ -83,7 +88,12 @@ impl TestCa {
     /// A client certificate with common name `cn` and optional DNS SANs, valid now.
     pub fn client(&self, cn: &str, dns_sans: &[&str]) -> CertFiles {
         let now = OffsetDateTime::now_utc();
-        self.client_valid(cn, dns_sans, now - Duration::hours(1), now + Duration::days(1))
+        self.client_valid(
+            cn,
+            dns_sans,
+            now - Duration::hours(1),
+            now + Duration::days(1),
+        )
     }
 
     /// A client certificate valid only between `not_before` and `not_after`.

@@ -46,14 +46,22 @@ async fn join_then_run_with_the_issued_certificate() {
     let c = controller(dir.path()).await;
     let token = mint(&c, None);
     let agent_dir = dir.path().join("agent");
-    let joined = join(&options(&c, &token, &agent_dir, "builder-7")).await.unwrap();
+    let joined = join(&options(&c, &token, &agent_dir, "builder-7"))
+        .await
+        .unwrap();
     assert_eq!(joined.agent_name, "builder-7");
     let key_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(agent_dir.join("agent-key.pem")).unwrap().permissions(),
+        &std::fs::metadata(agent_dir.join("agent-key.pem"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(key_mode & 0o077, 0, "the private key is readable by others");
 
-    let agent = TestAgent::start(&c.grpc_url(), &AgentTls::in_dir(&agent_dir), &[("AGENT_ARCH", "arm64")]);
+    let agent = TestAgent::start(
+        &c.grpc_url(),
+        &AgentTls::in_dir(&agent_dir),
+        &[("AGENT_ARCH", "arm64")],
+    );
     let status = agent.wait_status(WAIT, "connected", |s| s.connected).await;
     assert_eq!(status.agent_name.as_deref(), Some("builder-7"));
     let listed = c.agent("builder-7").await.expect("joined agent listed");
@@ -61,8 +69,13 @@ async fn join_then_run_with_the_issued_certificate() {
 
     // A second use of the same token is refused, and writes nothing.
     let again = dir.path().join("again");
-    let err = join(&options(&c, &token, &again, "thief")).await.unwrap_err();
-    assert!(matches!(&err, JoinError::Refused(m) if m.contains("already used")), "{err}");
+    let err = join(&options(&c, &token, &again, "thief"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JoinError::Refused(m) if m.contains("already used")),
+        "{err}"
+    );
     assert!(!again.join("agent.pem").exists());
 }
 
@@ -71,7 +84,9 @@ async fn a_name_fixed_in_the_token_wins_over_the_requested_one() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
     let token = mint(&c, Some("assigned-name"));
-    let joined = join(&options(&c, &token, &dir.path().join("a"), "wanted-name")).await.unwrap();
+    let joined = join(&options(&c, &token, &dir.path().join("a"), "wanted-name"))
+        .await
+        .unwrap();
     assert_eq!(joined.agent_name, "assigned-name");
 }
 
@@ -79,7 +94,8 @@ async fn a_name_fixed_in_the_token_wins_over_the_requested_one() {
 async fn expired_and_wrong_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let fingerprint = shared::tls::fingerprint(&shared::tls::read_certs(&c.config.tls.ca_file).unwrap()[0]);
+    let fingerprint =
+        shared::tls::fingerprint(&shared::tls::read_certs(&c.config.tls.ca_file).unwrap()[0]);
 
     let expired = JoinToken::generate(Some(fingerprint.clone()));
     let now = shared::runner::now_ms() / 1000;
@@ -95,15 +111,37 @@ async fn expired_and_wrong_tokens_are_refused() {
             now - 3600,
         )
         .unwrap();
-    let err = join(&options(&c, &expired.to_text(), &dir.path().join("x"), "late")).await.unwrap_err();
-    assert!(matches!(&err, JoinError::Refused(m) if m.contains("expired")), "{err}");
+    let err = join(&options(
+        &c,
+        &expired.to_text(),
+        &dir.path().join("x"),
+        "late",
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, JoinError::Refused(m) if m.contains("expired")),
+        "{err}"
+    );
 
     let mut forged = JoinToken::parse(&mint(&c, None)).unwrap();
     forged.secret = "0".repeat(32);
-    let err = join(&options(&c, &forged.to_text(), &dir.path().join("y"), "forger")).await.unwrap_err();
-    assert!(matches!(&err, JoinError::Refused(m) if m.contains("unknown")), "{err}");
+    let err = join(&options(
+        &c,
+        &forged.to_text(),
+        &dir.path().join("y"),
+        "forger",
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, JoinError::Refused(m) if m.contains("unknown")),
+        "{err}"
+    );
 
-    let err = join(&options(&c, "not-a-token", &dir.path().join("z"), "x")).await.unwrap_err();
+    let err = join(&options(&c, "not-a-token", &dir.path().join("z"), "x"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, JoinError::Token(_)), "{err}");
 }
 
@@ -114,21 +152,45 @@ async fn the_token_is_not_sent_to_a_controller_whose_ca_does_not_match_the_pin()
     let good = mint(&c, None);
     let mut wrong_pin = JoinToken::parse(&good).unwrap();
     wrong_pin.ca_fingerprint = Some("ab".repeat(32));
-    let err = join(&options(&c, &wrong_pin.to_text(), &dir.path().join("a"), "x")).await.unwrap_err();
+    let err = join(&options(
+        &c,
+        &wrong_pin.to_text(),
+        &dir.path().join("a"),
+        "x",
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, JoinError::PinMismatch { .. }), "{err}");
 
     // The token was never presented, so it is still good.
-    join(&options(&c, &good, &dir.path().join("b"), "legit")).await.unwrap();
+    join(&options(&c, &good, &dir.path().join("b"), "legit"))
+        .await
+        .unwrap();
 
     // Without any pin there is no way to trust first contact.
     let mut unpinned = JoinToken::parse(&mint(&c, None)).unwrap();
     unpinned.ca_fingerprint = None;
-    let err = join(&options(&c, &unpinned.to_text(), &dir.path().join("c"), "x")).await.unwrap_err();
+    let err = join(&options(
+        &c,
+        &unpinned.to_text(),
+        &dir.path().join("c"),
+        "x",
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, JoinError::NoTrustAnchor), "{err}");
     // ...unless the CA is given on the command line.
-    let mut with_ca_file = options(&c, &unpinned.to_text(), &dir.path().join("d"), "with-ca-file");
+    let mut with_ca_file = options(
+        &c,
+        &unpinned.to_text(),
+        &dir.path().join("d"),
+        "with-ca-file",
+    );
     with_ca_file.ca_file = Some(c.config.tls.ca_file.clone());
-    assert_eq!(join(&with_ca_file).await.unwrap().agent_name, "with-ca-file");
+    assert_eq!(
+        join(&with_ca_file).await.unwrap().agent_name,
+        "with-ca-file"
+    );
 }
 
 #[tokio::test]
@@ -136,8 +198,12 @@ async fn join_refuses_to_overwrite_an_identity_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
     let agent_dir = dir.path().join("agent");
-    join(&options(&c, &mint(&c, None), &agent_dir, "one")).await.unwrap();
-    let err = join(&options(&c, &mint(&c, None), &agent_dir, "two")).await.unwrap_err();
+    join(&options(&c, &mint(&c, None), &agent_dir, "one"))
+        .await
+        .unwrap();
+    let err = join(&options(&c, &mint(&c, None), &agent_dir, "two"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, JoinError::Exists(_)), "{err}");
     let mut forced = options(&c, &mint(&c, None), &agent_dir, "two");
     forced.force = true;
@@ -150,7 +216,17 @@ async fn a_controller_with_its_own_pki_and_no_ca_key_says_it_cannot_enroll() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tests::pki::TestCa::new(&dir.path().join("pki"), "own CA");
     let server = ca.server();
-    let c = TestController::start(tests::harness::controller_env(&dir.path().join("state"), &ca.ca_file(), &server)).await;
-    let err = join(&options(&c, &mint(&c, None), &dir.path().join("a"), "x")).await.unwrap_err();
-    assert!(matches!(&err, JoinError::Refused(m) if m.contains("no CA key")), "{err}");
+    let c = TestController::start(tests::harness::controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ))
+    .await;
+    let err = join(&options(&c, &mint(&c, None), &dir.path().join("a"), "x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JoinError::Refused(m) if m.contains("no CA key")),
+        "{err}"
+    );
 }

@@ -23,7 +23,12 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(&dir.path().join("pki"), "test CA");
     let server = ca.server();
-    let controller = TestController::start(controller_env(&dir.path().join("state"), &ca.ca_file(), &server)).await;
+    let controller = TestController::start(controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ))
+    .await;
     Setup {
         _dir: dir,
         ca,
@@ -51,23 +56,40 @@ async fn an_agent_registers_with_the_identity_of_its_certificate() {
         &s.tls(&cert),
         &[("MAX_RUNNERS", "3"), ("LABELS", "gpu,big-disk")],
     );
-    let status = agent.wait_status(WAIT, "connected", |st| st.connected).await;
+    let status = agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
     assert_eq!(status.agent_name.as_deref(), Some("edge-amd64-1"));
 
-    let listed = s.controller.agent("edge-amd64-1").await.expect("agent listed under its SAN");
+    let listed = s
+        .controller
+        .agent("edge-amd64-1")
+        .await
+        .expect("agent listed under its SAN");
     assert_eq!(listed["arch"], "amd64");
     assert_eq!(listed["runtime"], "memory");
     assert_eq!(listed["capacity"], 3);
     assert_eq!(listed["labels"], serde_json::json!(["gpu", "big-disk"]));
     assert_eq!(listed["connected"], true);
-    assert!(listed["last_heartbeat"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        listed["last_heartbeat"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     assert_eq!(listed["runners"], serde_json::json!([]));
-    assert_eq!(s.controller.agents().await.len(), 1, "no entry under the CN");
+    assert_eq!(
+        s.controller.agents().await.len(),
+        1,
+        "no entry under the CN"
+    );
 
     // Heartbeats keep arriving: last_heartbeat moves on.
     let first = listed["last_heartbeat"].as_str().unwrap().to_owned();
     wait_until(WAIT, "a newer heartbeat", || async {
-        s.controller.agent("edge-amd64-1").await.unwrap()["last_heartbeat"].as_str().unwrap() != first
+        s.controller.agent("edge-amd64-1").await.unwrap()["last_heartbeat"]
+            .as_str()
+            .unwrap()
+            != first
     })
     .await;
 }
@@ -77,12 +99,25 @@ async fn agents_of_both_architectures_register_side_by_side() {
     let s = setup().await;
     let amd = s.ca.client("host-amd", &[]);
     let arm = s.ca.client("host-arm", &[]);
-    let a = TestAgent::start(&s.controller.grpc_url(), &s.tls(&amd), &[("AGENT_ARCH", "amd64")]);
-    let b = TestAgent::start(&s.controller.grpc_url(), &s.tls(&arm), &[("AGENT_ARCH", "arm64")]);
-    a.wait_status(WAIT, "amd connected", |st| st.connected).await;
-    b.wait_status(WAIT, "arm connected", |st| st.connected).await;
+    let a = TestAgent::start(
+        &s.controller.grpc_url(),
+        &s.tls(&amd),
+        &[("AGENT_ARCH", "amd64")],
+    );
+    let b = TestAgent::start(
+        &s.controller.grpc_url(),
+        &s.tls(&arm),
+        &[("AGENT_ARCH", "arm64")],
+    );
+    a.wait_status(WAIT, "amd connected", |st| st.connected)
+        .await;
+    b.wait_status(WAIT, "arm connected", |st| st.connected)
+        .await;
     let agents = s.controller.agents().await;
-    let arches: Vec<_> = agents.iter().map(|a| (a["name"].clone(), a["arch"].clone())).collect();
+    let arches: Vec<_> = agents
+        .iter()
+        .map(|a| (a["name"].clone(), a["arch"].clone()))
+        .collect();
     assert_eq!(
         arches,
         vec![
@@ -90,13 +125,24 @@ async fn agents_of_both_architectures_register_side_by_side() {
             (serde_json::json!("host-arm"), serde_json::json!("arm64")),
         ]
     );
-    assert_eq!(agents[1]["capacity_by_arch"], serde_json::json!({ "arm64": 5 }));
+    assert_eq!(
+        agents[1]["capacity_by_arch"],
+        serde_json::json!({ "arm64": 5 })
+    );
 }
 
-async fn raw_channel(url: &str, ca: &std::path::Path, identity: Option<&tests::pki::CertFiles>) -> Result<Channel, String> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+async fn raw_channel(
+    url: &str,
+    ca: &std::path::Path,
+    identity: Option<&tests::pki::CertFiles>,
+) -> Result<Channel, String> {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
     if let Some(id) = identity {
-        tls = tls.identity(Identity::from_pem(std::fs::read(&id.cert).unwrap(), std::fs::read(&id.key).unwrap()));
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&id.cert).unwrap(),
+            std::fs::read(&id.key).unwrap(),
+        ));
     }
     Channel::from_shared(url.to_owned())
         .unwrap()
@@ -139,9 +185,15 @@ async fn a_client_without_certificate_is_refused_at_the_session() {
     let channel = raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), None)
         .await
         .expect("TLS without a client certificate is allowed (for enrollment)");
-    let status = raw_session(channel).await.expect_err("no session without a certificate");
+    let status = raw_session(channel)
+        .await
+        .expect_err("no session without a certificate");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert!(status.message().contains("client certificate"), "{}", status.message());
+    assert!(
+        status.message().contains("client certificate"),
+        "{}",
+        status.message()
+    );
     assert!(s.controller.agents().await.is_empty());
 }
 
@@ -164,10 +216,15 @@ async fn a_certificate_from_another_ca_is_refused_and_the_agent_keeps_trying() {
         .wait_status(WAIT, "a TLS error", |st| st.last_error.is_some())
         .await;
     let error = status.last_error.unwrap();
-    assert!(error.to_lowercase().contains("certificate") || error.contains("UnknownCA"), "{error}");
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownCA"),
+        "{error}"
+    );
     assert!(!status.connected);
     // Still retrying (slowly), never registered.
-    let later = agent.wait_status(WAIT, "a second attempt", |st| st.attempts >= 2).await;
+    let later = agent
+        .wait_status(WAIT, "a second attempt", |st| st.attempts >= 2)
+        .await;
     assert!(!later.connected);
     assert_eq!(later.sessions, 0);
     assert!(s.controller.agents().await.is_empty());
@@ -184,17 +241,25 @@ async fn an_expired_certificate_is_refused_by_the_controller_and_by_the_agent_it
         now - time::Duration::days(1),
     );
     // The controller refuses it during the handshake...
-    let refused = match raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&expired)).await {
+    let refused = match raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&expired)).await
+    {
         Err(e) => e,
-        Ok(channel) => raw_session(channel).await.expect_err("expired certificate refused").to_string(),
+        Ok(channel) => raw_session(channel)
+            .await
+            .expect_err("expired certificate refused")
+            .to_string(),
     };
     assert!(
-        refused.to_lowercase().contains("expired") || refused.to_lowercase().contains("certificate"),
+        refused.to_lowercase().contains("expired")
+            || refused.to_lowercase().contains("certificate"),
         "{refused}"
     );
     // ...and the agent refuses to use it, saying why, rather than retrying forever.
     let mut agent = TestAgent::start(&s.controller.grpc_url(), &s.tls(&expired), &[]);
-    let outcome = agent.exited(WAIT).await.expect_err("agent stops on an expired certificate");
+    let outcome = agent
+        .exited(WAIT)
+        .await
+        .expect_err("agent stops on an expired certificate");
     assert!(outcome.to_string().contains("expired"), "{outcome}");
     assert!(s.controller.agents().await.is_empty());
 }
@@ -203,7 +268,9 @@ async fn an_expired_certificate_is_refused_by_the_controller_and_by_the_agent_it
 async fn an_unsupported_protocol_version_is_refused_with_a_reason() {
     let s = setup().await;
     let cert = s.ca.client("future-agent", &[]);
-    let channel = raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert)).await.unwrap();
+    let channel = raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {

@@ -37,7 +37,12 @@ fn phases(agent: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["id"].as_str().unwrap().to_owned(), r["phase"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["phase"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -52,8 +57,17 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(&dir.path().join("pki"), "test CA");
     let server = ca.server();
-    let controller = TestController::start(controller_env(&dir.path().join("state"), &ca.ca_file(), &server)).await;
-    Setup { dir, ca, controller }
+    let controller = TestController::start(controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ))
+    .await;
+    Setup {
+        dir,
+        ca,
+        controller,
+    }
 }
 
 impl Setup {
@@ -75,55 +89,102 @@ impl Setup {
 async fn a_controller_restart_loses_no_runner_and_agents_resync() {
     let mut s = setup().await;
     let agent = s.agent("host-1");
-    agent.wait_status(WAIT, "connected", |st| st.connected).await;
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
     let name = AgentName::parse("host-1").unwrap();
     for id in ["r1", "r2"] {
-        s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec(id)))).unwrap();
+        s.controller
+            .registry
+            .send(&name, AgentCommand::StartRunner(Box::new(spec(id))))
+            .unwrap();
     }
     wait_until(WAIT, "both runners running in the API", || async {
         s.controller.agent("host-1").await.map(|a| phases(&a))
-            == Some(vec![("r1".into(), "running".into()), ("r2".into(), "running".into())])
+            == Some(vec![
+                ("r1".into(), "running".into()),
+                ("r2".into(), "running".into()),
+            ])
     })
     .await;
 
     s.controller.stop().await;
-    agent.wait_status(WAIT, "agent notices the controller is gone", |st| !st.connected).await;
+    agent
+        .wait_status(WAIT, "agent notices the controller is gone", |st| {
+            !st.connected
+        })
+        .await;
     // The runners keep running without a controller, and one finishes meanwhile.
     assert_eq!(agent.runtime.runners().len(), 2);
-    agent.runtime.finish(&RunnerId::parse("r1").unwrap(), 0).await;
+    agent
+        .runtime
+        .finish(&RunnerId::parse("r1").unwrap(), 0)
+        .await;
 
     s.controller.restart().await;
-    let resynced = agent.wait_status(WAIT, "reconnected", |st| st.connected && st.sessions >= 2).await;
+    let resynced = agent
+        .wait_status(WAIT, "reconnected", |st| st.connected && st.sessions >= 2)
+        .await;
     assert_eq!(resynced.agent_name.as_deref(), Some("host-1"));
     wait_until(WAIT, "inventory resynced after restart", || async {
         s.controller.agent("host-1").await.map(|a| phases(&a))
-            == Some(vec![("r1".into(), "exited".into()), ("r2".into(), "running".into())])
+            == Some(vec![
+                ("r1".into(), "exited".into()),
+                ("r2".into(), "running".into()),
+            ])
     })
     .await;
     let r1 = s.controller.agent("host-1").await.unwrap()["runners"][0].clone();
     assert_eq!(r1["exit_code"], 0);
 
     // A start replayed after the reconnect starts nothing twice.
-    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("r2")))).unwrap();
-    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("r3")))).unwrap();
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("r2"))))
+        .unwrap();
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("r3"))))
+        .unwrap();
     wait_until(WAIT, "r3 running", || async {
-        agent.runtime.runners().iter().any(|r| r.id.as_str() == "r3" && r.phase == RunnerPhase::Running)
+        agent
+            .runtime
+            .runners()
+            .iter()
+            .any(|r| r.id.as_str() == "r3" && r.phase == RunnerPhase::Running)
     })
     .await;
-    let mut starts: Vec<_> = agent.runtime.start_calls().iter().map(|id| id.to_string()).collect();
+    let mut starts: Vec<_> = agent
+        .runtime
+        .start_calls()
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
     starts.sort();
-    assert_eq!(starts, vec!["r1", "r2", "r3"], "each runner started exactly once");
+    assert_eq!(
+        starts,
+        vec!["r1", "r2", "r3"],
+        "each runner started exactly once"
+    );
 }
 
 #[tokio::test]
 async fn a_killed_agent_is_marked_disconnected_and_its_runners_are_kept_on_record() {
     let s = setup().await;
     let mut agent = s.agent("doomed");
-    agent.wait_status(WAIT, "connected", |st| st.connected).await;
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
     let name = AgentName::parse("doomed").unwrap();
-    s.controller.registry.send(&name, AgentCommand::StartRunner(Box::new(spec("k1")))).unwrap();
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("k1"))))
+        .unwrap();
     wait_until(WAIT, "runner running", || async {
-        s.controller.agent("doomed").await.is_some_and(|a| phases(&a) == vec![("k1".into(), "running".into())])
+        s.controller
+            .agent("doomed")
+            .await
+            .is_some_and(|a| phases(&a) == vec![("k1".into(), "running".into())])
     })
     .await;
 
@@ -131,14 +192,28 @@ async fn a_killed_agent_is_marked_disconnected_and_its_runners_are_kept_on_recor
     agent.kill();
     // Heartbeat timeout is 1 s in these tests: the agent must be gone from the live set by then
     // (a dropped connection is usually noticed at once).
-    wait_until(Duration::from_secs(5), "agent marked disconnected", || async {
-        s.controller.agent("doomed").await.is_some_and(|a| a["connected"] == false)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "agent marked disconnected",
+        || async {
+            s.controller
+                .agent("doomed")
+                .await
+                .is_some_and(|a| a["connected"] == false)
+        },
+    )
     .await;
-    assert!(killed_at.elapsed() < Duration::from_secs(3), "took {:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        killed_at.elapsed()
+    );
     let view = s.controller.agent("doomed").await.unwrap();
     assert!(view["disconnected_at"].is_string());
-    assert_eq!(phases(&view), vec![("k1".to_string(), "running".to_string())]);
+    assert_eq!(
+        phases(&view),
+        vec![("k1".to_string(), "running".to_string())]
+    );
     assert!(matches!(
         s.controller.registry.send(&name, AgentCommand::Drain),
         Err(controller::registry::SendError::NotConnected(_))
@@ -150,14 +225,28 @@ async fn a_silent_agent_is_marked_disconnected_after_the_heartbeat_timeout() {
     let s = setup().await;
     let cert = s.ca.client("silent", &[]);
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(s.ca.ca_file()).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(&cert.cert).unwrap(), std::fs::read(&cert.key).unwrap()));
-    let channel = Channel::from_shared(s.controller.grpc_url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(s.ca.ca_file()).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(&cert.cert).unwrap(),
+            std::fs::read(&cert.key).unwrap(),
+        ));
+    let channel = Channel::from_shared(s.controller.grpc_url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
-            capacity: vec![pb::ArchCapacity { arch: pb::Arch::Arm64 as i32, max_runners: 1 }],
+            capacity: vec![pb::ArchCapacity {
+                arch: pb::Arch::Arm64 as i32,
+                max_runners: 1,
+            }],
             runtime: pb::RuntimeKind::Docker as i32,
             max_runners: 1,
             healthy: true,
@@ -178,15 +267,27 @@ async fn a_silent_agent_is_marked_disconnected_after_the_heartbeat_timeout() {
         Some(pb::controller_message::Msg::Registered(ref r)) if r.heartbeat_interval_ms == 200
     ));
     let since = Instant::now();
-    assert_eq!(s.controller.agent("silent").await.unwrap()["connected"], true);
+    assert_eq!(
+        s.controller.agent("silent").await.unwrap()["connected"],
+        true
+    );
     wait_until(WAIT, "silent agent marked disconnected", || async {
-        s.controller.agent("silent").await.is_some_and(|a| a["connected"] == false)
+        s.controller
+            .agent("silent")
+            .await
+            .is_some_and(|a| a["connected"] == false)
     })
     .await;
     let took = since.elapsed();
-    assert!(took >= Duration::from_millis(700), "disconnected before the timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(700),
+        "disconnected before the timeout: {took:?}"
+    );
     assert!(took < Duration::from_secs(4), "took {took:?}");
-    let reason = s.controller.agent("silent").await.unwrap()["disconnect_reason"].as_str().unwrap().to_owned();
+    let reason = s.controller.agent("silent").await.unwrap()["disconnect_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("no heartbeat"), "{reason}");
     drop(tx);
 }
@@ -201,12 +302,18 @@ async fn a_second_connection_with_the_same_identity_replaces_the_first() {
         key: cert.key.clone(),
     };
     let first = TestAgent::start(&s.controller.grpc_url(), &tls, &[]);
-    first.wait_status(WAIT, "first connected", |st| st.connected).await;
+    first
+        .wait_status(WAIT, "first connected", |st| st.connected)
+        .await;
     let second = TestAgent::start(&s.controller.grpc_url(), &tls, &[("AGENT_ARCH", "arm64")]);
-    second.wait_status(WAIT, "second connected", |st| st.connected).await;
+    second
+        .wait_status(WAIT, "second connected", |st| st.connected)
+        .await;
     let replaced = first
         .wait_status(WAIT, "first told it was replaced", |st| {
-            st.last_error.as_deref().is_some_and(|e| e.contains("replaced"))
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("replaced"))
         })
         .await;
     assert!(!replaced.connected);

@@ -92,13 +92,17 @@ impl RunnerRuntime for MemoryRuntime {
     async fn stop(&self, id: &RunnerId) -> Result<(), RuntimeError> {
         let stopped = {
             let mut inner = self.lock();
-            inner.runners.get_mut(id).filter(|r| !r.phase.is_terminal()).map(|r| {
-                r.phase = RunnerPhase::Exited;
-                r.exit_code = Some(143);
-                r.reason = "stopped by the controller".into();
-                r.observed_at_ms = shared::runner::now_ms();
-                r.clone()
-            })
+            inner
+                .runners
+                .get_mut(id)
+                .filter(|r| !r.phase.is_terminal())
+                .map(|r| {
+                    r.phase = RunnerPhase::Exited;
+                    r.exit_code = Some(143);
+                    r.reason = "stopped by the controller".into();
+                    r.observed_at_ms = shared::runner::now_ms();
+                    r.clone()
+                })
         };
         if let Some(state) = stopped {
             self.events.report(state).await;

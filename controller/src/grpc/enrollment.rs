@@ -29,7 +29,10 @@ fn now_secs() -> i64 {
 
 #[tonic::async_trait]
 impl EnrollmentService for Enrollment {
-    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let peer = request
             .extensions()
             .get::<PeerInfo>()
@@ -54,8 +57,16 @@ impl EnrollmentService for Enrollment {
         let requested = requested_name(&csr).map(|n| AgentName::parse(&n));
         let requested = match requested {
             Some(Ok(name)) => name,
-            Some(Err(e)) => return Err(Status::invalid_argument(format!("the requested name is unusable: {e}"))),
-            None => return Err(Status::invalid_argument("the certificate request names no agent")),
+            Some(Err(e)) => {
+                return Err(Status::invalid_argument(format!(
+                    "the requested name is unusable: {e}"
+                )));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the certificate request names no agent",
+                ));
+            }
         };
 
         let used_by = format!("{requested} from {peer}");

@@ -57,7 +57,10 @@ pub(crate) fn agent_identity<T>(request: &Request<T>) -> Result<AgentName, Statu
 fn registration_from_wire(reg: pb::Register) -> Result<AgentRegistration, WireError> {
     let mut capacity = BTreeMap::new();
     for c in &reg.capacity {
-        capacity.insert(wire::arch_from_wire(c.arch, "register.capacity.arch")?, c.max_runners);
+        capacity.insert(
+            wire::arch_from_wire(c.arch, "register.capacity.arch")?,
+            c.max_runners,
+        );
     }
     if capacity.is_empty() {
         return Err(WireError::Missing {
@@ -97,7 +100,11 @@ impl AgentService for SessionService {
             .map_err(|_| Status::deadline_exceeded("no registration received in time"))??;
         let register = match first.and_then(|m| m.msg) {
             Some(pb::agent_message::Msg::Register(r)) => r,
-            _ => return Err(Status::invalid_argument("the first message must be a registration")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a registration",
+                ));
+            }
         };
         if register.protocol_version != pb::PROTOCOL_VERSION {
             warn!(agent = %name, version = register.protocol_version, "agent speaks another protocol version");

@@ -54,10 +54,12 @@ pub fn server_config(
     let ca_certs = read_certs(ca_file)?;
     let mut roots = RootCertStore::empty();
     for cert in &ca_certs {
-        roots.add(cert.clone()).map_err(|source| TlsSetupError::BadCa {
-            path: ca_file.to_owned(),
-            source,
-        })?;
+        roots
+            .add(cert.clone())
+            .map_err(|source| TlsSetupError::BadCa {
+                path: ca_file.to_owned(),
+                source,
+            })?;
     }
     let mut chain = read_certs(cert_file)?;
     for ca in &ca_certs {

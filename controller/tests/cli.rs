@@ -1,0 +1,106 @@
+//! The `gha-controller` command line: certificates, join tokens and configuration checks.
+
+use std::process::Command;
+
+fn controller() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gha-controller"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn certs_init_then_mint_a_join_token_pinned_to_that_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let out = controller()
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .args(["--san", "ctl.example.com", "--san", "10.1.2.3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for file in [
+        "ca.pem",
+        "ca-key.pem",
+        "controller.pem",
+        "controller-key.pem",
+    ] {
+        assert!(pki.join(file).exists(), "{file} missing");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(pki.join("ca-key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the CA key must not be readable by others");
+    let ca = shared::tls::read_certs(&pki.join("ca.pem")).unwrap();
+    let fingerprint = shared::tls::fingerprint(&ca[0]);
+    assert!(stdout.contains(&fingerprint), "{stdout}");
+
+    // Not overwritten by accident.
+    let again = controller()
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let out = controller()
+        .args(["agents", "join-token", "--ttl", "10m", "--name", "edge-1"])
+        .env("STATE_DIR", dir.path().join("state"))
+        .env("TLS_DIR", &pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let parsed = shared::join_token::JoinToken::parse(token.trim()).unwrap();
+    assert_eq!(parsed.ca_fingerprint.as_deref(), Some(fingerprint.as_str()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gha-agent join"));
+}
+
+#[test]
+fn check_config_lists_every_problem_by_variable() {
+    let out = controller()
+        .arg("check-config")
+        .env("PORT", "http")
+        .env("GRPC_PORT", "99999")
+        .env("TLS_CERT_FILE", "/x.pem")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for var in ["PORT", "GRPC_PORT", "TLS_CA_FILE", "TLS_KEY_FILE"] {
+        assert!(
+            stderr.contains(&format!("{var}:")),
+            "{var} not named in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_masks_secrets() {
+    let out = controller()
+        .arg("check-config")
+        .env("API_TOKEN", "very-secret-api-token-value")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("very-secret"), "{stdout}");
+    assert!(stdout.contains("configuration OK"));
+}

@@ -14,6 +14,11 @@ cargo build --locked -p controller -p agent --features agent/memory-runtime
 BIN="$PWD/target/debug"
 
 export STATE_DIR="$DEV/state" PORT GRPC_PORT
+# A .env (the seed's variables: GITHUB_TOKEN, REPO_OWNER, ...) in the working directory is read
+# by the controller; without one, a placeholder owner lets the controller start.
+if [ ! -f .env ] && [ -z "${REPO_OWNER:-}${OWNERS:-}" ]; then
+  export REPO_OWNER=dev-owner ALL_REPOS=true GITHUB_TOKEN=placeholder WEBHOOK_SECRET=dev-secret
+fi
 "$BIN/gha-controller" &
 CONTROLLER=$!
 trap 'kill $CONTROLLER ${AGENT:-} 2>/dev/null || true' EXIT INT TERM

@@ -123,7 +123,7 @@ impl Controller {
 
         let app = http::router(http::AppState {
             registry: registry.clone(),
-            api_token: config.api_token.as_deref().map(Arc::from),
+            api_token: config.api_token.as_ref().map(|t| Arc::from(t.expose())),
         });
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {

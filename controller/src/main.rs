@@ -67,18 +67,24 @@ enum AgentsCommand {
     },
 }
 
-/// The process environment, with a `.env` file in the working directory filling in gaps.
-fn environment() -> HashMap<String, String> {
-    let mut vars: HashMap<String, String> = HashMap::new();
+/// The configuration variables: a TOML file named by `CONFIG_FILE` (if any), overridden by a
+/// `.env` file in the working directory, overridden by the process environment.
+fn environment() -> anyhow::Result<HashMap<String, String>> {
+    let mut overrides: HashMap<String, String> = HashMap::new();
     if let Ok(iter) = dotenvy::from_path_iter(".env") {
-        vars.extend(iter.flatten());
+        overrides.extend(iter.flatten());
     }
-    vars.extend(std::env::vars());
-    vars
+    overrides.extend(std::env::vars());
+    let mut vars = match overrides.get("CONFIG_FILE").filter(|f| !f.is_empty()) {
+        Some(file) => controller::config::file::load(std::path::Path::new(file))?,
+        None => HashMap::new(),
+    };
+    vars.extend(overrides);
+    Ok(vars)
 }
 
 fn load_config() -> anyhow::Result<Config> {
-    Config::from_env(&environment()).map_err(|e| anyhow::anyhow!("{e}"))
+    Config::from_env(&environment()?).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn init_tracing(debug: bool) {
@@ -128,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
-        Command::CheckConfig => match Config::from_env(&environment()) {
+        Command::CheckConfig => match Config::from_env(&environment()?) {
             Ok(config) => {
                 println!("{config:#?}");
                 println!("configuration OK");

@@ -54,6 +54,10 @@ fn certs_init_then_mint_a_join_token_pinned_to_that_ca() {
 
     let out = controller()
         .args(["agents", "join-token", "--ttl", "10m", "--name", "edge-1"])
+        .env("REPO_OWNER", "octo")
+        .env("ALL_REPOS", "true")
+        .env("GITHUB_TOKEN", "t")
+        .env("WEBHOOK_SECRET", "w")
         .env("STATE_DIR", dir.path().join("state"))
         .env("TLS_DIR", &pki)
         .output()
@@ -93,6 +97,10 @@ fn check_config_masks_secrets() {
     let out = controller()
         .arg("check-config")
         .env("API_TOKEN", "very-secret-api-token-value")
+        .env("REPO_OWNER", "octo")
+        .env("REPO_NAME", "hello")
+        .env("GITHUB_TOKEN", "ghp_very_secret_pat")
+        .env("WEBHOOK_SECRET", "very-secret-hook")
         .output()
         .unwrap();
     assert!(
@@ -102,5 +110,34 @@ fn check_config_masks_secrets() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("very-secret"), "{stdout}");
+    assert!(!stdout.contains("ghp_very"), "{stdout}");
     assert!(stdout.contains("configuration OK"));
+}
+
+#[test]
+fn check_config_reads_a_toml_file_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gha-scaler.toml");
+    std::fs::write(
+        &file,
+        "PORT = 9001\nWEBHOOK_SECRET = \"from-file\"\n[owners.my-org]\nGITHUB_TOKEN = \"ghp_file\"\nALL_REPOS = true\nMAX_RUNNERS = 12\n",
+    )
+    .unwrap();
+    let out = controller()
+        .arg("check-config")
+        .env("CONFIG_FILE", &file)
+        .env("PORT", "9002")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("port: 9002"), "{stdout}");
+    assert!(stdout.contains("\"my-org\""), "{stdout}");
+    assert!(stdout.contains("max_runners: 12"), "{stdout}");
+    assert!(!stdout.contains("ghp_file"), "{stdout}");
 }

@@ -54,6 +54,19 @@ pub fn vars(pairs: &[(&str, String)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// The secret of the owner that [`owner_vars`] configures.
+pub const TEST_WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+/// One owner, `acme`, serving all its repositories, as a seed `.env` would configure it.
+pub fn owner_vars() -> HashMap<String, String> {
+    vars(&[
+        ("REPO_OWNER", "acme".into()),
+        ("GITHUB_TOKEN", "ghp_test_token".into()),
+        ("ALL_REPOS", "true".into()),
+        ("WEBHOOK_SECRET", TEST_WEBHOOK_SECRET.into()),
+    ])
+}
+
 /// A controller serving on loopback.
 pub struct TestController {
     pub config: Config,
@@ -66,7 +79,11 @@ pub struct TestController {
 
 impl TestController {
     /// Starts a controller with `env` (plus `STATE_DIR` if absent) on fresh ports.
-    pub async fn start(env: HashMap<String, String>) -> Self {
+    /// Owner variables of [`owner_vars`] are added where `env` sets no owner.
+    pub async fn start(mut env: HashMap<String, String>) -> Self {
+        if !env.contains_key("OWNERS") && !env.contains_key("REPO_OWNER") {
+            env.extend(owner_vars());
+        }
         let config = Config::from_env(&env).expect("valid controller config");
         Self::start_on(
             config,
@@ -125,7 +142,7 @@ impl TestController {
         let mut req =
             reqwest::Client::new().get(format!("http://{}/api/v1/agents", self.http_addr));
         if let Some(token) = &self.config.api_token {
-            req = req.bearer_auth(token);
+            req = req.bearer_auth(token.expose());
         }
         req.send()
             .await

@@ -7,6 +7,7 @@
 //! - [`tls`]: loading PEM material and deriving an agent's identity from its certificate.
 
 pub mod arch;
+pub mod github;
 pub mod ids;
 pub mod runner;
 pub mod tls;

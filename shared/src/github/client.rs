@@ -26,7 +26,7 @@ const MAX_PAGES: usize = 1000;
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot build the HTTP client (is the rustls crypto provider installed?)")]
+    #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
     #[error("cannot load a GitHub App key")]
     Key(#[source] super::auth::KeyError),
@@ -66,7 +66,9 @@ impl ClientBuilder {
         self
     }
 
+    /// Builds the client, installing ring as the rustls provider if none is (reqwest panics without one).
     pub fn build(self) -> Result<GithubClient, BuildError> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()

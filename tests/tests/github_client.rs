@@ -461,6 +461,29 @@ async fn rate_limits_are_waited_out_with_paused_time() {
         "{waited:?}"
     );
 
+    // A retried POST resends its body: the JIT runner gets the name and labels asked for.
+    sim.fail_rest(
+        "/generate-jitconfig",
+        1,
+        RestFault::SecondaryRateLimit {
+            retry_after: Some(Duration::from_secs(5)),
+        },
+    );
+    let jit = gh
+        .generate_jit_config(
+            &scope,
+            &JitConfigRequest {
+                name: "after-limit".into(),
+                runner_group_id: 1,
+                labels: vec!["big".into()],
+                work_folder: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(jit.runner.name, "after-limit");
+    assert!(jit.runner.label_names().any(|l| l == "big"));
+
     // Secondary with retry-after: wait exactly that long.
     sim.fail_rest(
         "/actions/runners",
@@ -667,4 +690,46 @@ async fn app_installation_listing() {
         gh.authenticated_user("acme").await.unwrap_err(),
         GithubError::Forbidden { .. }
     ));
+}
+
+#[tokio::test]
+async fn client_from_the_environment_contract() {
+    let (sim, _) = acme().await;
+    sim.add_user("solo");
+    sim.add_repo("solo", "tool", true);
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = app_key(dir.path());
+    let key = AppKey::from_pem_file(&key_path).unwrap();
+    sim.add_app(99, key.public_key_der());
+    sim.install_app(
+        99,
+        "acme",
+        &[("organization_self_hosted_runners", Access::Write)],
+        None,
+    );
+    let solo_token = sim.classic_token("solo", &["repo"]);
+    let vars: std::collections::HashMap<String, String> = [
+        ("GITHUB_API_URL", sim.api_url().to_owned()),
+        ("GITHUB_TOKEN", solo_token.clone()),
+        ("OWNER_ACME_APP_ID", "99".to_owned()),
+        (
+            "OWNER_ACME_APP_PRIVATE_KEY_FILE",
+            key_path.display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let settings = shared::github::GithubSettings::from_env(&vars, &["acme".to_owned()]).unwrap();
+    let gh = GithubClient::from_settings(&settings).unwrap();
+    // acme through the App (installation looked up), solo through the default token.
+    gh.registration_token(&Scope::Org("acme".into()))
+        .await
+        .unwrap();
+    assert_eq!(sim.counters().installation_tokens, 1);
+    let repo = gh
+        .get_repository(&RepoRef::new("solo", "tool"))
+        .await
+        .unwrap();
+    assert!(repo.permissions.unwrap().admin);
 }

@@ -359,3 +359,30 @@ async fn duplicated_reordered_and_delayed_deliveries() {
     );
     assert_eq!(recorder.received().len(), 9);
 }
+
+#[tokio::test]
+async fn deliveries_are_cursor_paginated() {
+    let (sim, recorder, gh) = setup().await;
+    let hook = sim.add_hook(
+        "acme",
+        Some("app"),
+        recorder.url(),
+        None,
+        "json",
+        &["workflow_job", "workflow_run"],
+    );
+    for _ in 0..60 {
+        sim.queue_job("acme", "app", &["self-hosted"]);
+    }
+    assert!(sim.deliveries_settled(WAIT).await);
+    let scope = Scope::Repo(RepoRef::new("acme", "app"));
+    let all = gh.list_hook_deliveries(&scope, hook).await.unwrap();
+    assert_eq!(all.len(), 120);
+    let ids: std::collections::HashSet<u64> = all.iter().map(|d| d.id).collect();
+    assert_eq!(
+        ids.len(),
+        120,
+        "no delivery listed twice across cursor pages"
+    );
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+}

@@ -19,6 +19,9 @@ use super::payloads;
 use super::state::{Bucket, RestFault, State as SimState, TokenKind, epoch, timestamp};
 use super::{Shared, api_actions, api_hooks};
 
+/// `X-GitHub-Api-Version` values GitHub accepts (a request without the header gets 2022-11-28).
+const SUPPORTED_VERSIONS: [&str; 2] = ["2022-11-28", "2026-03-10"];
+
 /// The API routes (to be nested under the path prefix, e.g. `/api/v3`).
 pub fn router(sh: Shared) -> axum::Router {
     axum::Router::new()
@@ -48,6 +51,17 @@ pub fn router(sh: Shared) -> axum::Router {
 async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let token = bearer(req.headers());
+    let version = req
+        .headers()
+        .get("x-github-api-version")
+        .and_then(|v| v.to_str().ok());
+    if version.is_some_and(|v| !SUPPORTED_VERSIONS.contains(&v)) {
+        return ApiError::new(
+            StatusCode::GONE,
+            "The requested API version is not supported",
+        )
+        .into_response();
+    }
     let now = epoch(SystemTime::now());
     let (fault, bucket, exhausted, scopes) = {
         let mut st = sh.lock();
@@ -142,6 +156,41 @@ pub struct PageQuery {
     pub per_page: Option<usize>,
     pub page: Option<usize>,
     pub status: Option<String>,
+    /// Cursor pagination (hook deliveries): `v1_<offset>`.
+    pub cursor: Option<String>,
+}
+
+/// One cursor-paginated page (GitHub's hook deliveries): only a `rel="next"` link, carrying the
+/// cursor of the next item.
+pub fn page_by_cursor(
+    web_url: &str,
+    uri: &OriginalUri,
+    q: &PageQuery,
+    items: Vec<Value>,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let per = q.per_page.unwrap_or(30).clamp(1, 100);
+    let start = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .strip_prefix("v1_")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "Invalid cursor"))?,
+    };
+    let total = items.len();
+    let slice: Vec<Value> = items.into_iter().skip(start).take(per).collect();
+    let next = (start + per < total).then(|| {
+        let mut pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(uri.0.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .filter(|(k, _)| k != "cursor")
+                .collect();
+        pairs.push(("cursor".into(), format!("v1_{}", start + per)));
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        format!("<{web_url}{}?{query}>; rel=\"next\"", uri.0.path())
+    });
+    Ok((slice, next))
 }
 
 /// One page of `items` and its `link` header (`next`, `last`, `first`, `prev`), like GitHub's.

@@ -457,6 +457,7 @@ pub fn runner_routes(sh: Shared) -> axum::Router {
         .route("/_sim/runners/{id}/claim", post(runner_claim))
         .route("/_sim/runners/{id}/complete", post(runner_complete))
         .route("/_sim/runners/{id}/offline", post(runner_offline))
+        .route("/_sim/jobs", post(queue_job))
         .with_state(sh)
 }
 
@@ -547,4 +548,33 @@ async fn runner_offline(
     let credential = bearer(&h).ok_or(RunnerError::BadCredential)?;
     scenario::go_offline(&sh, id, Some(&credential))?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Body of `POST /_sim/jobs`: queue a run with one job (for the binary and other processes).
+#[derive(Debug, serde::Deserialize)]
+pub struct QueueBody {
+    pub owner: String,
+    pub repo: String,
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+}
+
+async fn queue_job(
+    State(sh): State<Shared>,
+    Json(b): Json<QueueBody>,
+) -> Result<Response, ApiError> {
+    let repo_id = sh
+        .lock()
+        .repo(&b.owner, &b.repo)
+        .map(|r| r.id)
+        .ok_or_else(ApiError::not_found)?;
+    let workflow = b.workflow.unwrap_or_else(|| "CI".into());
+    let (run_id, jobs) =
+        scenario::queue_run(&sh, repo_id, &workflow, &[("build".into(), b.labels)]);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"run_id": run_id, "job_id": jobs[0]})),
+    )
+        .into_response())
 }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::access::{ApiError, Need};
-use super::api::{PageQuery, page, with_link};
+use super::api::{PageQuery, page, page_by_cursor, with_link};
 use super::api_actions::scope;
 use super::state::{Access, HookRec, ScopeRec, State as SimState, now};
 use super::webhooks::{Outgoing, guid};
@@ -307,7 +307,7 @@ fn deliveries(
         })
         .map(|d| payloads::delivery(d, false))
         .collect();
-    let (items, link) = page(&st.web_url, uri, q, items);
+    let (items, link) = page_by_cursor(&st.web_url, uri, q, items)?;
     Ok(with_link(StatusCode::OK, Value::Array(items), link))
 }
 

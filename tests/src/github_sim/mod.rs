@@ -103,10 +103,15 @@ impl GithubSim {
     }
 
     /// Serves the API under `prefix` (e.g. `/api/v3`, like GitHub Enterprise Server).
-    /// Installs the ring rustls provider first: the webhook sender is a reqwest client.
     pub async fn start_with_prefix(prefix: &str) -> std::io::Result<Self> {
-        shared::tls::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, prefix)
+    }
+
+    /// Serves on an already-bound listener (the `github-sim` binary binds its `--listen` address).
+    /// Installs the ring rustls provider first: the webhook sender is a reqwest client.
+    pub fn serve(listener: tokio::net::TcpListener, prefix: &str) -> std::io::Result<Self> {
+        shared::tls::install_crypto_provider();
         let addr = listener.local_addr()?;
         let web_url = format!("http://{addr}");
         let api_url = format!("{web_url}{prefix}");

@@ -308,6 +308,8 @@ pub fn run(state: &State, run: &RunRec, rest: bool) -> Value {
     set(&mut v, "updated_at", json!(run.updated_at));
     set(&mut v, "run_started_at", json!(run.created_at));
     set(&mut v, "pull_requests", json!([]));
+    set(&mut v, "previous_attempt_url", Value::Null);
+    set(&mut v, "referenced_workflows", json!([]));
     if let Some(repo) = repo {
         let r = repository(state, repo, None, false);
         set(&mut v, "repository", r.clone());

@@ -1,6 +1,5 @@
 //! Actions endpoints: registration and remove tokens, JIT configs, runners, runs and jobs, for a
-//! repository (`/repos/{o}/{r}/actions/…`) or an organization (`/orgs/{org}/actions/…`), plus the
-//! fake runner's protocol under `/_sim/runners` (see [`super::scenario`]).
+//! repository (`/repos/{o}/{r}/actions/…`) or an organization (`/orgs/{org}/actions/…`).
 
 use std::time::{Duration, SystemTime};
 
@@ -11,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::access::{ApiError, Need, bearer, check_org, check_repo, principal};
+use super::access::{ApiError, Need, check_org, check_repo, principal};
 use super::api::{PageQuery, page, with_link};
-use super::scenario::{self, RunnerError, encode_jit, runner_labels};
+use super::scenario::{encode_jit, runner_labels};
 use super::state::{Access, RegTokenRec, RunnerRec, ScopeRec, State as SimState, timestamp};
 use super::{Shared, payloads};
 
@@ -446,135 +445,4 @@ async fn get_job(
         .filter(|x| x.repo_id == id)
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(payloads::job(&st, job, true)).into_response())
-}
-
-// ---- The fake runner's protocol (not GitHub's; just enough to drive a job like a runner does).
-
-/// `/_sim/runners/...`, outside the API prefix.
-pub fn runner_routes(sh: Shared) -> axum::Router {
-    axum::Router::new()
-        .route("/_sim/runners/register", post(runner_register))
-        .route("/_sim/runners/{id}/claim", post(runner_claim))
-        .route("/_sim/runners/{id}/complete", post(runner_complete))
-        .route("/_sim/runners/{id}/offline", post(runner_offline))
-        .route("/_sim/jobs", post(queue_job))
-        .with_state(sh)
-}
-
-impl IntoResponse for RunnerError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            RunnerError::NoRunner => StatusCode::NOT_FOUND,
-            RunnerError::BadCredential
-            | RunnerError::BadRegistrationToken
-            | RunnerError::BadJitConfig => StatusCode::UNAUTHORIZED,
-            RunnerError::NoJob | RunnerError::Busy => StatusCode::CONFLICT,
-        };
-        (status, Json(json!({"message": self.to_string()}))).into_response()
-    }
-}
-
-/// Body of `POST /_sim/runners/register`: a JIT config, or a registration token with name and labels.
-#[derive(Debug, serde::Deserialize)]
-pub struct RegisterBody {
-    pub jitconfig: Option<String>,
-    pub token: Option<String>,
-    pub name: Option<String>,
-    #[serde(default)]
-    pub labels: Vec<String>,
-    #[serde(default)]
-    pub ephemeral: bool,
-}
-
-fn runner_json(r: &RunnerRec) -> Value {
-    json!({"id": r.id, "name": r.name, "credential": r.credential, "labels": r.labels.iter().map(|(l, _)| l).collect::<Vec<_>>()})
-}
-
-async fn runner_register(
-    State(sh): State<Shared>,
-    Json(body): Json<RegisterBody>,
-) -> Result<Response, RunnerError> {
-    let runner = match (&body.jitconfig, &body.token) {
-        (Some(jit), _) => scenario::register_jit(&sh, jit)?,
-        (None, Some(token)) => {
-            let name = body
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("runner-{}", super::webhooks::guid()));
-            scenario::register_with_token(&sh, token, &name, &body.labels, body.ephemeral)?
-        }
-        (None, None) => return Err(RunnerError::BadRegistrationToken),
-    };
-    Ok(Json(runner_json(&runner)).into_response())
-}
-
-async fn runner_claim(
-    State(sh): State<Shared>,
-    Path(id): Path<u64>,
-    h: HeaderMap,
-) -> Result<Response, RunnerError> {
-    let credential = bearer(&h).ok_or(RunnerError::BadCredential)?;
-    Ok(match scenario::claim(&sh, id, Some(&credential))? {
-        Some(job) => {
-            let st = sh.lock();
-            Json(payloads::job(&st, &job, true)).into_response()
-        }
-        None => StatusCode::NO_CONTENT.into_response(),
-    })
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct CompleteBody {
-    conclusion: String,
-}
-
-async fn runner_complete(
-    State(sh): State<Shared>,
-    Path(id): Path<u64>,
-    h: HeaderMap,
-    Json(b): Json<CompleteBody>,
-) -> Result<Response, RunnerError> {
-    let credential = bearer(&h).ok_or(RunnerError::BadCredential)?;
-    let job = scenario::complete(&sh, id, Some(&credential), &b.conclusion)?;
-    let st = sh.lock();
-    Ok(Json(payloads::job(&st, &job, true)).into_response())
-}
-
-async fn runner_offline(
-    State(sh): State<Shared>,
-    Path(id): Path<u64>,
-    h: HeaderMap,
-) -> Result<Response, RunnerError> {
-    let credential = bearer(&h).ok_or(RunnerError::BadCredential)?;
-    scenario::go_offline(&sh, id, Some(&credential))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Body of `POST /_sim/jobs`: queue a run with one job (for the binary and other processes).
-#[derive(Debug, serde::Deserialize)]
-pub struct QueueBody {
-    pub owner: String,
-    pub repo: String,
-    pub labels: Vec<String>,
-    #[serde(default)]
-    pub workflow: Option<String>,
-}
-
-async fn queue_job(
-    State(sh): State<Shared>,
-    Json(b): Json<QueueBody>,
-) -> Result<Response, ApiError> {
-    let repo_id = sh
-        .lock()
-        .repo(&b.owner, &b.repo)
-        .map(|r| r.id)
-        .ok_or_else(ApiError::not_found)?;
-    let workflow = b.workflow.unwrap_or_else(|| "CI".into());
-    let (run_id, jobs) =
-        scenario::queue_run(&sh, repo_id, &workflow, &[("build".into(), b.labels)]);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"run_id": run_id, "job_id": jobs[0]})),
-    )
-        .into_response())
 }

@@ -26,6 +26,7 @@ mod api_actions;
 mod api_hooks;
 mod payloads;
 mod recorder;
+mod runner_http;
 mod scenario;
 mod state;
 mod webhooks;
@@ -126,7 +127,7 @@ impl GithubSim {
         } else {
             axum::Router::new().nest(prefix, api)
         }
-        .merge(api_actions::runner_routes(shared.clone()));
+        .merge(runner_http::routes(shared.clone()));
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {

@@ -109,3 +109,15 @@ pub trait GithubApi: Send + Sync {
     /// `GET /user` and its `X-OAuth-Scopes`.
     async fn authenticated_user(&self, owner: &str) -> Result<AuthenticatedUser, GithubError>;
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_client_is_usable_as_a_trait_object() {
+        fn takes(_: std::sync::Arc<dyn super::GithubApi>) {}
+        let url = url::Url::parse(super::DEFAULT_API_URL).unwrap();
+        takes(std::sync::Arc::new(
+            super::GithubClient::builder(&url).build().unwrap(),
+        ));
+    }
+}

@@ -6,10 +6,12 @@
 //! - [`join_token`]: the text form of one-time agent enrollment tokens.
 //! - [`wire`]: conversions between these types and the generated protobuf types; the only place
 //!   where the two meet, so wire types never leak into core logic.
+//! - [`github`]: the GitHub REST client, behind the `GithubApi` trait.
 //! - [`tls`]: loading PEM material and deriving an agent's identity from its certificate.
 
 pub mod arch;
 pub mod command;
+pub mod github;
 pub mod ids;
 pub mod join_token;
 pub mod runner;

@@ -1,6 +1,8 @@
 //! The end-to-end test harness of gha-scaler: a real controller and real agents talking
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
-//! ([`pki`]). The tests themselves live in `tests/tests/`.
+//! ([`pki`]), and a GitHub simulator built from GitHub's published payloads
+//! ([`github_sim`]). The tests themselves live in `tests/tests/`.
 
+pub mod github_sim;
 pub mod harness;
 pub mod pki;

@@ -1,0 +1,480 @@
+//! A faithful GitHub simulator for tests: REST API, webhooks and the runner side of jobs.
+//!
+//! [`GithubSim::start`] serves the REST API on `127.0.0.1:0` (optionally under a GHES-style
+//! `/api/v3` prefix) from in-memory state, with GitHub's shapes (built from the real fixtures in
+//! `fixtures/`), status codes, pagination and rate-limit headers. The handle sets up owners,
+//! repositories, credentials and hooks, drives jobs (queue → claim → complete, each step delivering
+//! signed `workflow_run` / `workflow_job` webhooks), and injects faults into REST answers and
+//! webhook deliveries.
+//!
+//! ```ignore
+//! let sim = GithubSim::start().await?;
+//! sim.add_org("acme", &["alice"], &[]);
+//! sim.add_repo("acme", "app", true);
+//! let token = sim.classic_token("alice", &["repo", "admin:org"]);
+//! sim.add_hook("acme", None, &format!("{controller}/webhook"), Some("s3cret"), "json", &["workflow_job"]);
+//! let job = sim.queue_job("acme", "app", &["self-hosted", "linux"]);
+//! // … the controller sees `workflow_job` queued, asks for a JIT config, starts a fake runner:
+//! let runner = sim.register_jit_runner(&encoded_jit_config)?;
+//! sim.claim_job(runner.id)?;            // any matching queued job, not necessarily `job`
+//! sim.complete_job(runner.id, "success")?;
+//! ```
+
+mod access;
+mod api;
+mod api_actions;
+mod api_hooks;
+mod payloads;
+mod recorder;
+mod runner_http;
+mod scenario;
+mod state;
+mod webhooks;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+pub use recorder::{Received, WebhookRecorder};
+pub use scenario::{DEFAULT_LABELS, RunnerError};
+pub use state::{Access, Counters, DeliveryFault, DeliveryRec, JobRec, RestFault, Role, RunnerRec};
+pub use webhooks::{signature_1, signature_256};
+
+use state::{
+    AccountRec, AppRec, HookRec, InstallationRec, RepoRec, ScopeRec, State, TokenKind, now,
+};
+use webhooks::Deliverer;
+
+/// What handlers, the scenario functions and the delivery worker share.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    state: Arc<Mutex<State>>,
+    hooks: Deliverer,
+}
+
+impl Shared {
+    /// The state; a poisoned lock (a panicking test thread) still yields the data.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct GithubSim {
+    shared: Shared,
+    addr: SocketAddr,
+    api_url: String,
+    /// Cancelled on drop; the server shuts down gracefully from it.
+    shutdown: CancellationToken,
+}
+
+impl Drop for GithubSim {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A runner registered with the simulator, and the credential its process uses.
+#[derive(Debug, Clone)]
+pub struct SimRunner {
+    pub id: u64,
+    pub name: String,
+    pub credential: String,
+}
+
+impl From<RunnerRec> for SimRunner {
+    fn from(r: RunnerRec) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            credential: r.credential,
+        }
+    }
+}
+
+impl GithubSim {
+    /// Serves the API at the root (`http://127.0.0.1:PORT`, like `https://api.github.com`).
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_with_prefix("").await
+    }
+
+    /// Serves the API under `prefix` (e.g. `/api/v3`, like GitHub Enterprise Server).
+    pub async fn start_with_prefix(prefix: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, prefix)
+    }
+
+    /// Serves on an already-bound listener (the `github-sim` binary binds its `--listen` address).
+    /// Installs the ring rustls provider first: the webhook sender is a reqwest client.
+    pub fn serve(listener: tokio::net::TcpListener, prefix: &str) -> std::io::Result<Self> {
+        shared::tls::install_crypto_provider();
+        let addr = listener.local_addr()?;
+        let web_url = format!("http://{addr}");
+        let api_url = format!("{web_url}{prefix}");
+        let state = Arc::new(Mutex::new(State::new(api_url.clone(), web_url)));
+        let shared = Shared {
+            hooks: Deliverer::start(state.clone()),
+            state,
+        };
+        let api = api::router(shared.clone());
+        let app = if prefix.is_empty() {
+            api
+        } else {
+            axum::Router::new().nest(prefix, api)
+        }
+        .merge(runner_http::routes(shared.clone()));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "github-sim server failed");
+            }
+        });
+        Ok(Self {
+            shared,
+            addr,
+            api_url,
+            shutdown,
+        })
+    }
+
+    /// The REST base URL to give the client (`GITHUB_API_URL`).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    fn add_account(&self, login: &str, is_org: bool, members: HashMap<String, bool>) -> u64 {
+        let mut st = self.lock();
+        let id = st.next_id();
+        st.accounts.insert(
+            id,
+            AccountRec {
+                id,
+                login: login.to_owned(),
+                is_org,
+                members,
+            },
+        );
+        id
+    }
+
+    /// A user account.
+    pub fn add_user(&self, login: &str) -> u64 {
+        self.add_account(login, false, HashMap::new())
+    }
+
+    /// An organization with `owners` (admins) and `members`; users are created as needed.
+    pub fn add_org(&self, login: &str, owners: &[&str], members: &[&str]) -> u64 {
+        let mut roles = HashMap::new();
+        for (list, owner) in [(owners, true), (members, false)] {
+            for user in list {
+                if self.lock().account(user).is_none() {
+                    self.add_user(user);
+                }
+                roles.insert(user.to_ascii_lowercase(), owner);
+            }
+        }
+        self.add_account(login, true, roles)
+    }
+
+    /// A repository of an existing owner. Panics (test set-up error) when the owner is unknown.
+    pub fn add_repo(&self, owner: &str, name: &str, private: bool) -> u64 {
+        let mut st = self.lock();
+        let owner_id = st
+            .account(owner)
+            .map(|a| a.id)
+            .expect("add_repo: unknown owner");
+        let id = st.next_id();
+        st.repos.insert(
+            id,
+            RepoRec {
+                id,
+                owner_id,
+                name: name.to_owned(),
+                private,
+                collaborators: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Gives `user` a role on a repository.
+    pub fn add_collaborator(&self, owner: &str, repo: &str, user: &str, role: Role) {
+        if self.lock().account(user).is_none() {
+            self.add_user(user);
+        }
+        let mut st = self.lock();
+        let id = st
+            .repo(owner, repo)
+            .map(|r| r.id)
+            .expect("add_collaborator: unknown repository");
+        if let Some(r) = st.repos.get_mut(&id) {
+            r.collaborators.insert(user.to_ascii_lowercase(), role);
+        }
+    }
+
+    fn add_token(&self, prefix: &str, kind: TokenKind) -> String {
+        let token = format!("{prefix}{}", hex::encode(rand::random::<[u8; 18]>()));
+        self.lock().tokens.insert(token.clone(), kind);
+        token
+    }
+
+    /// A classic PAT (`ghp_…`) of `user` with `scopes`.
+    pub fn classic_token(&self, user: &str, scopes: &[&str]) -> String {
+        let kind = TokenKind::Classic {
+            user: user.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        self.add_token("ghp_", kind)
+    }
+
+    /// A fine-grained PAT (`github_pat_…`) of `user` with `permissions`, on `repos` (`None` = all).
+    pub fn fine_grained_token(
+        &self,
+        user: &str,
+        permissions: &[(&str, Access)],
+        repos: Option<&[&str]>,
+    ) -> String {
+        let kind = TokenKind::FineGrained {
+            user: user.to_owned(),
+            permissions: permissions
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            repos: repos.map(|r| r.iter().map(|s| s.to_ascii_lowercase()).collect()),
+        };
+        self.add_token("github_pat_", kind)
+    }
+
+    /// Registers a GitHub App by id with the PKCS#1 DER of its public key.
+    pub fn add_app(&self, app_id: u64, public_key_der: Vec<u8>) {
+        let app = AppRec {
+            id: app_id,
+            client_id: format!("Iv1.{app_id:016x}"),
+            slug: format!("app-{app_id}"),
+            public_key_der,
+        };
+        self.lock().apps.insert(app_id, app);
+    }
+
+    /// Installs an App on `owner` with `permissions`, on `repos` (`None` = all). Returns its id.
+    pub fn install_app(
+        &self,
+        app_id: u64,
+        owner: &str,
+        permissions: &[(&str, Access)],
+        repos: Option<&[&str]>,
+    ) -> u64 {
+        let mut st = self.lock();
+        let account_id = st
+            .account(owner)
+            .map(|a| a.id)
+            .expect("install_app: unknown owner");
+        let id = st.next_id();
+        let inst = InstallationRec {
+            id,
+            app_id,
+            account_id,
+            permissions: permissions
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            repos: repos.map(|r| r.iter().map(|s| s.to_ascii_lowercase()).collect()),
+        };
+        st.installations.insert(id, inst);
+        id
+    }
+
+    /// How long new installation tokens last (GitHub: one hour).
+    pub fn set_installation_token_ttl(&self, ttl: Duration) {
+        self.lock().installation_token_ttl = ttl;
+    }
+
+    /// Revokes a token: its next use gets a 401.
+    pub fn revoke_token(&self, token: &str) {
+        self.lock().tokens.remove(token);
+    }
+
+    /// Every installation token minted so far, newest last.
+    pub fn installation_tokens(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut tokens: Vec<(std::time::SystemTime, String)> = st
+            .tokens
+            .iter()
+            .filter_map(|(t, k)| match k {
+                TokenKind::Installation { expires_at, .. } => Some((*expires_at, t.clone())),
+                _ => None,
+            })
+            .collect();
+        tokens.sort();
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The primary limit of every credential from now on (GitHub: 5000/h for a PAT).
+    pub fn set_rate_limit(&self, limit: u64) {
+        let mut st = self.lock();
+        st.default_rate_limit = limit;
+        st.buckets.values_mut().for_each(|b| b.limit = limit);
+    }
+
+    /// Adds a hook directly (no ping), on a repository or, with `repo = None`, an organization.
+    pub fn add_hook(
+        &self,
+        owner: &str,
+        repo: Option<&str>,
+        url: &str,
+        secret: Option<&str>,
+        content_type: &str,
+        events: &[&str],
+    ) -> u64 {
+        let mut st = self.lock();
+        let scope = match repo {
+            Some(name) => ScopeRec::Repo(
+                st.repo(owner, name)
+                    .map(|r| r.id)
+                    .expect("add_hook: unknown repository"),
+            ),
+            None => ScopeRec::Org(
+                st.account(owner)
+                    .map(|a| a.id)
+                    .expect("add_hook: unknown owner"),
+            ),
+        };
+        let id = st.next_id();
+        let created = now();
+        st.hooks.insert(
+            id,
+            HookRec {
+                id,
+                scope,
+                active: true,
+                events: events.iter().map(|e| (*e).to_owned()).collect(),
+                url: url.to_owned(),
+                content_type: content_type.to_owned(),
+                secret: secret.map(str::to_owned),
+                insecure_ssl: "0".into(),
+                created_at: created.clone(),
+                updated_at: created,
+                last_response: None,
+            },
+        );
+        id
+    }
+
+    /// Queues a one-job run whose job `runs-on` `labels`; returns (run id, job id).
+    pub fn queue_job(&self, owner: &str, repo: &str, labels: &[&str]) -> (u64, u64) {
+        let (run, jobs) = self.queue_run(owner, repo, "CI", &[("build", labels)]);
+        (run, jobs[0])
+    }
+
+    /// Queues a run of `workflow` with `jobs` (name, labels); returns (run id, job ids).
+    pub fn queue_run(
+        &self,
+        owner: &str,
+        repo: &str,
+        workflow: &str,
+        jobs: &[(&str, &[&str])],
+    ) -> (u64, Vec<u64>) {
+        let repo_id = self
+            .lock()
+            .repo(owner, repo)
+            .map(|r| r.id)
+            .expect("queue_run: unknown repository");
+        let jobs: Vec<(String, Vec<String>)> = jobs
+            .iter()
+            .map(|(n, l)| ((*n).to_owned(), l.iter().map(|s| (*s).to_owned()).collect()))
+            .collect();
+        scenario::queue_run(&self.shared, repo_id, workflow, &jobs)
+    }
+
+    /// Starts the runner of a JIT config (what `run.sh --jitconfig` does): it comes online.
+    pub fn register_jit_runner(&self, encoded_jit_config: &str) -> Result<SimRunner, RunnerError> {
+        scenario::register_jit(&self.shared, encoded_jit_config).map(Into::into)
+    }
+
+    /// `config.sh --token`: registers a runner with a registration token.
+    pub fn register_runner(
+        &self,
+        token: &str,
+        name: &str,
+        labels: &[&str],
+        ephemeral: bool,
+    ) -> Result<SimRunner, RunnerError> {
+        let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        scenario::register_with_token(&self.shared, token, name, &labels, ephemeral).map(Into::into)
+    }
+
+    /// The runner takes any queued job it matches; returns the job id, if there was one.
+    pub fn claim_job(&self, runner_id: u64) -> Result<Option<u64>, RunnerError> {
+        scenario::claim(&self.shared, runner_id, None).map(|j| j.map(|j| j.id))
+    }
+
+    /// The runner completes its job with `conclusion`; returns the job id.
+    pub fn complete_job(&self, runner_id: u64, conclusion: &str) -> Result<u64, RunnerError> {
+        scenario::complete(&self.shared, runner_id, None, conclusion).map(|j| j.id)
+    }
+
+    /// The next `count` REST requests whose path contains `path_contains` get `fault`.
+    pub fn fail_rest(&self, path_contains: &str, count: usize, fault: RestFault) {
+        self.lock()
+            .faults
+            .rest
+            .push_back((path_contains.to_owned(), count, fault));
+    }
+
+    /// The next delivery of `event` (and `action`, if given) suffers `fault`.
+    pub fn fault_delivery(&self, event: &str, action: Option<&str>, fault: DeliveryFault) {
+        self.lock().faults.deliveries.push_back((
+            event.to_owned(),
+            action.map(str::to_owned),
+            fault,
+        ));
+    }
+
+    /// Every delivery attempt so far, oldest first.
+    pub fn deliveries(&self) -> Vec<DeliveryRec> {
+        self.lock().deliveries.clone()
+    }
+
+    /// Waits until no delivery is queued or in flight; `false` on time-out.
+    pub async fn deliveries_settled(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.shared.hooks.pending() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// A snapshot of the runners.
+    pub fn runners(&self) -> Vec<RunnerRec> {
+        self.lock().runners.values().cloned().collect()
+    }
+
+    /// A snapshot of a job.
+    pub fn job(&self, id: u64) -> Option<JobRec> {
+        self.lock().jobs.get(&id).cloned()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+}

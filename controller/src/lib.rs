@@ -9,6 +9,7 @@
 //! - [`pki`]: the built-in CA.
 
 pub mod config;
+pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod join_tokens;
@@ -45,6 +46,8 @@ pub enum StartError {
     Tls(#[from] grpc::tls::TlsSetupError),
     #[error("cannot open the state store")]
     Store(#[from] store::StoreError),
+    #[error("cannot set up the GitHub client")]
+    Github(#[from] github::GithubSetupError),
     #[error("cannot read a listener's address")]
     Listener(#[source] std::io::Error),
 }
@@ -62,6 +65,8 @@ pub enum RunError {
 /// A running controller.
 pub struct Controller {
     pub registry: AgentRegistry,
+    /// The GitHub client, authenticating as each configured owner.
+    pub github: Arc<dyn shared::github::GithubApi>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     http: JoinHandle<Result<(), RunError>>,
@@ -115,6 +120,7 @@ impl Controller {
         let ca = load_ca(config)?;
         let store = store::Store::open(&config.state_dir)?;
         let registry = AgentRegistry::new();
+        let github: Arc<dyn shared::github::GithubApi> = github::client(config)?;
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
         let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
         if config.api_token.is_none() {
@@ -149,6 +155,7 @@ impl Controller {
         info!(%http_addr, %grpc_addr, "controller listening");
         Ok(Controller {
             registry,
+            github,
             http_addr,
             grpc_addr,
             http,

@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(
             acme.auth,
             OwnerAuth::App {
-                app_id: 1234,
+                app_id: "1234".into(),
                 private_key_file: PathBuf::from("/keys/acme.pem"),
                 installation_id: None
             }

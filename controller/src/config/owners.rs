@@ -4,44 +4,12 @@
 //! underscores: `my-org` → `OWNER_MY_ORG_GITHUB_TOKEN`). Legacy single owner: `REPO_OWNER` with
 //! the unprefixed keys. A per-owner key falls back to the unprefixed one, then to the default.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use super::vars::Vars;
 
-/// A credential that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-/// How the controller authenticates to GitHub for one owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerAuth {
-    /// A classic or fine-grained personal access token.
-    Token(Secret),
-    /// A GitHub App installation.
-    App {
-        app_id: u64,
-        private_key_file: PathBuf,
-        /// Looked up for the owner when absent.
-        installation_id: Option<u64>,
-    },
-}
+pub use shared::github::OwnerAuth;
+pub use shared::github::Secret;
 
 /// One owner's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,13 +104,12 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool) -> OwnerCo
     let (installation, installation_var) = pick(vars, "APP_INSTALLATION_ID");
     let auth = match (app_id, token) {
         (Some(app_id), _) => {
-            let app_id = app_id.parse::<u64>().unwrap_or_else(|_| {
+            if app_id.parse::<u64>().is_err() {
                 vars.problem(
                     &app_var,
                     format!("{app_id:?} is not a numeric GitHub App id"),
                 );
-                0
-            });
+            }
             let private_key_file = match key_file {
                 Some(f) => PathBuf::from(f),
                 None => {

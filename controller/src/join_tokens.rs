@@ -9,7 +9,7 @@ use shared::ids::AgentName;
 use shared::join_token::JoinToken;
 
 use crate::config::Config;
-use crate::store::{NewJoinToken, Store, StoreError};
+use crate::store::{NewJoinToken, SqliteStore, StateStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
@@ -31,7 +31,7 @@ pub struct Minted {
 
 /// Mints a token valid for `ttl`, optionally fixing the agent's name, pinned to the CA of
 /// `config` (the first certificate of `TLS_CA_FILE`).
-pub fn mint(
+pub async fn mint(
     config: &Config,
     ttl: Duration,
     agent_name: Option<AgentName>,
@@ -41,18 +41,20 @@ pub fn mint(
     }
     let ca = shared::tls::read_certs(&config.tls.ca_file)?;
     let token = JoinToken::generate(Some(shared::tls::fingerprint(&ca[0])));
-    let store = Store::open(&config.state_dir)?;
+    let store = SqliteStore::open(&config.state_dir)?;
     let now = shared::runner::now_ms() / 1000;
     let expires_at = now + ttl.as_secs() as i64;
-    store.insert_join_token(
-        &NewJoinToken {
-            id: token.id.clone(),
-            secret: token.secret.clone(),
-            agent_name: agent_name.as_ref().map(|n| n.to_string()),
-            expires_at,
-        },
-        now,
-    )?;
+    store
+        .insert_join_token(
+            NewJoinToken {
+                id: token.id.clone(),
+                secret: token.secret.clone(),
+                agent_name: agent_name.as_ref().map(|n| n.to_string()),
+                expires_at,
+            },
+            now,
+        )
+        .await?;
     Ok(Minted {
         token: token.to_text(),
         expires_at,

@@ -118,7 +118,8 @@ impl Controller {
             &config.tls.key_file,
         )?;
         let ca = load_ca(config)?;
-        let store = store::Store::open(&config.state_dir)?;
+        let store: Arc<dyn store::StateStore> =
+            Arc::new(store::SqliteStore::open(&config.state_dir)?);
         let registry = AgentRegistry::new();
         let github: Arc<dyn shared::github::GithubApi> = github::client(config)?;
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;

@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             let name = name
                 .map(|n| shared::ids::AgentName::parse(&n))
                 .transpose()?;
-            let minted = controller::join_tokens::mint(&config, ttl, name)?;
+            let minted = controller::join_tokens::mint(&config, ttl, name).await?;
             println!("{}", minted.token);
             eprintln!(
                 "single use, valid for {}; on the agent host run:\n  gha-agent join --controller https://<controller>:{} --token <token> --dir <dir>",

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use agent::join::{JoinError, JoinOptions, join};
-use controller::store::{NewJoinToken, Store};
+use controller::store::{NewJoinToken, SqliteStore, StateStore};
 use shared::join_token::JoinToken;
 use tests::harness::{AgentTls, TestAgent, TestController, init, vars};
 
@@ -33,9 +33,10 @@ fn options(c: &TestController, token: &str, dir: &Path, name: &str) -> JoinOptio
     }
 }
 
-fn mint(c: &TestController, name: Option<&str>) -> String {
+async fn mint(c: &TestController, name: Option<&str>) -> String {
     let name = name.map(|n| shared::ids::AgentName::parse(n).unwrap());
     controller::join_tokens::mint(&c.config, Duration::from_secs(3600), name)
+        .await
         .unwrap()
         .token
 }
@@ -44,7 +45,7 @@ fn mint(c: &TestController, name: Option<&str>) -> String {
 async fn join_then_run_with_the_issued_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let token = mint(&c, None);
+    let token = mint(&c, None).await;
     let agent_dir = dir.path().join("agent");
     let joined = join(&options(&c, &token, &agent_dir, "builder-7"))
         .await
@@ -83,7 +84,7 @@ async fn join_then_run_with_the_issued_certificate() {
 async fn a_name_fixed_in_the_token_wins_over_the_requested_one() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let token = mint(&c, Some("assigned-name"));
+    let token = mint(&c, Some("assigned-name")).await;
     let joined = join(&options(&c, &token, &dir.path().join("a"), "wanted-name"))
         .await
         .unwrap();
@@ -99,10 +100,10 @@ async fn expired_and_wrong_tokens_are_refused() {
 
     let expired = JoinToken::generate(Some(fingerprint.clone()));
     let now = shared::runner::now_ms() / 1000;
-    Store::open(&c.config.state_dir)
+    SqliteStore::open(&c.config.state_dir)
         .unwrap()
         .insert_join_token(
-            &NewJoinToken {
+            NewJoinToken {
                 id: expired.id.clone(),
                 secret: expired.secret.clone(),
                 agent_name: None,
@@ -110,6 +111,7 @@ async fn expired_and_wrong_tokens_are_refused() {
             },
             now - 3600,
         )
+        .await
         .unwrap();
     let err = join(&options(
         &c,
@@ -124,7 +126,7 @@ async fn expired_and_wrong_tokens_are_refused() {
         "{err}"
     );
 
-    let mut forged = JoinToken::parse(&mint(&c, None)).unwrap();
+    let mut forged = JoinToken::parse(&mint(&c, None).await).unwrap();
     forged.secret = "0".repeat(32);
     let err = join(&options(
         &c,
@@ -149,7 +151,7 @@ async fn expired_and_wrong_tokens_are_refused() {
 async fn the_token_is_not_sent_to_a_controller_whose_ca_does_not_match_the_pin() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let good = mint(&c, None);
+    let good = mint(&c, None).await;
     let mut wrong_pin = JoinToken::parse(&good).unwrap();
     wrong_pin.ca_fingerprint = Some("ab".repeat(32));
     let err = join(&options(
@@ -168,7 +170,7 @@ async fn the_token_is_not_sent_to_a_controller_whose_ca_does_not_match_the_pin()
         .unwrap();
 
     // Without any pin there is no way to trust first contact.
-    let mut unpinned = JoinToken::parse(&mint(&c, None)).unwrap();
+    let mut unpinned = JoinToken::parse(&mint(&c, None).await).unwrap();
     unpinned.ca_fingerprint = None;
     let err = join(&options(
         &c,
@@ -198,14 +200,14 @@ async fn join_refuses_to_overwrite_an_identity_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
     let agent_dir = dir.path().join("agent");
-    join(&options(&c, &mint(&c, None), &agent_dir, "one"))
+    join(&options(&c, &mint(&c, None).await, &agent_dir, "one"))
         .await
         .unwrap();
-    let err = join(&options(&c, &mint(&c, None), &agent_dir, "two"))
+    let err = join(&options(&c, &mint(&c, None).await, &agent_dir, "two"))
         .await
         .unwrap_err();
     assert!(matches!(err, JoinError::Exists(_)), "{err}");
-    let mut forced = options(&c, &mint(&c, None), &agent_dir, "two");
+    let mut forced = options(&c, &mint(&c, None).await, &agent_dir, "two");
     forced.force = true;
     assert_eq!(join(&forced).await.unwrap().agent_name, "two");
 }
@@ -222,9 +224,14 @@ async fn a_controller_with_its_own_pki_and_no_ca_key_says_it_cannot_enroll() {
         &server,
     ))
     .await;
-    let err = join(&options(&c, &mint(&c, None), &dir.path().join("a"), "x"))
-        .await
-        .unwrap_err();
+    let err = join(&options(
+        &c,
+        &mint(&c, None).await,
+        &dir.path().join("a"),
+        "x",
+    ))
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, JoinError::Refused(m) if m.contains("no CA key")),
         "{err}"

@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use super::tls::PeerInfo;
 use crate::pki::{CertificateAuthority, requested_name};
-use crate::store::Store;
+use crate::store::StateStore;
 
 pub struct Enrollment {
-    pub store: Store,
+    pub store: Arc<dyn StateStore>,
     /// `None` when the controller runs with its own PKI and has no CA key.
     pub ca: Option<Arc<CertificateAuthority>>,
 }
@@ -70,10 +70,9 @@ impl EnrollmentService for Enrollment {
         };
 
         let used_by = format!("{requested} from {peer}");
-        let (id, secret) = (token.id.clone(), token.secret.clone());
         let outcome = self
             .store
-            .run(move |store| store.take_join_token(&id, &secret, now_secs(), &used_by))
+            .take_join_token(&token.id, &token.secret, now_secs(), &used_by)
             .await
             .map_err(|e| {
                 warn!(error = %e, "join failed: store error");

@@ -13,9 +13,12 @@ pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod join_tokens;
+pub mod metrics;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,127 @@
+//! Prometheus metrics (`GET /metrics`), all prefixed `gha_scaler_`.
+//!
+//! Counters are labelled by outcome; gauges are set by the scheduler at each activation from
+//! the state it just read, so they never drift.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub event: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OwnerLabels {
+    pub owner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunnerLabels {
+    pub state: String,
+    pub owner: String,
+    pub arch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub webhook_seconds: Histogram,
+    pub jobs: Family<StateLabels, Gauge>,
+    pub queue_depth: Family<OwnerLabels, Gauge>,
+    pub runners: Family<RunnerLabels, Gauge>,
+    pub runner_starts: Family<OutcomeLabels, Counter>,
+    pub queued_to_started_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gha_scaler");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by event and outcome",
+            webhooks.clone(),
+        );
+        let webhook_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "webhook_handling_seconds",
+            "Time to verify, persist and answer a webhook delivery",
+            webhook_seconds.clone(),
+        );
+        let jobs = Family::<StateLabels, Gauge>::default();
+        registry.register("jobs", "Jobs known, by state", jobs.clone());
+        let queue_depth = Family::<OwnerLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Queued jobs waiting for a runner, by owner",
+            queue_depth.clone(),
+        );
+        let runners = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "runners",
+            "Runners by lifecycle state, owner and architecture",
+            runners.clone(),
+        );
+        let runner_starts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "runner_starts",
+            "Runner start attempts by outcome",
+            runner_starts.clone(),
+        );
+        let queued_to_started_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "job_queued_to_runner_started_seconds",
+            "From a job first seen queued to the runner started for it being reported running",
+            queued_to_started_seconds.clone(),
+        );
+        Self {
+            registry,
+            webhooks,
+            webhook_seconds,
+            jobs,
+            queue_depth,
+            runners,
+            runner_starts,
+            queued_to_started_seconds,
+        }
+    }
+
+    pub fn webhook(&self, event: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

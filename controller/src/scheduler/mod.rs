@@ -1,0 +1,3 @@
+//! Scheduling: the pure [`planner`] decides, the executor acts.
+
+pub mod planner;

@@ -14,12 +14,20 @@ use serde_json::json;
 use shared::ids::AgentName;
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::registry::{AgentRegistry, AgentView};
+use crate::scheduler::DecisionsHandle;
+use crate::store::StateStore;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub config: Arc<Config>,
     pub registry: AgentRegistry,
     pub api_token: Option<Arc<str>>,
+    pub store: Arc<dyn StateStore>,
+    pub decisions: DecisionsHandle,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An API error: a status and a JSON reason.
@@ -31,6 +39,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("the state store is unavailable")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl IntoResponse for ApiError {
@@ -39,6 +49,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         let body = Json(json!({ "error": code, "message": self.to_string() }));
         if matches!(self, ApiError::Unauthorized) {
@@ -53,10 +64,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/agents", get(list_agents))
         .route("/agents/{name}", get(get_agent))
+        .route("/jobs/{id}", get(crate::status::job))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
+        .route("/ready", get(crate::status::ready))
+        .route("/status", get(crate::status::status))
+        .route("/metrics", get(crate::status::metrics))
         .nest("/api/v1", api)
         .with_state(state)
 }
@@ -86,7 +101,12 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn version() -> Json<serde_json::Value> {
-    Json(json!({ "name": "gha-controller", "version": env!("CARGO_PKG_VERSION") }))
+    Json(json!({
+        "name": "gha-controller",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": option_env!("GHA_SCALER_GIT_COMMIT").unwrap_or("unknown"),
+        "build_date": option_env!("GHA_SCALER_BUILD_DATE").unwrap_or("unknown"),
+    }))
 }
 
 async fn list_agents(State(state): State<AppState>) -> Json<Vec<AgentView>> {
@@ -112,9 +132,24 @@ mod tests {
     use tower::ServiceExt;
 
     fn app(token: Option<&str>) -> Router {
+        let dir = tempfile::tempdir().unwrap();
+        let vars: std::collections::HashMap<String, String> = [
+            ("REPO_OWNER", "acme"),
+            ("ALL_REPOS", "true"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", "w"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let store = crate::store::SqliteStore::open(&dir.keep()).unwrap();
         router(AppState {
+            config: Arc::new(Config::from_env(&vars).unwrap()),
             registry: AgentRegistry::new(),
             api_token: token.map(Arc::from),
+            store: Arc::new(store),
+            decisions: DecisionsHandle::default(),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 

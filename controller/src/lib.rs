@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pki;
 pub mod registry;
 pub mod scheduler;
+pub mod status;
 pub mod store;
 pub mod webhook;
 
@@ -72,8 +73,11 @@ pub struct Controller {
     pub github: Arc<dyn shared::github::GithubApi>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// What the scheduler decided last, and why jobs wait.
+    pub decisions: scheduler::DecisionsHandle,
     http: JoinHandle<Result<(), RunError>>,
     grpc: JoinHandle<Result<(), RunError>>,
+    scheduler: JoinHandle<()>,
 }
 
 /// Creates the built-in PKI on first start when the configuration asks for it.
@@ -123,8 +127,12 @@ impl Controller {
         let ca = load_ca(config)?;
         let store: Arc<dyn store::StateStore> =
             Arc::new(store::SqliteStore::open(&config.state_dir)?);
-        let registry = AgentRegistry::new();
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        let registry = AgentRegistry::notifying(nudge.clone());
         let github: Arc<dyn shared::github::GithubApi> = github::client(config)?;
+        let config = Arc::new(config.clone());
+        let metrics = Arc::new(metrics::Metrics::new());
+        let decisions = scheduler::DecisionsHandle::default();
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
         let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
         if config.api_token.is_none() {
@@ -132,9 +140,19 @@ impl Controller {
         }
 
         let app = http::router(http::AppState {
+            config: config.clone(),
             registry: registry.clone(),
             api_token: config.api_token.as_ref().map(|t| Arc::from(t.expose())),
-        });
+            store: store.clone(),
+            decisions: decisions.clone(),
+            metrics: metrics.clone(),
+        })
+        .merge(webhook::router(Arc::new(webhook::Intake {
+            config: config.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            nudge: nudge.clone(),
+        })));
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
             axum::serve(listeners.http, app)
@@ -150,7 +168,21 @@ impl Controller {
             controller_id: config.controller_id.clone(),
             shutdown: shutdown.clone(),
         };
-        let enrollment = grpc::Enrollment { store, ca };
+        let enrollment = grpc::Enrollment {
+            store: store.clone(),
+            ca,
+        };
+        let scheduler = scheduler::Scheduler {
+            config: config.clone(),
+            store,
+            registry: registry.clone(),
+            github: github.clone(),
+            metrics,
+            nudge,
+            decisions: decisions.clone(),
+            started_ms: shared::runner::now_ms(),
+        };
+        let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         let grpc = tokio::spawn(async move {
             grpc::serve(listeners.grpc, tls, sessions, enrollment, shutdown)
                 .await
@@ -160,16 +192,19 @@ impl Controller {
         Ok(Controller {
             registry,
             github,
+            decisions,
             http_addr,
             grpc_addr,
             http,
             grpc,
+            scheduler,
         })
     }
 
     /// Waits until both servers have stopped.
     pub async fn wait(self) -> Result<(), RunError> {
-        let (http, grpc) = tokio::join!(self.http, self.grpc);
+        let (http, grpc, scheduler) = tokio::join!(self.http, self.grpc, self.scheduler);
+        scheduler.map_err(|_| RunError::Panicked)?;
         http.map_err(|_| RunError::Panicked)??;
         grpc.map_err(|_| RunError::Panicked)??;
         Ok(())

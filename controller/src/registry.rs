@@ -96,6 +96,9 @@ pub struct AgentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disconnect_reason: Option<String>,
     pub runners: Vec<RunnerState>,
+    /// `disconnected_at` in ms since the epoch, for the scheduler.
+    #[serde(skip)]
+    pub disconnected_at_ms: Option<i64>,
 }
 
 /// A handle to the registry; clones share it.
@@ -104,12 +107,20 @@ pub struct AgentRegistry {
     // Short critical sections only; never held across an await.
     agents: Arc<Mutex<HashMap<AgentName, AgentEntry>>>,
     next_session: Arc<AtomicU64>,
+    // Wakes the scheduler when supply changes (an agent comes or goes, a runner changes state).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// What a session needs to know about its own place in the registry.
 pub struct SessionHandle {
     pub id: u64,
     pub replaced: CancellationToken,
+}
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -119,6 +130,14 @@ fn rfc3339(t: SystemTime) -> String {
 impl AgentRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry that wakes `changed` whenever supply changes.
+    pub fn notifying(changed: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            changed,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentName, AgentEntry>> {
@@ -160,6 +179,7 @@ impl AgentRegistry {
         {
             old_session.replaced.cancel();
         }
+        self.changed.notify_one();
         SessionHandle { id, replaced }
     }
 
@@ -172,6 +192,7 @@ impl AgentRegistry {
             entry.session = None;
             entry.disconnected_at = Some(SystemTime::now());
             entry.disconnect_reason = Some(reason.to_owned());
+            self.changed.notify_one();
         }
     }
 
@@ -204,6 +225,7 @@ impl AgentRegistry {
                 }
             }
         });
+        self.changed.notify_one();
     }
 
     /// Queues a command for a connected agent. A full queue is an error, not a wait.
@@ -243,6 +265,7 @@ impl AgentRegistry {
                     connected_since: rfc3339(e.connected_since),
                     last_heartbeat: rfc3339(e.last_heartbeat),
                     disconnected_at: e.disconnected_at.map(rfc3339),
+                    disconnected_at_ms: e.disconnected_at.map(epoch_ms),
                     disconnect_reason: e.disconnect_reason.clone(),
                     runners: e.runners.values().cloned().collect(),
                 }

@@ -1,3 +1,6 @@
-//! Scheduling: the pure [`planner`] decides, the executor acts.
+//! Scheduling: the pure [`planner`] decides, the [`executor`] acts.
 
+pub mod executor;
 pub mod planner;
+
+pub use executor::{Decisions, DecisionsHandle, Scheduler};

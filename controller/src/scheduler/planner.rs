@@ -433,9 +433,8 @@ fn choose_agent<'a>(
                 best = Some((utilisation, agent, *a, labels));
             }
         }
-        if archs.is_empty() && arch.is_some() {
+        if let (true, Some(a)) = (archs.is_empty(), arch) {
             // This agent does not serve the architecture at all.
-            let a = arch.expect("checked above");
             let offered = lower(&runner_labels(agent, owner, a, input.global_labels));
             if wanted.is_subset(&offered) {
                 fits_labels = true;

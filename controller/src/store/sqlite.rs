@@ -344,7 +344,16 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
 }
 
 /// Inserts a job or moves it forward; never backwards (out-of-order deliveries are harmless).
+/// A job that names its runner marks that runner (if ours) as working on it.
 fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
+    if let Some(runner) = &job.runner_name
+        && job.state >= JobState::InProgress
+    {
+        conn.execute(
+            "UPDATE runners SET job_id = ?2 WHERE name = ?1 AND job_id IS NULL",
+            params![runner, job.id as i64],
+        )?;
+    }
     conn.execute(
         "INSERT INTO jobs (id, run_id, owner, repo, name, labels, state, state_rank, runner_name, conclusion,
                            first_seen_ms, queued_ms, updated_ms)

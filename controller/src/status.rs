@@ -1,0 +1,201 @@
+//! What the controller tells people: `/status` (the seed's shape, extended with owners, agents
+//! and the queue), `/ready`, `/metrics`, and `GET /api/v1/jobs/{id}` — where a job is and, if it
+//! waits, why.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::http::{ApiError, AppState};
+use crate::scheduler::planner::WaitReason;
+use crate::store::{JobState, RunnerLifecycle};
+
+/// A sentence for a wait reason, for people reading `/status` or the jobs API.
+pub fn explain(reason: &WaitReason) -> String {
+    match reason {
+        WaitReason::RunnerStarting { runner } => {
+            format!(
+                "runner {runner} is starting or idle and can take it; GitHub assigns jobs to matching runners"
+            )
+        }
+        WaitReason::RunnerPlanned { agent } => {
+            format!("a runner is being started for it on agent {agent}")
+        }
+        WaitReason::OwnerAtLimit { owner, max_runners } => {
+            format!(
+                "owner {owner} is at its limit of {max_runners} runners; it will be served when one finishes"
+            )
+        }
+        WaitReason::UnknownOwner { owner } => format!("owner {owner} is not configured"),
+        WaitReason::NoAgentConnected => "no agent is connected".into(),
+        WaitReason::LabelsNotOffered { missing } => format!(
+            "no agent offers the labels {} (a GitHub-hosted label, or an agent LABELS is missing)",
+            missing.join(", ")
+        ),
+        WaitReason::NoAgentOfArch { arch } => {
+            format!("no agent of architecture {arch} is connected")
+        }
+        WaitReason::AgentsUnavailable => "the agents that fit are draining or unhealthy".into(),
+        WaitReason::AgentsFull => {
+            "every agent that fits is at capacity; it will be served when one frees".into()
+        }
+    }
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let runners = state.store.active_runners().await?;
+    let queued = state.store.queued_jobs().await?;
+    let decisions = state.decisions.get();
+    let agents = state.registry.snapshot();
+    let config = &state.config;
+    let max_total: u32 = config.owners.iter().map(|o| o.max_runners).sum();
+    let repository = match config.owners.as_slice() {
+        [one] => match (&one.repo_name, one.all_repos) {
+            (_, true) => format!("{}/*", one.name),
+            (Some(repo), false) => format!("{}/{repo}", one.name),
+            (None, false) => one.name.clone(),
+        },
+        many => many
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let mut architectures: Vec<String> = agents
+        .iter()
+        .filter(|a| a.connected)
+        .flat_map(|a| a.architectures.iter().map(|x| x.to_string()))
+        .collect();
+    architectures.sort();
+    architectures.dedup();
+    let owners: Vec<Value> = config
+        .owners
+        .iter()
+        .map(|o| {
+            let name = o.name.to_ascii_lowercase();
+            json!({
+                "name": o.name,
+                "max_runners": o.max_runners,
+                "active_runners": runners.iter().filter(|r| r.owner == name).count(),
+                "queued_jobs": queued.iter().filter(|j| j.owner == name).count(),
+                "repository": o.repo_name,
+                "all_repos": o.all_repos,
+            })
+        })
+        .collect();
+    let waiting: Vec<Value> = queued
+        .iter()
+        .map(|j| {
+            let reason = decisions.waiting.get(&j.id);
+            json!({
+                "job": j.id,
+                "owner": j.owner,
+                "repo": j.repo,
+                "name": j.name,
+                "labels": j.labels,
+                "waiting": reason,
+                "explanation": reason.map(explain),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "status": "running",
+        "config": {
+            "repository": repository,
+            "all_repos": config.owners.iter().any(|o| o.all_repos),
+            "architecture": architectures.join(","),
+            "max_runners": max_total,
+        },
+        "runners": {
+            "current": runners.iter().filter(|r| r.lifecycle != RunnerLifecycle::Requested).count(),
+            "max": max_total,
+            "list": runners,
+        },
+        "owners": owners,
+        "agents": agents,
+        "queue": { "depth": queued.len(), "jobs": waiting },
+        "scheduler": {
+            "activations": decisions.activations,
+            "last_activation_ms": decisions.last_activation_ms,
+            "last_error": decisions.last_error,
+        },
+    })))
+}
+
+/// Ready once the store answers and the scheduler has run.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let store_ok = state.store.job_states().await.is_ok();
+    let scheduled = state.decisions.get().activations > 0;
+    let body =
+        Json(json!({ "ready": store_ok && scheduled, "store": store_ok, "scheduler": scheduled }));
+    if store_ok && scheduled {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id")))?;
+    let job = state.store.job(id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "job {id} is unknown here: no webhook for it reached this controller (check the hook's \
+             recent deliveries) or it belongs to an owner/repository not configured"
+        ))
+    })?;
+    let runners = state.store.active_runners().await?;
+    let runner = runners
+        .iter()
+        .find(|r| r.job_id == Some(id))
+        .or_else(|| runners.iter().find(|r| r.for_job == Some(id)));
+    let waiting = state.decisions.get().waiting.get(&id).cloned();
+    let explanation = match job.state {
+        JobState::Waiting => {
+            "waiting for approval (an environment protection rule): not demand yet".to_owned()
+        }
+        JobState::Queued => waiting
+            .as_ref()
+            .map(explain)
+            .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into()),
+        JobState::InProgress => format!(
+            "running on {}",
+            job.runner_name.as_deref().unwrap_or("a runner")
+        ),
+        JobState::Completed => format!(
+            "completed ({})",
+            job.conclusion.as_deref().unwrap_or("unknown")
+        ),
+    };
+    let mut body = BTreeMap::new();
+    body.insert("job", serde_json::to_value(&job).unwrap_or(Value::Null));
+    body.insert(
+        "runner",
+        serde_json::to_value(runner).unwrap_or(Value::Null),
+    );
+    body.insert(
+        "waiting",
+        serde_json::to_value(&waiting).unwrap_or(Value::Null),
+    );
+    body.insert("explanation", Value::String(explanation));
+    Ok(Json(serde_json::to_value(body).unwrap_or(Value::Null)))
+}

@@ -305,3 +305,54 @@ pub fn controller_env(
         ("AGENT_HEARTBEAT_TIMEOUT", "1s".into()),
     ])
 }
+
+/// A GitHub simulator with organisation `acme` (repositories `app` and `web`) and a classic
+/// token for it, plus the controller variables that point at it.
+pub async fn simulated_github() -> (
+    std::sync::Arc<crate::github_sim::GithubSim>,
+    HashMap<String, String>,
+) {
+    let sim = crate::github_sim::GithubSim::start()
+        .await
+        .expect("simulator starts");
+    sim.add_user("alice");
+    sim.add_org("acme", &["alice"], &[]);
+    sim.add_repo("acme", "app", true);
+    sim.add_repo("acme", "web", true);
+    let token = sim.classic_token("alice", &["repo", "admin:org"]);
+    let env = vars(&[
+        ("GITHUB_API_URL", sim.api_url().to_owned()),
+        ("REPO_OWNER", "acme".into()),
+        ("GITHUB_TOKEN", token),
+        ("ALL_REPOS", "true".into()),
+        ("WEBHOOK_SECRET", TEST_WEBHOOK_SECRET.into()),
+    ]);
+    (std::sync::Arc::new(sim), env)
+}
+
+/// Points the simulator's organisation hook for `owner` at `controller`'s `/webhook`.
+pub fn hook_to(
+    sim: &crate::github_sim::GithubSim,
+    owner: &str,
+    controller: &TestController,
+) -> u64 {
+    sim.add_hook(
+        owner,
+        None,
+        &format!("http://{}/webhook", controller.http_addr),
+        Some(TEST_WEBHOOK_SECRET),
+        "json",
+        &["workflow_job", "workflow_run"],
+    )
+}
+
+/// `GET path` on the controller's HTTP port, with the API token if configured; (status, JSON).
+pub async fn get_json(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().get(format!("http://{}{path}", controller.http_addr));
+    if let Some(token) = &controller.config.api_token {
+        req = req.bearer_auth(token.expose());
+    }
+    let resp = req.send().await.expect("controller answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

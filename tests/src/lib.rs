@@ -3,6 +3,7 @@
 //! ([`pki`]), and a GitHub simulator built from GitHub's published payloads
 //! ([`github_sim`]). The tests themselves live in `tests/tests/`.
 
+pub mod emulator;
 pub mod github_sim;
 pub mod harness;
 pub mod pki;

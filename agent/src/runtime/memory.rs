@@ -17,6 +17,7 @@ use super::{EventSink, RunnerRuntime, RuntimeError};
 #[derive(Default)]
 struct Inner {
     runners: BTreeMap<RunnerId, RunnerState>,
+    specs: BTreeMap<RunnerId, RunnerSpec>,
     start_calls: Vec<RunnerId>,
     unhealthy: Option<String>,
 }
@@ -44,6 +45,11 @@ impl MemoryRuntime {
     /// Every runner and its state.
     pub fn runners(&self) -> Vec<RunnerState> {
         self.lock().runners.values().cloned().collect()
+    }
+
+    /// The spec a runner was started with (what a real runtime would hand the container).
+    pub fn spec(&self, id: &RunnerId) -> Option<RunnerSpec> {
+        self.lock().specs.get(id).cloned()
     }
 
     /// Every `start` call, in order (one per actual start: repeats are the agent's bug).
@@ -81,6 +87,7 @@ impl RunnerRuntime for MemoryRuntime {
         let running = {
             let mut inner = self.lock();
             inner.start_calls.push(spec.id.clone());
+            inner.specs.insert(spec.id.clone(), spec.clone());
             let state = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Running);
             inner.runners.insert(spec.id.clone(), state.clone());
             state

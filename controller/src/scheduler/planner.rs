@@ -324,6 +324,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             );
             continue;
         };
+        let choice = choose_agent(input, owner, &wanted, &load);
+        // A job no agent could ever run says so, whatever the owner's limit.
+        if let Err(
+            reason @ (WaitReason::NoAgentConnected
+            | WaitReason::LabelsNotOffered { .. }
+            | WaitReason::NoAgentOfArch { .. }),
+        ) = &choice
+        {
+            plan.waiting.insert(job.id, reason.clone());
+            continue;
+        }
         let used = owner_used.get(owner.name.as_str()).copied().unwrap_or(0);
         if used >= owner.max_runners {
             plan.waiting.insert(
@@ -335,7 +346,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             );
             continue;
         }
-        match choose_agent(input, owner, &wanted, &load) {
+        match choice {
             Ok((agent, arch, labels)) => {
                 let l = load
                     .get_mut(agent.name.as_str())

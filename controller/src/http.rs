@@ -28,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     pub decisions: DecisionsHandle,
     pub metrics: Arc<Metrics>,
+    /// The management endpoints' state (hooks, token validation, webhook setup).
+    pub management: crate::api::ApiState,
 }
 
 /// An API error: a status and a JSON reason.
@@ -35,6 +37,11 @@ pub struct AppState {
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error(
+        "the API is disabled because API_TOKEN is not set: set API_TOKEN to a long random value \
+         (at least 16 characters) and send it as `Authorization: Bearer <API_TOKEN>`"
+    )]
+    ApiDisabled,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -47,6 +54,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ApiDisabled => (StatusCode::FORBIDDEN, "api_disabled"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
@@ -65,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(list_agents))
         .route("/agents/{name}", get(get_agent))
         .route("/jobs/{id}", get(crate::status::job))
+        .merge(crate::api::router(state.management.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -76,22 +85,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `Authorization: Bearer <API_TOKEN>`, compared in constant time, when `API_TOKEN` is set.
+/// `Authorization: Bearer <API_TOKEN>`, compared in constant time. Without `API_TOKEN` the API
+/// is closed (403 saying how to open it), never open to anyone.
 async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(expected) = &state.api_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-            return Err(ApiError::Unauthorized);
-        }
+    let Some(expected) = &state.api_token else {
+        return Err(ApiError::ApiDisabled);
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)
 }
@@ -131,25 +142,38 @@ mod tests {
     use axum::body::Body;
     use tower::ServiceExt;
 
+    const TOKEN: &str = "0123456789abcdef-token";
+
     fn app(token: Option<&str>) -> Router {
         let dir = tempfile::tempdir().unwrap();
-        let vars: std::collections::HashMap<String, String> = [
+        let vars = [
             ("REPO_OWNER", "acme"),
+            ("GITHUB_TOKEN", "ghp_unused"),
             ("ALL_REPOS", "true"),
-            ("GITHUB_TOKEN", "t"),
-            ("WEBHOOK_SECRET", "w"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+            ("ALLOW_UNSIGNED_WEBHOOKS", "true"),
+            // Nothing listens there: these tests never reach GitHub.
+            ("GITHUB_API_URL", "http://127.0.0.1:9"),
+        ];
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = crate::config::Config::from_env(&vars).unwrap();
+        let github: Arc<dyn shared::github::GithubApi> = crate::github::client(&config).unwrap();
+        let setup = Arc::new(crate::webhook_setup::WebhookSetup::new(
+            &config,
+            github.clone(),
+            Default::default(),
+        ));
         let store = crate::store::SqliteStore::open(&dir.keep()).unwrap();
         router(AppState {
-            config: Arc::new(Config::from_env(&vars).unwrap()),
+            config: Arc::new(config.clone()),
             registry: AgentRegistry::new(),
             api_token: token.map(Arc::from),
             store: Arc::new(store),
             decisions: DecisionsHandle::default(),
             metrics: Arc::new(Metrics::new()),
+            management: crate::api::ApiState::new(&config, github, setup),
         })
     }
 
@@ -167,8 +191,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_api_requires_the_token_when_set() {
-        let token = "0123456789abcdef-token";
+    async fn the_api_requires_the_token() {
+        let token = TOKEN;
         let (s, body) = call(app(Some(token)), "/api/v1/agents", None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
         assert_eq!(body["error"], "unauthorized");
@@ -187,8 +211,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_api_token_the_api_is_closed_and_says_how_to_open_it() {
+        for uri in ["/api/v1/agents", "/api/v1/owners/acme/token/validate"] {
+            let (s, body) = call(app(None), uri, None).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(body["error"], "api_disabled");
+            assert!(body["message"].as_str().unwrap().contains("set API_TOKEN"));
+        }
+        let (s, _) = call(app(None), "/health", None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn management_routes_sit_behind_the_token() {
+        let uri = "/api/v1/repos/acme/app/hooks";
+        let (s, _) = call(app(Some(TOKEN)), uri, Some("Bearer nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let bearer = format!("Bearer {TOKEN}");
+        let (s, body) = call(
+            app(Some(TOKEN)),
+            "/api/v1/owners/nobody/repositories",
+            Some(&bearer),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "unknown_owner");
+    }
+
+    #[tokio::test]
     async fn an_unknown_agent_is_a_json_404() {
-        let (s, body) = call(app(None), "/api/v1/agents/nobody", None).await;
+        let bearer = format!("Bearer {TOKEN}");
+        let (s, body) = call(app(Some(TOKEN)), "/api/v1/agents/nobody", Some(&bearer)).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "not_found");
     }

@@ -2,12 +2,16 @@
 //! tests call [`Controller::start`] with listeners bound to port 0.
 //!
 //! - [`config`]: configuration parsed from environment variables.
-//! - [`http`]: health, version and the REST API (axum).
+//! - [`http`]: health, version and the REST API (axum); [`api`]: the management endpoints under
+//!   it (webhooks, token validation, repositories).
+//! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
+//!   and on request.
 //! - [`grpc`]: the agents' mutual-TLS endpoint (tonic): sessions and enrollment.
 //! - [`registry`]: connected agents and their runners.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
 
+pub mod api;
 pub mod config;
 pub mod github;
 pub mod grpc;
@@ -20,6 +24,7 @@ pub mod scheduler;
 pub mod status;
 pub mod store;
 pub mod webhook;
+pub mod webhook_setup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,8 +141,14 @@ impl Controller {
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
         let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
         if config.api_token.is_none() {
-            warn!("API_TOKEN is not set: /api/v1 is open to anyone who can reach this port");
+            warn!("API_TOKEN is not set: /api/v1 answers 403 until it is set");
         }
+        let webhooks = Arc::new(webhook_setup::WebhookSetup::new(
+            &config,
+            github.clone(),
+            webhook_setup::SetupOptions::default(),
+        ));
+        webhook_setup::spawn(webhooks.clone(), shutdown.clone());
 
         let app = http::router(http::AppState {
             config: config.clone(),
@@ -146,6 +157,7 @@ impl Controller {
             store: store.clone(),
             decisions: decisions.clone(),
             metrics: metrics.clone(),
+            management: api::ApiState::new(&config, github.clone(), webhooks),
         })
         .merge(webhook::router(Arc::new(webhook::Intake {
             config: config.clone(),

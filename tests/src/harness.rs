@@ -67,6 +67,10 @@ pub fn owner_vars() -> HashMap<String, String> {
     ])
 }
 
+/// The `API_TOKEN` every test controller gets unless its variables set one (an empty value
+/// leaves the API without a token, which closes it).
+pub const TEST_API_TOKEN: &str = "test-api-token-0123456789";
+
 /// A controller serving on loopback.
 pub struct TestController {
     pub config: Config,
@@ -79,11 +83,14 @@ pub struct TestController {
 
 impl TestController {
     /// Starts a controller with `env` (plus `STATE_DIR` if absent) on fresh ports.
-    /// Owner variables of [`owner_vars`] are added where `env` sets no owner.
+    /// Owner variables of [`owner_vars`] are added where `env` sets no owner, and
+    /// `API_TOKEN` ([`TEST_API_TOKEN`]) where `env` does not mention it.
     pub async fn start(mut env: HashMap<String, String>) -> Self {
         if !env.contains_key("OWNERS") && !env.contains_key("REPO_OWNER") {
             env.extend(owner_vars());
         }
+        env.entry("API_TOKEN".into())
+            .or_insert_with(|| TEST_API_TOKEN.into());
         let config = Config::from_env(&env).expect("valid controller config");
         Self::start_on(
             config,

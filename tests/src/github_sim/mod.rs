@@ -40,12 +40,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use recorder::{Received, WebhookRecorder};
 pub use scenario::{DEFAULT_LABELS, RunnerError};
-pub use state::{Access, Counters, DeliveryFault, DeliveryRec, JobRec, RestFault, Role, RunnerRec};
+pub use state::{
+    Access, Counters, DeliveryFault, DeliveryRec, HookRec, JobRec, RestFault, Role, RunnerRec,
+    ScopeRec,
+};
 pub use webhooks::{signature_1, signature_256};
 
-use state::{
-    AccountRec, AppRec, HookRec, InstallationRec, RepoRec, ScopeRec, State, TokenKind, now,
-};
+use state::{AccountRec, AppRec, InstallationRec, RepoRec, State, TokenKind, now};
 use webhooks::Deliverer;
 
 /// What handlers, the scenario functions and the delivery worker share.
@@ -462,6 +463,11 @@ impl GithubSim {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// A snapshot of the hooks, oldest first, with what GitHub stores but never shows (the secret).
+    pub fn hooks(&self) -> Vec<HookRec> {
+        self.lock().hooks.values().cloned().collect()
     }
 
     /// A snapshot of the runners.

@@ -1,0 +1,147 @@
+//! The management API under `/api/v1`: repository webhooks, token validation, and repository
+//! listing with webhook preview / setup — the seed's paths, JSON in and out.
+//!
+//! | route | module |
+//! |---|---|
+//! | `GET\|POST /repos/{owner}/{repo}/hooks`, `GET\|DELETE …/hooks/{hook_id}`, `POST …/hooks/{hook_id}/test`, `PUT …/hooks/ensure` | [`hooks`] |
+//! | `GET /owners/{owner}/token/validate`, `GET /owners/{owner}/token/scopes`, `GET /repos/{owner}/{repo}/token/validate` | [`tokens`] |
+//! | `GET /owners/{owner}/repositories`, `POST /owners/{owner}/webhooks/preview`, `POST\|GET /owners/{owner}/webhooks/setup` | [`repos`] |
+//!
+//! Handlers are thin: they look the owner up (404 when not configured), call GitHub through
+//! [`GithubApi`] with that owner's credentials or the [`WebhookSetup`] service, and shape JSON.
+//! Authentication (`API_TOKEN`) is the HTTP layer's middleware, applied to every route here.
+//! Responses never contain a token or a webhook secret: hooks show `secret_set` only.
+
+pub mod error;
+mod hooks;
+mod repos;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{get, post, put};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::github::{GithubApi, Hook};
+
+pub use self::error::ManagementError;
+use crate::config::{Config, OwnerConfig};
+use crate::webhook_setup::{WebhookSetup, is_ours};
+
+/// What the management handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    owners: Arc<[OwnerConfig]>,
+    github: Arc<dyn GithubApi>,
+    setup: Arc<WebhookSetup>,
+}
+
+impl ApiState {
+    pub fn new(config: &Config, github: Arc<dyn GithubApi>, setup: Arc<WebhookSetup>) -> Self {
+        Self {
+            owners: config.owners.clone().into(),
+            github,
+            setup,
+        }
+    }
+
+    /// The configured owner called `name` (case-insensitive), or a 404 listing the configured ones.
+    fn owner(&self, name: &str) -> Result<&OwnerConfig, ManagementError> {
+        self.owners
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| ManagementError::UnknownOwner {
+                owner: name.to_owned(),
+                configured: self
+                    .owners
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// The management routes, relative to `/api/v1`, ready to merge into a router of any state.
+pub fn router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
+    Router::new()
+        .route(
+            "/repos/{owner}/{repo}/hooks",
+            get(hooks::list).post(hooks::create),
+        )
+        .route("/repos/{owner}/{repo}/hooks/ensure", put(hooks::ensure))
+        .route(
+            "/repos/{owner}/{repo}/hooks/{hook_id}",
+            get(hooks::get_one).delete(hooks::delete),
+        )
+        .route(
+            "/repos/{owner}/{repo}/hooks/{hook_id}/test",
+            post(hooks::test),
+        )
+        .route(
+            "/repos/{owner}/{repo}/token/validate",
+            get(tokens::validate_repo),
+        )
+        .route(
+            "/owners/{owner}/token/validate",
+            get(tokens::validate_owner),
+        )
+        .route("/owners/{owner}/token/scopes", get(tokens::scopes))
+        .route("/owners/{owner}/repositories", get(repos::list))
+        .route("/owners/{owner}/webhooks/preview", post(repos::preview))
+        .route(
+            "/owners/{owner}/webhooks/setup",
+            post(repos::setup).get(repos::last_setup),
+        )
+        .with_state(state)
+}
+
+/// A JSON body; an empty body is `T::default()`. Errors are JSON 400s, not axum's plain text.
+fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ManagementError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ManagementError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// A hook as the API shows it: GitHub's fields, `secret_set` instead of the secret, and whether
+/// it is ours (its URL is `WEBHOOK_URL`).
+#[derive(Debug, Serialize)]
+pub struct HookView {
+    pub id: u64,
+    pub name: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub url: Option<String>,
+    pub content_type: Option<String>,
+    pub insecure_ssl: Option<serde_json::Value>,
+    pub secret_set: bool,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub last_response: Option<serde_json::Value>,
+    pub ours: bool,
+}
+
+impl HookView {
+    pub fn new(hook: &Hook, webhook_url: Option<&str>) -> Self {
+        Self {
+            id: hook.id,
+            name: hook.name.clone(),
+            active: hook.active,
+            events: hook.events.clone(),
+            url: hook.config.url.clone(),
+            content_type: hook.config.content_type.clone(),
+            insecure_ssl: hook.config.insecure_ssl.clone(),
+            secret_set: hook.config.secret.is_some(),
+            created_at: hook.created_at.clone(),
+            updated_at: hook.updated_at.clone(),
+            last_response: hook.last_response.as_ref().map(
+                |r| serde_json::json!({"code": r.code, "status": r.status, "message": r.message}),
+            ),
+            ours: webhook_url.is_some_and(|u| is_ours(hook, u)),
+        }
+    }
+}

@@ -7,3 +7,4 @@ pub mod emulator;
 pub mod github_sim;
 pub mod harness;
 pub mod pki;
+pub mod process;

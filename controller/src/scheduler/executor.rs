@@ -32,6 +32,9 @@ use crate::store::{
 
 /// Activations happen at least this often, even without a nudge.
 const TICK: Duration = Duration::from_secs(2);
+/// The least and most time between the starts of two activations.
+const MIN_GAP: Duration = Duration::from_millis(20);
+const MAX_GAP: Duration = Duration::from_millis(250);
 /// Run fetches attempted per activation.
 const RUN_FETCHES_PER_ACTIVATION: usize = 32;
 /// A runner told to start that no agent reports within this time is given up.
@@ -87,10 +90,18 @@ impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let span = info_span!("scheduler_activation");
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.activate().instrument(span).await {
                 error!(error = %e, "scheduler activation failed; retrying at the next one");
                 self.decisions
                     .update(|d| d.last_error = Some(e.to_string()));
+            }
+            // Nudges that arrive meanwhile are coalesced: during a burst of webhooks the
+            // scheduler takes at most about half a core, and a job waits at most one gap.
+            let gap = started.elapsed().clamp(MIN_GAP, MAX_GAP);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(gap) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

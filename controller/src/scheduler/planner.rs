@@ -172,6 +172,11 @@ fn wanted_arch(labels: &BTreeSet<String>) -> Option<Arch> {
     })
 }
 
+/// Whether `label` names an architecture other than `arch`.
+fn names_other_arch(label: &str, arch: Arch) -> bool {
+    wanted_arch(&BTreeSet::from([label.to_owned()])).is_some_and(|a| a != arch)
+}
+
 /// Every label a runner of `owner` on `agent` for `arch` registers with.
 pub fn runner_labels(
     agent: &AgentSupply,
@@ -232,37 +237,211 @@ fn fair_order(jobs: &[PendingJob]) -> Vec<&PendingJob> {
     ranked.into_iter().map(|(.., job)| job).collect()
 }
 
-struct AgentLoad {
+/// Agents grouped by what they offer: same runtime, same extra labels, same architecture.
+/// Matching is decided once per (class, owner), and each class keeps its available agents
+/// ordered by load, so a plan costs O(jobs × classes × log agents), not O(jobs × agents).
+struct Class<'a> {
+    arch: Arch,
+    /// An agent of the class, to build offered labels from.
+    example: &'a AgentSupply,
+    /// Available agents with free capacity for `arch`, least loaded first.
+    free: BTreeSet<(u64, &'a str)>,
+    /// How many agents of the class are available at all.
+    available: usize,
+}
+
+/// Per-agent usage while planning.
+struct Usage {
     per_arch: BTreeMap<Arch, u32>,
     total: u32,
 }
 
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+/// Utilisation as an integer key (parts per million), so ordering is exact.
+fn load_key(total: u32, max: u32) -> u64 {
+    u64::from(total) * 1_000_000 / u64::from(max.max(1))
+}
+
+struct Placement<'a> {
+    input: &'a PlanInput<'a>,
+    classes: Vec<Class<'a>>,
+    /// Class indexes of each agent (one per architecture it serves).
+    agent_classes: HashMap<&'a str, Vec<usize>>,
+    agents: HashMap<&'a str, &'a AgentSupply>,
+    usage: HashMap<&'a str, Usage>,
+    /// (class, owner) → the labels a runner there would carry.
+    offered: HashMap<(usize, String), (Vec<String>, BTreeSet<String>)>,
+}
+
+impl<'a> Placement<'a> {
+    fn new(input: &'a PlanInput<'a>) -> Self {
+        let mut usage: HashMap<&str, Usage> = input
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.name.as_str(),
+                    Usage {
+                        per_arch: BTreeMap::new(),
+                        total: 0,
+                    },
+                )
+            })
+            .collect();
+        for r in input.runners {
+            if let Some(u) = usage.get_mut(r.agent.as_str()) {
+                *u.per_arch.entry(r.arch).or_default() += 1;
+                u.total += 1;
+            }
+        }
+        let mut by_key: BTreeMap<(RuntimeKind, BTreeSet<String>, Arch), usize> = BTreeMap::new();
+        let mut classes: Vec<Class<'a>> = Vec::new();
+        let mut agent_classes: HashMap<&str, Vec<usize>> = HashMap::new();
+        for agent in input.agents {
+            for (&arch, &cap) in &agent.capacity {
+                let key = (agent.runtime, lower(&agent.labels), arch);
+                let index = *by_key.entry(key).or_insert_with(|| {
+                    classes.push(Class {
+                        arch,
+                        example: agent,
+                        free: BTreeSet::new(),
+                        available: 0,
+                    });
+                    classes.len() - 1
+                });
+                agent_classes
+                    .entry(agent.name.as_str())
+                    .or_default()
+                    .push(index);
+                if agent.available {
+                    classes[index].available += 1;
+                    let u = &usage[agent.name.as_str()];
+                    if u.per_arch.get(&arch).copied().unwrap_or(0) < cap
+                        && u.total < agent.max_runners
+                    {
+                        classes[index]
+                            .free
+                            .insert((load_key(u.total, agent.max_runners), agent.name.as_str()));
+                    }
+                }
+            }
+        }
+        Self {
+            input,
+            classes,
+            agent_classes,
+            agents: input.agents.iter().map(|a| (a.name.as_str(), a)).collect(),
+            usage,
+            offered: HashMap::new(),
+        }
+    }
+
+    fn offered(&mut self, class: usize, owner: &OwnerLimits) -> &(Vec<String>, BTreeSet<String>) {
+        let (classes, input) = (&self.classes, self.input);
+        self.offered
+            .entry((class, owner.name.clone()))
+            .or_insert_with(|| {
+                let c = &classes[class];
+                let labels = runner_labels(c.example, owner, c.arch, input.global_labels);
+                let set = lower(&labels);
+                (labels, set)
+            })
+    }
+
+    /// The least loaded available agent that can run the job, or why there is none.
+    fn choose(
+        &mut self,
+        owner: &OwnerLimits,
+        wanted: &BTreeSet<String>,
+    ) -> Result<(&'a AgentSupply, Arch, Vec<String>), WaitReason> {
+        if self.input.agents.is_empty() {
+            return Err(WaitReason::NoAgentConnected);
+        }
+        let arch = wanted_arch(wanted);
+        let (mut fits_labels, mut fits_arch, mut fits_available) = (false, false, false);
+        let mut fewest_missing: Option<Vec<String>> = None;
+        let mut best: Option<((u64, &'a str), usize)> = None;
+        for class in 0..self.classes.len() {
+            let class_arch = self.classes[class].arch;
+            let (_, offered) = self.offered(class, owner);
+            // Labels other than the architecture decide whether any agent could ever fit: an
+            // arm64 job that only amd64 agents could run otherwise waits for an arm64 agent.
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|l| !offered.contains(*l) && !names_other_arch(l, class_arch))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                if fewest_missing
+                    .as_ref()
+                    .is_none_or(|m| missing.len() < m.len())
+                {
+                    fewest_missing = Some(missing);
+                }
+                continue;
+            }
+            fits_labels = true;
+            if arch.is_some_and(|a| a != class_arch) {
+                continue;
+            }
+            fits_arch = true;
+            let c = &self.classes[class];
+            if c.available == 0 {
+                continue;
+            }
+            fits_available = true;
+            if let Some(&head) = c.free.first()
+                && best.is_none_or(|(b, _)| head < b)
+            {
+                best = Some((head, class));
+            }
+        }
+        if let Some(((_, name), class)) = best {
+            let agent = self.agents[name];
+            let arch = self.classes[class].arch;
+            let labels = self.offered(class, owner).0.clone();
+            return Ok((agent, arch, labels));
+        }
+        Err(if !fits_labels {
+            WaitReason::LabelsNotOffered {
+                missing: fewest_missing.unwrap_or_default(),
+            }
+        } else if !fits_arch {
+            WaitReason::NoAgentOfArch {
+                arch: arch.unwrap_or(Arch::Amd64),
+            }
+        } else if !fits_available {
+            WaitReason::AgentsUnavailable
+        } else {
+            WaitReason::AgentsFull
+        })
+    }
+
+    /// Records a planned runner on `agent` and re-files the agent by its new load.
+    fn take(&mut self, agent: &'a AgentSupply, arch: Arch) {
+        let name = agent.name.as_str();
+        let u = self.usage.get_mut(name).expect("every agent has usage");
+        let old_key = load_key(u.total, agent.max_runners);
+        *u.per_arch.entry(arch).or_default() += 1;
+        u.total += 1;
+        let new_key = load_key(u.total, agent.max_runners);
+        for &class in &self.agent_classes[name] {
+            let c = &mut self.classes[class];
+            c.free.remove(&(old_key, name));
+            let cap = agent.capacity.get(&c.arch).copied().unwrap_or(0);
+            if u.per_arch.get(&c.arch).copied().unwrap_or(0) < cap && u.total < agent.max_runners {
+                c.free.insert((new_key, name));
+            }
+        }
+    }
+}
+
+pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
     let mut plan = Plan::default();
     let owners: HashMap<&str, &OwnerLimits> =
         input.owners.iter().map(|o| (o.name.as_str(), o)).collect();
-
-    // What each owner and agent uses now.
     let mut owner_used: HashMap<&str, u32> = HashMap::new();
-    let mut load: HashMap<&str, AgentLoad> = input
-        .agents
-        .iter()
-        .map(|a| {
-            (
-                a.name.as_str(),
-                AgentLoad {
-                    per_arch: BTreeMap::new(),
-                    total: 0,
-                },
-            )
-        })
-        .collect();
     for r in input.runners {
         *owner_used.entry(r.owner.as_str()).or_default() += 1;
-        if let Some(l) = load.get_mut(r.agent.as_str()) {
-            *l.per_arch.entry(r.arch).or_default() += 1;
-            l.total += 1;
-        }
     }
 
     // Timeouts first: those runners are going away and serve nobody.
@@ -277,35 +456,49 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
-    // Supply: idle runners, each can absorb one matching job.
-    let mut idle: Vec<(&ActiveRunner, BTreeSet<String>)> = input
+    // Supply: idle runners, grouped by what they can take; each absorbs one matching job.
+    type SupplyKey<'r> = (&'r str, Option<String>, BTreeSet<String>);
+    let mut supply: BTreeMap<SupplyKey<'_>, Vec<&ActiveRunner>> = BTreeMap::new();
+    for r in input
         .runners
         .iter()
         .filter(|r| !r.busy && !stopping.contains(r.id.as_str()))
-        .map(|r| (r, lower(&r.labels)))
-        .collect();
-    idle.sort_by_key(|(r, _)| (r.created_ms, r.id.clone()));
-    let mut used_supply = vec![false; idle.len()];
+    {
+        let key = (
+            r.owner.as_str(),
+            r.repo.as_ref().map(|x| x.to_ascii_lowercase()),
+            lower(&r.labels),
+        );
+        supply.entry(key).or_default().push(r);
+    }
+    for runners in supply.values_mut() {
+        // Oldest first, taken from the end.
+        runners.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+    }
+    let mut unused_idle: BTreeSet<&str> =
+        supply.values().flatten().map(|r| r.id.as_str()).collect();
 
-    let ordered = fair_order(input.jobs);
     let mut deficit: Vec<(&PendingJob, BTreeSet<String>)> = Vec::new();
-    for job in ordered {
+    for job in fair_order(input.jobs) {
         let wanted = lower(&job.labels);
-        let matched = idle.iter().enumerate().position(|(i, (r, labels))| {
-            !used_supply[i]
-                && r.owner == job.owner
-                && r.repo
-                    .as_ref()
-                    .is_none_or(|repo| repo.eq_ignore_ascii_case(&job.repo))
-                && wanted.is_subset(labels)
-        });
-        match matched {
-            Some(i) => {
-                used_supply[i] = true;
+        let repo = job.repo.to_ascii_lowercase();
+        let taken = supply
+            .iter_mut()
+            .filter(|((owner, r, labels), runners)| {
+                *owner == job.owner
+                    && r.as_ref().is_none_or(|r| *r == repo)
+                    && !runners.is_empty()
+                    && wanted.is_subset(labels)
+            })
+            .min_by_key(|(_, runners)| runners.last().map(|r| (r.created_ms, r.id.clone())))
+            .and_then(|(_, runners)| runners.pop());
+        match taken {
+            Some(runner) => {
+                unused_idle.remove(runner.id.as_str());
                 plan.waiting.insert(
                     job.id,
                     WaitReason::RunnerStarting {
-                        runner: idle[i].0.id.clone(),
+                        runner: runner.id.clone(),
                     },
                 );
             }
@@ -314,6 +507,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     // Start runners for the deficit, within limits.
+    let mut placement = Placement::new(input);
     for (job, wanted) in deficit {
         let Some(owner) = owners.get(job.owner.as_str()) else {
             plan.waiting.insert(
@@ -324,7 +518,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             );
             continue;
         };
-        let choice = choose_agent(input, owner, &wanted, &load);
+        let choice = placement.choose(owner, &wanted);
         // A job no agent could ever run says so, whatever the owner's limit.
         if let Err(
             reason @ (WaitReason::NoAgentConnected
@@ -348,11 +542,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
         match choice {
             Ok((agent, arch, labels)) => {
-                let l = load
-                    .get_mut(agent.name.as_str())
-                    .expect("every agent has a load entry");
-                *l.per_arch.entry(arch).or_default() += 1;
-                l.total += 1;
+                placement.take(agent, arch);
                 *owner_used.entry(owner.name.as_str()).or_default() += 1;
                 plan.waiting.insert(
                     job.id,
@@ -376,8 +566,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     // Idle runners that absorbed no demand: stop them once past the grace period.
-    for (i, (r, _)) in idle.iter().enumerate() {
-        if !used_supply[i] && r.running && input.now_ms - r.created_ms > input.idle_grace_ms {
+    for r in input.runners {
+        if unused_idle.contains(r.id.as_str())
+            && r.running
+            && input.now_ms - r.created_ms > input.idle_grace_ms
+        {
             plan.stops.push(Stop {
                 runner_id: r.id.clone(),
                 reason: StopReason::Idle,
@@ -385,91 +578,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     plan
-}
-
-/// The least loaded available agent that can run the job, or why there is none.
-fn choose_agent<'a>(
-    input: &'a PlanInput<'_>,
-    owner: &OwnerLimits,
-    wanted: &BTreeSet<String>,
-    load: &HashMap<&str, AgentLoad>,
-) -> Result<(&'a AgentSupply, Arch, Vec<String>), WaitReason> {
-    if input.agents.is_empty() {
-        return Err(WaitReason::NoAgentConnected);
-    }
-    let arch = wanted_arch(wanted);
-    let mut fits_labels = false;
-    let mut fits_arch = false;
-    let mut fits_available = false;
-    let mut best: Option<(f64, &AgentSupply, Arch, Vec<String>)> = None;
-    let mut fewest_missing: Option<Vec<String>> = None;
-    for agent in input.agents {
-        let archs: Vec<Arch> = match arch {
-            Some(a) => agent.capacity.keys().copied().filter(|c| *c == a).collect(),
-            None => agent.capacity.keys().copied().collect(),
-        };
-        for a in &archs {
-            let labels = runner_labels(agent, owner, *a, input.global_labels);
-            let offered = lower(&labels);
-            if !wanted.is_subset(&offered) {
-                let missing: Vec<String> = wanted.difference(&offered).cloned().collect();
-                if fewest_missing
-                    .as_ref()
-                    .is_none_or(|m| missing.len() < m.len())
-                {
-                    fewest_missing = Some(missing);
-                }
-                continue;
-            }
-            fits_labels = true;
-            fits_arch = true;
-            if !agent.available {
-                continue;
-            }
-            fits_available = true;
-            let l = &load[agent.name.as_str()];
-            let arch_used = l.per_arch.get(a).copied().unwrap_or(0);
-            let arch_cap = agent.capacity.get(a).copied().unwrap_or(0);
-            if arch_used >= arch_cap || l.total >= agent.max_runners {
-                continue;
-            }
-            let utilisation = f64::from(l.total) / f64::from(agent.max_runners.max(1));
-            let better = match &best {
-                None => true,
-                Some((u, b, _, _)) => {
-                    utilisation < *u || (utilisation == *u && agent.name < b.name)
-                }
-            };
-            if better {
-                best = Some((utilisation, agent, *a, labels));
-            }
-        }
-        if let (true, Some(a)) = (archs.is_empty(), arch) {
-            // This agent does not serve the architecture at all.
-            let offered = lower(&runner_labels(agent, owner, a, input.global_labels));
-            if wanted.is_subset(&offered) {
-                fits_labels = true;
-            } else if fewest_missing.is_none() {
-                fewest_missing = Some(wanted.difference(&offered).cloned().collect());
-            }
-        }
-    }
-    if let Some((_, agent, arch, labels)) = best {
-        return Ok((agent, arch, labels));
-    }
-    Err(if !fits_labels {
-        WaitReason::LabelsNotOffered {
-            missing: fewest_missing.unwrap_or_default(),
-        }
-    } else if !fits_arch {
-        WaitReason::NoAgentOfArch {
-            arch: arch.unwrap_or(Arch::Amd64),
-        }
-    } else if !fits_available {
-        WaitReason::AgentsUnavailable
-    } else {
-        WaitReason::AgentsFull
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,292 @@
+//! Benchmarks (not tests): `cargo run --release -p tests --bin bench -- <webhook|planner|all>`.
+//!
+//! - `webhook`: signed `workflow_job` deliveries (each a new queued job, persisted before the
+//!   answer) against the same server's bare `GET /health`, same client, same run. Throughput
+//!   and latency percentiles, median of 3 rounds, and the ratio webhook/bare.
+//! - `planner`: one planning pass over 10 000 queued jobs and 1 000 agents; median of rounds.
+//!
+//! Both share the machine's cores with their load generator: read ratios, not absolutes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use controller::scheduler::planner::{
+    self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput,
+};
+use shared::arch::{Arch, RuntimeKind};
+use shared::ids::AgentName;
+use tests::github_sim::signature_256;
+use tests::harness::{TEST_WEBHOOK_SECRET, TestController, vars};
+
+const ROUNDS: usize = 3;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+struct Round {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Builds request `i` of a load run.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// Sends `total` requests over `concurrency` connections; `make` builds request `i`.
+async fn load(
+    client: &reqwest::Client,
+    total: usize,
+    concurrency: usize,
+    make: MakeRequest,
+) -> Round {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, make) = (client.clone(), next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return latencies;
+                }
+                let t = Instant::now();
+                let resp = make(&client, i).send().await.expect("request");
+                assert!(resp.status().is_success(), "status {}", resp.status());
+                let _ = resp.bytes().await;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Round {
+        per_sec: total as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+fn job_body(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"action":"queued","workflow_job":{{"id":{id},"run_id":{run},"name":"build","status":"queued","labels":["self-hosted","linux","x64"],"runner_name":null,"conclusion":null,"steps":[],"head_sha":"4a3f1b2c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a","html_url":"https://github.com/acme/app/actions/runs/{run}/job/{id}","created_at":"2026-11-28T00:00:00Z"}},"repository":{{"id":1,"name":"app","full_name":"acme/app","private":true,"owner":{{"login":"acme","id":2,"type":"Organization"}}}},"organization":{{"login":"acme","id":2}},"sender":{{"login":"alice","id":3,"type":"User"}}}}"#,
+        id = 10_000_000 + i,
+        run = 20_000_000 + i
+    )
+    .into_bytes()
+}
+
+async fn bench_webhook() {
+    shared::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env = vars(&[
+        ("STATE_DIR", dir.path().join("state").display().to_string()),
+        ("AGENT_HEARTBEAT_INTERVAL", "10s".into()),
+    ]);
+    env.extend(tests::harness::owner_vars());
+    let controller = TestController::start(env).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let base = format!("http://{}", controller.http_addr);
+    let (total, concurrency) = (5_000, 32);
+    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
+        (0..total * ROUNDS)
+            .map(|i| {
+                let body = job_body(i);
+                let sig = signature_256(TEST_WEBHOOK_SECRET, &body);
+                (body, sig)
+            })
+            .collect(),
+    );
+    println!(
+        "webhook ingest: {total} requests x {ROUNDS} rounds, {concurrency} connections, body {} bytes",
+        bodies[0].0.len()
+    );
+    let (mut bare, mut hook) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let url = format!("{base}/health");
+        let r = load(
+            &client,
+            total,
+            concurrency,
+            Arc::new(move |c, _| c.get(&url)),
+        )
+        .await;
+        println!(
+            "  round {round} bare GET /health : {:>8.0} req/s  p50 {:>7.2?}  p99 {:>7.2?}",
+            r.per_sec, r.p50, r.p99
+        );
+        bare.push(r);
+        let (url, bodies) = (format!("{base}/webhook"), bodies.clone());
+        let offset = round * total;
+        let r = load(
+            &client,
+            total,
+            concurrency,
+            Arc::new(move |c, i| {
+                let (body, sig) = &bodies[offset + i];
+                c.post(&url)
+                    .header("X-GitHub-Event", "workflow_job")
+                    .header("X-GitHub-Delivery", format!("bench-{}", offset + i))
+                    .header("X-Hub-Signature-256", sig)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+            }),
+        )
+        .await;
+        println!(
+            "  round {round} POST /webhook     : {:>8.0} req/s  p50 {:>7.2?}  p99 {:>7.2?}",
+            r.per_sec, r.p50, r.p99
+        );
+        hook.push(r);
+    }
+    let med = |rs: &[Round], f: fn(&Round) -> f64| median(rs.iter().map(f).collect());
+    let (b, h) = (med(&bare, |r| r.per_sec), med(&hook, |r| r.per_sec));
+    let (bp50, hp50) = (
+        med(&bare, |r| r.p50.as_secs_f64() * 1e3),
+        med(&hook, |r| r.p50.as_secs_f64() * 1e3),
+    );
+    let (bp99, hp99) = (
+        med(&bare, |r| r.p99.as_secs_f64() * 1e3),
+        med(&hook, |r| r.p99.as_secs_f64() * 1e3),
+    );
+    println!("median bare   : {b:.0} req/s, p50 {bp50:.2} ms, p99 {bp99:.2} ms");
+    println!("median webhook: {h:.0} req/s, p50 {hp50:.2} ms, p99 {hp99:.2} ms");
+    println!("webhook/bare throughput ratio: {:.2}", h / b);
+    let stored = controller::store::SqliteStore::open(&controller.config.state_dir).expect("store");
+    let queued = controller::store::StateStore::queued_jobs(&stored)
+        .await
+        .expect("queued")
+        .len();
+    println!("jobs persisted: {queued} (expected {})", total * ROUNDS);
+}
+
+fn planner_input(
+    jobs: usize,
+    agent_count: usize,
+) -> (
+    Vec<OwnerLimits>,
+    Vec<AgentSupply>,
+    Vec<PendingJob>,
+    Vec<ActiveRunner>,
+) {
+    let owners: Vec<OwnerLimits> = (0..20u32)
+        .map(|i| OwnerLimits {
+            name: format!("owner-{i}"),
+            max_runners: 400,
+            labels: vec![format!("team-{}", i % 4)],
+            repo_level: i.is_multiple_of(2),
+        })
+        .collect();
+    let agents: Vec<AgentSupply> = (0..agent_count)
+        .map(|i| AgentSupply {
+            name: AgentName::parse(&format!("agent-{i:04}")).expect("name"),
+            runtime: RuntimeKind::Docker,
+            capacity: BTreeMap::from([(if i.is_multiple_of(3) { Arch::Arm64 } else { Arch::Amd64 }, 8)]),
+            max_runners: 8,
+            labels: if i.is_multiple_of(10) {
+                vec!["gpu".into()]
+            } else {
+                vec![]
+            },
+            available: !i.is_multiple_of(50),
+        })
+        .collect();
+    let pending: Vec<PendingJob> = (0..jobs)
+        .map(|i| {
+            let mut labels = vec!["self-hosted".to_owned(), "linux".to_owned()];
+            match i % 4 {
+                0 => labels.push("arm64".into()),
+                1 => labels.push("x64".into()),
+                2 => labels.push("gpu".into()),
+                _ => {}
+            }
+            PendingJob {
+                id: i as u64,
+                owner: format!("owner-{}", i % 20),
+                repo: format!("repo-{}", i % 37),
+                labels,
+                queued_ms: i as i64,
+            }
+        })
+        .collect();
+    let runners: Vec<ActiveRunner> = (0..2_000)
+        .map(|i| ActiveRunner {
+            id: format!("r-{i}"),
+            owner: format!("owner-{}", i % 20),
+            repo: None,
+            agent: format!("agent-{:04}", i % agent_count),
+            arch: if (i % agent_count).is_multiple_of(3) {
+                Arch::Arm64
+            } else {
+                Arch::Amd64
+            },
+            labels: vec!["self-hosted".into(), "linux".into()],
+            busy: i.is_multiple_of(2),
+            running: true,
+            created_ms: 0,
+        })
+        .collect();
+    (owners, agents, pending, runners)
+}
+
+fn bench_planner() {
+    let (owners, agents, jobs, runners) = planner_input(10_000, 1_000);
+    let input = PlanInput {
+        owners: &owners,
+        agents: &agents,
+        jobs: &jobs,
+        runners: &runners,
+        global_labels: &[],
+        now_ms: 1_000,
+        idle_grace_ms: 300_000,
+        runner_timeout_ms: 3_600_000,
+    };
+    let baseline = {
+        // Baseline in the same run: sorting the same jobs, the least any planner must do.
+        let t = Instant::now();
+        let mut ids: Vec<(i64, u64)> = jobs.iter().map(|j| (j.queued_ms, j.id)).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        std::hint::black_box(&ids);
+        t.elapsed()
+    };
+    let mut times = Vec::new();
+    let mut starts = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let plan = planner::plan(&input);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        starts = plan.starts.len();
+    }
+    println!(
+        "planner: 10000 queued jobs, 1000 agents, 2000 runners -> {starts} starts; median {:.1} ms over 7 passes (sort-only baseline {:.2} ms)",
+        median(times),
+        baseline.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if what == "planner" || what == "all" {
+        bench_planner();
+    }
+    if what == "webhook" || what == "all" {
+        bench_webhook().await;
+    }
+}

@@ -186,15 +186,25 @@ impl Controller {
         };
         let scheduler = scheduler::Scheduler {
             config: config.clone(),
-            store,
+            store: store.clone(),
             registry: registry.clone(),
             github: github.clone(),
             metrics,
-            nudge,
+            nudge: nudge.clone(),
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+        if let Some(interval) = config.reconcile_interval {
+            let reconciler = scheduler::reconcile::Reconciler {
+                config: config.clone(),
+                store: store.clone(),
+                github: github.clone(),
+                nudge: nudge.clone(),
+                interval,
+            };
+            tokio::spawn(reconciler.run(shutdown.clone()));
+        }
         let grpc = tokio::spawn(async move {
             grpc::serve(listeners.grpc, tls, sessions, enrollment, shutdown)
                 .await

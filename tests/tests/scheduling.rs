@@ -284,3 +284,32 @@ async fn jobs_that_wait_say_why() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_job_whose_webhooks_were_all_lost_is_found_and_served() {
+    let s = setup(&[("MAX_RUNNERS", "5"), ("RECONCILE_INTERVAL", "300ms")]).await;
+    let agent = s.agent("host-1", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let _emulator = RunnerEmulator::start(
+        s.sim.clone(),
+        vec![agent.runtime.clone()],
+        Duration::from_millis(20),
+    );
+    // Every webhook about this run is lost, as when the controller was down.
+    s.sim
+        .fault_delivery("workflow_run", Some("requested"), DeliveryFault::Drop);
+    s.sim
+        .fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
+    let (_, job) = s.sim.queue_job("acme", "web", &["self-hosted"]);
+    assert!(s.sim.deliveries_settled(WAIT).await);
+    assert_eq!(
+        get_json(&s.controller, &format!("/api/v1/jobs/{job}"))
+            .await
+            .0,
+        404,
+        "no webhook reached us"
+    );
+    wait_until(WAIT, "the lost job completed", || s.job_completed(job)).await;
+}

@@ -84,6 +84,9 @@ pub struct Config {
     pub allow_unsigned_webhooks: bool,
     /// `WEBHOOK_URL`: the public URL of `/webhook`, for automatic webhook setup.
     pub webhook_url: Option<String>,
+    /// `RECONCILE_INTERVAL`: how often queued runs are listed through the REST API to recover
+    /// lost webhooks (`0` turns it off).
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Config {
@@ -206,6 +209,10 @@ impl Config {
         {
             vars.problem("WEBHOOK_URL", format!("{url:?} is not an http(s) URL"));
         }
+        let reconcile_interval = match vars.get("RECONCILE_INTERVAL") {
+            Some("0" | "off" | "false") => None,
+            _ => Some(vars.duration("RECONCILE_INTERVAL", Duration::from_secs(300))),
+        };
         vars.finish(Config {
             port,
             grpc_port,
@@ -222,6 +229,7 @@ impl Config {
             github_api_url,
             allow_unsigned_webhooks,
             webhook_url,
+            reconcile_interval,
         })
     }
 }

@@ -81,6 +81,8 @@ pub trait StateStore: Send + Sync {
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError>;
     /// Runs whose jobs must still be fetched.
     async fn run_fetches(&self) -> Result<Vec<RunKey>, StoreError>;
+    /// Asks for a run's jobs to be fetched (the reconciler found it through the REST API).
+    async fn request_run_fetch(&self, key: RunKey, now_ms: i64) -> Result<(), StoreError>;
     async fn finish_run_fetch(&self, key: RunKey) -> Result<(), StoreError>;
     async fn fail_run_fetch(&self, key: RunKey, error: String) -> Result<(), StoreError>;
     async fn upsert_runner(&self, runner: RunnerRecord) -> Result<(), StoreError>;
@@ -170,6 +172,12 @@ impl StateStore for SqliteStore {
             rows.collect()
         })
         .await
+    }
+
+    async fn request_run_fetch(&self, key: RunKey, now_ms: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::RequestRunFetch(key, now_ms))
+            .await
+            .map(drop)
     }
 
     async fn finish_run_fetch(&self, key: RunKey) -> Result<(), StoreError> {

@@ -95,6 +95,7 @@ const MIGRATIONS: &[&str] = &[
 pub(super) enum WriteOp {
     Webhook(NewDelivery, WebhookEffect),
     UpsertJobs(Vec<JobRecord>),
+    RequestRunFetch(RunKey, i64),
     FinishRunFetch(RunKey),
     FailRunFetch(RunKey, String),
     UpsertRunner(RunnerRecord),
@@ -275,6 +276,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
             for job in jobs {
                 upsert_job(conn, job)?;
             }
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RequestRunFetch(key, now) => {
+            conn.execute(
+                "INSERT OR IGNORE INTO run_fetches (owner, repo, run_id, requested_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![key.owner, key.repo, key.run_id as i64, now],
+            )?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::FinishRunFetch(key) => {

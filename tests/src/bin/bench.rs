@@ -197,7 +197,14 @@ fn planner_input(
         .map(|i| AgentSupply {
             name: AgentName::parse(&format!("agent-{i:04}")).expect("name"),
             runtime: RuntimeKind::Docker,
-            capacity: BTreeMap::from([(if i.is_multiple_of(3) { Arch::Arm64 } else { Arch::Amd64 }, 8)]),
+            capacity: BTreeMap::from([(
+                if i.is_multiple_of(3) {
+                    Arch::Arm64
+                } else {
+                    Arch::Amd64
+                },
+                8,
+            )]),
             max_runners: 8,
             labels: if i.is_multiple_of(10) {
                 vec!["gpu".into()]

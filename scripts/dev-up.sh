@@ -14,6 +14,7 @@ cargo build --locked -p controller -p agent --features agent/memory-runtime
 BIN="$PWD/target/debug"
 
 export STATE_DIR="$DEV/state" PORT GRPC_PORT
+export API_TOKEN="${API_TOKEN:-dev-api-token-$(id -u)-0123456789}"
 # A .env (the seed's variables: GITHUB_TOKEN, REPO_OWNER, ...) in the working directory is read
 # by the controller; without one, a placeholder owner lets the controller start.
 if [ ! -f .env ] && [ -z "${REPO_OWNER:-}${OWNERS:-}" ]; then
@@ -40,7 +41,8 @@ AGENT=$!
 
 sleep 1
 echo
-echo "controller: http://127.0.0.1:$PORT   agents: curl -s http://127.0.0.1:$PORT/api/v1/agents"
-curl -fsS "http://127.0.0.1:$PORT/api/v1/agents" || true
+echo "controller: http://127.0.0.1:$PORT  (status: curl -s http://127.0.0.1:$PORT/status)"
+echo "agents:     curl -s -H 'Authorization: Bearer $API_TOKEN' http://127.0.0.1:$PORT/api/v1/agents"
+curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/api/v1/agents" || true
 echo
 wait $CONTROLLER

@@ -140,6 +140,12 @@ impl Controller {
         let decisions = scheduler::DecisionsHandle::default();
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
         let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
+        if config.allow_unsigned_webhooks {
+            warn!(
+                "ALLOW_UNSIGNED_WEBHOOKS=true: webhooks of owners without a secret are accepted unsigned; \
+                 anyone who can reach /webhook can queue work for them"
+            );
+        }
         if config.api_token.is_none() {
             warn!("API_TOKEN is not set: /api/v1 answers 403 until it is set");
         }

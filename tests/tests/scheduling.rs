@@ -313,3 +313,28 @@ async fn a_job_whose_webhooks_were_all_lost_is_found_and_served() {
     );
     wait_until(WAIT, "the lost job completed", || s.job_completed(job)).await;
 }
+
+#[tokio::test]
+async fn an_owner_at_its_limit_drains_its_queue_in_order() {
+    let s = setup(&[("MAX_RUNNERS", "1")]).await;
+    let agent = s.agent("host-1", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let jobs: Vec<u64> = (0..4)
+        .map(|_| s.sim.queue_job("acme", "app", &["self-hosted"]).1)
+        .collect();
+    assert!(s.sim.deliveries_settled(WAIT).await);
+    let emulator = RunnerEmulator::start(
+        s.sim.clone(),
+        vec![agent.runtime.clone()],
+        Duration::from_millis(30),
+    );
+    wait_until(WAIT, "every job completed", || s.all_completed(&jobs)).await;
+    assert_eq!(
+        emulator.completed(),
+        jobs,
+        "served oldest first, one at a time"
+    );
+    assert_eq!(emulator.max_alive(), 1);
+}

@@ -8,3 +8,4 @@ pub mod github_sim;
 pub mod harness;
 pub mod pki;
 pub mod process;
+pub mod raw_agent;

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use proto::v1 as pb;
-use proto::v1::agent_service_client::AgentServiceClient;
 use tests::harness::{AgentTls, TestAgent, TestController, controller_env, init, wait_until};
 use tests::pki::TestCa;
+use tests::raw_agent;
 use time::OffsetDateTime;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -131,58 +131,18 @@ async fn agents_of_both_architectures_register_side_by_side() {
     );
 }
 
-async fn raw_channel(
-    url: &str,
-    ca: &std::path::Path,
-    identity: Option<&tests::pki::CertFiles>,
-) -> Result<Channel, String> {
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
-    if let Some(id) = identity {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(&id.cert).unwrap(),
-            std::fs::read(&id.key).unwrap(),
-        ));
-    }
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .map_err(|e| agent::connection::error_chain(&e))
-}
-
-/// Opens a session with a raw client and returns how the controller answered.
+/// Registers through a raw client and waits for the controller's first answer.
 async fn raw_session(channel: Channel) -> Result<(), tonic::Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Register(pb::Register {
-            protocol_version: pb::PROTOCOL_VERSION,
-            capacity: vec![pb::ArchCapacity {
-                arch: pb::Arch::Amd64 as i32,
-                max_runners: 1,
-            }],
-            runtime: pb::RuntimeKind::Docker as i32,
-            max_runners: 1,
-            healthy: true,
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut stream = AgentServiceClient::new(channel)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    stream.message().await?;
+    let (_tx, mut inbound) =
+        raw_agent::session(channel, raw_agent::register(pb::Arch::Amd64)).await?;
+    inbound.message().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_client_without_certificate_is_refused_at_the_session() {
     let s = setup().await;
-    let channel = raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), None)
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), None)
         .await
         .expect("TLS without a client certificate is allowed (for enrollment)");
     let status = raw_session(channel)
@@ -241,14 +201,14 @@ async fn an_expired_certificate_is_refused_by_the_controller_and_by_the_agent_it
         now - time::Duration::days(1),
     );
     // The controller refuses it during the handshake...
-    let refused = match raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&expired)).await
-    {
-        Err(e) => e,
-        Ok(channel) => raw_session(channel)
-            .await
-            .expect_err("expired certificate refused")
-            .to_string(),
-    };
+    let refused =
+        match raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&expired)).await {
+            Err(e) => e,
+            Ok(channel) => raw_session(channel)
+                .await
+                .expect_err("expired certificate refused")
+                .to_string(),
+        };
     assert!(
         refused.to_lowercase().contains("expired")
             || refused.to_lowercase().contains("certificate"),
@@ -268,20 +228,16 @@ async fn an_expired_certificate_is_refused_by_the_controller_and_by_the_agent_it
 async fn an_unsupported_protocol_version_is_refused_with_a_reason() {
     let s = setup().await;
     let cert = s.ca.client("future-agent", &[]);
-    let channel = raw_channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::AgentMessage {
+    let future = pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {
             protocol_version: 99,
             ..Default::default()
         })),
-    })
-    .await
-    .unwrap();
-    let status = AgentServiceClient::new(channel)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+    };
+    let status = raw_agent::session(channel, future)
         .await
         .expect_err("version 99 refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proto::v1 as pb;
-use proto::v1::agent_service_client::AgentServiceClient;
 use shared::arch::Arch;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::RunnerPhase;
 use tests::harness::{AgentTls, TestAgent, TestController, controller_env, init, wait_until};
 use tests::pki::TestCa;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tests::raw_agent;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -224,43 +223,13 @@ async fn a_killed_agent_is_marked_disconnected_and_its_runners_are_kept_on_recor
 async fn a_silent_agent_is_marked_disconnected_after_the_heartbeat_timeout() {
     let s = setup().await;
     let cert = s.ca.client("silent", &[]);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(s.ca.ca_file()).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(&cert.cert).unwrap(),
-            std::fs::read(&cert.key).unwrap(),
-        ));
-    let channel = Channel::from_shared(s.controller.grpc_url())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Register(pb::Register {
-            protocol_version: pb::PROTOCOL_VERSION,
-            capacity: vec![pb::ArchCapacity {
-                arch: pb::Arch::Arm64 as i32,
-                max_runners: 1,
-            }],
-            runtime: pb::RuntimeKind::Docker as i32,
-            max_runners: 1,
-            healthy: true,
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
     // Keep `tx` alive: the stream stays open but no heartbeat ever comes.
-    let mut inbound = AgentServiceClient::new(channel)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let (tx, mut inbound) = raw_agent::session(channel, raw_agent::register(pb::Arch::Arm64))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let registered = inbound.message().await.unwrap().unwrap();
     assert!(matches!(
         registered.msg,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     pub decisions: DecisionsHandle,
     pub metrics: Arc<Metrics>,
+    /// The GitHub client, read for its rate-limit quotas at each `/metrics` scrape.
+    pub github: Arc<shared::github::GithubClient>,
     /// The management endpoints' state (hooks, token validation, webhook setup).
     pub management: crate::api::ApiState,
 }
@@ -173,6 +175,7 @@ mod tests {
             store: Arc::new(store),
             decisions: DecisionsHandle::default(),
             metrics: Arc::new(Metrics::new()),
+            github: crate::github::client(&config).unwrap(),
             management: crate::api::ApiState::new(&config, github, setup),
         })
     }

@@ -134,7 +134,8 @@ impl Controller {
             Arc::new(store::SqliteStore::open(&config.state_dir)?);
         let nudge = Arc::new(tokio::sync::Notify::new());
         let registry = AgentRegistry::notifying(nudge.clone());
-        let github: Arc<dyn shared::github::GithubApi> = github::client(config)?;
+        let github_client = github::client(config)?;
+        let github: Arc<dyn shared::github::GithubApi> = github_client.clone();
         let config = Arc::new(config.clone());
         let metrics = Arc::new(metrics::Metrics::new());
         let decisions = scheduler::DecisionsHandle::default();
@@ -163,6 +164,7 @@ impl Controller {
             store: store.clone(),
             decisions: decisions.clone(),
             metrics: metrics.clone(),
+            github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
         })
         .merge(webhook::router(Arc::new(webhook::Intake {

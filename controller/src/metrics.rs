@@ -34,6 +34,12 @@ pub struct RunnerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub owner: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -47,6 +53,8 @@ pub struct Metrics {
     pub runners: Family<RunnerLabels, Gauge>,
     pub runner_starts: Family<OutcomeLabels, Counter>,
     pub queued_to_started_seconds: Histogram,
+    pub github_remaining: Family<QuotaLabels, Gauge>,
+    pub github_limit: Family<QuotaLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -96,8 +104,22 @@ impl Metrics {
             "From a job first seen queued to the runner started for it being reported running",
             queued_to_started_seconds.clone(),
         );
+        let github_remaining = Family::<QuotaLabels, Gauge>::default();
+        registry.register(
+            "github_rate_limit_remaining",
+            "GitHub REST quota left, by owner and resource, as of the last response",
+            github_remaining.clone(),
+        );
+        let github_limit = Family::<QuotaLabels, Gauge>::default();
+        registry.register(
+            "github_rate_limit_limit",
+            "GitHub REST quota, by owner and resource",
+            github_limit.clone(),
+        );
         Self {
             registry,
+            github_remaining,
+            github_limit,
             webhooks,
             webhook_seconds,
             jobs,
@@ -115,6 +137,20 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records the GitHub quotas the client last saw.
+    pub fn github_quotas(&self, quotas: Vec<(String, shared::github::Quota)>) {
+        for (owner, q) in quotas {
+            let labels = QuotaLabels {
+                owner,
+                resource: q.resource.clone(),
+            };
+            self.github_remaining
+                .get_or_create(&labels)
+                .set(q.remaining as i64);
+            self.github_limit.get_or_create(&labels).set(q.limit as i64);
+        }
     }
 
     /// The text exposition format.

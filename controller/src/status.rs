@@ -140,6 +140,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.github_quotas(state.github.quotas());
     (
         [(
             header::CONTENT_TYPE,

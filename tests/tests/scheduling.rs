@@ -283,6 +283,11 @@ async fn jobs_that_wait_say_why() {
         metrics.contains("gha_scaler_webhooks_total{event=\"workflow_job\",outcome=\"accepted\"}"),
         "{metrics}"
     );
+    // JIT configs were fetched for acme: its GitHub quota is exported.
+    assert!(
+        metrics.contains("gha_scaler_github_rate_limit_remaining{owner=\"acme\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

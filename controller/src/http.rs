@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use shared::ids::AgentName;
@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/agents", get(list_agents))
         .route("/agents/{name}", get(get_agent))
+        .route("/agents/{name}/drain", post(drain_agent))
         .route("/jobs/{id}", get(crate::status::job))
         .merge(crate::api::router(state.management.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -136,6 +137,29 @@ async fn get_agent(
         .get(&name)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no agent named {name} has connected")))
+}
+
+/// `POST /api/v1/agents/{name}/drain`: the agent takes no new runners; its current ones finish.
+async fn drain_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match state
+        .registry
+        .send(&name, shared::command::AgentCommand::Drain)
+    {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "agent": name, "draining": true })),
+        )),
+        Err(crate::registry::SendError::NotConnected(_)) => {
+            Err(ApiError::NotFound(format!("agent {name} is not connected")))
+        }
+        Err(e @ crate::registry::SendError::QueueFull(_)) => {
+            Err(ApiError::BadRequest(e.to_string()))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -355,7 +355,21 @@ pub fn hook_to(
 
 /// `GET path` on the controller's HTTP port, with the API token if configured; (status, JSON).
 pub async fn get_json(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().get(format!("http://{}{path}", controller.http_addr));
+    call(controller, reqwest::Method::GET, path).await
+}
+
+/// `POST path` (empty body) on the controller's HTTP port, with the API token; (status, JSON).
+pub async fn post_json(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
+    call(controller, reqwest::Method::POST, path).await
+}
+
+async fn call(
+    controller: &TestController,
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let mut req =
+        reqwest::Client::new().request(method, format!("http://{}{path}", controller.http_addr));
     if let Some(token) = &controller.config.api_token {
         req = req.bearer_auth(token.expose());
     }

@@ -291,3 +291,53 @@ async fn a_second_connection_with_the_same_identity_replaces_the_first() {
     assert_eq!(agents[0]["arch"], "arm64");
     let _ = &s.dir;
 }
+
+#[tokio::test]
+async fn a_drained_agent_takes_no_new_runner_but_keeps_its_own() {
+    let s = setup().await;
+    let agent = s.agent("to-drain");
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let name = AgentName::parse("to-drain").unwrap();
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("d1"))))
+        .unwrap();
+    wait_until(WAIT, "d1 running", || async {
+        s.controller
+            .agent("to-drain")
+            .await
+            .is_some_and(|a| phases(&a) == vec![("d1".into(), "running".into())])
+    })
+    .await;
+    let (code, body) =
+        tests::harness::post_json(&s.controller, "/api/v1/agents/to-drain/drain").await;
+    assert_eq!(code, 202, "{body}");
+    wait_until(WAIT, "the agent reports draining", || async {
+        s.controller
+            .agent("to-drain")
+            .await
+            .is_some_and(|a| a["draining"] == true)
+    })
+    .await;
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("d2"))))
+        .unwrap();
+    wait_until(WAIT, "d2 refused", || async {
+        s.controller.agent("to-drain").await.is_some_and(|a| {
+            a["runners"].as_array().unwrap().iter().any(|r| {
+                r["id"] == "d2" && r["phase"] == "failed" && r["reason"] == "the agent is draining"
+            })
+        })
+    })
+    .await;
+    assert_eq!(
+        agent.runtime.runners().len(),
+        1,
+        "d1 kept running, d2 never started"
+    );
+    let (code, _) = tests::harness::post_json(&s.controller, "/api/v1/agents/nobody/drain").await;
+    assert_eq!(code, 404);
+}

@@ -1,0 +1,722 @@
+//! Helpers for the tests that run on the real Docker engine.
+//!
+//! - [`TestRun`]: a unique label value for everything one test creates, and a guard that removes
+//!   every container, volume, network and image carrying it when dropped, even after a failure.
+//! - [`TestRun::runner_image`]: the test runner image, built locally (nothing can be pulled): the
+//!   static fake runner of `tests/runner-image/` (built once with `+crt-static`, cached by
+//!   cargo) in a `FROM scratch` image tagged for this run.
+//! - [`DockerAgent`]: a real agent with the Docker runtime on a tokio runtime of its own, so it
+//!   can be killed like a process.
+//! - [`SocketProxy`]: a Unix socket that forwards to the engine's, which a test stops and starts
+//!   to make the engine unreachable for an agent.
+//! - [`SimRunners`]: the GitHub simulator with an owner, a repository and a PAT, handing out
+//!   registration material for runner specs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use agent::AgentStatus;
+use agent::config::AgentConfig;
+use agent::runtime::docker::DockerRuntime;
+use agent::runtime::docker::config::DockerSettings;
+use bollard::Docker;
+use bollard::query_parameters::{
+    BuildImageOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+};
+use futures::StreamExt;
+use shared::arch::Arch;
+use shared::command::{CacheSettings, Registration, RunnerSpec};
+use shared::ids::RunnerId;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::github_sim::GithubSim;
+use crate::harness::{AgentTls, vars};
+
+/// The label that marks what one test created.
+pub const TEST_RUN_LABEL: &str = "dev.gha-scaler.test-run";
+/// The engine's socket the tests use (`DOCKER_HOST` is not consulted: tests are explicit).
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// A client for the engine, API version negotiated.
+pub async fn docker() -> Docker {
+    Docker::connect_with_unix(DOCKER_SOCKET, 120, bollard::API_DEFAULT_VERSION)
+        .expect("the Docker socket exists")
+        .negotiate_version()
+        .await
+        .expect("the Docker engine answers")
+}
+
+fn label_filter(run: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{TEST_RUN_LABEL}={run}")])])
+}
+
+/// Everything one test creates carries `dev.gha-scaler.test-run=<id>`; dropping the guard
+/// removes it all.
+pub struct TestRun {
+    pub id: String,
+}
+
+impl TestRun {
+    pub fn new() -> Self {
+        Self {
+            id: format!("t{}", hex::encode(rand::random::<[u8; 5]>())),
+        }
+    }
+
+    /// `key=value` for `RUNNER_CONTAINER_LABELS`.
+    pub fn label_pair(&self) -> String {
+        format!("{TEST_RUN_LABEL}={}", self.id)
+    }
+
+    /// The image tag of this run's runner image.
+    pub fn image_tag(&self) -> String {
+        format!("gha-scaler-test-runner:{}", self.id)
+    }
+
+    /// Builds (or reuses the cached binary of) the fake runner and tags an image for this run.
+    pub async fn runner_image(&self) -> String {
+        let binary = fake_runner_binary();
+        let tag = self.image_tag();
+        let context = image_context(binary);
+        let docker = docker().await;
+        let mut build = docker.build_image(
+            BuildImageOptions {
+                t: Some(tag.clone()),
+                rm: true,
+                forcerm: true,
+                labels: Some(HashMap::from([(
+                    TEST_RUN_LABEL.to_owned(),
+                    self.id.clone(),
+                )])),
+                ..Default::default()
+            },
+            None,
+            Some(bollard::body_full(context.into())),
+        );
+        while let Some(step) = build.next().await {
+            let step = step.expect("the runner image builds");
+            if let Some(error) = step.error_detail {
+                panic!("the runner image does not build: {error:?}");
+            }
+        }
+        tag
+    }
+
+    /// Containers of this run, as (name, state) pairs.
+    pub async fn containers(&self) -> Vec<bollard::models::ContainerSummary> {
+        docker()
+            .await
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(label_filter(&self.id)),
+                ..Default::default()
+            }))
+            .await
+            .expect("list containers")
+    }
+
+    /// Names of this run's volumes.
+    pub async fn volumes(&self) -> Vec<String> {
+        docker()
+            .await
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(label_filter(&self.id)),
+            }))
+            .await
+            .expect("list volumes")
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// Removes everything of this run now (also done on drop).
+    pub async fn clean(&self) {
+        clean(&self.id).await;
+    }
+}
+
+impl Default for TestRun {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn clean(run: &str) {
+    let Ok(docker) = Docker::connect_with_unix(DOCKER_SOCKET, 60, bollard::API_DEFAULT_VERSION)
+    else {
+        return;
+    };
+    let Ok(docker) = docker.negotiate_version().await else {
+        return;
+    };
+    let filters = label_filter(run);
+    if let Ok(containers) = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .await
+    {
+        for c in containers.into_iter().filter_map(|c| c.id) {
+            let _ = docker
+                .remove_container(
+                    &c,
+                    Some(RemoveContainerOptions {
+                        v: true,
+                        force: true,
+                        link: false,
+                    }),
+                )
+                .await;
+        }
+    }
+    if let Ok(volumes) = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters.clone()),
+        }))
+        .await
+    {
+        for v in volumes.volumes.unwrap_or_default() {
+            let _ = docker
+                .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
+                .await;
+        }
+    }
+    if let Ok(networks) = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters.clone()),
+        }))
+        .await
+    {
+        for n in networks.into_iter().filter_map(|n| n.id) {
+            let _ = docker.remove_network(&n).await;
+        }
+    }
+    let _ = docker
+        .remove_image(
+            &format!("gha-scaler-test-runner:{run}"),
+            Some(RemoveImageOptions {
+                force: true,
+                noprune: false,
+                platforms: None,
+            }),
+            None,
+        )
+        .await;
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        let run = self.id.clone();
+        // A fresh runtime on a thread of its own: drop may run inside (or outside) a runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(clean(&run));
+            }
+        })
+        .join();
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The static fake runner, built once per test process (cargo keeps it fresh and serializes
+/// concurrent builds by its own lock).
+pub fn fake_runner_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let root = workspace_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("runner-image");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let started = Instant::now();
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "--locked", "--manifest-path"])
+            .arg(root.join("tests/runner-image/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "the fake runner builds");
+        tracing::info!(took = ?started.elapsed(), "fake runner binary ready");
+        target.join("release/fake-runner")
+    })
+}
+
+/// The build context: the Dockerfile of `tests/runner-image/` and the binary as `run.sh`.
+fn image_context(binary: &Path) -> Vec<u8> {
+    let dockerfile =
+        std::fs::read(workspace_root().join("tests/runner-image/Dockerfile")).expect("Dockerfile");
+    let program = std::fs::read(binary).expect("the fake runner binary");
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data, mode) in [
+        ("Dockerfile", dockerfile, 0o644),
+        ("run.sh", program, 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data.as_slice())
+            .expect("tar entry");
+    }
+    tar.into_inner().expect("tar archive")
+}
+
+/// A real agent with the Docker runtime, on a runtime of its own.
+pub struct DockerAgent {
+    pub name: String,
+    pub status: watch::Receiver<AgentStatus>,
+    pub drain: CancellationToken,
+    shutdown: CancellationToken,
+    tokio: Option<tokio::runtime::Runtime>,
+    outcome: Option<tokio::task::JoinHandle<Result<(), agent::AgentError>>>,
+}
+
+impl DockerAgent {
+    /// Starts an agent named `name` (its certificate's identity) with `extra` variables
+    /// (`DOCKER_HOST`, `RUNNER_NETWORK`, …) on top of the test's defaults; the run's label is
+    /// put on everything it creates.
+    pub fn start(
+        controller_url: &str,
+        tls: &AgentTls,
+        name: &str,
+        run: &TestRun,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut env = vars(&[
+            ("CONTROLLER_URL", controller_url.to_owned()),
+            ("TLS_CA_FILE", tls.ca.display().to_string()),
+            ("TLS_CERT_FILE", tls.cert.display().to_string()),
+            ("TLS_KEY_FILE", tls.key.display().to_string()),
+            ("AGENT_ARCH", "amd64".into()),
+            ("RECONNECT_MIN_BACKOFF", "50ms".into()),
+            ("RECONNECT_MAX_BACKOFF", "300ms".into()),
+            ("DOCKER_HOST", format!("unix://{DOCKER_SOCKET}")),
+            ("RUNNER_NETWORK", "host".into()),
+            ("RUNNER_STOP_GRACE", "1s".into()),
+            ("RUNNER_CONTAINER_LABELS", run.label_pair()),
+            ("CACHE_VOLUME_PREFIX", format!("gha-test-{}", run.id)),
+        ]);
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = AgentConfig::from_env(&env).expect("valid agent config");
+        let settings = DockerSettings::from_env(&env).expect("valid docker settings");
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("agent runtime");
+        let agent = {
+            let _inside = tokio.enter();
+            agent::Agent::new(config, |sink| DockerRuntime::new(settings, name, sink))
+        };
+        let status = agent.status();
+        let drain = agent.drain_token();
+        let shutdown = CancellationToken::new();
+        let outcome = tokio.spawn(agent.run(shutdown.clone()));
+        Self {
+            name: name.to_owned(),
+            status,
+            drain,
+            shutdown,
+            tokio: Some(tokio),
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Kills the agent like a process: every task and socket dropped at once. Its containers
+    /// are left as they are.
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.tokio.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Asks the agent to stop (gracefully, as on SIGTERM) and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.outcome.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        self.kill();
+    }
+
+    /// Waits until the agent's status satisfies `f`.
+    pub async fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&AgentStatus) -> bool,
+    ) -> AgentStatus {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!(
+                "timed out after {timeout:?} waiting for agent {}: {what}; last: {:?}",
+                self.name,
+                *self.status.borrow()
+            ),
+        }
+    }
+
+    /// Waits for the agent's run to end and returns how it ended.
+    pub async fn exited(&mut self, timeout: Duration) -> Result<(), agent::AgentError> {
+        let handle = self.outcome.take().expect("agent outcome taken once");
+        tokio::time::timeout(timeout, handle)
+            .await
+            .expect("agent exits in time")
+            .expect("agent task did not panic")
+    }
+
+    /// Whether the agent's run has ended.
+    pub fn has_exited(&self) -> bool {
+        self.outcome.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for DockerAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.kill();
+    }
+}
+
+/// A Unix socket forwarding every connection to the engine's socket; stopping it cuts every
+/// connection at once (like an engine that went away) until it is started again.
+pub struct SocketProxy {
+    pub path: PathBuf,
+    upstream: PathBuf,
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+impl SocketProxy {
+    /// A proxy listening on `path` for `upstream`, started.
+    pub fn start(path: &Path, upstream: &Path) -> Self {
+        let mut proxy = Self {
+            path: path.to_owned(),
+            upstream: upstream.to_owned(),
+            tokio: None,
+        };
+        proxy.resume();
+        proxy
+    }
+
+    /// `unix://<path>`, for `DOCKER_HOST`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Stops forwarding: the socket file disappears and open connections break.
+    pub fn pause(&mut self) {
+        if let Some(rt) = self.tokio.take() {
+            rt.shutdown_background();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Starts forwarding again.
+    pub fn resume(&mut self) {
+        self.pause();
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let listener = {
+            let _inside = tokio.enter();
+            tokio::net::UnixListener::bind(&self.path).expect("proxy socket binds")
+        };
+        let upstream = self.upstream.clone();
+        tokio.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut engine) = tokio::net::UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        });
+        self.tokio = Some(tokio);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+/// The GitHub simulator with organization `acme`, repository `acme/app` and an admin's PAT,
+/// handing out runner registration material the way the controller will.
+pub struct SimRunners {
+    pub sim: GithubSim,
+    /// The owner's PAT: it must never reach a runner container.
+    pub pat: String,
+    http: reqwest::Client,
+}
+
+impl SimRunners {
+    pub async fn start() -> Self {
+        let sim = GithubSim::start().await.expect("simulator starts");
+        sim.add_org("acme", &["alice"], &[]);
+        sim.add_repo("acme", "app", true);
+        let pat = sim.classic_token("alice", &["repo", "admin:org"]);
+        Self {
+            sim,
+            pat,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Queues a one-job run of `acme/app` whose job takes `duration` on its runner.
+    pub fn queue(&self, labels: &[&str], duration: Duration) -> u64 {
+        let (_, job) = self.sim.queue_job("acme", "app", labels);
+        self.sim.set_job_duration(job, duration);
+        job
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.http
+            .post(format!("{}{path}", self.sim.api_url()))
+            .bearer_auth(&self.pat)
+            .json(&body)
+            .send()
+            .await
+            .expect("simulator answers")
+            .error_for_status()
+            .expect("simulator accepts")
+            .json()
+            .await
+            .expect("JSON answer")
+    }
+
+    /// A JIT config for a runner `name` with `labels` (what the controller asks GitHub for).
+    pub async fn jit_config(&self, name: &str, labels: &[&str]) -> String {
+        let answer = self
+            .post(
+                "/repos/acme/app/actions/runners/generate-jitconfig",
+                serde_json::json!({"name": name, "runner_group_id": 1, "labels": labels}),
+            )
+            .await;
+        answer["encoded_jit_config"]
+            .as_str()
+            .expect("encoded_jit_config")
+            .to_owned()
+    }
+
+    /// A repository registration token (myoung34-style images).
+    pub async fn registration_token(&self) -> String {
+        let answer = self
+            .post(
+                "/repos/acme/app/actions/runners/registration-token",
+                serde_json::json!({}),
+            )
+            .await;
+        answer["token"].as_str().expect("token").to_owned()
+    }
+
+    /// `http://127.0.0.1:PORT/acme/app`, the repository URL runners register to.
+    pub fn repo_url(&self) -> String {
+        format!("http://{}/acme/app", self.sim.addr())
+    }
+
+    /// A runner spec for `image` with a JIT config from the simulator.
+    pub async fn jit_spec(&self, id: &str, image: &str, labels: &[&str]) -> RunnerSpec {
+        let name = format!("gha-{id}");
+        let jit = self.jit_config(&name, labels).await;
+        runner_spec(id, &name, image, Registration::JitConfig(jit), labels)
+    }
+
+    /// A runner spec for `image` with a registration token from the simulator.
+    pub async fn token_spec(&self, id: &str, image: &str, labels: &[&str]) -> RunnerSpec {
+        let token = self.registration_token().await;
+        runner_spec(
+            id,
+            &format!("gha-{id}"),
+            image,
+            Registration::Token {
+                token,
+                url: self.repo_url(),
+                runner_group: String::new(),
+            },
+            labels,
+        )
+    }
+}
+
+/// A spec with a one-hour timeout, no caches, for owner `acme` on amd64.
+pub fn runner_spec(
+    id: &str,
+    name: &str,
+    image: &str,
+    registration: Registration,
+    labels: &[&str],
+) -> RunnerSpec {
+    RunnerSpec {
+        id: RunnerId::parse(id).expect("runner id"),
+        name: name.to_owned(),
+        image: image.to_owned(),
+        registration,
+        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+        env: BTreeMap::new(),
+        timeout: Duration::from_secs(3600),
+        cache: CacheSettings::default(),
+        arch: Arch::Amd64,
+        owner: "acme".into(),
+    }
+}
+
+/// Everything a Docker test needs: a controller (with its own controller id), the simulator,
+/// the run's label guard and runner image, and the test's PKI.
+pub struct DockerSetup {
+    pub controller: crate::harness::TestController,
+    pub sim: SimRunners,
+    pub ca: crate::pki::TestCa,
+    pub image: String,
+    /// Dropped after the controller: removes what the test created.
+    pub run: TestRun,
+    pub dir: tempfile::TempDir,
+}
+
+impl DockerSetup {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra controller variables (`CONTROLLER_ID`, …).
+    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        crate::harness::init();
+        let run = TestRun::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = crate::pki::TestCa::new(&dir.path().join("pki"), "test CA");
+        let server = ca.server();
+        let mut env =
+            crate::harness::controller_env(&dir.path().join("state"), &ca.ca_file(), &server);
+        env.insert("CONTROLLER_ID".into(), format!("ctl-{}", run.id));
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let controller = crate::harness::TestController::start(env).await;
+        let image = run.runner_image().await;
+        let sim = SimRunners::start().await;
+        Self {
+            controller,
+            sim,
+            ca,
+            image,
+            run,
+            dir,
+        }
+    }
+
+    /// TLS files for an agent named `name`.
+    pub fn tls(&self, name: &str) -> AgentTls {
+        let cert = self.ca.client(name, &[]);
+        AgentTls {
+            ca: self.ca.ca_file(),
+            cert: cert.cert,
+            key: cert.key,
+        }
+    }
+
+    /// A Docker agent named `name` for this controller.
+    pub fn agent(&self, name: &str, extra: &[(&str, &str)]) -> DockerAgent {
+        DockerAgent::start(
+            &self.controller.grpc_url(),
+            &self.tls(name),
+            name,
+            &self.run,
+            extra,
+        )
+    }
+
+    /// Sends a command to agent `name` through the controller.
+    pub fn send(&self, agent: &str, command: shared::command::AgentCommand) {
+        let name = shared::ids::AgentName::parse(agent).expect("agent name");
+        self.controller
+            .registry
+            .send(&name, command)
+            .expect("command queued for the agent");
+    }
+
+    /// Starts `spec` on agent `name`.
+    pub fn start_runner(&self, agent: &str, spec: RunnerSpec) {
+        self.send(
+            agent,
+            shared::command::AgentCommand::StartRunner(Box::new(spec)),
+        );
+    }
+
+    /// The controller's view of runner `id` on agent `agent`.
+    pub async fn runner(&self, agent: &str, id: &str) -> Option<serde_json::Value> {
+        self.controller.agent(agent).await.and_then(|a| {
+            a["runners"]
+                .as_array()
+                .and_then(|rs| rs.iter().find(|r| r["id"] == id).cloned())
+        })
+    }
+
+    /// Waits until the controller sees runner `id` in `phase`; returns its view.
+    pub async fn wait_runner(
+        &self,
+        agent: &str,
+        id: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.runner(agent, id).await;
+            if let Some(r) = seen.as_ref().filter(|r| r["phase"] == phase) {
+                return r.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for runner {id} on {agent} to be {phase}; \
+                 last seen: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until no container of this run is left.
+    pub async fn wait_no_containers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.run.containers().await;
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containers left behind after {timeout:?}: {:?}",
+                left.iter()
+                    .map(|c| (&c.names, &c.state))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

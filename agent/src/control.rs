@@ -112,6 +112,11 @@ async fn conversation(
         "drain" => {
             info!("drain requested on the control socket");
             drain.cancel();
+            // The first answer confirms the agent has taken the request.
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = status.wait_for(|s| s.draining) => {}
+            }
             loop {
                 let text = status_line(&status.borrow_and_update());
                 write.write_all(text.as_bytes()).await?;

@@ -30,6 +30,8 @@ use crate::runtime::{EventSink, RunnerRuntime};
 /// Used until the controller says otherwise in `Registered`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a drained agent waits for the controller to acknowledge its last reports.
+const DRAIN_FLUSH: Duration = Duration::from_secs(5);
 
 pub(crate) struct Worker<R> {
     pub config: AgentConfig,
@@ -226,6 +228,13 @@ impl<R: RunnerRuntime> Worker<R> {
         loop {
             if self.drained() {
                 info!("drained: the last runner has finished; exiting");
+                // Close our half after what is queued and wait (bounded) for the controller to
+                // close its own: it has then recorded every report, the last exit included.
+                drop(out);
+                let _ = tokio::time::timeout(DRAIN_FLUSH, async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
                 return Ok(SessionEnd::Shutdown);
             }
             tokio::select! {

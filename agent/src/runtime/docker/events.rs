@@ -84,7 +84,8 @@ pub(super) async fn watch(inner: Arc<Inner>) {
                     match item {
                         Some(Ok(event)) => {
                             if let Some(t) = event.time_nano {
-                                since = Some(t);
+                                // `since` is inclusive: resume just after this event.
+                                since = Some(t + 1);
                             }
                             handle(&inner, &docker, event).await;
                         }
@@ -122,6 +123,10 @@ async fn handle(inner: &Arc<Inner>, docker: &Docker, event: EventMessage) {
         .unwrap_or_default();
     let action = event.action.unwrap_or_default();
     debug!(runner = %id, %action, container = %short(&container), "container event");
+    if inner.is_finished(&container) {
+        // A replay (after a resubscription) about a container already reported and removed.
+        return;
+    }
     match action.as_str() {
         "start" => {
             {
@@ -172,8 +177,12 @@ pub(super) async fn finished(
     id: &RunnerId,
     container: &str,
 ) -> Option<RunnerState> {
+    if inner.is_finished(container) {
+        return None;
+    }
     let inspected = docker.inspect_container(container, None).await;
     let tracked = inner.forget(id);
+    inner.mark_finished(container);
     let (exit_code, oom, name) = match &inspected {
         Ok(c) => {
             let state = c.state.as_ref();

@@ -56,9 +56,15 @@ struct Tracked {
     timer: Option<AbortHandle>,
 }
 
+/// How many finished containers are remembered, so replayed events about them are ignored.
+const FINISHED_MEMORY: usize = 1024;
+
 #[derive(Default)]
 struct State {
     runners: HashMap<RunnerId, Tracked>,
+    /// Containers whose exit was reported (oldest first), so replayed events about them are
+    /// ignored.
+    finished: std::collections::VecDeque<String>,
     /// The controller this agent last registered with (the `controller` label of new objects).
     controller: String,
     /// Why the event stream is down, while it is.
@@ -179,6 +185,21 @@ impl Inner {
             },
         );
         mounts
+    }
+
+    /// Remembers that `container`'s exit was reported.
+    fn mark_finished(&self, container: &str) {
+        let mut st = self.lock();
+        if !st.finished.iter().any(|c| c == container) {
+            if st.finished.len() >= FINISHED_MEMORY {
+                st.finished.pop_front();
+            }
+            st.finished.push_back(container.to_owned());
+        }
+    }
+
+    fn is_finished(&self, container: &str) -> bool {
+        self.lock().finished.iter().any(|c| c == container)
     }
 
     fn forget(&self, id: &RunnerId) -> Option<Tracked> {

@@ -2,9 +2,9 @@
 //!
 //! - [`TestRun`]: a unique label value for everything one test creates, and a guard that removes
 //!   every container, volume, network and image carrying it when dropped, even after a failure.
-//! - [`TestRun::runner_image`]: the test runner image, built locally (nothing can be pulled): the
+//! - [`TestRun::runner_image`]: the test runner image, made locally (nothing can be pulled): the
 //!   static fake runner of `tests/runner-image/` (built once with `+crt-static`, cached by
-//!   cargo) in a `FROM scratch` image tagged for this run.
+//!   cargo) imported as the only file of an image tagged for this run.
 //! - [`DockerAgent`]: a real agent with the Docker runtime on a tokio runtime of its own, so it
 //!   can be killed like a process.
 //! - [`SocketProxy`]: a Unix socket that forwards to the engine's, which a test stops and starts
@@ -23,8 +23,8 @@ use agent::runtime::docker::DockerRuntime;
 use agent::runtime::docker::config::DockerSettings;
 use bollard::Docker;
 use bollard::query_parameters::{
-    BuildImageOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveImageOptions, RemoveVolumeOptions,
 };
 use futures::StreamExt;
 use shared::arch::Arch;
@@ -38,6 +38,8 @@ use crate::harness::{AgentTls, vars};
 
 /// The label that marks what one test created.
 pub const TEST_RUN_LABEL: &str = "dev.gha-scaler.test-run";
+/// The repository of the test runner image; each run tags its own.
+pub const RUNNER_IMAGE_REPO: &str = "gha-scaler-test-runner";
 /// The engine's socket the tests use (`DOCKER_HOST` is not consulted: tests are explicit).
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
@@ -74,33 +76,38 @@ impl TestRun {
 
     /// The image tag of this run's runner image.
     pub fn image_tag(&self) -> String {
-        format!("gha-scaler-test-runner:{}", self.id)
+        format!("{RUNNER_IMAGE_REPO}:{}", self.id)
     }
 
-    /// Builds (or reuses the cached binary of) the fake runner and tags an image for this run.
+    /// Builds (or reuses the cached binary of) the fake runner and imports an image of it for
+    /// this run: `/home/runner/run.sh` in an otherwise empty root filesystem (`docker import`,
+    /// about ten times faster than a `FROM scratch` build).
     pub async fn runner_image(&self) -> String {
         let binary = fake_runner_binary();
         let tag = self.image_tag();
-        let context = image_context(binary);
         let docker = docker().await;
-        let mut build = docker.build_image(
-            BuildImageOptions {
-                t: Some(tag.clone()),
-                rm: true,
-                forcerm: true,
-                labels: Some(HashMap::from([(
-                    TEST_RUN_LABEL.to_owned(),
-                    self.id.clone(),
-                )])),
+        let mut import = docker.create_image(
+            Some(bollard::query_parameters::CreateImageOptions {
+                from_src: Some("-".into()),
+                repo: Some(RUNNER_IMAGE_REPO.into()),
+                tag: Some(self.id.clone()),
+                changes: vec![
+                    format!(
+                        "CMD [\"{}\"]",
+                        agent::runtime::docker::spec::OFFICIAL_RUN_SH
+                    ),
+                    "WORKDIR /home/runner".into(),
+                    format!("LABEL {TEST_RUN_LABEL}={}", self.id),
+                ],
                 ..Default::default()
-            },
+            }),
+            Some(bollard::body_full(root_filesystem(binary).into())),
             None,
-            Some(bollard::body_full(context.into())),
         );
-        while let Some(step) = build.next().await {
-            let step = step.expect("the runner image builds");
+        while let Some(step) = import.next().await {
+            let step = step.expect("the runner image is imported");
             if let Some(error) = step.error_detail {
-                panic!("the runner image does not build: {error:?}");
+                panic!("the runner image cannot be imported: {error:?}");
             }
         }
         tag
@@ -209,7 +216,7 @@ async fn clean(run: &str) {
     }
     let _ = docker
         .remove_image(
-            &format!("gha-scaler-test-runner:{run}"),
+            &format!("{RUNNER_IMAGE_REPO}:{run}"),
             Some(RemoveImageOptions {
                 force: true,
                 noprune: false,
@@ -270,23 +277,25 @@ pub fn fake_runner_binary() -> &'static Path {
     })
 }
 
-/// The build context: the Dockerfile of `tests/runner-image/` and the binary as `run.sh`.
-fn image_context(binary: &Path) -> Vec<u8> {
-    let dockerfile =
-        std::fs::read(workspace_root().join("tests/runner-image/Dockerfile")).expect("Dockerfile");
+/// The runner image's root filesystem as a tar: `home/runner/run.sh`, the fake runner.
+fn root_filesystem(binary: &Path) -> Vec<u8> {
     let program = std::fs::read(binary).expect("the fake runner binary");
     let mut tar = tar::Builder::new(Vec::new());
-    for (path, data, mode) in [
-        ("Dockerfile", dockerfile, 0o644),
-        ("run.sh", program, 0o755),
-    ] {
+    for dir in ["home/", "home/runner/", "tmp/"] {
         let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(if dir == "tmp/" { 0o1777 } else { 0o755 });
         header.set_cksum();
-        tar.append_data(&mut header, path, data.as_slice())
-            .expect("tar entry");
+        tar.append_data(&mut header, dir, std::io::empty())
+            .expect("tar directory");
     }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(program.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    tar.append_data(&mut header, "home/runner/run.sh", program.as_slice())
+        .expect("tar entry");
     tar.into_inner().expect("tar archive")
 }
 

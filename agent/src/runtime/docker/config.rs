@@ -14,6 +14,7 @@
 //! | `RUNNER_STOP_GRACE` | `10s` | SIGTERM → SIGKILL delay when a runner is stopped or times out |
 //! | `STRAY_GRACE` | `5m` | how long a container of ours that the current controller cannot know is left alone |
 //! | `RUNNER_CONTAINER_LABELS` | none | extra `key=value,…` labels on every container and volume we create |
+//! | `RUNNER_ENV` | none | extra `KEY=value,…` variables for every runner (e.g. `DOCKER_HOST=tcp://dind:2375`); credentials are refused |
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -82,6 +83,8 @@ pub struct DockerSettings {
     pub stop_grace: Duration,
     pub stray_grace: Duration,
     pub extra_labels: BTreeMap<String, String>,
+    /// Variables every runner gets (the spec's own win over these).
+    pub extra_env: BTreeMap<String, String>,
 }
 
 impl Default for DockerSettings {
@@ -98,6 +101,7 @@ impl Default for DockerSettings {
             stop_grace: Duration::from_secs(10),
             stray_grace: Duration::from_secs(300),
             extra_labels: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
         }
     }
 }
@@ -222,19 +226,32 @@ impl DockerSettings {
                 }
             }
         }
-        if let Some(v) = get("RUNNER_CONTAINER_LABELS") {
+        for (var, target) in [
+            ("RUNNER_CONTAINER_LABELS", &mut s.extra_labels),
+            ("RUNNER_ENV", &mut s.extra_env),
+        ] {
+            let Some(v) = get(var) else { continue };
             for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some((k, val)) if !k.trim().is_empty() => {
-                        s.extra_labels
-                            .insert(k.trim().to_owned(), val.trim().to_owned());
+                        target.insert(k.trim().to_owned(), val.trim().to_owned());
                     }
-                    _ => problem(
-                        "RUNNER_CONTAINER_LABELS",
-                        format!("{pair:?} is not key=value"),
-                    ),
+                    _ => problem(var, format!("{pair:?} is not key=value")),
                 }
             }
+        }
+        if let Some(key) = s
+            .extra_env
+            .iter()
+            .find(|(k, v)| !super::spec::allowed_env(k, v))
+            .map(|(k, _)| k.clone())
+        {
+            problem(
+                "RUNNER_ENV",
+                format!(
+                    "{key} would give every runner a GitHub credential; runners only get their own registration"
+                ),
+            );
         }
         if problems.is_empty() {
             Ok(s)
@@ -281,6 +298,7 @@ mod tests {
             ("RUNNER_STOP_GRACE", "1s"),
             ("STRAY_GRACE", "30"),
             ("RUNNER_CONTAINER_LABELS", "team=ci, env = test"),
+            ("RUNNER_ENV", "DOCKER_HOST=tcp://dind:2375"),
         ]))
         .unwrap();
         assert_eq!(s.host, DockerHost::Tcp("10.0.0.1:2375".into()));
@@ -294,6 +312,10 @@ mod tests {
         assert_eq!(s.stop_grace, Duration::from_secs(1));
         assert_eq!(s.stray_grace, Duration::from_secs(30));
         assert_eq!(s.extra_labels.get("env").map(String::as_str), Some("test"));
+        assert_eq!(
+            s.extra_env.get("DOCKER_HOST").map(String::as_str),
+            Some("tcp://dind:2375")
+        );
     }
 
     #[test]
@@ -306,6 +328,7 @@ mod tests {
             ("RUNNER_DOCKER_SOCKET", "perhaps"),
             ("STRAY_GRACE", "soon"),
             ("RUNNER_CONTAINER_LABELS", "novalue"),
+            ("RUNNER_ENV", "ACCESS_TOKEN=ghp_x"),
         ]))
         .unwrap_err();
         let vars: Vec<_> = err.0.iter().map(|p| p.variable).collect();
@@ -318,7 +341,8 @@ mod tests {
                 "CACHE_VOLUME_SHARING",
                 "RUNNER_DOCKER_SOCKET",
                 "STRAY_GRACE",
-                "RUNNER_CONTAINER_LABELS"
+                "RUNNER_CONTAINER_LABELS",
+                "RUNNER_ENV"
             ]
         );
     }

@@ -204,7 +204,7 @@ pub fn container_body(
 ) -> (ContainerCreateBody, Vec<String>) {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut dropped = Vec::new();
-    for (k, v) in &spec.env {
+    for (k, v) in settings.extra_env.iter().chain(&spec.env) {
         if allowed_env(k, v) {
             env.insert(k.clone(), v.clone());
         } else {
@@ -391,6 +391,10 @@ mod tests {
     fn labels_limits_network_and_mounts() {
         let s = spec(Registration::JitConfig("j".into()));
         let settings = DockerSettings {
+            extra_env: BTreeMap::from([
+                ("DOCKER_HOST".into(), "tcp://dind:2375".into()),
+                ("FOO".into(), "from the agent".into()),
+            ]),
             network: Some("ci".into()),
             nano_cpus: Some(2_000_000_000),
             memory_bytes: Some(1 << 30),
@@ -424,7 +428,13 @@ mod tests {
             Some("/var/run/docker.sock"),
             "socket mounted only because asked for"
         );
-        assert_eq!(env_of(&body)["RUNNER_TOOL_CACHE"], "/opt/hostedtoolcache");
+        let env = env_of(&body);
+        assert_eq!(env["RUNNER_TOOL_CACHE"], "/opt/hostedtoolcache");
+        assert_eq!(env["DOCKER_HOST"], "tcp://dind:2375");
+        assert_eq!(
+            env["FOO"], "bar",
+            "the spec's variables win over the agent's"
+        );
     }
 
     #[test]

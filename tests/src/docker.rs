@@ -38,6 +38,8 @@ use crate::harness::{AgentTls, vars};
 
 /// The label that marks what one test created.
 pub const TEST_RUN_LABEL: &str = "dev.gha-scaler.test-run";
+/// Where the controller takes GitHub's webhooks.
+pub const WEBHOOK_PATH: &str = "/webhook";
 /// The repository of the test runner image; each run tags its own.
 pub const RUNNER_IMAGE_REPO: &str = "gha-scaler-test-runner";
 /// The engine's socket the tests use (`DOCKER_HOST` is not consulted: tests are explicit).
@@ -633,20 +635,63 @@ impl DockerSetup {
 
     /// With extra controller variables (`CONTROLLER_ID`, …).
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_inner(extra, false).await
+    }
+
+    /// The whole system for the scheduler's end-to-end tests (issue 4): a controller that
+    /// uses the simulator as its GitHub (`GITHUB_API_URL`, owner `acme` with the simulator's
+    /// PAT, all repositories), runs the test runner image (`RUNNER_IMAGE`) with `max_runners`
+    /// runners at most, and an organization hook from the simulator to its `/webhook`
+    /// ([`WEBHOOK_PATH`]) for `workflow_job` and `workflow_run`, signed with
+    /// [`crate::harness::TEST_WEBHOOK_SECRET`]. `extra` adds or overrides controller variables
+    /// (`RUNNER_REGISTRATION=token`, …).
+    pub async fn start_e2e(max_runners: u32, extra: &[(&str, &str)]) -> Self {
+        let max = max_runners.to_string();
+        let mut vars: Vec<(&str, &str)> = vec![("MAX_RUNNERS", max.as_str())];
+        vars.extend_from_slice(extra);
+        Self::start_inner(&vars, true).await
+    }
+
+    async fn start_inner(extra: &[(&str, &str)], wired: bool) -> Self {
         crate::harness::init();
         let run = TestRun::new();
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = crate::pki::TestCa::new(&dir.path().join("pki"), "test CA");
         let server = ca.server();
+        let image = run.runner_image().await;
+        let sim = SimRunners::start().await;
         let mut env =
             crate::harness::controller_env(&dir.path().join("state"), &ca.ca_file(), &server);
         env.insert("CONTROLLER_ID".into(), format!("ctl-{}", run.id));
+        if wired {
+            for (k, v) in [
+                ("REPO_OWNER", "acme".to_owned()),
+                ("ALL_REPOS", "true".to_owned()),
+                ("GITHUB_TOKEN", sim.pat.clone()),
+                (
+                    "WEBHOOK_SECRET",
+                    crate::harness::TEST_WEBHOOK_SECRET.to_owned(),
+                ),
+                ("GITHUB_API_URL", sim.sim.api_url().to_owned()),
+                ("RUNNER_IMAGE", image.clone()),
+            ] {
+                env.insert(k.into(), v);
+            }
+        }
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
         let controller = crate::harness::TestController::start(env).await;
-        let image = run.runner_image().await;
-        let sim = SimRunners::start().await;
+        if wired {
+            sim.sim.add_hook(
+                "acme",
+                None,
+                &format!("http://{}{WEBHOOK_PATH}", controller.http_addr),
+                Some(crate::harness::TEST_WEBHOOK_SECRET),
+                "json",
+                &["workflow_job", "workflow_run"],
+            );
+        }
         Self {
             controller,
             sim,
@@ -654,6 +699,39 @@ impl DockerSetup {
             image,
             run,
             dir,
+        }
+    }
+
+    /// Queues one single-job run per entry of `labels` (cycled `count` times), each job taking
+    /// `duration` on its runner; returns the job ids.
+    pub fn queue_mixed(&self, count: usize, labels: &[&[&str]], duration: Duration) -> Vec<u64> {
+        (0..count)
+            .map(|i| self.sim.queue(labels[i % labels.len()], duration))
+            .collect()
+    }
+
+    /// Waits until every job in `jobs` is completed in the simulator.
+    pub async fn wait_jobs_completed(&self, jobs: &[u64], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending: Vec<u64> = jobs
+                .iter()
+                .copied()
+                .filter(|j| {
+                    self.sim
+                        .sim
+                        .job(*j)
+                        .is_none_or(|job| job.status != "completed")
+                })
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "jobs not completed after {timeout:?}: {pending:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -1,20 +1,19 @@
 //! The Docker runtime's settings, parsed once from the agent's variable map (a pure function,
 //! like [`crate::config::AgentConfig::from_env`]); problems name their variable.
 //!
-//! | Variable | Default | Meaning |
-//! | --- | --- | --- |
-//! | `DOCKER_HOST` | `unix:///var/run/docker.sock` | the engine: `unix://PATH` or `tcp://HOST:PORT` |
-//! | `RUNNER_NETWORK` | the engine's default bridge | network runners join (`host`, a user network, …) |
-//! | `RUNNER_CPUS` | unlimited | CPUs per runner, e.g. `2` or `1.5` |
-//! | `RUNNER_MEMORY` | unlimited | memory per runner, e.g. `4g`, `512m`, bytes |
-//! | `CACHE_VOLUME_SHARING` | `exclusive` | `exclusive`: one runner at a time per cache volume; `shared`: all runners of an owner and architecture mount the same volumes read-write |
-//! | `CACHE_VOLUME_PREFIX` | `gha-cache` | the start of cache volume names |
-//! | `RUNNER_DOCKER_SOCKET` | `false` | mount the host's Docker socket into runners: **unsafe**, root on the host for any job |
-//! | `RUNNER_INIT` | `true` | run an init process (docker-init) as PID 1 of each runner |
-//! | `RUNNER_STOP_GRACE` | `10s` | SIGTERM → SIGKILL delay when a runner is stopped or times out |
-//! | `STRAY_GRACE` | `5m` | how long a container of ours that the current controller cannot know is left alone |
-//! | `RUNNER_CONTAINER_LABELS` | none | extra `key=value,…` labels on every container and volume we create |
-//! | `RUNNER_ENV` | none | extra `KEY=value,…` variables for every runner (e.g. `DOCKER_HOST=tcp://dind:2375`); credentials are refused |
+//! - `DOCKER_HOST` (`unix:///var/run/docker.sock`): the engine, `unix://PATH` or
+//!   `tcp://HOST:PORT`.
+//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` and `RUNNER_MEMORY`
+//!   (unlimited): where runners attach and what each may use.
+//! - `CACHE_VOLUME_SHARING` (`exclusive`: one runner at a time per cache volume; `shared`: every
+//!   runner of an owner and architecture mounts the same volumes) and `CACHE_VOLUME_PREFIX`.
+//! - `RUNNER_DOCKER_SOCKET` (`false`): mount the host's Docker socket into runners; **unsafe**,
+//!   it is root on the host for any job.
+//! - `RUNNER_INIT` (`true`), `RUNNER_STOP_GRACE` (`10s`), `STRAY_GRACE` (`5m`).
+//! - `RUNNER_CONTAINER_LABELS` / `RUNNER_ENV`: extra `key=value,…` labels on everything we
+//!   create, and variables for every runner (credentials refused).
+//!
+//! The operator's guide is `deploy/docker/README.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -249,7 +248,8 @@ impl DockerSettings {
             problem(
                 "RUNNER_ENV",
                 format!(
-                    "{key} would give every runner a GitHub credential; runners only get their own registration"
+                    "{key} would give every runner a GitHub credential; runners only get \
+                     their own registration"
                 ),
             );
         }

@@ -307,7 +307,11 @@ impl Inner {
         }
         let (body, dropped) = spec::container_body(spec, &self.settings, placement);
         if !dropped.is_empty() {
-            warn!(runner = %spec.id, variables = ?dropped, "not passing variables that would carry a GitHub credential");
+            warn!(
+                runner = %spec.id,
+                variables = ?dropped,
+                "not passing variables that would carry a GitHub credential"
+            );
         }
         let created = docker
             .create_container(

@@ -71,17 +71,26 @@ fn status_line(s: &AgentStatus) -> String {
     )
 }
 
+/// How long an exiting agent waits for its control conversations to say their last word.
+const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves the control socket until `done` is cancelled (the agent has exited), which also ends
-/// every open `drain` conversation with `drained`.
+/// every open `drain` conversation with `drained`; returns once they have (bounded), so the
+/// process can exit without cutting that last line off.
 pub async fn serve(
     listener: UnixListener,
     drain: CancellationToken,
     status: watch::Receiver<AgentStatus>,
     done: CancellationToken,
 ) {
+    let conversations = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
-            _ = done.cancelled() => return,
+            _ = done.cancelled() => {
+                conversations.close();
+                let _ = tokio::time::timeout(FAREWELL, conversations.wait()).await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -91,7 +100,7 @@ pub async fn serve(
             },
         };
         let (drain, status, done) = (drain.clone(), status.clone(), done.clone());
-        tokio::spawn(async move {
+        conversations.spawn(async move {
             if let Err(e) = conversation(stream, drain, status, done).await {
                 debug!(error = %e, "control connection ended");
             }

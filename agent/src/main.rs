@@ -115,23 +115,30 @@ async fn run_agent<R: agent::runtime::RunnerRuntime>(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
     let done = CancellationToken::new();
-    match agent::control::bind(&socket).await {
+    let server = match agent::control::bind(&socket).await {
         Ok(listener) => {
             tracing::info!(socket = %socket.display(), "control socket ready (gha-agent drain)");
-            tokio::spawn(agent::control::serve(
+            Some(tokio::spawn(agent::control::serve(
                 listener,
                 agent.drain_token(),
                 agent.status(),
                 done.clone(),
-            ));
+            )))
         }
-        Err(e) => tracing::warn!(
-            error = %agent::connection::error_chain(&e),
-            "gha-agent drain will not reach this agent; set CONTROL_SOCKET to a writable path"
-        ),
-    }
+        Err(e) => {
+            tracing::warn!(
+                error = %agent::connection::error_chain(&e),
+                "gha-agent drain will not reach this agent; set CONTROL_SOCKET to a writable path"
+            );
+            None
+        }
+    };
     let outcome = agent.run(shutdown).await;
+    // Lets a waiting `gha-agent drain` hear `drained` before the process goes.
     done.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     let _ = std::fs::remove_file(&socket);
     outcome?;
     Ok(())

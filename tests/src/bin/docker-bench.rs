@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         let placement = Placement {
             agent: "bench-raw".into(),
             controller: "bench".into(),
-            deadline_unix: i64::MAX / 2,
+            deadline_ms: i64::MAX / 2,
             caches: Vec::new(),
         };
         let (body, _) = container_body(&spec, &settings, &placement);

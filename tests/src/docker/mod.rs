@@ -30,7 +30,7 @@ use bollard::Docker;
 pub use agent::DockerAgent;
 pub use census::{Census, StartedContainer};
 pub use proxy::SocketProxy;
-pub use run::{TestRun, fake_runner_binary, test_network};
+pub use run::{TestRun, fake_runner_binary, gha_agent_binary, test_network};
 pub use setup::DockerSetup;
 pub use sim::{SimRunners, runner_spec};
 

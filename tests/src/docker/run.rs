@@ -208,6 +208,33 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// A `cargo` command as if run from a shell: without the variables cargo sets for a test
+/// process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `OUT_DIR`, …). Build scripts (ring's) rerun
+/// when those change, so passing them on would rebuild half the tree on every alternation.
+fn cargo_command() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo_for_tests = key == "OUT_DIR"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "CARGO_ENCODED_RUSTFLAGS"
+            );
+        if set_by_cargo_for_tests {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The static fake runner, built once per test process (cargo keeps it fresh and serializes
 /// concurrent builds by its own lock).
 pub fn fake_runner_binary() -> &'static Path {
@@ -218,15 +245,13 @@ pub fn fake_runner_binary() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"))
             .join("runner-image");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let started = Instant::now();
-        let status = std::process::Command::new(cargo)
+        let status = cargo_command()
             .args(["build", "--release", "--locked", "--manifest-path"])
             .arg(root.join("tests/runner-image/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
             .expect("cargo runs");
         assert!(status.success(), "the fake runner builds");
@@ -280,4 +305,34 @@ pub async fn test_network(run: &TestRun) -> (String, std::net::IpAddr) {
         .and_then(|c| c.into_iter().find_map(|c| c.gateway))
         .expect("the network has a gateway");
     (name, gateway.parse().expect("gateway address"))
+}
+
+/// The `gha-agent` binary of this workspace, built once per test process (with the features
+/// the test build already uses, so nothing is rebuilt twice).
+pub fn gha_agent_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let root = workspace_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let status = cargo_command()
+            .current_dir(&root)
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "agent",
+                "-p",
+                "tests",
+                "--bin",
+                "gha-agent",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "gha-agent builds");
+        target.join("debug/gha-agent")
+    })
 }

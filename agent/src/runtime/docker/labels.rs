@@ -16,7 +16,7 @@ pub const OWNER: &str = "dev.gha-scaler.owner";
 pub const ARCH: &str = "dev.gha-scaler.arch";
 pub const RUNNER_ID: &str = "dev.gha-scaler.runner-id";
 pub const RUNNER_NAME: &str = "dev.gha-scaler.runner-name";
-/// When the runner must be gone, Unix seconds: a restarted agent keeps enforcing the timeout.
+/// When the runner must be gone, in Unix milliseconds: a restarted agent keeps enforcing it.
 pub const DEADLINE: &str = "dev.gha-scaler.deadline";
 /// The cache volumes the runner mounts, comma-separated: a restarted agent knows they are taken.
 pub const CACHE_VOLUMES: &str = "dev.gha-scaler.cache-volumes";

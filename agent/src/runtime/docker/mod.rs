@@ -212,9 +212,11 @@ impl Inner {
         tracked
     }
 
-    /// Stops the runner's container when `deadline_unix` passes.
-    fn arm_timeout(self: &Arc<Self>, id: &RunnerId, deadline_unix: i64) {
-        let wait = Duration::from_secs(deadline_unix.saturating_sub(unix_now()).max(0) as u64);
+    /// Stops the runner's container when `deadline_ms` (Unix milliseconds) passes.
+    fn arm_timeout(self: &Arc<Self>, id: &RunnerId, deadline_ms: i64) {
+        let left = deadline_ms.saturating_sub(shared::runner::now_ms()).max(0);
+        // A year stands for "never" (a container without a readable deadline).
+        let wait = Duration::from_millis(left as u64).min(Duration::from_secs(365 * 86_400));
         let inner = self.clone();
         let runner = id.clone();
         let timer = tokio::spawn(async move {
@@ -275,7 +277,8 @@ impl Inner {
         let placement = Placement {
             agent: self.agent.clone(),
             controller,
-            deadline_unix: unix_now() + spec.timeout.as_secs() as i64,
+            deadline_ms: shared::runner::now_ms()
+                .saturating_add(spec.timeout.as_millis().min(i64::MAX as u128) as i64),
             caches,
         };
         let outcome = self.create_and_start(&docker, &spec, &placement).await;
@@ -284,7 +287,7 @@ impl Inner {
                 if let Some(t) = self.lock().runners.get_mut(&spec.id) {
                     t.container = Some(container);
                 }
-                self.arm_timeout(&spec.id, placement.deadline_unix);
+                self.arm_timeout(&spec.id, placement.deadline_ms);
                 Ok(())
             }
             Err(e) => {

@@ -55,8 +55,8 @@ pub struct CacheMount {
 pub struct Placement {
     pub agent: String,
     pub controller: String,
-    /// Unix seconds after which the runner is stopped.
-    pub deadline_unix: i64,
+    /// When the runner is stopped, in milliseconds since the Unix epoch.
+    pub deadline_ms: i64,
     pub caches: Vec<CacheMount>,
 }
 
@@ -226,7 +226,7 @@ pub fn container_body(
     let mut l = base_labels(spec, settings, placement);
     l.insert(labels::RUNNER_ID.into(), spec.id.to_string());
     l.insert(labels::RUNNER_NAME.into(), spec.name.clone());
-    l.insert(labels::DEADLINE.into(), placement.deadline_unix.to_string());
+    l.insert(labels::DEADLINE.into(), placement.deadline_ms.to_string());
     if !placement.caches.is_empty() {
         let volumes: Vec<&str> = placement.caches.iter().map(|c| c.volume.as_str()).collect();
         l.insert(labels::CACHE_VOLUMES.into(), volumes.join(","));
@@ -313,7 +313,7 @@ mod tests {
         Placement {
             agent: "host-1".into(),
             controller: "ctl".into(),
-            deadline_unix: 1_000,
+            deadline_ms: 1_000,
             caches,
         }
     }

@@ -277,3 +277,38 @@ async fn two_agents_on_one_engine_only_ever_touch_their_own_containers() {
     s.wait_runner("arm-host", "y1", "exited", WAIT).await;
     s.wait_no_containers(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_runner_that_exits_while_its_agent_is_down_is_reported_when_it_returns() {
+    let s = DockerSetup::start().await;
+    let mut first = s.agent("host-down", &[]);
+    first
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let job = s.sim.queue(&["self-hosted"], Duration::from_secs(1));
+    let spec = s.sim.jit_spec("e1", &s.image, &["self-hosted"]).await;
+    s.start_runner("host-down", spec);
+    s.wait_runner("host-down", "e1", "running", WAIT).await;
+    first.kill();
+    wait_until(WAIT, "the runner exits with no agent watching", || async {
+        s.run
+            .containers()
+            .await
+            .iter()
+            .all(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::EXITED))
+    })
+    .await;
+    assert_eq!(
+        s.run.containers().await.len(),
+        1,
+        "left for the agent to report"
+    );
+
+    let second = s.agent("host-down", &[]);
+    second.wait_status(WAIT, "back", |st| st.connected).await;
+    let exited = s.wait_runner("host-down", "e1", "exited", WAIT).await;
+    assert_eq!(exited["exit_code"], 0, "the exit code survives: {exited}");
+    assert_eq!(s.sim.sim.job(job).expect("job").status, "completed");
+    s.wait_no_containers(WAIT).await;
+    assert_eq!(second.status.borrow().active_runners, 0);
+}

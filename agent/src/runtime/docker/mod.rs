@@ -472,3 +472,86 @@ impl RunnerRuntime for DockerRuntime {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shared::arch::Arch;
+    use shared::command::{CacheSettings, Registration};
+
+    use super::config::DockerHost;
+    use super::*;
+
+    fn spec(id: &str, arch: Arch) -> RunnerSpec {
+        RunnerSpec {
+            id: RunnerId::parse(id).unwrap(),
+            name: id.into(),
+            image: "runner".into(),
+            registration: Registration::JitConfig("j".into()),
+            labels: vec![],
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(60),
+            cache: CacheSettings {
+                enabled: true,
+                ..Default::default()
+            },
+            arch,
+            owner: "acme".into(),
+        }
+    }
+
+    fn runtime(sharing: CacheSharing) -> DockerRuntime {
+        let settings = DockerSettings {
+            // Never contacted by these tests.
+            host: DockerHost::Unix("/nonexistent/docker.sock".into()),
+            cache_sharing: sharing,
+            ..Default::default()
+        };
+        DockerRuntime::new(settings, "host-1", crate::runtime::event_channel().0)
+    }
+
+    fn volume(mounts: &[CacheMount]) -> &str {
+        mounts[0].volume.as_str()
+    }
+
+    #[tokio::test]
+    async fn exclusive_caches_take_the_lowest_free_slot_per_owner_and_arch() {
+        let rt = runtime(CacheSharing::Exclusive);
+        let inner = &rt.inner;
+        let a = inner.lease_caches(&spec("a", Arch::Amd64));
+        let b = inner.lease_caches(&spec("b", Arch::Amd64));
+        let arm = inner.lease_caches(&spec("c", Arch::Arm64));
+        assert_eq!(volume(&a), "gha-cache-acme-amd64-toolcache-0");
+        assert_eq!(volume(&b), "gha-cache-acme-amd64-toolcache-1");
+        assert_eq!(volume(&arm), "gha-cache-acme-arm64-toolcache-0");
+        inner.forget(&RunnerId::parse("a").unwrap());
+        let d = inner.lease_caches(&spec("d", Arch::Amd64));
+        assert_eq!(
+            volume(&d),
+            "gha-cache-acme-amd64-toolcache-0",
+            "slot 0 is free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn shared_caches_are_one_volume() {
+        let rt = runtime(CacheSharing::Shared);
+        let a = rt.inner.lease_caches(&spec("a", Arch::Amd64));
+        let b = rt.inner.lease_caches(&spec("b", Arch::Amd64));
+        assert_eq!(volume(&a), "gha-cache-acme-amd64-toolcache");
+        assert_eq!(volume(&a), volume(&b));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_engine_is_unhealthy_with_the_reason() {
+        let rt = runtime(CacheSharing::Exclusive);
+        let why = rt.health().await.unwrap_err();
+        assert!(
+            why.contains("the Docker engine at unix:///nonexistent/docker.sock is unreachable"),
+            "{why}"
+        );
+        let err = rt.start(spec("x", Arch::Amd64)).await.unwrap_err();
+        assert!(err.0.contains("is unreachable"), "{err}");
+    }
+}

@@ -368,3 +368,38 @@ async fn containers_of_another_controller_are_removed_after_the_grace_period() {
     .await;
     s.wait_no_containers(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_runner_stopped_while_it_is_starting_leaves_no_container_running() {
+    let s = DockerSetup::start().await;
+    let agent = s.agent("host-race", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    // Stops right behind the starts: some land before the container exists, some after.
+    let ids = ["q1", "q2", "q3", "q4"];
+    for (i, id) in ids.iter().enumerate() {
+        let spec = s.sim.jit_spec(id, &s.image, &["idle"]).await;
+        s.start_runner("host-race", spec);
+        if i % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        s.send(
+            "host-race",
+            AgentCommand::StopRunner {
+                id: RunnerId::parse(id).unwrap(),
+                reason: "cancelled".into(),
+            },
+        );
+    }
+    for id in ids {
+        wait_until(WAIT, "every runner ends", || async {
+            s.runner("host-race", id)
+                .await
+                .is_some_and(|r| r["phase"] == "exited" || r["phase"] == "failed")
+        })
+        .await;
+    }
+    // Idle runners never exit by themselves: any container still here escaped the stop.
+    s.wait_no_containers(WAIT).await;
+}

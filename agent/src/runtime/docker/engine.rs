@@ -38,6 +38,8 @@ pub enum DockerError {
     },
     #[error("a container named {name} already exists and is not runner {runner}'s")]
     NameTaken { name: String, runner: String },
+    #[error("runner {runner} was stopped before its container was started")]
+    StoppedBeforeStart { runner: String },
 }
 
 impl DockerError {

@@ -69,6 +69,8 @@ struct State {
     finished: std::collections::VecDeque<String>,
     /// The controller this agent last registered with (the `controller` label of new objects).
     controller: String,
+    /// Runners stopped before their start got as far as tracking them: their start gives up.
+    cancelled: std::collections::HashSet<RunnerId>,
     /// Why the event stream is down, while it is.
     watch_error: Option<String>,
 }
@@ -148,11 +150,15 @@ impl Inner {
         }
     }
 
-    /// Picks the cache volumes of a new runner and leases them (exclusive: the lowest free slot
-    /// of each cache; shared: the one volume).
-    fn lease_caches(&self, spec: &RunnerSpec) -> Vec<CacheMount> {
+    /// Starts tracking a new runner: picks its cache volumes and leases them (exclusive: the
+    /// lowest free slot of each cache; shared: the one volume). `None` when the runner was
+    /// stopped before it got here.
+    fn lease_caches(&self, spec: &RunnerSpec) -> Option<Vec<CacheMount>> {
         let requested = spec::requested_caches(spec);
         let mut st = self.lock();
+        if st.cancelled.remove(&spec.id) {
+            return None;
+        }
         let taken: std::collections::HashSet<String> = st
             .runners
             .values()
@@ -186,7 +192,7 @@ impl Inner {
                 timer: None,
             },
         );
-        mounts
+        Some(mounts)
     }
 
     /// Remembers that `container`'s exit was reported.
@@ -273,7 +279,11 @@ impl Inner {
         let docker = self.engine.client().await?;
         self.puller.ensure(&docker, &spec.image).await?;
         let controller = self.lock().controller.clone();
-        let caches = self.lease_caches(&spec);
+        let Some(caches) = self.lease_caches(&spec) else {
+            return Err(DockerError::StoppedBeforeStart {
+                runner: spec.id.to_string(),
+            });
+        };
         let placement = Placement {
             agent: self.agent.clone(),
             controller,
@@ -284,10 +294,18 @@ impl Inner {
         let outcome = self.create_and_start(&docker, &spec, &placement).await;
         match outcome {
             Ok(container) => {
-                if let Some(t) = self.lock().runners.get_mut(&spec.id) {
-                    t.container = Some(container);
-                }
+                let stopped_meanwhile = {
+                    let mut st = self.lock();
+                    st.runners.get_mut(&spec.id).is_some_and(|t| {
+                        t.container = Some(container.clone());
+                        t.ending.is_some()
+                    })
+                };
                 self.arm_timeout(&spec.id, placement.deadline_ms);
+                if stopped_meanwhile {
+                    info!(runner = %spec.id, "stopped while it was starting; stopping it now");
+                    self.stop_container(&container).await;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -388,8 +406,10 @@ impl Inner {
                 t.container.clone()
             })
         };
-        let container = match known.flatten() {
-            Some(c) => Some(c),
+        let container = match known {
+            Some(Some(c)) => Some(c),
+            // Being started right now: `start` sees `ending` and stops it once it runs.
+            Some(None) => return Ok(()),
             None => {
                 let docker = self.engine.client().await?;
                 let mut options = self.list_options();
@@ -410,9 +430,16 @@ impl Inner {
         match container {
             Some(c) => self.stop_container(&c).await,
             None => {
+                // Not created (yet): a start still on its way gives up when it sees this.
+                {
+                    let mut st = self.lock();
+                    if st.cancelled.len() < FINISHED_MEMORY {
+                        st.cancelled.insert(id.clone());
+                    }
+                }
                 let name = self.forget(id).map(|t| t.name).unwrap_or_default();
                 let mut gone = RunnerState::new(id.clone(), name, RunnerPhase::Failed);
-                gone.reason = "the runner's container no longer exists".into();
+                gone.reason = "stopped before its container was started".into();
                 self.sink.report(gone).await;
             }
         }
@@ -519,14 +546,14 @@ mod tests {
     async fn exclusive_caches_take_the_lowest_free_slot_per_owner_and_arch() {
         let rt = runtime(CacheSharing::Exclusive);
         let inner = &rt.inner;
-        let a = inner.lease_caches(&spec("a", Arch::Amd64));
-        let b = inner.lease_caches(&spec("b", Arch::Amd64));
-        let arm = inner.lease_caches(&spec("c", Arch::Arm64));
+        let a = inner.lease_caches(&spec("a", Arch::Amd64)).unwrap();
+        let b = inner.lease_caches(&spec("b", Arch::Amd64)).unwrap();
+        let arm = inner.lease_caches(&spec("c", Arch::Arm64)).unwrap();
         assert_eq!(volume(&a), "gha-cache-acme-amd64-toolcache-0");
         assert_eq!(volume(&b), "gha-cache-acme-amd64-toolcache-1");
         assert_eq!(volume(&arm), "gha-cache-acme-arm64-toolcache-0");
         inner.forget(&RunnerId::parse("a").unwrap());
-        let d = inner.lease_caches(&spec("d", Arch::Amd64));
+        let d = inner.lease_caches(&spec("d", Arch::Amd64)).unwrap();
         assert_eq!(
             volume(&d),
             "gha-cache-acme-amd64-toolcache-0",
@@ -537,8 +564,8 @@ mod tests {
     #[tokio::test]
     async fn shared_caches_are_one_volume() {
         let rt = runtime(CacheSharing::Shared);
-        let a = rt.inner.lease_caches(&spec("a", Arch::Amd64));
-        let b = rt.inner.lease_caches(&spec("b", Arch::Amd64));
+        let a = rt.inner.lease_caches(&spec("a", Arch::Amd64)).unwrap();
+        let b = rt.inner.lease_caches(&spec("b", Arch::Amd64)).unwrap();
         assert_eq!(volume(&a), "gha-cache-acme-amd64-toolcache");
         assert_eq!(volume(&a), volume(&b));
     }

@@ -76,6 +76,12 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // bollard logs request bodies at debug level, and a container's body holds its JIT config
+    // or registration token: never below info, whatever RUST_LOG says.
+    let filter = match "bollard=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

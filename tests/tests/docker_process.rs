@@ -1,8 +1,8 @@
 //! The `gha-agent` binary itself with `RUNTIME=docker`: its name from its certificate, the
 //! Docker settings from its environment, and `gha-agent drain` over its control socket, as an
-//! operator would use them.
+//! operator would use them; its debug log holds no registration material.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tests::docker::{DOCKER_SOCKET, DockerSetup, gha_agent_binary};
@@ -26,6 +26,8 @@ async fn gha_agent_drain_waits_for_the_last_runner_and_the_agent_exits() {
     let tls = s.tls("proc-host");
     let socket = s.dir.path().join("agent.sock");
     let binary = gha_agent_binary();
+    let log_path = s.dir.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let mut agent = Child(
         Command::new(binary)
             .current_dir(s.dir.path())
@@ -40,9 +42,10 @@ async fn gha_agent_drain_waits_for_the_last_runner_and_the_agent_exits() {
             .env("RUNNER_NETWORK", "host")
             .env("RUNNER_CONTAINER_LABELS", s.run.label_pair())
             .env("CONTROL_SOCKET", &socket)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Everything, bollard's requests included: the log must still hold no secret.
+            .env("RUST_LOG", "debug")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("gha-agent starts"),
     );
@@ -58,6 +61,10 @@ async fn gha_agent_drain_waits_for_the_last_runner_and_the_agent_exits() {
     .await;
     let job = s.sim.queue(&["self-hosted"], Duration::from_secs(2));
     let spec = s.sim.jit_spec("p1", &s.image, &["self-hosted"]).await;
+    let jit = match &spec.registration {
+        shared::command::Registration::JitConfig(jit) => jit.clone(),
+        other => panic!("a JIT spec: {other:?}"),
+    };
     s.start_runner("proc-host", spec);
     s.wait_runner("proc-host", "p1", "running", WAIT).await;
 
@@ -103,4 +110,15 @@ async fn gha_agent_drain_waits_for_the_last_runner_and_the_agent_exits() {
     let exited = s.wait_runner("proc-host", "p1", "exited", WAIT).await;
     assert_eq!(exited["exit_code"], 0);
     s.wait_no_containers(WAIT).await;
+
+    let log = std::fs::read_to_string(&log_path).expect("agent log");
+    assert!(
+        log.contains("runner container started"),
+        "a debug log was written"
+    );
+    assert!(
+        !log.contains(&jit),
+        "the JIT config reached the agent's log"
+    );
+    assert!(!log.contains(&s.sim.pat), "the PAT reached the agent's log");
 }

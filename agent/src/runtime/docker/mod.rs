@@ -10,7 +10,7 @@
 //! - `inventory`: what exists now (on start and on every return of the event stream), adoption
 //!   of running containers, and strays.
 //!
-//! State: one [`Tracked`] entry per runner container this agent knows (started or adopted),
+//! State: one `Tracked` entry per runner container this agent knows (started or adopted),
 //! with its container id, the cache volumes it leases, its timeout timer and why it is ending.
 //! Ownership is by label ([`labels`]): the agent only ever lists, watches, adopts and removes
 //! containers labelled with its own name. Dropping the runtime (stopping the agent) stops the

@@ -59,7 +59,7 @@ async fn gha_agent_drain_waits_for_the_last_runner_and_the_agent_exits() {
         },
     )
     .await;
-    let job = s.sim.queue(&["self-hosted"], Duration::from_secs(2));
+    let job = s.sim.queue(&["self-hosted"], Duration::from_secs(4));
     let spec = s.sim.jit_spec("p1", &s.image, &["self-hosted"]).await;
     let jit = match &spec.registration {
         shared::command::Registration::JitConfig(jit) => jit.clone(),

@@ -92,7 +92,7 @@ async fn stopping_the_agent_never_stops_runners_and_drain_exits_after_the_last_o
     first
         .wait_status(WAIT, "connected", |st| st.connected)
         .await;
-    let job = s.sim.queue(&["self-hosted"], Duration::from_secs(3));
+    let job = s.sim.queue(&["self-hosted"], Duration::from_secs(5)); // long enough to drain while it runs
     let spec = s.sim.jit_spec("d1", &s.image, &["self-hosted"]).await;
     s.start_runner("host-drain", spec);
     s.wait_runner("host-drain", "d1", "running", WAIT).await;

@@ -312,3 +312,52 @@ async fn a_runner_that_exits_while_its_agent_is_down_is_reported_when_it_returns
     s.wait_no_containers(WAIT).await;
     assert_eq!(second.status.borrow().active_runners, 0);
 }
+
+#[tokio::test]
+async fn a_controller_restart_mid_run_loses_no_runner_and_no_exit() {
+    let mut s = DockerSetup::start().await;
+    let agent = s.agent("host-ctl", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let short = s
+        .sim
+        .queue(&["self-hosted", "short"], Duration::from_secs(1));
+    let long = s
+        .sim
+        .queue(&["self-hosted", "long"], Duration::from_secs(5));
+    let r1 = s
+        .sim
+        .jit_spec("c1", &s.image, &["self-hosted", "short"])
+        .await;
+    let r2 = s
+        .sim
+        .jit_spec("c2", &s.image, &["self-hosted", "long"])
+        .await;
+    s.start_runner("host-ctl", r1);
+    s.start_runner("host-ctl", r2);
+    for id in ["c1", "c2"] {
+        s.wait_runner("host-ctl", id, "running", WAIT).await;
+    }
+
+    s.controller.stop().await;
+    // c1 finishes while there is no controller to tell.
+    wait_until(WAIT, "the short job completes", || async {
+        s.sim
+            .sim
+            .job(short)
+            .is_some_and(|j| j.status == "completed")
+    })
+    .await;
+    s.controller.restart().await;
+    let c1 = s.wait_runner("host-ctl", "c1", "exited", WAIT).await;
+    assert_eq!(c1["exit_code"], 0, "the exit that happened meanwhile: {c1}");
+    assert_eq!(
+        s.runner("host-ctl", "c2").await.expect("c2 known again")["phase"],
+        "running"
+    );
+    let c2 = s.wait_runner("host-ctl", "c2", "exited", WAIT).await;
+    assert_eq!(c2["exit_code"], 0);
+    assert_eq!(s.sim.sim.job(long).expect("job").status, "completed");
+    s.wait_no_containers(WAIT).await;
+}

@@ -7,11 +7,13 @@
 //! - [`runners`]: the table that makes commands idempotent and is the inventory.
 //! - [`runtime`]: the container runtime trait (Docker, Kubernetes; in-memory for tests).
 //! - [`join`]: enrollment with a one-time join token.
+//! - [`control`]: the local control socket behind `gha-agent drain`.
 //! - [`backoff`]: capped, jittered exponential backoff.
 
 pub mod backoff;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod join;
 pub mod runners;
 pub mod runtime;
@@ -38,6 +40,10 @@ pub struct AgentStatus {
     pub sessions: u64,
     /// Connection attempts since start.
     pub attempts: u64,
+    /// Runners not finished yet.
+    pub active_runners: usize,
+    /// Accepting no new runners (told by the controller or `gha-agent drain`).
+    pub draining: bool,
 }
 
 /// An agent, ready to run.
@@ -47,6 +53,7 @@ pub struct Agent<R> {
     sink: EventSink,
     events: tokio::sync::mpsc::Receiver<shared::runner::RunnerState>,
     status: watch::Sender<AgentStatus>,
+    drain: CancellationToken,
 }
 
 /// The agent stopped because its own TLS material is unusable.
@@ -66,7 +73,14 @@ impl<R: RunnerRuntime> Agent<R> {
             sink,
             events,
             status,
+            drain: CancellationToken::new(),
         }
+    }
+
+    /// Cancel the returned token to drain the agent: it accepts no new runners and `run`
+    /// returns once the last one has finished (what `gha-agent drain` does).
+    pub fn drain_token(&self) -> CancellationToken {
+        self.drain.clone()
     }
 
     /// Follows the agent's status.
@@ -83,6 +97,7 @@ impl<R: RunnerRuntime> Agent<R> {
             events: self.events,
             table: RunnerTable::default(),
             draining: false,
+            drain: self.drain,
             status: self.status,
         }
         .run(shutdown)

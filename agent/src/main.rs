@@ -5,8 +5,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use agent::config::AgentConfig;
+use agent::runtime::docker::DockerRuntime;
+use agent::runtime::docker::config::DockerSettings;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+/// Where the agent listens for `gha-agent drain` unless `CONTROL_SOCKET` says otherwise.
+const DEFAULT_CONTROL_SOCKET: &str = "/run/gha-agent/control.sock";
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +28,16 @@ struct Cli {
 enum Command {
     /// Connect to the controller and run runners when told (the default).
     Run,
+    /// Ask the running agent to drain: it accepts no new runners and exits when its last runner
+    /// finishes. Waits for that and shows the progress (runners are never stopped).
+    Drain {
+        /// The running agent's control socket.
+        #[arg(long, env = "CONTROL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// Return as soon as the agent has accepted the request.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Enroll with a one-time join token: writes ca.pem, agent.pem and agent-key.pem into DIR.
     Join {
         /// The controller's gRPC URL, https://host:port.
@@ -61,6 +76,12 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // bollard logs request bodies at debug level, and a container's body holds its JIT config
+    // or registration token: never below info, whatever RUST_LOG says.
+    let filter = match "bollard=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -89,8 +110,61 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Runs `agent` with the control socket (`gha-agent drain`) beside it.
+async fn run_agent<R: agent::runtime::RunnerRuntime>(
+    agent: agent::Agent<R>,
+    vars: &HashMap<String, String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let socket = vars
+        .get("CONTROL_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    let done = CancellationToken::new();
+    let server = match agent::control::bind(&socket).await {
+        Ok(listener) => {
+            tracing::info!(socket = %socket.display(), "control socket ready (gha-agent drain)");
+            Some(tokio::spawn(agent::control::serve(
+                listener,
+                agent.drain_token(),
+                agent.status(),
+                done.clone(),
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %agent::connection::error_chain(&e),
+                "gha-agent drain will not reach this agent; set CONTROL_SOCKET to a writable path"
+            );
+            None
+        }
+    };
+    let outcome = agent.run(shutdown).await;
+    // Lets a waiting `gha-agent drain` hear `drained` before the process goes.
+    done.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    let _ = std::fs::remove_file(&socket);
+    outcome?;
+    Ok(())
+}
+
+/// The agent's name: the identity its certificate carries (what the controller knows it by).
+fn agent_name(config: &AgentConfig) -> anyhow::Result<String> {
+    let certs = shared::tls::read_certs(&config.tls.cert_file)
+        .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate", config.tls.cert_file.display()))?;
+    let name = shared::tls::identity_from_cert(first)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.tls.cert_file.display()))?;
+    Ok(name.to_string())
+}
+
 async fn run() -> anyhow::Result<()> {
-    let config = AgentConfig::from_env(&environment()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vars = environment();
+    let config = AgentConfig::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.debug);
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
@@ -99,13 +173,17 @@ async fn run() -> anyhow::Result<()> {
         "memory" => {
             tracing::warn!("RUNTIME=memory: runners are only simulated (development build)");
             let agent = agent::Agent::new(config, agent::runtime::memory::MemoryRuntime::new);
-            agent.run(shutdown).await?;
-            Ok(())
+            run_agent(agent, &vars, shutdown).await
         }
-        "docker" | "kubernetes" => anyhow::bail!(
-            "RUNTIME={}: this build of gha-agent has no {} runtime yet",
-            config.runtime,
-            config.runtime
+        "docker" => {
+            let settings = DockerSettings::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let name = agent_name(&config)?;
+            tracing::info!(docker = %settings.host.url(), agent = %name, "Docker runtime");
+            let agent = agent::Agent::new(config, |sink| DockerRuntime::new(settings, &name, sink));
+            run_agent(agent, &vars, shutdown).await
+        }
+        "kubernetes" => anyhow::bail!(
+            "RUNTIME=kubernetes: this build of gha-agent has no kubernetes runtime yet"
         ),
         other => {
             anyhow::bail!("RUNTIME: unknown runtime {other:?} (expected docker or kubernetes)")
@@ -119,6 +197,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run().await,
+        Command::Drain { socket, no_wait } => {
+            agent::control::request_drain(&socket, !no_wait, |line| println!("{line}"))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))
+        }
         Command::Join {
             controller,
             token,

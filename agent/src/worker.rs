@@ -30,6 +30,8 @@ use crate::runtime::{EventSink, RunnerRuntime};
 /// Used until the controller says otherwise in `Registered`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a drained agent waits for the controller to acknowledge its last reports.
+const DRAIN_FLUSH: Duration = Duration::from_secs(5);
 
 pub(crate) struct Worker<R> {
     pub config: AgentConfig,
@@ -39,6 +41,9 @@ pub(crate) struct Worker<R> {
     pub events: mpsc::Receiver<RunnerState>,
     pub table: RunnerTable,
     pub draining: bool,
+    /// Cancelled by `gha-agent drain` (through the control socket): drain, then exit once the
+    /// last runner has finished.
+    pub drain: CancellationToken,
     pub status: watch::Sender<AgentStatus>,
 }
 
@@ -55,11 +60,15 @@ impl<R: RunnerRuntime> Worker<R> {
                 for r in runners {
                     self.table.apply(r);
                 }
+                self.publish();
             }
             Err(e) => warn!(error = %e, "cannot list existing runners; starting with none"),
         }
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         loop {
+            if self.drained() {
+                return Ok(());
+            }
             match self.attempt(&shutdown, &mut backoff).await {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost(reason)) => {
@@ -96,17 +105,54 @@ impl<R: RunnerRuntime> Worker<R> {
         });
     }
 
-    /// Waits `delay` while still recording runner events; false once shutdown is asked for.
+    /// Waits `delay` while still recording runner events; false once shutdown is asked for
+    /// (or a local drain has finished).
     async fn idle(&mut self, delay: Duration, shutdown: &CancellationToken) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
+            if self.drained() {
+                return false;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
                 _ = &mut sleep => return true,
-                Some(state) = self.events.recv() => { self.table.apply(state); }
+                _ = self.drain.cancelled(), if !self.draining => self.start_draining(),
+                Some(state) = self.events.recv() => {
+                    self.table.apply(state);
+                    self.publish();
+                }
             }
         }
+    }
+
+    /// Accepts no new runners from now on.
+    fn start_draining(&mut self) {
+        if !self.draining {
+            info!(
+                active = self.table.active(),
+                "draining: no new runners will be accepted"
+            );
+        }
+        self.draining = true;
+        self.publish();
+    }
+
+    /// A local drain was asked for and no runner is left: the agent may exit.
+    fn drained(&self) -> bool {
+        self.drain.is_cancelled() && self.draining && self.table.active() == 0
+    }
+
+    /// Publishes the runner count and draining flag in the status.
+    fn publish(&self) {
+        let active = self.table.active();
+        let draining = self.draining;
+        self.status.send_if_modified(|s| {
+            let changed = s.active_runners != active || s.draining != draining;
+            s.active_runners = active;
+            s.draining = draining;
+            changed
+        });
     }
 
     async fn attempt(
@@ -167,6 +213,7 @@ impl<R: RunnerRuntime> Worker<R> {
             ms => Duration::from_millis(u64::from(ms)),
         };
         info!(agent = %registered.agent_name, controller = %registered.controller_id, "registered with the controller");
+        self.runtime.registered(&registered.controller_id);
         backoff.reset();
         self.status.send_modify(|s| {
             s.connected = true;
@@ -179,8 +226,31 @@ impl<R: RunnerRuntime> Worker<R> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
+            if self.drained() {
+                info!("drained: the last runner has finished; exiting");
+                // Close our half after what is queued and wait (bounded) for the controller to
+                // close its own: it has then recorded every report, the last exit included.
+                drop(out);
+                let _ = tokio::time::timeout(DRAIN_FLUSH, async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
+                return Ok(SessionEnd::Shutdown);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                _ = self.drain.cancelled(), if !self.draining => {
+                    self.start_draining();
+                    let health = self.health().await;
+                    let beat = pb::Heartbeat {
+                        healthy: health.is_ok(),
+                        unhealthy_reason: health.err().unwrap_or_default(),
+                        draining: true,
+                    };
+                    if !send(&out, pb::agent_message::Msg::Heartbeat(beat)).await {
+                        return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                    }
+                }
                 _ = ticker.tick() => {
                     self.table.prune(FINISHED_RETENTION);
                     let health = self.health().await;
@@ -194,7 +264,9 @@ impl<R: RunnerRuntime> Worker<R> {
                     }
                 }
                 Some(state) = self.events.recv() => {
-                    if self.table.apply(state.clone()) {
+                    let applied = self.table.apply(state.clone());
+                    self.publish();
+                    if applied {
                         debug!(runner = %state.id, phase = ?state.phase, "runner state changed");
                         if !send(&out, pb::agent_message::Msg::RunnerStatus(wire::runner_state_to_wire(&state))).await {
                             return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
@@ -229,10 +301,7 @@ impl<R: RunnerRuntime> Worker<R> {
         match command {
             AgentCommand::StartRunner(spec) => self.start(*spec).await,
             AgentCommand::StopRunner { id, reason } => self.stop(id, reason).await,
-            AgentCommand::Drain => {
-                info!("draining: no new runners will be accepted");
-                self.draining = true;
-            }
+            AgentCommand::Drain => self.start_draining(),
         }
     }
 
@@ -264,6 +333,7 @@ impl<R: RunnerRuntime> Worker<R> {
         let starting = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Starting);
         // Recorded now, so a repeated start that arrives before the task runs is recognised.
         self.table.apply(starting.clone());
+        self.publish();
         self.sink.report(starting).await;
         let runtime = self.runtime.clone();
         let sink = self.sink.clone();

@@ -1,8 +1,10 @@
 //! The end-to-end test harness of gha-scaler: a real controller and real agents talking
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
 //! ([`pki`]), and a GitHub simulator built from GitHub's published payloads
-//! ([`github_sim`]). The tests themselves live in `tests/tests/`.
+//! ([`github_sim`]), and helpers for the tests on the real Docker engine ([`docker`]). The tests
+//! themselves live in `tests/tests/`.
 
+pub mod docker;
 pub mod emulator;
 pub mod github_sim;
 pub mod harness;

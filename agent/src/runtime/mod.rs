@@ -2,9 +2,10 @@
 //!
 //! Operations return quickly and report progress as [`RunnerState`] events on the sink given to
 //! the runtime at construction; the agent forwards them to the controller. The Docker and
-//! Kubernetes runtimes implement this trait; [`memory`] (tests and local demos only) records
-//! commands in memory.
+//! Kubernetes runtimes implement this trait ([`docker`] is the Docker one); [`memory`] (tests
+//! and local demos only) records commands in memory.
 
+pub mod docker;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
 
@@ -52,4 +53,9 @@ pub trait RunnerRuntime: Send + Sync + 'static {
 
     /// `Err(reason)` while the runtime cannot take runners (e.g. the engine is unreachable).
     fn health(&self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The controller `controller_id` acknowledged this agent (on every session). Runtimes that
+    /// label what they create with the controller's id, or look for strays of other
+    /// controllers, learn it here.
+    fn registered(&self, _controller_id: &str) {}
 }

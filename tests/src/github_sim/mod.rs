@@ -404,6 +404,13 @@ impl GithubSim {
         scenario::queue_run(&self.shared, repo_id, workflow, &jobs)
     }
 
+    /// How long the runner that claims job `job_id` works on it (default: no time at all).
+    pub fn set_job_duration(&self, job_id: u64, duration: Duration) {
+        if let Some(job) = self.lock().jobs.get_mut(&job_id) {
+            job.duration_ms = duration.as_millis() as u64;
+        }
+    }
+
     /// Starts the runner of a JIT config (what `run.sh --jitconfig` does): it comes online.
     pub fn register_jit_runner(&self, encoded_jit_config: &str) -> Result<SimRunner, RunnerError> {
         scenario::register_jit(&self.shared, encoded_jit_config).map(Into::into)

@@ -3,10 +3,11 @@
 //!
 //! - `POST /_sim/runners/register` `{"jitconfig"}` or `{"token","name","labels","ephemeral"}` →
 //!   `{"id","name","credential","labels"}`; the runner is online.
-//! - `POST /_sim/runners/{id}/claim` (Bearer credential) → 200 job, or 204 when nothing matches.
+//! - `POST /_sim/runners/{id}/claim` (Bearer credential) → 200 job (plus `sim_duration_ms`, how
+//!   long the runner should work on it), or 204 when nothing matches.
 //! - `POST /_sim/runners/{id}/complete` `{"conclusion"}` → 200 job.
 //! - `POST /_sim/runners/{id}/offline` → 204.
-//! - `POST /_sim/jobs` `{"owner","repo","labels","workflow"?}` → 201 `{"run_id","job_id"}`.
+//! - `POST /_sim/jobs` `{"owner","repo","labels","workflow"?,"duration_ms"?}` → 201 `{"run_id","job_id"}`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -87,7 +88,11 @@ async fn runner_claim(
     Ok(match scenario::claim(&sh, id, Some(&credential))? {
         Some(job) => {
             let st = sh.lock();
-            Json(payloads::job(&st, &job, true)).into_response()
+            let mut body = payloads::job(&st, &job, true);
+            if let Some(map) = body.as_object_mut() {
+                map.insert("sim_duration_ms".into(), json!(job.duration_ms));
+            }
+            Json(body).into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -128,6 +133,9 @@ pub struct QueueBody {
     pub labels: Vec<String>,
     #[serde(default)]
     pub workflow: Option<String>,
+    /// How long the runner that claims the job works on it.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 async fn queue_job(
@@ -142,6 +150,9 @@ async fn queue_job(
     let workflow = b.workflow.unwrap_or_else(|| "CI".into());
     let (run_id, jobs) =
         scenario::queue_run(&sh, repo_id, &workflow, &[("build".into(), b.labels)]);
+    if let Some(job) = sh.lock().jobs.get_mut(&jobs[0]) {
+        job.duration_ms = b.duration_ms;
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"run_id": run_id, "job_id": jobs[0]})),

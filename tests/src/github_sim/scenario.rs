@@ -97,6 +97,7 @@ pub fn queue_run(
                 created_at: created.clone(),
                 started_at: None,
                 completed_at: None,
+                duration_ms: 0,
             },
         );
     }

@@ -144,6 +144,9 @@ pub struct JobRec {
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// How long a fake runner process works on the job once claimed (not a GitHub field: the
+    /// runner protocol's claim answer carries it as `sim_duration_ms`).
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone)]

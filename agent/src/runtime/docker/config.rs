@@ -1,0 +1,358 @@
+//! The Docker runtime's settings, parsed once from the agent's variable map (a pure function,
+//! like [`crate::config::AgentConfig::from_env`]); problems name their variable.
+//!
+//! - `DOCKER_HOST` (`unix:///var/run/docker.sock`): the engine, `unix://PATH` or
+//!   `tcp://HOST:PORT`.
+//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` and `RUNNER_MEMORY`
+//!   (unlimited): where runners attach and what each may use.
+//! - `CACHE_VOLUME_SHARING` (`exclusive`: one runner at a time per cache volume; `shared`: every
+//!   runner of an owner and architecture mounts the same volumes) and `CACHE_VOLUME_PREFIX`.
+//! - `RUNNER_DOCKER_SOCKET` (`false`): mount the host's Docker socket into runners; **unsafe**,
+//!   it is root on the host for any job.
+//! - `RUNNER_INIT` (`true`), `RUNNER_STOP_GRACE` (`10s`), `STRAY_GRACE` (`5m`).
+//! - `RUNNER_CONTAINER_LABELS` / `RUNNER_ENV`: extra `key=value,…` labels on everything we
+//!   create, and variables for every runner (credentials refused).
+//!
+//! The operator's guide is `deploy/docker/README.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{ConfigErrors, ConfigProblem};
+
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Where the engine listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    Unix(PathBuf),
+    /// `host:port`, plain HTTP (put TLS-protected engines behind a local socket).
+    Tcp(String),
+}
+
+impl DockerHost {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if let Some(path) = value.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(format!("{value:?} names no socket path"));
+            }
+            Ok(DockerHost::Unix(PathBuf::from(path)))
+        } else if let Some(addr) = value
+            .strip_prefix("tcp://")
+            .or_else(|| value.strip_prefix("http://"))
+        {
+            Ok(DockerHost::Tcp(addr.trim_end_matches('/').to_owned()))
+        } else {
+            Err(format!(
+                "{value:?} is not unix:///path/to/docker.sock or tcp://host:port"
+            ))
+        }
+    }
+
+    /// The URL form, for logs and bollard.
+    pub fn url(&self) -> String {
+        match self {
+            DockerHost::Unix(path) => format!("unix://{}", path.display()),
+            DockerHost::Tcp(addr) => format!("tcp://{addr}"),
+        }
+    }
+}
+
+/// Whether concurrent runners may share a cache volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSharing {
+    /// Each cache volume is mounted by at most one runner at a time (a pool of numbered slots).
+    Exclusive,
+    /// Every runner of an owner and architecture mounts the same volumes (the operator's choice).
+    Shared,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSettings {
+    pub host: DockerHost,
+    pub network: Option<String>,
+    /// In units of 10⁻⁹ CPUs (Docker's `NanoCpus`).
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub cache_sharing: CacheSharing,
+    pub cache_prefix: String,
+    pub mount_docker_socket: bool,
+    pub init: bool,
+    pub stop_grace: Duration,
+    pub stray_grace: Duration,
+    pub extra_labels: BTreeMap<String, String>,
+    /// Variables every runner gets (the spec's own win over these).
+    pub extra_env: BTreeMap<String, String>,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self {
+            host: DockerHost::Unix(PathBuf::from("/var/run/docker.sock")),
+            network: None,
+            nano_cpus: None,
+            memory_bytes: None,
+            cache_sharing: CacheSharing::Exclusive,
+            cache_prefix: "gha-cache".into(),
+            mount_docker_socket: false,
+            init: true,
+            stop_grace: Duration::from_secs(10),
+            stray_grace: Duration::from_secs(300),
+            extra_labels: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// `4g`, `512m`, `1024k`, `100000` (bytes), case-insensitive, optional `b`/`ib` suffix.
+pub fn parse_memory(value: &str) -> Option<i64> {
+    let v = value.trim().to_ascii_lowercase();
+    let v = v
+        .strip_suffix("ib")
+        .or_else(|| v.strip_suffix('b'))
+        .unwrap_or(&v);
+    let (digits, factor) = match v.chars().last()? {
+        'k' => (&v[..v.len() - 1], 1i64 << 10),
+        'm' => (&v[..v.len() - 1], 1 << 20),
+        'g' => (&v[..v.len() - 1], 1 << 30),
+        't' => (&v[..v.len() - 1], 1 << 40),
+        _ => (v, 1),
+    };
+    let n: f64 = digits.trim().parse().ok()?;
+    let bytes = n * factor as f64;
+    (bytes >= 1.0 && bytes < i64::MAX as f64).then_some(bytes as i64)
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(value))
+        .ok()
+}
+
+impl DockerSettings {
+    pub fn from_env(map: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
+        let get = |k: &str| map.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let mut problems = Vec::new();
+        let mut problem =
+            |variable, message: String| problems.push(ConfigProblem { variable, message });
+        let mut s = DockerSettings::default();
+
+        if let Some(v) = get("DOCKER_HOST") {
+            match DockerHost::parse(v) {
+                Ok(host) => s.host = host,
+                Err(e) => problem("DOCKER_HOST", e),
+            }
+        }
+        s.network = get("RUNNER_NETWORK").map(str::to_owned);
+        if let Some(v) = get("RUNNER_CPUS") {
+            match v.parse::<f64>() {
+                Ok(cpus) if cpus > 0.0 && cpus < 100_000.0 => {
+                    s.nano_cpus = Some((cpus * 1e9) as i64)
+                }
+                _ => problem(
+                    "RUNNER_CPUS",
+                    format!("{v:?} is not a positive number of CPUs"),
+                ),
+            }
+        }
+        if let Some(v) = get("RUNNER_MEMORY") {
+            match parse_memory(v) {
+                Some(bytes) if bytes >= 6 << 20 => s.memory_bytes = Some(bytes),
+                Some(_) => problem(
+                    "RUNNER_MEMORY",
+                    format!("{v:?} is below Docker's minimum of 6m"),
+                ),
+                None => problem(
+                    "RUNNER_MEMORY",
+                    format!("{v:?} is not a size (e.g. 4g, 512m)"),
+                ),
+            }
+        }
+        match get("CACHE_VOLUME_SHARING")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("exclusive") => {}
+            Some("shared") => s.cache_sharing = CacheSharing::Shared,
+            Some(other) => problem(
+                "CACHE_VOLUME_SHARING",
+                format!("{other:?} is neither exclusive nor shared"),
+            ),
+        }
+        if let Some(v) = get("CACHE_VOLUME_PREFIX") {
+            if v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            {
+                s.cache_prefix = v.to_owned();
+            } else {
+                problem(
+                    "CACHE_VOLUME_PREFIX",
+                    format!("{v:?} is not a valid start of a Docker volume name"),
+                );
+            }
+        }
+        for (var, field) in [
+            ("RUNNER_DOCKER_SOCKET", &mut s.mount_docker_socket),
+            ("RUNNER_INIT", &mut s.init),
+        ] {
+            if let Some(v) = get(var) {
+                match parse_bool(v) {
+                    Some(b) => *field = b,
+                    None => problem(var, format!("{v:?} is not true or false")),
+                }
+            }
+        }
+        for (var, field) in [
+            ("RUNNER_STOP_GRACE", &mut s.stop_grace),
+            ("STRAY_GRACE", &mut s.stray_grace),
+        ] {
+            if let Some(v) = get(var) {
+                match parse_duration(v) {
+                    Some(d) => *field = d,
+                    None => problem(var, format!("{v:?} is not a duration (e.g. 10s, 5m)")),
+                }
+            }
+        }
+        for (var, target) in [
+            ("RUNNER_CONTAINER_LABELS", &mut s.extra_labels),
+            ("RUNNER_ENV", &mut s.extra_env),
+        ] {
+            let Some(v) = get(var) else { continue };
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some((k, val)) if !k.trim().is_empty() => {
+                        target.insert(k.trim().to_owned(), val.trim().to_owned());
+                    }
+                    _ => problem(var, format!("{pair:?} is not key=value")),
+                }
+            }
+        }
+        if let Some(key) = s
+            .extra_env
+            .iter()
+            .find(|(k, v)| !super::spec::allowed_env(k, v))
+            .map(|(k, _)| k.clone())
+        {
+            problem(
+                "RUNNER_ENV",
+                format!(
+                    "{key} would give every runner a GitHub credential; runners only get \
+                     their own registration"
+                ),
+            );
+        }
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let s = DockerSettings::from_env(&HashMap::new()).unwrap();
+        assert_eq!(s.host.url(), DEFAULT_DOCKER_HOST);
+        assert!(
+            !s.mount_docker_socket,
+            "the host socket is never mounted by default"
+        );
+        assert_eq!(s.cache_sharing, CacheSharing::Exclusive);
+        assert!(s.init);
+    }
+
+    #[test]
+    fn every_variable_is_parsed() {
+        let s = DockerSettings::from_env(&map(&[
+            ("DOCKER_HOST", "tcp://10.0.0.1:2375"),
+            ("RUNNER_NETWORK", "ci"),
+            ("RUNNER_CPUS", "1.5"),
+            ("RUNNER_MEMORY", "2g"),
+            ("CACHE_VOLUME_SHARING", "Shared"),
+            ("CACHE_VOLUME_PREFIX", "ci-cache"),
+            ("RUNNER_DOCKER_SOCKET", "true"),
+            ("RUNNER_INIT", "false"),
+            ("RUNNER_STOP_GRACE", "1s"),
+            ("STRAY_GRACE", "30"),
+            ("RUNNER_CONTAINER_LABELS", "team=ci, env = test"),
+            ("RUNNER_ENV", "DOCKER_HOST=tcp://dind:2375"),
+        ]))
+        .unwrap();
+        assert_eq!(s.host, DockerHost::Tcp("10.0.0.1:2375".into()));
+        assert_eq!(s.network.as_deref(), Some("ci"));
+        assert_eq!(s.nano_cpus, Some(1_500_000_000));
+        assert_eq!(s.memory_bytes, Some(2 << 30));
+        assert_eq!(s.cache_sharing, CacheSharing::Shared);
+        assert_eq!(s.cache_prefix, "ci-cache");
+        assert!(s.mount_docker_socket);
+        assert!(!s.init);
+        assert_eq!(s.stop_grace, Duration::from_secs(1));
+        assert_eq!(s.stray_grace, Duration::from_secs(30));
+        assert_eq!(s.extra_labels.get("env").map(String::as_str), Some("test"));
+        assert_eq!(
+            s.extra_env.get("DOCKER_HOST").map(String::as_str),
+            Some("tcp://dind:2375")
+        );
+    }
+
+    #[test]
+    fn problems_name_their_variables() {
+        let err = DockerSettings::from_env(&map(&[
+            ("DOCKER_HOST", "ssh://box"),
+            ("RUNNER_CPUS", "-1"),
+            ("RUNNER_MEMORY", "lots"),
+            ("CACHE_VOLUME_SHARING", "sometimes"),
+            ("RUNNER_DOCKER_SOCKET", "perhaps"),
+            ("STRAY_GRACE", "soon"),
+            ("RUNNER_CONTAINER_LABELS", "novalue"),
+            ("RUNNER_ENV", "ACCESS_TOKEN=ghp_x"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            vars,
+            vec![
+                "DOCKER_HOST",
+                "RUNNER_CPUS",
+                "RUNNER_MEMORY",
+                "CACHE_VOLUME_SHARING",
+                "RUNNER_DOCKER_SOCKET",
+                "STRAY_GRACE",
+                "RUNNER_CONTAINER_LABELS",
+                "RUNNER_ENV"
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512m"), Some(512 << 20));
+        assert_eq!(parse_memory("1.5G"), Some(3 << 29));
+        assert_eq!(parse_memory("1GiB"), Some(1 << 30));
+        assert_eq!(parse_memory("1048576"), Some(1 << 20));
+        assert_eq!(parse_memory("x"), None);
+    }
+}

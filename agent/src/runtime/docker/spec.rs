@@ -1,0 +1,459 @@
+//! From a [`RunnerSpec`] to a container: a pure mapping, unit-tested without an engine.
+//!
+//! - **Registration by image convention.** A JIT config (the official
+//!   `ghcr.io/actions/actions-runner` image) runs `/home/runner/run.sh` with
+//!   `ACTIONS_RUNNER_INPUT_JITCONFIG`. A registration token (myoung34-style images) keeps the
+//!   image's entry point and sets `RUNNER_TOKEN`, `REPO_URL` or `ORG_NAME` + `RUNNER_SCOPE=org`,
+//!   `RUNNER_GROUP`, `LABELS`, `RUNNER_NAME`, `EPHEMERAL=1`, `DISABLE_AUTO_UPDATE=1` (and
+//!   `GITHUB_HOST` for a server other than github.com). The owner's PAT is never given: the
+//!   controller never sends it, and variables that would carry one are dropped here as well.
+//! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner, architecture and cache
+//!   name; exclusive volumes get a slot number so that concurrent runners never share one.
+//! - **Labels** on everything ([`super::labels`]), so ownership is found by label.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy};
+use bollard::models::{RestartPolicyNameEnum, VolumeCreateRequest};
+use shared::command::{Registration, RunnerSpec};
+
+use super::config::DockerSettings;
+use super::labels;
+
+/// The official runner image's entry script, which reads `ACTIONS_RUNNER_INPUT_JITCONFIG`.
+pub const OFFICIAL_RUN_SH: &str = "/home/runner/run.sh";
+/// The cache used when a runner asks for caching without naming volumes.
+pub const DEFAULT_CACHE: (&str, &str) = ("toolcache", "/opt/hostedtoolcache");
+/// Where the Docker socket is mounted in a runner that asks for it (unsafe, see the README).
+pub const SOCKET_IN_RUNNER: &str = "/var/run/docker.sock";
+
+/// Variables that would carry a long-lived credential (myoung34's `ACCESS_TOKEN` is a PAT);
+/// never passed to a runner, whoever asks.
+const FORBIDDEN_ENV: [&str; 7] = [
+    "ACCESS_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "GITHUB_PAT",
+    "APP_ID",
+    "APP_PRIVATE_KEY",
+    "APP_LOGIN",
+];
+/// Value prefixes of GitHub personal access and OAuth tokens.
+const TOKEN_PREFIXES: [&str; 4] = ["ghp_", "github_pat_", "gho_", "ghu_"];
+
+/// One cache volume a runner mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMount {
+    /// The cache's name (`toolcache`).
+    pub cache: String,
+    pub volume: String,
+    pub path: String,
+}
+
+/// What the runtime decided around the spec: who creates the container and until when it runs.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub agent: String,
+    pub controller: String,
+    /// When the runner is stopped, in milliseconds since the Unix epoch.
+    pub deadline_ms: i64,
+    pub caches: Vec<CacheMount>,
+}
+
+/// The caches a spec asks for: (cache name, mount path).
+pub fn requested_caches(spec: &RunnerSpec) -> Vec<(String, String)> {
+    if !spec.cache.enabled {
+        return Vec::new();
+    }
+    if spec.cache.volumes.is_empty() {
+        return vec![(DEFAULT_CACHE.0.to_owned(), DEFAULT_CACHE.1.to_owned())];
+    }
+    spec.cache
+        .volumes
+        .iter()
+        .map(|(name, path)| (name.clone(), path.clone()))
+        .collect()
+}
+
+/// Keeps only `[a-z0-9_.-]`, so owners and names are safe in volume names.
+fn clean(part: &str) -> String {
+    part.to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `<prefix>-<owner>-<arch>-<cache>[-<slot>]`.
+pub fn volume_name(prefix: &str, spec: &RunnerSpec, cache: &str, slot: Option<u32>) -> String {
+    let base = format!(
+        "{prefix}-{}-{}-{}",
+        clean(&spec.owner),
+        spec.arch.as_str(),
+        clean(cache)
+    );
+    match slot {
+        Some(n) => format!("{base}-{n}"),
+        None => base,
+    }
+}
+
+/// The labels every object of this runner carries.
+pub fn base_labels(
+    spec: &RunnerSpec,
+    settings: &DockerSettings,
+    placement: &Placement,
+) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = settings
+        .extra_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    l.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+    l.insert(labels::CONTROLLER.into(), placement.controller.clone());
+    l.insert(labels::AGENT.into(), placement.agent.clone());
+    l.insert(labels::OWNER.into(), spec.owner.clone());
+    l.insert(labels::ARCH.into(), spec.arch.as_str().into());
+    l
+}
+
+/// The volume to create for one cache mount.
+pub fn volume_request(
+    spec: &RunnerSpec,
+    settings: &DockerSettings,
+    placement: &Placement,
+    mount: &CacheMount,
+) -> VolumeCreateRequest {
+    let mut l = base_labels(spec, settings, placement);
+    l.insert(labels::CACHE.into(), mount.cache.clone());
+    VolumeCreateRequest {
+        name: Some(mount.volume.clone()),
+        labels: Some(l),
+        ..Default::default()
+    }
+}
+
+/// Whether a variable may be passed to a runner.
+pub fn allowed_env(key: &str, value: &str) -> bool {
+    !FORBIDDEN_ENV.iter().any(|f| f.eq_ignore_ascii_case(key))
+        && !TOKEN_PREFIXES.iter().any(|p| value.trim().starts_with(p))
+}
+
+/// The registration variables and the command override of the image convention.
+pub fn registration(spec: &RunnerSpec) -> (Vec<(String, String)>, Option<Vec<String>>) {
+    match &spec.registration {
+        Registration::JitConfig(jit) => (
+            vec![("ACTIONS_RUNNER_INPUT_JITCONFIG".into(), jit.clone())],
+            Some(vec![OFFICIAL_RUN_SH.to_owned()]),
+        ),
+        Registration::Token {
+            token,
+            url,
+            runner_group,
+        } => {
+            let mut env = vec![
+                ("RUNNER_TOKEN".to_owned(), token.clone()),
+                ("RUNNER_NAME".into(), spec.name.clone()),
+                ("LABELS".into(), spec.labels.join(",")),
+                ("EPHEMERAL".into(), "1".into()),
+                ("DISABLE_AUTO_UPDATE".into(), "1".into()),
+            ];
+            let (host, path) = split_url(url);
+            let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            match segments.as_slice() {
+                [org] => {
+                    env.push(("RUNNER_SCOPE".into(), "org".into()));
+                    env.push(("ORG_NAME".into(), (*org).to_owned()));
+                }
+                _ => {
+                    env.push(("RUNNER_SCOPE".into(), "repo".into()));
+                    env.push(("REPO_URL".into(), url.clone()));
+                }
+            }
+            if !runner_group.is_empty() {
+                env.push(("RUNNER_GROUP".into(), runner_group.clone()));
+            }
+            if !host.is_empty() && host != "github.com" {
+                env.push(("GITHUB_HOST".into(), host.to_owned()));
+            }
+            (env, None)
+        }
+    }
+}
+
+/// (`host[:port]`, path) of `https://host[:port]/path`.
+fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    }
+}
+
+/// The whole container: image, name, environment, command, labels, mounts and limits.
+/// Returns the body and the keys of variables from the spec that were dropped.
+pub fn container_body(
+    spec: &RunnerSpec,
+    settings: &DockerSettings,
+    placement: &Placement,
+) -> (ContainerCreateBody, Vec<String>) {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut dropped = Vec::new();
+    for (k, v) in settings.extra_env.iter().chain(&spec.env) {
+        if allowed_env(k, v) {
+            env.insert(k.clone(), v.clone());
+        } else {
+            dropped.push(k.clone());
+        }
+    }
+    for cache in &placement.caches {
+        if cache.cache == DEFAULT_CACHE.0 && cache.path == DEFAULT_CACHE.1 {
+            env.entry("RUNNER_TOOL_CACHE".into())
+                .or_insert_with(|| cache.path.clone());
+            env.entry("AGENT_TOOLSDIRECTORY".into())
+                .or_insert_with(|| cache.path.clone());
+        }
+    }
+    let (registration, cmd) = registration(spec);
+    // Registration variables win over anything the spec's env says.
+    env.extend(registration);
+
+    let mut l = base_labels(spec, settings, placement);
+    l.insert(labels::RUNNER_ID.into(), spec.id.to_string());
+    l.insert(labels::RUNNER_NAME.into(), spec.name.clone());
+    l.insert(labels::DEADLINE.into(), placement.deadline_ms.to_string());
+    if !placement.caches.is_empty() {
+        let volumes: Vec<&str> = placement.caches.iter().map(|c| c.volume.as_str()).collect();
+        l.insert(labels::CACHE_VOLUMES.into(), volumes.join(","));
+    }
+
+    let mut mounts: Vec<Mount> = placement
+        .caches
+        .iter()
+        .map(|c| Mount {
+            target: Some(c.path.clone()),
+            source: Some(c.volume.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            ..Default::default()
+        })
+        .collect();
+    if settings.mount_docker_socket
+        && let super::config::DockerHost::Unix(path) = &settings.host
+    {
+        mounts.push(Mount {
+            target: Some(SOCKET_IN_RUNNER.into()),
+            source: Some(path.display().to_string()),
+            typ: Some(MountType::BIND),
+            ..Default::default()
+        });
+    }
+
+    let host_config = HostConfig {
+        network_mode: settings.network.clone(),
+        nano_cpus: settings.nano_cpus,
+        memory: settings.memory_bytes,
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        init: Some(settings.init),
+        // We remove containers ourselves, after their exit code is reported.
+        auto_remove: Some(false),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        hostname: Some(spec.name.chars().take(63).collect()),
+        env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        cmd,
+        labels: Some(l),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    (body, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shared::arch::Arch;
+    use shared::command::CacheSettings;
+    use shared::ids::RunnerId;
+
+    use super::*;
+
+    fn spec(registration: Registration) -> RunnerSpec {
+        RunnerSpec {
+            id: RunnerId::parse("r-1").unwrap(),
+            name: "gha-acme-r-1".into(),
+            image: "myoung34/github-runner:ubuntu-noble".into(),
+            registration,
+            labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
+            env: BTreeMap::from([
+                ("FOO".into(), "bar".into()),
+                ("ACCESS_TOKEN".into(), "ghp_secret".into()),
+                ("INNOCENT".into(), "github_pat_123".into()),
+            ]),
+            timeout: Duration::from_secs(60),
+            cache: CacheSettings::default(),
+            arch: Arch::Amd64,
+            owner: "Acme".into(),
+        }
+    }
+
+    fn placement(caches: Vec<CacheMount>) -> Placement {
+        Placement {
+            agent: "host-1".into(),
+            controller: "ctl".into(),
+            deadline_ms: 1_000,
+            caches,
+        }
+    }
+
+    fn env_of(body: &ContainerCreateBody) -> BTreeMap<String, String> {
+        body.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_jit_config_runs_the_official_run_sh() {
+        let s = spec(Registration::JitConfig("base64jit".into()));
+        let (body, _) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
+        assert_eq!(body.cmd, Some(vec![OFFICIAL_RUN_SH.to_owned()]));
+        let env = env_of(&body);
+        assert_eq!(env["ACTIONS_RUNNER_INPUT_JITCONFIG"], "base64jit");
+        assert!(!env.contains_key("RUNNER_TOKEN"));
+    }
+
+    #[test]
+    fn a_registration_token_follows_the_myoung34_convention() {
+        let s = spec(Registration::Token {
+            token: "AABBCC".into(),
+            url: "https://github.com/acme/app".into(),
+            runner_group: String::new(),
+        });
+        let (body, _) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
+        assert_eq!(
+            body.cmd, None,
+            "the image's entry point does the registration"
+        );
+        let env = env_of(&body);
+        assert_eq!(env["RUNNER_TOKEN"], "AABBCC");
+        assert_eq!(env["REPO_URL"], "https://github.com/acme/app");
+        assert_eq!(env["RUNNER_SCOPE"], "repo");
+        assert_eq!(env["RUNNER_NAME"], "gha-acme-r-1");
+        assert_eq!(env["LABELS"], "self-hosted,linux,x64");
+        assert_eq!(env["EPHEMERAL"], "1");
+        assert_eq!(env["DISABLE_AUTO_UPDATE"], "1");
+        assert!(!env.contains_key("GITHUB_HOST"));
+
+        let org = spec(Registration::Token {
+            token: "T".into(),
+            url: "http://127.0.0.1:4000/acme".into(),
+            runner_group: "builders".into(),
+        });
+        let env = env_of(&container_body(&org, &DockerSettings::default(), &placement(vec![])).0);
+        assert_eq!(env["ORG_NAME"], "acme");
+        assert_eq!(env["RUNNER_SCOPE"], "org");
+        assert_eq!(env["RUNNER_GROUP"], "builders");
+        assert_eq!(env["GITHUB_HOST"], "127.0.0.1:4000");
+        assert!(!env.contains_key("REPO_URL"));
+    }
+
+    #[test]
+    fn credentials_from_the_spec_env_are_dropped() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let (body, dropped) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
+        let env = env_of(&body);
+        assert_eq!(env["FOO"], "bar");
+        assert!(!env.contains_key("ACCESS_TOKEN"));
+        assert!(!env.contains_key("INNOCENT"));
+        assert_eq!(dropped, vec!["ACCESS_TOKEN", "INNOCENT"]);
+        assert!(!env.values().any(|v| v.starts_with("ghp_")));
+    }
+
+    #[test]
+    fn labels_limits_network_and_mounts() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let settings = DockerSettings {
+            extra_env: BTreeMap::from([
+                ("DOCKER_HOST".into(), "tcp://dind:2375".into()),
+                ("FOO".into(), "from the agent".into()),
+            ]),
+            network: Some("ci".into()),
+            nano_cpus: Some(2_000_000_000),
+            memory_bytes: Some(1 << 30),
+            mount_docker_socket: true,
+            extra_labels: BTreeMap::from([("team".into(), "ci".into())]),
+            ..Default::default()
+        };
+        let cache = CacheMount {
+            cache: "toolcache".into(),
+            volume: "gha-cache-acme-amd64-toolcache-0".into(),
+            path: "/opt/hostedtoolcache".into(),
+        };
+        let (body, _) = container_body(&s, &settings, &placement(vec![cache]));
+        let l = body.labels.as_ref().unwrap();
+        assert_eq!(l[labels::MANAGED_BY], "gha-scaler");
+        assert_eq!(l[labels::AGENT], "host-1");
+        assert_eq!(l[labels::CONTROLLER], "ctl");
+        assert_eq!(l[labels::OWNER], "Acme");
+        assert_eq!(l[labels::RUNNER_ID], "r-1");
+        assert_eq!(l[labels::DEADLINE], "1000");
+        assert_eq!(l[labels::CACHE_VOLUMES], "gha-cache-acme-amd64-toolcache-0");
+        assert_eq!(l["team"], "ci");
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("ci"));
+        assert_eq!(hc.nano_cpus, Some(2_000_000_000));
+        assert_eq!(hc.memory, Some(1 << 30));
+        let mounts = hc.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(
+            mounts[1].source.as_deref(),
+            Some("/var/run/docker.sock"),
+            "socket mounted only because asked for"
+        );
+        let env = env_of(&body);
+        assert_eq!(env["RUNNER_TOOL_CACHE"], "/opt/hostedtoolcache");
+        assert_eq!(env["DOCKER_HOST"], "tcp://dind:2375");
+        assert_eq!(
+            env["FOO"], "bar",
+            "the spec's variables win over the agent's"
+        );
+    }
+
+    #[test]
+    fn cache_volumes_are_per_owner_arch_and_slot() {
+        let mut s = spec(Registration::JitConfig("j".into()));
+        assert!(requested_caches(&s).is_empty());
+        s.cache.enabled = true;
+        assert_eq!(
+            requested_caches(&s),
+            vec![("toolcache".to_owned(), "/opt/hostedtoolcache".to_owned())]
+        );
+        assert_eq!(
+            volume_name("gha-cache", &s, "toolcache", Some(2)),
+            "gha-cache-acme-amd64-toolcache-2"
+        );
+        s.arch = Arch::Arm64;
+        assert_eq!(
+            volume_name("gha-cache", &s, "npm cache", None),
+            "gha-cache-acme-arm64-npm-cache"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The whole product on one machine with Docker, before you have a GitHub token:
+# builds everything, makes the test runner image, starts the GitHub simulator, a controller and
+# two Docker agents (one declaring arm64), queues a handful of jobs with mixed labels, and shows
+# them being served: runner containers appear and finish, the agent list tells the story.
+# Ctrl-C stops everything and removes every container, volume and image the demo created.
+#
+#   deploy/docker/demo.sh            # JOBS=8 MAX_RUNNERS=3 PORT=18080 GRPC_PORT=19443 to change
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+JOBS="${JOBS:-8}"
+PORT="${PORT:-18080}"
+GRPC_PORT="${GRPC_PORT:-19443}"
+MAX_RUNNERS="${MAX_RUNNERS:-3}"
+DEMO_ID="demo-$$"
+LABEL="dev.gha-scaler.demo=$DEMO_ID"
+IMAGE="gha-scaler-demo-runner:$DEMO_ID"
+WORK="$(mktemp -d)"
+PIDS=()
+
+say() { printf '\n== %s\n' "$*"; }
+
+cleanup() {
+  trap - EXIT INT TERM
+  say "stopping (runner containers are removed by the demo, not by the agents)"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ids=$(docker ps -aq --filter "label=$LABEL")
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null
+  vols=$(docker volume ls -q --filter "label=$LABEL")
+  [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
+  docker rmi -f "$IMAGE" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  echo "nothing left behind"
+}
+trap cleanup EXIT INT TERM
+
+docker version >/dev/null || { echo "the Docker engine is not reachable" >&2; exit 1; }
+
+say "building (first time: a few minutes)"
+cargo build --locked -p controller -p agent -p tests \
+  --bin gha-controller --bin gha-agent --bin github-sim
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+  --manifest-path tests/runner-image/Cargo.toml --target-dir target/runner-image
+BIN="$PWD/target/debug"
+
+say "making the runner image $IMAGE (the fake runner as /home/runner/run.sh)"
+mkdir -p "$WORK/rootfs/home/runner"
+cp target/runner-image/release/fake-runner "$WORK/rootfs/home/runner/run.sh"
+tar -C "$WORK/rootfs" -c . | docker import -c 'CMD ["/home/runner/run.sh"]' \
+  -c 'WORKDIR /home/runner' -c "LABEL $LABEL" - "$IMAGE" >/dev/null
+
+say "starting the GitHub simulator (organization acme, repository app)"
+SECRET="demo-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+GITHUB_SIM_HOOK_SECRET="$SECRET" "$BIN/github-sim" --org acme --repos app \
+  --hook-url "http://127.0.0.1:$PORT/webhook" > "$WORK/sim.json" 2> "$WORK/sim.log" &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/sim.json" ] && break; sleep 0.1; done
+json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
+API_URL=$(json "$WORK/sim.json" api_url)
+CONTROL_URL=$(json "$WORK/sim.json" control_url)
+echo "GitHub API: $API_URL"
+
+say "starting the controller on :$PORT (gRPC :$GRPC_PORT), MAX_RUNNERS=$MAX_RUNNERS"
+export STATE_DIR="$WORK/state" PORT GRPC_PORT REPO_OWNER=acme ALL_REPOS=true \
+  WEBHOOK_SECRET="$SECRET" GITHUB_API_URL="$API_URL" RUNNER_IMAGE="$IMAGE" MAX_RUNNERS
+GITHUB_TOKEN=$(json "$WORK/sim.json" token)
+export GITHUB_TOKEN
+"$BIN/gha-controller" > "$WORK/controller.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+for agent in amd-host:amd64 arm-host:arm64; do
+  name="${agent%%:*}" arch="${agent##*:}"
+  say "enrolling and starting agent $name (AGENT_ARCH=$arch)"
+  TOKEN=$("$BIN/gha-controller" agents join-token --ttl 10m 2>/dev/null)
+  "$BIN/gha-agent" join --controller "https://127.0.0.1:$GRPC_PORT" --token "$TOKEN" \
+    --dir "$WORK/$name" --name "$name" >/dev/null
+  CONTROLLER_URL="https://127.0.0.1:$GRPC_PORT" TLS_DIR="$WORK/$name" RUNTIME=docker \
+    AGENT_ARCH="$arch" MAX_RUNNERS=2 RUNNER_NETWORK=host RUNNER_STOP_GRACE=2s \
+    RUNNER_CONTAINER_LABELS="$LABEL" CACHE_VOLUME_PREFIX="$DEMO_ID" \
+    CONTROL_SOCKET="$WORK/$name.sock" env -u GITHUB_TOKEN "$BIN/gha-agent" > "$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+done
+
+say "queueing $JOBS jobs with mixed labels"
+for i in $(seq "$JOBS"); do
+  case $((i % 3)) in
+    0) labels='["self-hosted","linux","arm64"]' ;;
+    1) labels='["self-hosted","linux","x64"]' ;;
+    *) labels='["self-hosted","linux"]' ;;
+  esac
+  ms=$(( (2 + RANDOM % 5) * 1000 ))
+  curl -fsS -X POST "$CONTROL_URL/jobs" -H 'Content-Type: application/json' \
+    -d "{\"owner\":\"acme\",\"repo\":\"app\",\"labels\":$labels,\"duration_ms\":$ms}"
+  echo
+done
+
+say "serving (Ctrl-C to stop; logs in $WORK)"
+while true; do
+  sleep 2
+  echo "--- $(date +%T) runner containers:"
+  docker ps --filter "label=$LABEL" --filter "label=dev.gha-scaler.managed-by" \
+    --format '{{.Names}}\t{{.Label "dev.gha-scaler.agent"}}\t{{.Status}}' || true
+  curl -fsS "http://127.0.0.1:$PORT/api/v1/agents" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin):
+    phases = {}
+    for r in a["runners"]:
+        phases[r["phase"]] = phases.get(r["phase"], 0) + 1
+    print("agent %-9s %-6s connected=%s healthy=%s runners=%s"
+          % (a["name"], a["arch"], a["connected"], a["healthy"], phases))
+' || true
+  curl -fsS "http://127.0.0.1:$PORT/status" 2>/dev/null | head -c 2000 || true
+done

@@ -90,7 +90,8 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = AgentConfig::from_env(&environment()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let env = environment();
+    let config = AgentConfig::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.debug);
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
@@ -102,7 +103,29 @@ async fn run() -> anyhow::Result<()> {
             agent.run(shutdown).await?;
             Ok(())
         }
-        "docker" | "kubernetes" => anyhow::bail!(
+        "kubernetes" => {
+            use agent::runtime::kubernetes::{KubernetesRuntime, settings::KubernetesSettings};
+            let settings =
+                KubernetesSettings::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // KUBECONFIG, else the pod's service account.
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "RUNTIME=kubernetes: no Kubernetes client (set KUBECONFIG or run in a pod): {e}"
+                )
+            })?;
+            // Pods are labelled with the name the controller knows us by: our certificate's.
+            let cert = shared::tls::read_certs(&config.tls.cert_file)?;
+            let name = shared::tls::identity_from_cert(cert.first().ok_or_else(|| {
+                anyhow::anyhow!("{}: no certificate", config.tls.cert_file.display())
+            })?)?;
+            let child = shutdown.child_token();
+            let agent = agent::Agent::new(config, |sink| {
+                KubernetesRuntime::new(client, settings, name.as_str(), sink, child)
+            });
+            agent.run(shutdown).await?;
+            Ok(())
+        }
+        "docker" => anyhow::bail!(
             "RUNTIME={}: this build of gha-agent has no {} runtime yet",
             config.runtime,
             config.runtime

@@ -5,12 +5,13 @@
 //! Kubernetes runtimes implement this trait; [`memory`] (tests and local demos only) records
 //! commands in memory.
 
+pub mod kubernetes;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
 
 use std::future::Future;
 
-use shared::arch::RuntimeKind;
+use shared::arch::{Arch, RuntimeKind};
 use shared::command::RunnerSpec;
 use shared::ids::RunnerId;
 use shared::runner::RunnerState;
@@ -52,4 +53,12 @@ pub trait RunnerRuntime: Send + Sync + 'static {
 
     /// `Err(reason)` while the runtime cannot take runners (e.g. the engine is unreachable).
     fn health(&self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Runners per architecture this runtime can take, read at every registration, for a
+    /// runtime that knows better than `AGENT_ARCH` (a cluster with nodes of several
+    /// architectures). `None`, the default: the agent's own architecture with `max_runners`.
+    fn capacity(&self, max_runners: u32) -> impl Future<Output = Option<Vec<(Arch, u32)>>> + Send {
+        let _ = max_runners;
+        async { None }
+    }
 }

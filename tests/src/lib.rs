@@ -1,9 +1,11 @@
 //! The end-to-end test harness of gha-scaler: a real controller and real agents talking
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
-//! ([`pki`]), and a GitHub simulator built from GitHub's published payloads
-//! ([`github_sim`]). The tests themselves live in `tests/tests/`.
+//! ([`pki`]), a GitHub simulator built from GitHub's published payloads
+//! ([`github_sim`]), and a fake Kubernetes API server ([`kube_fake`]). The tests themselves
+//! live in `tests/tests/`.
 
 pub mod emulator;
 pub mod github_sim;
 pub mod harness;
+pub mod kube_fake;
 pub mod pki;

@@ -69,18 +69,18 @@ fn failure(f: &ApiFailure) -> Response {
     (code, axum::Json(f.status())).into_response()
 }
 
-fn key(resource: &str, namespace: &str, name: &str) -> Result<Key, Response> {
+fn key(resource: &str, namespace: &str, name: &str) -> Result<Key, ApiFailure> {
     match kind_of(resource) {
         Some((_, namespaced)) if namespaced != namespace.is_empty() => Ok(Key {
             resource: resource.to_owned(),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }),
-        _ => Err(failure(&ApiFailure {
+        _ => Err(ApiFailure {
             code: 404,
             reason: "NotFound",
             message: format!("the server could not find the requested resource ({resource})"),
-        })),
+        }),
     }
 }
 
@@ -103,7 +103,7 @@ async fn list_cluster(
 async fn list(s: Arc<Shared>, resource: &str, ns: &str, q: HashMap<String, String>) -> Response {
     let (kind, _) = match key(resource, ns, "") {
         Ok(_) => kind_of(resource).unwrap_or(("Unknown", true)),
-        Err(r) => return r,
+        Err(f) => return failure(&f),
     };
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
@@ -192,10 +192,10 @@ fn watch(
             }
             let mut last = from;
             for change in backlog {
-                if selector_matches(&selector, &change.object["metadata"]["labels"]) {
-                    if send(&change).await.is_err() {
-                        return;
-                    }
+                if selector_matches(&selector, &change.object["metadata"]["labels"])
+                    && send(&change).await.is_err()
+                {
+                    return;
                 }
                 last = last.max(change.rv);
             }
@@ -252,7 +252,7 @@ async fn get_cluster(
 fn get_one(s: Arc<Shared>, resource: &str, ns: &str, name: &str) -> Response {
     let k = match key(resource, ns, name) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(f) => return failure(&f),
     };
     match s.store().get(&k) {
         Some(o) => axum::Json(o.clone()).into_response(),
@@ -293,7 +293,7 @@ fn create(s: Arc<Shared>, resource: &str, ns: &str, body: &[u8]) -> Response {
     }
     let k = match key(resource, ns, &name) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(f) => return failure(&f),
     };
     match s.store().create(k, object) {
         Ok(o) => (StatusCode::CREATED, axum::Json(o)).into_response(),
@@ -318,7 +318,7 @@ async fn delete_cluster(
 fn delete(s: Arc<Shared>, resource: &str, ns: &str, name: &str) -> Response {
     let k = match key(resource, ns, name) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(f) => return failure(&f),
     };
     match s.store().delete(&k) {
         Ok(o) => axum::Json(o).into_response(),
@@ -369,7 +369,7 @@ fn patch(
     };
     let k = match key(resource, ns, name) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(f) => return failure(&f),
     };
     match s.store().merge_patch(&k, &patch) {
         Ok(o) => axum::Json(o).into_response(),

@@ -16,7 +16,8 @@
 mod routes;
 pub mod store;
 
-use std::sync::atomic::AtomicUsize;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::Method;
@@ -37,8 +38,9 @@ pub(crate) struct Shared {
     cut: Mutex<CancellationToken>,
     /// Failures to answer the next matching request with, once each.
     injected: Mutex<Vec<(Method, String, ApiFailure)>>,
-    /// Watch streams open now.
-    pub open_watches: AtomicUsize,
+    /// Ids of the watch streams open now (a cut empties it at once).
+    open_watches: Mutex<HashSet<u64>>,
+    next_watch: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,8 +56,16 @@ impl Shared {
         lock(&self.requests)
     }
 
-    pub fn watch_cut(&self) -> CancellationToken {
-        lock(&self.cut).clone()
+    /// Registers a new watch stream: its id and the token that cuts it.
+    pub fn open_watch(&self) -> (u64, CancellationToken) {
+        let id = self.next_watch.fetch_add(1, Ordering::SeqCst);
+        let cut = lock(&self.cut);
+        lock(&self.open_watches).insert(id);
+        (id, cut.clone())
+    }
+
+    pub fn close_watch(&self, id: u64) {
+        lock(&self.open_watches).remove(&id);
     }
 
     pub fn take_injected_failure(&self, method: &Method, path: &str) -> Option<ApiFailure> {
@@ -81,7 +91,8 @@ impl FakeApiServer {
             requests: Mutex::default(),
             cut: Mutex::default(),
             injected: Mutex::default(),
-            open_watches: AtomicUsize::new(0),
+            open_watches: Mutex::default(),
+            next_watch: AtomicU64::new(1),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -201,13 +212,12 @@ impl FakeApiServer {
         let mut cut = lock(&self.shared.cut);
         cut.cancel();
         *cut = CancellationToken::new();
+        lock(&self.shared.open_watches).clear();
     }
 
-    /// Watch streams open now.
+    /// Watch streams open now (none right after [`drop_watches`](Self::drop_watches)).
     pub fn open_watches(&self) -> usize {
-        self.shared
-            .open_watches
-            .load(std::sync::atomic::Ordering::SeqCst)
+        lock(&self.shared.open_watches).len()
     }
 
     /// Forgets the change history: watches from an older resourceVersion get 410 Gone.

@@ -168,9 +168,7 @@ fn watch(
             (store.history_after(from, resource, Some(ns)), live, false)
         }
     };
-    let dropped = s.watch_cut();
-    s.open_watches
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (watch_id, dropped) = s.open_watch();
     let (resource, ns, selector) = (resource.to_owned(), ns.to_owned(), selector.to_owned());
     let shared = s.clone();
     tokio::spawn(async move {
@@ -178,6 +176,7 @@ fn watch(
             let line = json!({"type": change.kind, "object": change.object}).to_string() + "\n";
             tx.send(Ok(Bytes::from(line)))
         };
+        let cut = dropped.clone();
         let stream = async {
             if gone {
                 let status = ApiFailure {
@@ -201,6 +200,7 @@ fn watch(
             }
             loop {
                 match live.recv().await {
+                    Ok(_) if cut.is_cancelled() => return,
                     Ok(change) => {
                         if change.rv <= last
                             || change.resource != resource
@@ -220,14 +220,14 @@ fn watch(
                 }
             }
         };
+        // A cut stream must not deliver what was committed after the cut: check it first.
         tokio::select! {
-            _ = stream => {}
-            _ = tokio::time::sleep(timeout) => {}
+            biased;
             _ = dropped.cancelled() => {}
+            _ = tokio::time::sleep(timeout) => {}
+            _ = stream => {}
         }
-        shared
-            .open_watches
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        shared.close_watch(watch_id);
     });
     Response::builder()
         .header("content-type", "application/json")

@@ -473,3 +473,60 @@ async fn a_failed_pod_create_leaves_no_registration_secret() {
     assert!(fake.pods(NS).is_empty());
     assert!(fake.secrets(NS).is_empty());
 }
+
+#[tokio::test]
+async fn graceful_deletions_report_how_the_runner_ended_once_the_pod_is_gone() {
+    init();
+    let fake = FakeApiServer::start().await;
+    fake.graceful_pod_deletion(true);
+    let mut rig = Rig::start(&fake, "k8s-1", &[]);
+    for id in ["g1", "g2", "g3"] {
+        rig.runtime.start(spec(id, Arch::Amd64)).await.unwrap();
+        fake.set_pod_status(NS, &format!("gha-{id}"), running());
+        rig.expect(id, "running", |s| s.phase == RunnerPhase::Running)
+            .await;
+    }
+
+    // A stop: the container dies of the SIGTERM during the grace period, which is not a failure.
+    rig.runtime
+        .stop(&RunnerId::parse("g1").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        fake.pod(NS, "gha-g1")
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    fake.set_pod_status(NS, "gha-g1", terminated("Failed", 143));
+    fake.finish_deletion(NS, "gha-g1");
+    let g1 = rig.expect("g1", "its end", |s| s.phase.is_terminal()).await;
+    assert_eq!(
+        (g1.phase, g1.exit_code, g1.reason.as_str()),
+        (RunnerPhase::Exited, Some(143), "stopped by the controller")
+    );
+
+    // Someone deletes a pod whose runner then finishes its job: its real end is reported.
+    fake.delete("pods", NS, "gha-g2");
+    fake.set_pod_status(NS, "gha-g2", terminated("Succeeded", 0));
+    fake.finish_deletion(NS, "gha-g2");
+    let g2 = rig.expect("g2", "its end", |s| s.phase.is_terminal()).await;
+    assert_eq!((g2.phase, g2.exit_code), (RunnerPhase::Exited, Some(0)));
+
+    // A pod that vanishes while running: the runner is lost.
+    fake.delete("pods", NS, "gha-g3");
+    fake.finish_deletion(NS, "gha-g3");
+    let g3 = rig.expect("g3", "its end", |s| s.phase.is_terminal()).await;
+    assert_eq!(
+        (g3.phase, g3.reason.as_str()),
+        (
+            RunnerPhase::Failed,
+            "its pod was deleted before the runner finished"
+        )
+    );
+    assert!(
+        fake.secrets(NS).is_empty(),
+        "every secret went with its pod"
+    );
+}

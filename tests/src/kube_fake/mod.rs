@@ -8,10 +8,11 @@
 //! owner-reference garbage collection), JSON merge patch, and secrets' `stringData` folded into
 //! `data`. The test plays scheduler and kubelet through [`FakeApiServer::set_pod_status`].
 //!
-//! Not modelled: graceful deletion (objects go at once, without a `deletionTimestamp`),
-//! admission and validation of object shapes, strategic merge and server-side apply, set-based
-//! selectors, field selectors, pagination (`limit` is ignored, lists are whole), bookmarks,
-//! RBAC, and anything the scheduler or kubelet would do on their own.
+//! Graceful pod deletion is opt-in ([`FakeApiServer::graceful_pod_deletion`]); otherwise
+//! objects go at once. Not modelled: admission and validation of object shapes, strategic
+//! merge and server-side apply, set-based and field selectors, pagination (`limit` is ignored,
+//! lists are whole), bookmarks, RBAC, and anything the scheduler or kubelet would do on their
+//! own.
 
 mod routes;
 pub mod store;
@@ -168,12 +169,27 @@ impl FakeApiServer {
             .expect("pod exists");
     }
 
-    /// Deletes an object as `kubectl delete` would (with garbage collection of dependents).
+    /// Deletes an object as `kubectl delete` would (with garbage collection of dependents;
+    /// only marked, for pods, under [`graceful_pod_deletion`](Self::graceful_pod_deletion)).
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
         self.shared
             .store()
             .delete(&Self::key(resource, namespace, name))
             .expect("object exists");
+    }
+
+    /// From now on, deleting a pod marks it with a `deletionTimestamp` and leaves it until
+    /// [`finish_deletion`](Self::finish_deletion), as a kubelet does during the grace period.
+    pub fn graceful_pod_deletion(&self, on: bool) {
+        self.shared.store().graceful_pod_deletion = on;
+    }
+
+    /// Ends a pod's graceful deletion: it goes, and its dependents with it.
+    pub fn finish_deletion(&self, namespace: &str, name: &str) {
+        self.shared
+            .store()
+            .remove(&Self::key("pods", namespace, name))
+            .expect("pod exists");
     }
 
     fn typed<T: DeserializeOwned>(&self, resource: &str, namespace: &str) -> Vec<T> {

@@ -79,6 +79,9 @@ pub struct Store {
     pub compacted_to: u64,
     /// Open watches listen here; a lagging one is cut and resumes from its last version.
     pub changes: broadcast::Sender<Change>,
+    /// When set, deleting a pod only marks it (`deletionTimestamp`), like a kubelet honouring
+    /// the grace period; [`Store::remove`] finishes it.
+    pub graceful_pod_deletion: bool,
 }
 
 impl Default for Store {
@@ -90,6 +93,7 @@ impl Default for Store {
             history: Vec::new(),
             compacted_to: 0,
             changes: broadcast::channel(4096).0,
+            graceful_pod_deletion: false,
         }
     }
 }
@@ -184,9 +188,30 @@ impl Store {
         Ok(self.commit(key.clone(), object, "MODIFIED"))
     }
 
-    /// Deletes an object at once (no grace period), then, like the garbage collector, every
-    /// object that names it in an owner reference.
+    /// Deletes an object: at once, or for a pod with [`graceful_pod_deletion`] by marking it
+    /// with a `deletionTimestamp` (a repeated delete changes nothing).
+    ///
+    /// [`graceful_pod_deletion`]: Store::graceful_pod_deletion
     pub fn delete(&mut self, key: &Key) -> Result<Value, ApiFailure> {
+        if key.resource == "pods" && self.graceful_pod_deletion {
+            let mut object = self
+                .objects
+                .get(key)
+                .cloned()
+                .ok_or_else(|| ApiFailure::not_found(key))?;
+            if !object["metadata"]["deletionTimestamp"].is_string() {
+                object["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+                object["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+                return Ok(self.commit(key.clone(), object, "MODIFIED"));
+            }
+            return Ok(object);
+        }
+        self.remove(key)
+    }
+
+    /// Removes an object at once, then, like the garbage collector, every object that names it
+    /// in an owner reference.
+    pub fn remove(&mut self, key: &Key) -> Result<Value, ApiFailure> {
         let object = self
             .objects
             .remove(key)
@@ -205,7 +230,7 @@ impl Store {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in owned {
-                let _ = self.delete(&k);
+                let _ = self.remove(&k);
             }
         }
         Ok(deleted)

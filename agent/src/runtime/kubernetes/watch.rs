@@ -93,11 +93,7 @@ impl PodWatch {
                 }
             }
             Event::Apply(pod) => self.observe(&pod).await,
-            Event::Delete(pod) => {
-                if let Some((id, name)) = runner_of(&pod) {
-                    self.gone(id, name).await;
-                }
-            }
+            Event::Delete(pod) => self.deleted(&pod).await,
         }
     }
 
@@ -107,15 +103,28 @@ impl PodWatch {
             warn!(pod = ?pod.metadata.name, "a pod with our labels but no runner annotations; leaving it alone");
             return;
         };
-        let deleting = pod.metadata.deletion_timestamp.is_some();
-        if deleting && !state.phase.is_terminal() {
-            // Its end comes as a Delete event (or a terminal phase first).
+        if pod.metadata.deletion_timestamp.is_some() {
+            // Being deleted (a stop, or someone's `kubectl delete`): the container may be
+            // dying of the SIGTERM. Its end is reported from the Delete event, which knows why.
             return;
         }
         self.report(state.clone()).await;
-        if state.phase.is_terminal() && !deleting {
+        if state.phase.is_terminal() {
             self.delete_pod(pod, &state.id).await;
         }
+    }
+
+    /// A runner's pod was deleted: a stop ends as one; otherwise the pod's last status says
+    /// how the runner ended, if it did.
+    async fn deleted(&mut self, pod: &Pod) {
+        let Some(state) = runner_state(pod) else {
+            return;
+        };
+        let stopped = self.ctx.stopping().contains(&state.id);
+        if state.phase.is_terminal() && !stopped {
+            self.report(state.clone()).await;
+        }
+        self.gone(state.id, state.name).await;
     }
 
     /// A runner's pod is gone: if its end was not reported yet, report it now.

@@ -121,11 +121,14 @@ impl<R: RunnerRuntime> Worker<R> {
         };
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
         let health = self.health().await;
-        let capacity = self
-            .runtime
-            .capacity(self.config.max_runners)
-            .await
-            .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
+        let capacity = tokio::time::timeout(
+            HEALTH_CHECK_TIMEOUT,
+            self.runtime.capacity(self.config.max_runners),
+        )
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
         let register = pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
             capacity: capacity

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -383,9 +383,4 @@ fn bad_request(message: String) -> Response {
         reason: "BadRequest",
         message,
     })
-}
-
-/// Whether a failure injected for (`method`, `path`) applies to this request.
-pub fn injected_matches(method: &Method, path: &str, want: &(Method, String)) -> bool {
-    *method == want.0 && path.ends_with(&want.1)
 }

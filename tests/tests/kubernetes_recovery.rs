@@ -270,3 +270,88 @@ async fn a_dropped_watch_resumes_from_its_resource_version_and_relists_when_it_i
     })
     .await;
 }
+
+fn our_secret(name: &str, agent: &str, created: Option<&str>) -> serde_json::Value {
+    let mut secret = json!({
+        "metadata": {
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/managed-by": "gha-scaler",
+                "gha-scaler/controller": "gha-scaler",
+                "gha-scaler/agent": agent,
+            }
+        },
+        "type": "Opaque",
+        "stringData": {"jitconfig": "secret"}
+    });
+    if let Some(at) = created {
+        secret["metadata"]["creationTimestamp"] = json!(at);
+    }
+    secret
+}
+
+#[tokio::test]
+async fn secrets_left_without_an_owner_go_to_their_pod_or_are_deleted() {
+    init();
+    let fake = FakeApiServer::start().await;
+    // A previous agent stopped after creating o1's pod but before handing it the secret, and
+    // after creating o2's secret but before its pod.
+    let mut pod = foreign_pod("gha-o1", "gha-scaler", "k8s-1");
+    pod["status"] = json!({"phase": "Pending"});
+    let pod = fake.create("pods", NS, pod);
+    let long_ago = Some("2020-01-01T00:00:00Z");
+    fake.create(
+        "secrets",
+        NS,
+        our_secret("gha-o1-registration", "k8s-1", long_ago),
+    );
+    fake.create(
+        "secrets",
+        NS,
+        our_secret("gha-o2-registration", "k8s-1", long_ago),
+    );
+    fake.create(
+        "secrets",
+        NS,
+        our_secret("gha-o3-registration", "k8s-1", None),
+    );
+    fake.create(
+        "secrets",
+        NS,
+        our_secret("theirs-registration", "k8s-2", long_ago),
+    );
+
+    let _rig = Rig::start(&fake, "k8s-1");
+    let names = || {
+        fake.secrets(NS)
+            .into_iter()
+            .map(|s| s.metadata.name.unwrap())
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        WAIT,
+        "o1's secret owned by its pod, o2's deleted",
+        || async {
+            let o1_owned = fake.secrets(NS).iter().any(|s| {
+                s.metadata.name.as_deref() == Some("gha-o1-registration")
+                    && s.metadata.owner_references.as_ref().is_some_and(|o| {
+                        o.len() == 1 && o[0].uid == pod["metadata"]["uid"].as_str().unwrap()
+                    })
+            });
+            o1_owned && !names().contains(&"gha-o2-registration".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(
+        names(),
+        [
+            "gha-o1-registration",
+            "gha-o3-registration",
+            "theirs-registration"
+        ],
+        "a young secret may still get its pod; another agent's is not ours"
+    );
+    // Owned now, o1's secret goes with its pod.
+    fake.delete("pods", NS, "gha-o1");
+    assert_eq!(names(), ["gha-o3-registration", "theirs-registration"]);
+}

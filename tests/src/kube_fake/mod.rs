@@ -133,16 +133,22 @@ impl FakeApiServer {
         }
     }
 
-    /// Creates an object as a client would (e.g. pods left by a previous agent).
+    /// Creates an object as a client would (e.g. pods left by a previous agent). Unlike the
+    /// API, it keeps a `creationTimestamp` the object brings, to seed objects that are old.
     pub fn create(&self, resource: &str, namespace: &str, object: Value) -> Value {
         let name = object["metadata"]["name"]
             .as_str()
             .expect("metadata.name")
             .to_owned();
-        self.shared
-            .store()
-            .create(Self::key(resource, namespace, &name), object)
-            .expect("create")
+        let key = Self::key(resource, namespace, &name);
+        let mut store = self.shared.store();
+        let created = store.create(key.clone(), object.clone()).expect("create");
+        match object["metadata"].get("creationTimestamp") {
+            Some(at) => store
+                .merge_patch(&key, &json!({"metadata": {"creationTimestamp": at}}))
+                .expect("created"),
+            None => created,
+        }
     }
 
     /// Adds a Ready node of `arch` that can take `pods` pods.

@@ -112,6 +112,23 @@ impl Context {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Makes `pod` the owner of the Secret `name`, so the garbage collector deletes it with the
+    /// pod.
+    async fn own_secret(&self, name: &str, pod: &Pod) -> Result<(), KubeError> {
+        let Some(owner) = objects::owner_reference(pod) else {
+            return Ok(());
+        };
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+        self.secrets()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(KubeError::new(format!(
+                "make pod {} own secret {name}",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            )))
+    }
+
     fn stopping(&self) -> std::sync::MutexGuard<'_, HashSet<RunnerId>> {
         self.stopping.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -224,15 +241,7 @@ impl KubernetesRuntime {
                 return Err(KubeError::new(format!("create pod {name}"))(e));
             }
         };
-        if let Some(owner) = objects::owner_reference(&created) {
-            let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-            ctx.secrets()
-                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(KubeError::new(format!(
-                    "make pod {name} own secret {secret_name}"
-                )))?;
-        }
+        ctx.own_secret(&secret_name, &created).await?;
         info!(runner = %spec.id, pod = %name, namespace = %ctx.namespace, "runner pod created");
         Ok(())
     }

@@ -97,8 +97,11 @@ pub fn pod_name(spec: &RunnerSpec) -> String {
     dns_label(&spec.name)
 }
 
+/// A runner's Secret is named after its pod, with this suffix.
+pub const SECRET_SUFFIX: &str = "-registration";
+
 pub fn secret_name(pod: &str) -> String {
-    format!("{pod}-registration")
+    format!("{pod}{SECRET_SUFFIX}")
 }
 
 /// The claim of cache slot `slot` for an owner and architecture.

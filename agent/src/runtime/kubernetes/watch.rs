@@ -17,13 +17,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use shared::ids::RunnerId;
 use shared::runner::{RunnerPhase, RunnerState};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::objects;
 use super::status::{pending_reason, pod_phase, runner_of, runner_state};
 use super::{Context, api_message, is_not_found};
 
@@ -36,6 +37,9 @@ pub(super) struct PodWatch {
     reported: HashMap<RunnerId, RunnerState>,
     /// Runners listed since the last `Init`; at `InitDone` the others are known to be gone.
     relisted: Option<HashSet<RunnerId>>,
+    /// Whether the store holds a complete list yet: sweeping before would take every secret
+    /// for an orphan.
+    listed: bool,
 }
 
 impl PodWatch {
@@ -44,6 +48,7 @@ impl PodWatch {
             ctx,
             reported: HashMap::new(),
             relisted: None,
+            listed: false,
         }
     }
 
@@ -61,11 +66,19 @@ impl PodWatch {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = events.next() => match event {
-                    Some(Ok(event)) => self.on_event(event).await,
+                    Some(Ok(event)) => {
+                        let first_list = matches!(event, Event::InitDone) && !self.listed;
+                        self.on_event(event).await;
+                        if first_list {
+                            // Right after (re)starting: clean up what was left meanwhile.
+                            self.listed = true;
+                            self.sweep(&store).await;
+                        }
+                    }
                     Some(Err(e)) => warn!(error = %e, "the pod watch failed; it resumes after a backoff"),
                     None => break,
                 },
-                _ = sweep.tick() => self.sweep(&store).await,
+                _ = sweep.tick(), if self.listed => self.sweep(&store).await,
             }
         }
         debug!("pod watch stopped");
@@ -204,10 +217,12 @@ impl PodWatch {
             self.report(state.clone()).await;
             self.delete_pod(&pod, &state.id).await;
         }
-        self.sweep_secrets().await;
+        self.sweep_secrets(store).await;
     }
 
-    async fn sweep_secrets(&self) {
+    /// Secrets without an owner: given to their pod if it exists (the agent stopped between
+    /// creating the pod and handing it the secret), deleted once old enough otherwise.
+    async fn sweep_secrets(&self, store: &Store<Pod>) {
         let secrets = match self
             .ctx
             .secrets()
@@ -234,7 +249,19 @@ impl PodWatch {
             let Some(name) = secret.metadata.name.as_deref() else {
                 continue;
             };
-            if owned || !old {
+            if owned {
+                continue;
+            }
+            let pod = name
+                .strip_suffix(objects::SECRET_SUFFIX)
+                .and_then(|pod| store.get(&ObjectRef::new(pod).within(&self.ctx.namespace)));
+            if let Some(pod) = pod {
+                if let Err(e) = self.ctx.own_secret(name, &pod).await {
+                    warn!(secret = %name, error = %e, "cannot hand a secret to its pod");
+                }
+                continue;
+            }
+            if !old {
                 continue;
             }
             match self

@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -45,11 +44,10 @@ fn documents() -> Vec<(String, Value)> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: not YAML: {e}"));
-            if !value.is_null() {
-                docs.push((name.clone(), value));
-            }
+        let values: Vec<Value> =
+            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{name}: not YAML: {e}"));
+        for value in values.into_iter().filter(|v| !v.is_null()) {
+            docs.push((name.clone(), value));
         }
     }
     docs
@@ -144,7 +142,7 @@ fn every_manifest_parses_into_its_kubernetes_type() {
 #[test]
 fn the_kustomization_lists_every_manifest() {
     let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap();
-    let k: Value = serde_yaml::from_str(&text).unwrap();
+    let k: Value = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(k["kind"], "Kustomization");
     assert_eq!(k["namespace"], "gha-scaler");
     let listed: BTreeSet<String> = k["resources"]

@@ -530,3 +530,26 @@ async fn graceful_deletions_report_how_the_runner_ended_once_the_pod_is_gone() {
         "every secret went with its pod"
     );
 }
+
+#[tokio::test]
+async fn a_start_that_races_another_adopts_the_pod_that_won() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let rig = Rig::start(&fake, "k8s-1", &[]);
+    // The other start's pod appears between our look-up and our create.
+    let other = Rig::start(&fake, "k8s-1", &[]);
+    other.runtime.start(spec("z1", Arch::Amd64)).await.unwrap();
+    let winner = fake.pod(NS, "gha-z1").unwrap();
+    fake.fail_next(
+        Method::GET,
+        "/pods/gha-z1",
+        404,
+        "pods \"gha-z1\" not found",
+    );
+    rig.runtime.start(spec("z1", Arch::Amd64)).await.unwrap();
+    assert_eq!(fake.pods(NS).len(), 1);
+    let secrets = fake.secrets(NS);
+    assert_eq!(secrets.len(), 1);
+    let owners = secrets[0].metadata.owner_references.clone().unwrap();
+    assert_eq!(Some(&owners[0].uid), winner.metadata.uid.as_ref());
+}

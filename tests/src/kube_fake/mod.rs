@@ -259,10 +259,11 @@ impl FakeApiServer {
             path_suffix.to_owned(),
             ApiFailure {
                 code,
-                reason: if code == 403 {
-                    "Forbidden"
-                } else {
-                    "InternalError"
+                reason: match code {
+                    403 => "Forbidden",
+                    404 => "NotFound",
+                    409 => "AlreadyExists",
+                    _ => "InternalError",
                 },
                 message: message.to_owned(),
             },

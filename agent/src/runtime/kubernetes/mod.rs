@@ -228,6 +228,12 @@ impl KubernetesRuntime {
         let pod = objects::pod(&ctx.who, &ctx.settings, spec, &ctx.namespace, caches);
         let created = match ctx.pods().create(&PostParams::default(), &pod).await {
             Ok(pod) => pod,
+            // Created meanwhile by a start that raced this one: that pod is the runner.
+            Err(e) if is_already_exists(&e) => ctx
+                .pods()
+                .get(name)
+                .await
+                .map_err(KubeError::new(format!("read pod {name}")))?,
             Err(e) => {
                 // Leave no registration material behind without a pod to own it.
                 if let Err(e) = ctx

@@ -107,12 +107,11 @@ async fn run() -> anyhow::Result<()> {
             use agent::runtime::kubernetes::{KubernetesRuntime, settings::KubernetesSettings};
             let settings =
                 KubernetesSettings::from_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
-            // KUBECONFIG, else the pod's service account.
-            let client = kube::Client::try_default().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "RUNTIME=kubernetes: no Kubernetes client (set KUBECONFIG or run in a pod): {e}"
-                )
-            })?;
+            let client = agent::runtime::kubernetes::client::client(&env)
+                .await
+                .map_err(|e| {
+                    anyhow::Error::new(e).context("RUNTIME=kubernetes: no Kubernetes client")
+                })?;
             // Pods are labelled with the name the controller knows us by: our certificate's.
             let cert = shared::tls::read_certs(&config.tls.cert_file)?;
             let name = shared::tls::identity_from_cert(cert.first().ok_or_else(|| {

@@ -553,3 +553,59 @@ async fn a_start_that_races_another_adopts_the_pod_that_won() {
     let owners = secrets[0].metadata.owner_references.clone().unwrap();
     assert_eq!(Some(&owners[0].uid), winner.metadata.uid.as_ref());
 }
+
+#[tokio::test]
+async fn a_kubeconfig_gives_the_cluster_and_the_default_namespace() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: {}
+contexts:
+- name: fake
+  context:
+    cluster: fake
+    user: tester
+    namespace: from-kubeconfig
+current-context: fake
+users:
+- name: tester
+  user:
+    token: test-token
+",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let env = vars(&[("KUBECONFIG", path.display().to_string())]);
+    let client = agent::runtime::kubernetes::client::client(&env)
+        .await
+        .unwrap();
+    assert_eq!(client.default_namespace(), "from-kubeconfig");
+
+    // Without KUBERNETES_NAMESPACE, runner pods go to the kubeconfig's namespace.
+    let (sink, _events) = event_channel();
+    let stop = CancellationToken::new();
+    let settings = KubernetesSettings::from_env(&vars(&[])).unwrap();
+    let rt = KubernetesRuntime::new(client, settings, "k8s-1", sink, stop.clone());
+    rt.start(spec("n1", Arch::Amd64)).await.unwrap();
+    assert!(fake.pod("from-kubeconfig", "gha-n1").is_some());
+    stop.cancel();
+
+    let missing = vars(&[("KUBECONFIG", "/nonexistent/kubeconfig".into())]);
+    let Err(err) = agent::runtime::kubernetes::client::client(&missing).await else {
+        panic!("a missing kubeconfig is an error");
+    };
+    assert_eq!(
+        err.to_string(),
+        "KUBECONFIG: cannot use /nonexistent/kubeconfig"
+    );
+}

@@ -7,7 +7,8 @@
 //!   deletes finished pods and those stuck Pending past `KUBERNETES_PENDING_TIMEOUT`.
 //! - [`claims`]: exclusive cache claims, so two pods never share a `ReadWriteOnce` volume.
 //! - [`capacity`]: runners per architecture from the nodes the agent can see.
-//! - [`settings`]: its configuration.
+//! - [`settings`]: its configuration; [`client`]: the kube client from `KUBECONFIG` or the
+//!   pod's service account.
 //!
 //! Every object carries ownership labels (managed-by, controller id, agent, owner, runner id),
 //! so an agent that restarts finds and adopts its pods by label, and two agents or controllers
@@ -15,6 +16,7 @@
 
 pub mod capacity;
 mod claims;
+pub mod client;
 pub mod objects;
 pub mod settings;
 pub mod status;

@@ -3,9 +3,11 @@
 //! from the last version seen, a stale version relists) and keeps a reflector store of them.
 //!
 //! On every pod change it reports the runner's state if it moved, and deletes a finished pod
-//! once its end is reported (its Secret follows through the owner reference). A timer sweeps the
-//! store, failing pods stuck Pending past the limit and deleting registration Secrets left
-//! without a pod. Everything it does is idempotent, so a relist after a gap just catches up.
+//! once its end is reported (its Secret follows through the owner reference). A pod being
+//! deleted reports its end from the Delete event. Once the first list is complete, and then on a
+//! timer, it sweeps: pods stuck Pending past the limit are failed and deleted, and registration
+//! Secrets without an owner are handed to their pod, or deleted when old and podless.
+//! Everything it does is idempotent, so a relist after a gap just catches up.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;

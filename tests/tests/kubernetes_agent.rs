@@ -181,10 +181,15 @@ async fn an_in_cluster_agent_serves_both_architectures_and_reports_pod_progress(
     )
     .await;
 
+    assert_eq!(fake.open_watches(), 1, "one pod watch");
     shutdown.cancel();
     tokio::time::timeout(WAIT, running)
         .await
         .expect("the agent stops on the shutdown token")
         .unwrap()
         .unwrap();
+    wait_until(WAIT, "the pod watch closed with the agent", || async {
+        fake.open_watches() == 0
+    })
+    .await;
 }

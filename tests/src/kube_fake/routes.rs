@@ -177,6 +177,8 @@ fn watch(
             tx.send(Ok(Bytes::from(line)))
         };
         let cut = dropped.clone();
+        // Resolves when the client is gone (hyper drops the body with the connection).
+        let client_gone = tx.clone();
         let stream = async {
             if gone {
                 let status = ApiFailure {
@@ -224,6 +226,7 @@ fn watch(
         tokio::select! {
             biased;
             _ = dropped.cancelled() => {}
+            _ = client_gone.closed() => {}
             _ = tokio::time::sleep(timeout) => {}
             _ = stream => {}
         }

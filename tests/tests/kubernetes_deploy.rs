@@ -253,10 +253,11 @@ fn verb_of(request: &str) -> Option<(String, String)> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let (resource, named) = match parts.as_slice() {
-        ["namespaces", _, resource] => (*resource, false),
-        ["namespaces", _, resource, _] => (*resource, true),
-        [resource] => (*resource, false),
-        [resource, _] => (*resource, true),
+        ["namespaces", _, resource] => ((*resource).to_owned(), false),
+        ["namespaces", _, resource, _] => ((*resource).to_owned(), true),
+        ["namespaces", _, resource, _, sub] => (format!("{resource}/{sub}"), true),
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _] => ((*resource).to_owned(), true),
         _ => return None,
     };
     let verb = match (method, named) {
@@ -268,7 +269,7 @@ fn verb_of(request: &str) -> Option<(String, String)> {
         ("PATCH", _) => "patch",
         _ => return None,
     };
-    Some((resource.to_owned(), verb.to_owned()))
+    Some((resource, verb.to_owned()))
 }
 
 fn runner(id: &str, pvcs: bool) -> RunnerSpec {
@@ -305,8 +306,8 @@ async fn the_agent_role_grants_exactly_the_verbs_the_runtime_uses() {
     let mut allowed = granted(&m.roles[0].rules.clone().unwrap());
     allowed.extend(cluster);
 
-    // Everything the runtime does: start (with a claim), watch, finish, stop, a failed start,
-    // health and capacity.
+    // Everything the runtime does: start (with a claim), watch, finish, fail (its log is read),
+    // stop, a failed start, health and capacity.
     let fake = FakeApiServer::start().await;
     fake.add_node("n1", "amd64", 10);
     let settings =
@@ -319,6 +320,12 @@ async fn the_agent_role_grants_exactly_the_verbs_the_runtime_uses() {
     fake.set_pod_status("ci", "gha-u1", json!({"phase": "Succeeded"}));
     wait_until(Duration::from_secs(10), "u1 cleaned", || async {
         fake.pod("ci", "gha-u1").is_none()
+    })
+    .await;
+    rt.start(runner("u4", false)).await.unwrap();
+    fake.set_pod_status("ci", "gha-u4", json!({"phase": "Failed"}));
+    wait_until(Duration::from_secs(10), "u4 cleaned", || async {
+        fake.pod("ci", "gha-u4").is_none()
     })
     .await;
     rt.stop(&RunnerId::parse("u2").unwrap()).await.unwrap();

@@ -394,6 +394,8 @@ async fn failed_and_succeeded_pods_are_reported_then_deleted_with_their_secrets(
     fake.set_pod_status(NS, "gha-f1", running());
     rig.expect("f1", "running", |s| s.phase == RunnerPhase::Running)
         .await;
+    let output: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+    fake.set_pod_log(NS, "gha-f1", &output.join("\n"));
     fake.set_pod_status(NS, "gha-f1", terminated("Failed", 2));
     let failed = rig.expect("f1", "failed", |s| s.phase.is_terminal()).await;
     assert_eq!(failed.phase, RunnerPhase::Failed);
@@ -408,6 +410,20 @@ async fn failed_and_succeeded_pods_are_reported_then_deleted_with_their_secrets(
         fake.pods(NS).is_empty() && fake.secrets(NS).is_empty()
     })
     .await;
+    // The failed runner's log tail was read before its pod (and the log) went; not the
+    // successful one's.
+    let requests = fake.requests();
+    let position = |prefix: &str| requests.iter().position(|r| r.starts_with(prefix));
+    let log_read = position("GET /api/v1/namespaces/ci/pods/gha-f1/log?").expect("log read");
+    assert!(
+        requests[log_read].contains("tailLines=20"),
+        "{}",
+        requests[log_read]
+    );
+    assert!(requests[log_read].contains("container=runner"));
+    assert!(log_read < position("DELETE /api/v1/namespaces/ci/pods/gha-f1").unwrap());
+    assert_eq!(position("GET /api/v1/namespaces/ci/pods/gha-s1/log"), None);
+
     // The end is reported once, not again when the deletion is observed: everything reported
     // before a later runner's first report (one watch stream keeps the order) has no repeat.
     rig.runtime.start(spec("later", Arch::Amd64)).await.unwrap();

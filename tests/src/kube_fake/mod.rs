@@ -17,7 +17,7 @@
 mod routes;
 pub mod store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     cut: Mutex<CancellationToken>,
     /// Failures to answer the next matching request with, once each.
     injected: Mutex<Vec<(Method, String, ApiFailure)>>,
+    /// Container output by (namespace, pod), as the kubelet would serve it.
+    logs: Mutex<HashMap<(String, String), String>>,
     /// Ids of the watch streams open now (a cut empties it at once).
     open_watches: Mutex<HashSet<u64>>,
     next_watch: AtomicU64,
@@ -55,6 +57,12 @@ impl Shared {
 
     pub fn requests(&self) -> MutexGuard<'_, Vec<String>> {
         lock(&self.requests)
+    }
+
+    pub fn log(&self, namespace: &str, pod: &str) -> Option<String> {
+        lock(&self.logs)
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
     }
 
     /// Registers a new watch stream: its id and the token that cuts it.
@@ -92,6 +100,7 @@ impl FakeApiServer {
             requests: Mutex::default(),
             cut: Mutex::default(),
             injected: Mutex::default(),
+            logs: Mutex::default(),
             open_watches: Mutex::default(),
             next_watch: AtomicU64::new(1),
         });
@@ -188,6 +197,11 @@ impl FakeApiServer {
     /// [`finish_deletion`](Self::finish_deletion), as a kubelet does during the grace period.
     pub fn graceful_pod_deletion(&self, on: bool) {
         self.shared.store().graceful_pod_deletion = on;
+    }
+
+    /// Sets what `kubectl logs` would print for a pod's runner container.
+    pub fn set_pod_log(&self, namespace: &str, pod: &str, text: &str) {
+        lock(&self.shared.logs).insert((namespace.to_owned(), pod.to_owned()), text.to_owned());
     }
 
     /// Ends a pod's graceful deletion: it goes, and its dependents with it.

@@ -1,7 +1,7 @@
 //! The fake API server's HTTP surface: the core/v1 paths a kube client uses for the resources
 //! in [`RESOURCES`](super::store::RESOURCES): list (with `labelSelector`), watch (`watch=true`
 //! from a `resourceVersion`, newline-delimited events, `timeoutSeconds`), get, create, delete
-//! and merge-patch.
+//! and merge-patch; and pods' `log` subresource.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,6 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(delete_namespaced)
                 .patch(patch_namespaced),
         )
+        .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/{resource}", get(list_cluster).post(create_cluster))
         .route(
             "/api/v1/{resource}/{name}",
@@ -261,6 +262,34 @@ fn get_one(s: Arc<Shared>, resource: &str, ns: &str, name: &str) -> Response {
         Some(o) => axum::Json(o.clone()).into_response(),
         None => failure(&ApiFailure::not_found(&k)),
     }
+}
+
+/// A pod's log as plain text, the last `tailLines` lines if asked.
+async fn pod_log(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Params,
+) -> Response {
+    let k = Key {
+        resource: "pods".into(),
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
+    if s.store().get(&k).is_none() {
+        return failure(&ApiFailure::not_found(&k));
+    }
+    let text = s.log(&ns, &name).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = q
+        .get("tailLines")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(lines.len())
+        .min(lines.len());
+    let mut body = lines[lines.len() - tail..].join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    ([("content-type", "text/plain")], body).into_response()
 }
 
 async fn create_namespaced(

@@ -35,6 +35,8 @@ pub const NODE_ARCH_LABEL: &str = "kubernetes.io/arch";
 /// The key holding the registration material in the runner's Secret.
 pub const JIT_CONFIG_KEY: &str = "jitconfig";
 pub const TOKEN_KEY: &str = "token";
+/// The runner's container in its pod.
+pub const RUNNER_CONTAINER: &str = "runner";
 /// The single volume that holds every cache path of a runner when PVCs are used.
 pub const CACHE_CLAIM_VOLUME: &str = "cache";
 
@@ -227,7 +229,7 @@ pub fn pod(
             // Runner jobs run untrusted code: no API token unless a service account is asked for.
             automount_service_account_token: Some(settings.service_account.is_some()),
             containers: vec![Container {
-                name: "runner".into(),
+                name: RUNNER_CONTAINER.into(),
                 image: Some(spec.image.clone()),
                 command,
                 env: Some(env),

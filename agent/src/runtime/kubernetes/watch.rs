@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, LogParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -32,6 +32,10 @@ use super::{Context, api_message, is_not_found};
 
 /// A Secret without an owner this old lost its pod (the agent stopped between the two).
 const ORPHAN_SECRET_AGE: Duration = Duration::from_secs(120);
+/// How much of a failed runner's log is kept (in the agent's log) before its pod goes, and how
+/// long the watch waits for it.
+const LOG_TAIL_LINES: i64 = 20;
+const LOG_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) struct PodWatch {
     ctx: Arc<Context>,
@@ -124,8 +128,33 @@ impl PodWatch {
             return;
         }
         self.report(state.clone()).await;
+        if state.phase == RunnerPhase::Failed {
+            self.log_tail(pod, &state.id).await;
+        }
         if state.phase.is_terminal() {
             self.delete_pod(pod, &state.id).await;
+        }
+    }
+
+    /// Logs the end of a failed runner's output: deleting its pod is about to lose it. (Only in
+    /// the agent's log: runner output is not for the controller.)
+    async fn log_tail(&self, pod: &Pod, id: &RunnerId) {
+        let Some(name) = pod.metadata.name.as_deref() else {
+            return;
+        };
+        let params = LogParams {
+            container: Some(objects::RUNNER_CONTAINER.into()),
+            tail_lines: Some(LOG_TAIL_LINES),
+            ..LogParams::default()
+        };
+        match tokio::time::timeout(LOG_TIMEOUT, self.ctx.pods().logs(name, &params)).await {
+            Ok(Ok(tail)) => {
+                warn!(runner = %id, pod = %name, log = %tail.trim_end(), "runner pod failed; the end of its log")
+            }
+            Ok(Err(e)) => {
+                debug!(runner = %id, pod = %name, error = %api_message(&e), "cannot read a failed runner's log")
+            }
+            Err(_) => debug!(runner = %id, pod = %name, "reading a failed runner's log timed out"),
         }
     }
 

@@ -182,9 +182,23 @@ async fn run() -> anyhow::Result<()> {
             let agent = agent::Agent::new(config, |sink| DockerRuntime::new(settings, &name, sink));
             run_agent(agent, &vars, shutdown).await
         }
-        "kubernetes" => anyhow::bail!(
-            "RUNTIME=kubernetes: this build of gha-agent has no kubernetes runtime yet"
-        ),
+        "kubernetes" => {
+            use agent::runtime::kubernetes::{KubernetesRuntime, settings::KubernetesSettings};
+            let settings =
+                KubernetesSettings::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let client = agent::runtime::kubernetes::client::client(&vars)
+                .await
+                .map_err(|e| {
+                    anyhow::Error::new(e).context("RUNTIME=kubernetes: no Kubernetes client")
+                })?;
+            // Pods are labelled with the name the controller knows us by: our certificate's.
+            let name = agent_name(&config)?;
+            let child = shutdown.child_token();
+            let agent = agent::Agent::new(config, |sink| {
+                KubernetesRuntime::new(client, settings, name.as_str(), sink, child)
+            });
+            run_agent(agent, &vars, shutdown).await
+        }
         other => {
             anyhow::bail!("RUNTIME: unknown runtime {other:?} (expected docker or kubernetes)")
         }

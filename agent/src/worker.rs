@@ -167,12 +167,23 @@ impl<R: RunnerRuntime> Worker<R> {
         };
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
         let health = self.health().await;
+        let capacity = tokio::time::timeout(
+            HEALTH_CHECK_TIMEOUT,
+            self.runtime.capacity(self.config.max_runners),
+        )
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
         let register = pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
-            capacity: vec![pb::ArchCapacity {
-                arch: wire::arch_to_wire(self.config.arch) as i32,
-                max_runners: self.config.max_runners,
-            }],
+            capacity: capacity
+                .into_iter()
+                .map(|(arch, max_runners)| pb::ArchCapacity {
+                    arch: wire::arch_to_wire(arch) as i32,
+                    max_runners,
+                })
+                .collect(),
             runtime: wire::runtime_to_wire(self.runtime.kind()) as i32,
             max_runners: self.config.max_runners,
             labels: self.config.labels.clone(),

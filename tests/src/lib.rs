@@ -1,13 +1,14 @@
 //! The end-to-end test harness of gha-scaler: a real controller and real agents talking
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
-//! ([`pki`]), and a GitHub simulator built from GitHub's published payloads
-//! ([`github_sim`]), and helpers for the tests on the real Docker engine ([`docker`]). The tests
-//! themselves live in `tests/tests/`.
+//! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
+//! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
+//! server ([`kube_fake`]). The tests themselves live in `tests/tests/`.
 
 pub mod docker;
 pub mod emulator;
 pub mod github_sim;
 pub mod harness;
+pub mod kube_fake;
 pub mod pki;
 pub mod process;
 pub mod raw_agent;

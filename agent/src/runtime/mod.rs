@@ -6,12 +6,13 @@
 //! and local demos only) records commands in memory.
 
 pub mod docker;
+pub mod kubernetes;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
 
 use std::future::Future;
 
-use shared::arch::RuntimeKind;
+use shared::arch::{Arch, RuntimeKind};
 use shared::command::RunnerSpec;
 use shared::ids::RunnerId;
 use shared::runner::RunnerState;
@@ -58,4 +59,12 @@ pub trait RunnerRuntime: Send + Sync + 'static {
     /// label what they create with the controller's id, or look for strays of other
     /// controllers, learn it here.
     fn registered(&self, _controller_id: &str) {}
+
+    /// Runners per architecture this runtime can take, read at every registration, for a
+    /// runtime that knows better than `AGENT_ARCH` (a cluster with nodes of several
+    /// architectures). `None`, the default: the agent's own architecture with `max_runners`.
+    fn capacity(&self, max_runners: u32) -> impl Future<Output = Option<Vec<(Arch, u32)>>> + Send {
+        let _ = max_runners;
+        async { None }
+    }
 }

@@ -430,12 +430,32 @@ impl Inner {
         match container {
             Some(c) => self.stop_container(&c).await,
             None => {
-                // Not created (yet): a start still on its way gives up when it sees this.
-                {
+                // Not created (yet). Either a start began tracking it while we looked (then it
+                // sees `ending` and stops the container once it runs), or a start still on its
+                // way gives up when it sees `cancelled`. Decided under one lock, so no start
+                // can slip between the two.
+                let started_meanwhile = {
                     let mut st = self.lock();
-                    if st.cancelled.len() < FINISHED_MEMORY {
-                        st.cancelled.insert(id.clone());
+                    match st.runners.get_mut(id) {
+                        Some(t) => {
+                            t.ending = Some("stopped by the controller".into());
+                            Some(t.container.clone())
+                        }
+                        None => {
+                            if st.cancelled.len() < FINISHED_MEMORY {
+                                st.cancelled.insert(id.clone());
+                            }
+                            None
+                        }
                     }
+                };
+                match started_meanwhile {
+                    Some(Some(container)) => {
+                        self.stop_container(&container).await;
+                        return Ok(());
+                    }
+                    Some(None) => return Ok(()),
+                    None => {}
                 }
                 let name = self.forget(id).map(|t| t.name).unwrap_or_default();
                 let mut gone = RunnerState::new(id.clone(), name, RunnerPhase::Failed);

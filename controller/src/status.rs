@@ -174,10 +174,16 @@ pub async fn job(
         JobState::Waiting => {
             "waiting for approval (an environment protection rule): not demand yet".to_owned()
         }
-        JobState::Queued => waiting
-            .as_ref()
-            .map(explain)
-            .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into()),
+        JobState::Queued => {
+            let mut text = waiting
+                .as_ref()
+                .map(explain)
+                .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into());
+            if let Some(r) = runner.filter(|r| !r.reason.is_empty()) {
+                text.push_str(&format!("; runner {} on {}: {}", r.name, r.agent, r.reason));
+            }
+            text
+        }
         JobState::InProgress => format!(
             "running on {}",
             job.runner_name.as_deref().unwrap_or("a runner")

@@ -343,3 +343,23 @@ async fn an_owner_at_its_limit_drains_its_queue_in_order() {
     );
     assert_eq!(emulator.max_alive(), 1);
 }
+
+#[tokio::test]
+async fn why_a_runner_is_not_up_yet_reaches_the_jobs_explanation() {
+    let s = setup(&[("MAX_RUNNERS", "2")]).await;
+    let agent = s.agent("k8s-like", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let pending = "Unschedulable: 0/3 nodes are available: 3 Insufficient memory";
+    agent.runtime.set_stuck_starting(Some(pending.into()));
+    let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the pending reason in the explanation", || async {
+        get_json(&s.controller, &format!("/api/v1/jobs/{job}"))
+            .await
+            .1["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains(pending))
+    })
+    .await;
+}

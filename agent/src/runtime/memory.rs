@@ -20,6 +20,8 @@ struct Inner {
     specs: BTreeMap<RunnerId, RunnerSpec>,
     start_calls: Vec<RunnerId>,
     unhealthy: Option<String>,
+    /// When set, new runners stay starting with this reason (like a pod stuck Pending).
+    stuck_starting: Option<String>,
 }
 
 /// Clones share the same runners, so a test keeps one clone and the agent another.
@@ -72,6 +74,11 @@ impl MemoryRuntime {
         self.events.report(state).await;
     }
 
+    /// New runners stay in `Starting` with `reason` (or run normally again with `None`).
+    pub fn set_stuck_starting(&self, reason: Option<String>) {
+        self.lock().stuck_starting = reason;
+    }
+
     /// Makes `health` fail (or succeed again with `None`).
     pub fn set_unhealthy(&self, reason: Option<String>) {
         self.lock().unhealthy = reason;
@@ -88,7 +95,12 @@ impl RunnerRuntime for MemoryRuntime {
             let mut inner = self.lock();
             inner.start_calls.push(spec.id.clone());
             inner.specs.insert(spec.id.clone(), spec.clone());
-            let state = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Running);
+            let mut state =
+                RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Running);
+            if let Some(reason) = &inner.stuck_starting {
+                state.phase = RunnerPhase::Starting;
+                state.reason = reason.clone();
+            }
             inner.runners.insert(spec.id.clone(), state.clone());
             state
         };

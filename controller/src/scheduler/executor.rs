@@ -231,7 +231,9 @@ impl Scheduler {
             let reported = agent.and_then(|a| a.runners.iter().find(|s| s.id.as_str() == r.id));
             match (agent, reported) {
                 (_, Some(state)) => match state.phase {
-                    RunnerPhase::Starting => {}
+                    // Still starting; the agent may say why (a pod Pending: unschedulable,
+                    // image pull back-off), which `explain` shows.
+                    RunnerPhase::Starting => r.reason = state.reason.clone(),
                     RunnerPhase::Running => {
                         if r.lifecycle != RunnerLifecycle::Running {
                             r.lifecycle = RunnerLifecycle::Running;

@@ -64,7 +64,8 @@ echo "GitHub API: $API_URL"
 
 say "starting the controller on :$PORT (gRPC :$GRPC_PORT), MAX_RUNNERS=$MAX_RUNNERS"
 export STATE_DIR="$WORK/state" PORT GRPC_PORT REPO_OWNER=acme ALL_REPOS=true \
-  WEBHOOK_SECRET="$SECRET" GITHUB_API_URL="$API_URL" RUNNER_IMAGE="$IMAGE" MAX_RUNNERS
+  WEBHOOK_SECRET="$SECRET" GITHUB_API_URL="$API_URL" RUNNER_IMAGE="$IMAGE" MAX_RUNNERS \
+  API_TOKEN="demo-api-token-$SECRET"
 GITHUB_TOKEN=$(json "$WORK/sim.json" token)
 export GITHUB_TOKEN
 "$BIN/gha-controller" > "$WORK/controller.log" 2>&1 &
@@ -106,7 +107,7 @@ while true; do
   echo "--- $(date +%T) runner containers:"
   docker ps --filter "label=$LABEL" --filter "label=dev.gha-scaler.managed-by" \
     --format '{{.Names}}\t{{.Label "dev.gha-scaler.agent"}}\t{{.Status}}' || true
-  curl -fsS "http://127.0.0.1:$PORT/api/v1/agents" | python3 -c '
+  curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/api/v1/agents" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
     phases = {}
@@ -115,5 +116,11 @@ for a in json.load(sys.stdin):
     print("agent %-9s %-6s connected=%s healthy=%s runners=%s"
           % (a["name"], a["arch"], a["connected"], a["healthy"], phases))
 ' || true
-  curl -fsS "http://127.0.0.1:$PORT/status" 2>/dev/null | head -c 2000 || true
+  curl -fsS "http://127.0.0.1:$PORT/status" 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("queue depth %d, runners %d/%d" % (s["queue"]["depth"], s["runners"]["current"], s["runners"]["max"]))
+for j in s["queue"]["jobs"][:5]:
+    print("  job %s %s: %s" % (j["job"], j["labels"], j["explanation"]))
+' || true
 done

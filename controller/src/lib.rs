@@ -201,6 +201,7 @@ impl Controller {
             nudge: nudge.clone(),
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
+            strays: Default::default(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         if let Some(interval) = config.reconcile_interval {

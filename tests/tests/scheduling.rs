@@ -363,3 +363,41 @@ async fn why_a_runner_is_not_up_yet_reaches_the_jobs_explanation() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_runner_the_controller_does_not_know_is_stopped_after_the_grace() {
+    let s = setup(&[("STRAY_GRACE", "300ms")]).await;
+    let agent = s.agent("host-1", &[]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    // Started behind the controller's back (as by a controller that lost its state).
+    let name = shared::ids::AgentName::parse("host-1").unwrap();
+    let spec = shared::command::RunnerSpec {
+        id: shared::ids::RunnerId::parse("stray-1").unwrap(),
+        name: "gha-stray-1".into(),
+        image: "runner:test".into(),
+        registration: shared::command::Registration::JitConfig("e30=".into()),
+        labels: vec!["self-hosted".into()],
+        env: Default::default(),
+        timeout: Duration::from_secs(3600),
+        cache: Default::default(),
+        arch: shared::arch::Arch::Amd64,
+        owner: "acme".into(),
+    };
+    s.controller
+        .registry
+        .send(
+            &name,
+            shared::command::AgentCommand::StartRunner(Box::new(spec)),
+        )
+        .unwrap();
+    wait_until(WAIT, "the stray is stopped", || async {
+        agent
+            .runtime
+            .runners()
+            .iter()
+            .any(|r| r.id.as_str() == "stray-1" && r.phase == shared::runner::RunnerPhase::Exited)
+    })
+    .await;
+}

@@ -52,6 +52,9 @@ pub struct RunnerDefaults {
     pub registration: RegistrationMode,
     /// `RUNNER_IDLE_GRACE`: an idle runner with no demand it could serve is stopped after this.
     pub idle_grace: Duration,
+    /// `STRAY_GRACE`: a runner an agent reports that this controller does not know (or knows
+    /// as finished) is stopped once it has been seen for this long.
+    pub stray_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +194,7 @@ impl Config {
             labels: vars.list("LABELS"),
             registration,
             idle_grace: vars.duration("RUNNER_IDLE_GRACE", Duration::from_secs(300)),
+            stray_grace: vars.duration("STRAY_GRACE", Duration::from_secs(120)),
         };
         let github_api_url = vars
             .get("GITHUB_API_URL")

@@ -77,6 +77,9 @@ pub struct Scheduler {
     pub decisions: DecisionsHandle,
     /// When this controller started (ms): agents not seen since are "away since" then.
     pub started_ms: i64,
+    /// Strays told to stop, and when (so the stop is repeated at most every 30 s). Only the
+    /// scheduler's own task touches it.
+    pub strays: Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,7 @@ impl Scheduler {
         self.fetch_runs().await?;
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
+        self.stop_strays(&agents, &runners, now).await?;
         let jobs = self.store.queued_jobs().await?;
 
         let owners: Vec<OwnerLimits> = self.config.owners.iter().map(owner_limits).collect();
@@ -291,6 +295,53 @@ impl Scheduler {
             }
         }
         Ok(active)
+    }
+
+    /// Runners that agents run but this controller does not know (or knows as finished): left
+    /// by a controller that lost its state, or started by hand. Stopped after `STRAY_GRACE`.
+    async fn stop_strays(
+        &self,
+        agents: &[AgentView],
+        active: &[RunnerRecord],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let grace = self.config.runners.stray_grace.as_millis() as i64;
+        for agent in agents.iter().filter(|a| a.connected) {
+            for state in &agent.runners {
+                if state.phase.is_terminal()
+                    || now - state.observed_at_ms < grace
+                    || active.iter().any(|r| r.id == state.id.as_str())
+                {
+                    continue;
+                }
+                let known = self.store.runner_by_name(&state.name).await?;
+                if known.as_ref().is_some_and(|r| r.lifecycle.is_active()) {
+                    continue;
+                }
+                {
+                    let mut told = self.strays.lock().unwrap_or_else(|p| p.into_inner());
+                    told.retain(|_, at| now - *at < 600_000);
+                    if told
+                        .get(state.id.as_str())
+                        .is_some_and(|at| now - at < 30_000)
+                    {
+                        continue;
+                    }
+                    told.insert(state.id.to_string(), now);
+                }
+                warn!(runner = %state.name, agent = %agent.name, "stopping a runner this controller does not know");
+                if let Err(e) = self.registry.send(
+                    &agent.name,
+                    AgentCommand::StopRunner {
+                        id: state.id.clone(),
+                        reason: "unknown to the controller".into(),
+                    },
+                ) {
+                    warn!(runner = %state.name, error = %e, "cannot send stop");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn observe_started(&self, r: &RunnerRecord) {

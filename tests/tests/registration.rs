@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use proto::v1 as pb;
-use tests::harness::{AgentTls, TestAgent, TestController, controller_env, init, wait_until};
+use tests::harness::{AgentTls, Secured, TestAgent, wait_until};
 use tests::pki::TestCa;
 use tests::raw_agent;
 use time::OffsetDateTime;
@@ -12,38 +12,8 @@ use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    ca: TestCa,
-    controller: TestController,
-}
-
-async fn setup() -> Setup {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
-    let server = ca.server();
-    let controller = TestController::start(controller_env(
-        &dir.path().join("state"),
-        &ca.ca_file(),
-        &server,
-    ))
-    .await;
-    Setup {
-        _dir: dir,
-        ca,
-        controller,
-    }
-}
-
-impl Setup {
-    fn tls(&self, cert: &tests::pki::CertFiles) -> AgentTls {
-        AgentTls {
-            ca: self.ca.ca_file(),
-            cert: cert.cert.clone(),
-            key: cert.key.clone(),
-        }
-    }
+async fn setup() -> Secured {
+    Secured::start(Default::default()).await
 }
 
 #[tokio::test]

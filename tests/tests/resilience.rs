@@ -10,8 +10,7 @@ use shared::arch::Arch;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::RunnerPhase;
-use tests::harness::{AgentTls, TestAgent, TestController, controller_env, init, wait_until};
-use tests::pki::TestCa;
+use tests::harness::{AgentTls, Secured, TestAgent, wait_until};
 use tests::raw_agent;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -45,49 +44,14 @@ fn phases(agent: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    ca: TestCa,
-    controller: TestController,
-}
-
-async fn setup() -> Setup {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
-    let server = ca.server();
-    let controller = TestController::start(controller_env(
-        &dir.path().join("state"),
-        &ca.ca_file(),
-        &server,
-    ))
-    .await;
-    Setup {
-        dir,
-        ca,
-        controller,
-    }
-}
-
-impl Setup {
-    fn agent(&self, name: &str) -> TestAgent {
-        let cert = self.ca.client(name, &[]);
-        TestAgent::start(
-            &self.controller.grpc_url(),
-            &AgentTls {
-                ca: self.ca.ca_file(),
-                cert: cert.cert,
-                key: cert.key,
-            },
-            &[("MAX_RUNNERS", "4")],
-        )
-    }
+async fn setup() -> Secured {
+    Secured::start(Default::default()).await
 }
 
 #[tokio::test]
 async fn a_controller_restart_loses_no_runner_and_agents_resync() {
     let mut s = setup().await;
-    let agent = s.agent("host-1");
+    let agent = s.agent("host-1", &[("MAX_RUNNERS", "4")]);
     agent
         .wait_status(WAIT, "connected", |st| st.connected)
         .await;
@@ -170,7 +134,7 @@ async fn a_controller_restart_loses_no_runner_and_agents_resync() {
 #[tokio::test]
 async fn a_killed_agent_is_marked_disconnected_and_its_runners_are_kept_on_record() {
     let s = setup().await;
-    let mut agent = s.agent("doomed");
+    let mut agent = s.agent("doomed", &[("MAX_RUNNERS", "4")]);
     agent
         .wait_status(WAIT, "connected", |st| st.connected)
         .await;
@@ -295,7 +259,7 @@ async fn a_second_connection_with_the_same_identity_replaces_the_first() {
 #[tokio::test]
 async fn a_drained_agent_takes_no_new_runner_but_keeps_its_own() {
     let s = setup().await;
-    let agent = s.agent("to-drain");
+    let agent = s.agent("to-drain", &[("MAX_RUNNERS", "4")]);
     agent
         .wait_status(WAIT, "connected", |st| st.connected)
         .await;

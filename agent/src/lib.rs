@@ -96,6 +96,7 @@ impl<R: RunnerRuntime> Agent<R> {
             sink: self.sink,
             events: self.events,
             table: RunnerTable::default(),
+            outbox: Vec::new(),
             draining: false,
             drain: self.drain,
             status: self.status,

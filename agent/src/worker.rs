@@ -40,6 +40,9 @@ pub(crate) struct Worker<R> {
     // The runtime (and our own start/stop tasks) hold the sending side through `sink`.
     pub events: mpsc::Receiver<RunnerState>,
     pub table: RunnerTable,
+    /// States to send as they are, even though the table already has them (a start's
+    /// `Starting`, a replayed command's current state); drained after each command.
+    pub outbox: Vec<RunnerState>,
     pub draining: bool,
     /// Cancelled by `gha-agent drain` (through the control socket): drain, then exit once the
     /// last runner has finished.
@@ -167,23 +170,13 @@ impl<R: RunnerRuntime> Worker<R> {
         };
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
         let health = self.health().await;
-        let capacity = tokio::time::timeout(
-            HEALTH_CHECK_TIMEOUT,
-            self.runtime.capacity(self.config.max_runners),
-        )
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
+        let capacity = self
+            .runtime_capacity()
+            .await
+            .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
         let register = pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
-            capacity: capacity
-                .into_iter()
-                .map(|(arch, max_runners)| pb::ArchCapacity {
-                    arch: wire::arch_to_wire(arch) as i32,
-                    max_runners,
-                })
-                .collect(),
+            capacity: capacity_to_wire(capacity),
             runtime: wire::runtime_to_wire(self.runtime.kind()) as i32,
             max_runners: self.config.max_runners,
             labels: self.config.labels.clone(),
@@ -257,6 +250,7 @@ impl<R: RunnerRuntime> Worker<R> {
                         healthy: health.is_ok(),
                         unhealthy_reason: health.err().unwrap_or_default(),
                         draining: true,
+                        capacity: Vec::new(),
                     };
                     if !send(&out, pb::agent_message::Msg::Heartbeat(beat)).await {
                         return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
@@ -269,6 +263,7 @@ impl<R: RunnerRuntime> Worker<R> {
                         healthy: health.is_ok(),
                         unhealthy_reason: health.err().unwrap_or_default(),
                         draining: self.draining,
+                        capacity: self.runtime_capacity().await.map(capacity_to_wire).unwrap_or_default(),
                     };
                     if !send(&out, pb::agent_message::Msg::Heartbeat(beat)).await {
                         return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
@@ -286,7 +281,15 @@ impl<R: RunnerRuntime> Worker<R> {
                 }
                 received = inbound.message() => match received {
                     Ok(Some(message)) => match wire::command_from_wire(message) {
-                        Ok(Some(command)) => self.execute(command).await,
+                        Ok(Some(command)) => {
+                            self.execute(command).await;
+                            for state in std::mem::take(&mut self.outbox) {
+                                let status = wire::runner_state_to_wire(&state);
+                                if !send(&out, pb::agent_message::Msg::RunnerStatus(status)).await {
+                                    return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                                }
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => warn!(error = %e, "ignoring an invalid command"),
                     },
@@ -298,6 +301,18 @@ impl<R: RunnerRuntime> Worker<R> {
                 }
             }
         }
+    }
+
+    /// The runtime's own view of its capacity per architecture (bounded like the health
+    /// check); `None` when it has none (the configured `AGENT_ARCH` and `MAX_RUNNERS` apply).
+    async fn runtime_capacity(&self) -> Option<Vec<(shared::arch::Arch, u32)>> {
+        tokio::time::timeout(
+            HEALTH_CHECK_TIMEOUT,
+            self.runtime.capacity(self.config.max_runners),
+        )
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn health(&self) -> Result<(), String> {
@@ -319,7 +334,7 @@ impl<R: RunnerRuntime> Worker<R> {
     async fn start(&mut self, spec: RunnerSpec) {
         if let Some(known) = self.table.get(&spec.id) {
             debug!(runner = %spec.id, "start for a known runner: re-reporting its state");
-            self.sink.report(known.clone()).await;
+            self.outbox.push(known.clone());
             return;
         }
         let refuse = if self.draining {
@@ -345,7 +360,7 @@ impl<R: RunnerRuntime> Worker<R> {
         // Recorded now, so a repeated start that arrives before the task runs is recognised.
         self.table.apply(starting.clone());
         self.publish();
-        self.sink.report(starting).await;
+        self.outbox.push(starting);
         let runtime = self.runtime.clone();
         let sink = self.sink.clone();
         tokio::spawn(async move {
@@ -367,7 +382,7 @@ impl<R: RunnerRuntime> Worker<R> {
                 gone.reason = "no such runner on this agent".into();
                 self.sink.report(gone).await;
             }
-            Some(state) if state.phase.is_terminal() => self.sink.report(state.clone()).await,
+            Some(state) if state.phase.is_terminal() => self.outbox.push(state.clone()),
             Some(_) => {
                 info!(runner = %id, %reason, "stopping runner");
                 let runtime = self.runtime.clone();
@@ -379,6 +394,16 @@ impl<R: RunnerRuntime> Worker<R> {
             }
         }
     }
+}
+
+fn capacity_to_wire(capacity: Vec<(shared::arch::Arch, u32)>) -> Vec<pb::ArchCapacity> {
+    capacity
+        .into_iter()
+        .map(|(arch, max_runners)| pb::ArchCapacity {
+            arch: wire::arch_to_wire(arch) as i32,
+            max_runners,
+        })
+        .collect()
 }
 
 async fn send(out: &mpsc::Sender<pb::AgentMessage>, msg: pb::agent_message::Msg) -> bool {

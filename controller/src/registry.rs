@@ -38,6 +38,8 @@ pub struct Heartbeat {
     pub healthy: bool,
     pub unhealthy_reason: String,
     pub draining: bool,
+    /// A new capacity per architecture, when the agent's changed.
+    pub capacity: Option<BTreeMap<Arch, u32>>,
 }
 
 /// Why a command could not be queued for an agent.
@@ -210,7 +212,11 @@ impl AgentRegistry {
             entry.registration.healthy = beat.healthy;
             entry.registration.unhealthy_reason = beat.unhealthy_reason;
             entry.registration.draining = beat.draining;
+            if let Some(capacity) = beat.capacity {
+                entry.registration.capacity = capacity;
+            }
         });
+        self.changed.notify_one();
     }
 
     /// Applies a runner report; states only move forward.

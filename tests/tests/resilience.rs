@@ -305,3 +305,26 @@ async fn a_drained_agent_takes_no_new_runner_but_keeps_its_own() {
     let (code, _) = tests::harness::post_json(&s.controller, "/api/v1/agents/nobody/drain").await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test]
+async fn a_capacity_change_reaches_the_controller_without_a_reconnect() {
+    let s = setup().await;
+    let agent = s.agent("elastic", &[("MAX_RUNNERS", "4")]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    assert_eq!(
+        s.controller.agent("elastic").await.unwrap()["capacity_by_arch"],
+        serde_json::json!({ "amd64": 4 })
+    );
+    // Nodes of both architectures appear (a cluster scaled up); the next heartbeat says so.
+    agent
+        .runtime
+        .set_capacity(Some(vec![(Arch::Amd64, 2), (Arch::Arm64, 9)]));
+    wait_until(WAIT, "the new capacity in the API", || async {
+        s.controller.agent("elastic").await.unwrap()["capacity_by_arch"]
+            == serde_json::json!({ "amd64": 2, "arm64": 4 })
+    })
+    .await;
+    assert_eq!(agent.status.borrow().sessions, 1, "no reconnect was needed");
+}

@@ -22,6 +22,8 @@ struct Inner {
     unhealthy: Option<String>,
     /// When set, new runners stay starting with this reason (like a pod stuck Pending).
     stuck_starting: Option<String>,
+    /// When set, the capacity per architecture the runtime reports (like a cluster's nodes).
+    capacity: Option<Vec<(shared::arch::Arch, u32)>>,
 }
 
 /// Clones share the same runners, so a test keeps one clone and the agent another.
@@ -72,6 +74,11 @@ impl MemoryRuntime {
             runner.clone()
         };
         self.events.report(state).await;
+    }
+
+    /// Reports `capacity` per architecture from now on (`None`: the agent's configuration).
+    pub fn set_capacity(&self, capacity: Option<Vec<(shared::arch::Arch, u32)>>) {
+        self.lock().capacity = capacity;
     }
 
     /// New runners stay in `Starting` with `reason` (or run normally again with `None`).
@@ -131,6 +138,14 @@ impl RunnerRuntime for MemoryRuntime {
 
     async fn inventory(&self) -> Result<Vec<RunnerState>, RuntimeError> {
         Ok(self.runners())
+    }
+
+    async fn capacity(&self, max_runners: u32) -> Option<Vec<(shared::arch::Arch, u32)>> {
+        self.lock().capacity.clone().map(|c| {
+            c.into_iter()
+                .map(|(arch, n)| (arch, n.min(max_runners)))
+                .collect()
+        })
     }
 
     async fn health(&self) -> Result<(), String> {

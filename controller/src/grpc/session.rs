@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use proto::v1 as pb;
 use proto::v1::agent_service_server::AgentService;
+use shared::arch::Arch;
 use shared::ids::AgentName;
 use shared::wire::{self, WireError};
 use tokio::sync::mpsc;
@@ -54,14 +55,20 @@ pub(crate) fn agent_identity<T>(request: &Request<T>) -> Result<AgentName, Statu
     }
 }
 
+fn capacity_from_wire(capacity: &[pb::ArchCapacity]) -> Result<BTreeMap<Arch, u32>, WireError> {
+    capacity
+        .iter()
+        .map(|c| {
+            Ok((
+                wire::arch_from_wire(c.arch, "capacity.arch")?,
+                c.max_runners,
+            ))
+        })
+        .collect()
+}
+
 fn registration_from_wire(reg: pb::Register) -> Result<AgentRegistration, WireError> {
-    let mut capacity = BTreeMap::new();
-    for c in &reg.capacity {
-        capacity.insert(
-            wire::arch_from_wire(c.arch, "register.capacity.arch")?,
-            c.max_runners,
-        );
-    }
+    let capacity = capacity_from_wire(&reg.capacity)?;
     if capacity.is_empty() {
         return Err(WireError::Missing {
             field: "register.capacity",
@@ -227,15 +234,26 @@ impl SessionTask {
     fn handle(&self, message: pb::AgentMessage) {
         use pb::agent_message::Msg;
         match message.msg {
-            Some(Msg::Heartbeat(beat)) => self.registry.heartbeat(
-                &self.name,
-                self.session,
-                Heartbeat {
-                    healthy: beat.healthy,
-                    unhealthy_reason: beat.unhealthy_reason,
-                    draining: beat.draining,
-                },
-            ),
+            Some(Msg::Heartbeat(beat)) => {
+                let capacity = match capacity_from_wire(&beat.capacity) {
+                    Ok(c) if c.is_empty() => None,
+                    Ok(c) => Some(c),
+                    Err(error) => {
+                        warn!(%error, "ignoring an invalid capacity in a heartbeat");
+                        None
+                    }
+                };
+                self.registry.heartbeat(
+                    &self.name,
+                    self.session,
+                    Heartbeat {
+                        healthy: beat.healthy,
+                        unhealthy_reason: beat.unhealthy_reason,
+                        draining: beat.draining,
+                        capacity,
+                    },
+                )
+            }
             Some(Msg::RunnerStatus(status)) => match wire::runner_state_from_wire(&status) {
                 Ok(state) => {
                     info!(runner = %state.id, phase = ?state.phase, exit_code = ?state.exit_code, "runner status");

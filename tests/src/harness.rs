@@ -206,48 +206,55 @@ impl AgentTls {
     }
 }
 
-/// An agent with the in-memory runtime, on a runtime of its own.
-pub struct TestAgent {
-    pub runtime: MemoryRuntime,
+/// The variables every test agent starts with: the controller, its TLS files, amd64, and
+/// fast reconnects.
+pub fn agent_env(controller_url: &str, tls: &AgentTls) -> HashMap<String, String> {
+    vars(&[
+        ("CONTROLLER_URL", controller_url.to_owned()),
+        ("TLS_CA_FILE", tls.ca.display().to_string()),
+        ("TLS_CERT_FILE", tls.cert.display().to_string()),
+        ("TLS_KEY_FILE", tls.key.display().to_string()),
+        ("AGENT_ARCH", "amd64".into()),
+        ("RECONNECT_MIN_BACKOFF", "50ms".into()),
+        ("RECONNECT_MAX_BACKOFF", "300ms".into()),
+    ])
+}
+
+/// A one-worker tokio runtime for an agent of its own.
+pub fn agent_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("agent runtime")
+}
+
+/// A running agent on a tokio runtime of its own, so that [`IsolatedAgent::kill`] drops it at
+/// once, sockets and all, like a killed process. Whatever runtime it drives is left as it is.
+pub struct IsolatedAgent {
+    pub name: String,
     pub status: watch::Receiver<AgentStatus>,
+    pub drain: CancellationToken,
     shutdown: CancellationToken,
     tokio: Option<tokio::runtime::Runtime>,
     outcome: Option<tokio::task::JoinHandle<Result<(), agent::AgentError>>>,
 }
 
-impl TestAgent {
-    /// Starts an agent for `controller_url` with `tls` and extra variables (`AGENT_ARCH`, ...).
-    pub fn start(controller_url: &str, tls: &AgentTls, extra: &[(&str, &str)]) -> Self {
-        let mut env = vars(&[
-            ("CONTROLLER_URL", controller_url.to_owned()),
-            ("TLS_CA_FILE", tls.ca.display().to_string()),
-            ("TLS_CERT_FILE", tls.cert.display().to_string()),
-            ("TLS_KEY_FILE", tls.key.display().to_string()),
-            ("AGENT_ARCH", "amd64".into()),
-            ("RECONNECT_MIN_BACKOFF", "50ms".into()),
-            ("RECONNECT_MAX_BACKOFF", "300ms".into()),
-        ]);
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
-        let config = AgentConfig::from_env(&env).expect("valid agent config");
-        let mut memory = None;
-        let agent = agent::Agent::new(config, |sink| {
-            let rt = MemoryRuntime::new(sink);
-            memory = Some(rt.clone());
-            rt
-        });
+impl IsolatedAgent {
+    /// Runs `agent` on `tokio` (the runtime it was built in).
+    pub fn spawn<R: agent::runtime::RunnerRuntime>(
+        name: &str,
+        tokio: tokio::runtime::Runtime,
+        agent: agent::Agent<R>,
+    ) -> Self {
         let status = agent.status();
+        let drain = agent.drain_token();
         let shutdown = CancellationToken::new();
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("agent runtime");
         let outcome = tokio.spawn(agent.run(shutdown.clone()));
         Self {
-            runtime: memory.expect("runtime constructed"),
+            name: name.to_owned(),
             status,
+            drain,
             shutdown,
             tokio: Some(tokio),
             outcome: Some(outcome),
@@ -255,11 +262,20 @@ impl TestAgent {
     }
 
     /// Kills the agent: every task and socket is dropped at once, nothing is said to the
-    /// controller. Its in-memory runners are left as they were.
+    /// controller.
     pub fn kill(&mut self) {
         if let Some(rt) = self.tokio.take() {
             rt.shutdown_background();
         }
+    }
+
+    /// Asks the agent to stop (gracefully, as on SIGTERM) and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.outcome.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        self.kill();
     }
 
     /// Waits until the agent's status satisfies `f`.
@@ -273,7 +289,8 @@ impl TestAgent {
         match tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await {
             Ok(Ok(s)) => s.clone(),
             _ => panic!(
-                "timed out after {timeout:?} waiting for agent status: {what}; last: {:?}",
+                "timed out after {timeout:?} waiting for agent {}: {what}; last: {:?}",
+                self.name,
                 *self.status.borrow()
             ),
         }
@@ -287,12 +304,58 @@ impl TestAgent {
             .expect("agent exits in time")
             .expect("agent task did not panic")
     }
+
+    /// Whether the agent's run has ended.
+    pub fn has_exited(&self) -> bool {
+        self.outcome.as_ref().is_none_or(|h| h.is_finished())
+    }
 }
 
-impl Drop for TestAgent {
+impl Drop for IsolatedAgent {
     fn drop(&mut self) {
         self.shutdown.cancel();
         self.kill();
+    }
+}
+
+/// An agent with the in-memory runtime, on a runtime of its own.
+pub struct TestAgent {
+    pub runtime: MemoryRuntime,
+    agent: IsolatedAgent,
+}
+
+impl TestAgent {
+    /// Starts an agent for `controller_url` with `tls` and extra variables (`AGENT_ARCH`, ...).
+    pub fn start(controller_url: &str, tls: &AgentTls, extra: &[(&str, &str)]) -> Self {
+        let mut env = agent_env(controller_url, tls);
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = AgentConfig::from_env(&env).expect("valid agent config");
+        let mut memory = None;
+        let agent = agent::Agent::new(config, |sink| {
+            let rt = MemoryRuntime::new(sink);
+            memory = Some(rt.clone());
+            rt
+        });
+        Self {
+            runtime: memory.expect("runtime constructed"),
+            agent: IsolatedAgent::spawn("with the memory runtime", agent_runtime(), agent),
+        }
+    }
+}
+
+impl std::ops::Deref for TestAgent {
+    type Target = IsolatedAgent;
+
+    fn deref(&self) -> &IsolatedAgent {
+        &self.agent
+    }
+}
+
+impl std::ops::DerefMut for TestAgent {
+    fn deref_mut(&mut self) -> &mut IsolatedAgent {
+        &mut self.agent
     }
 }
 

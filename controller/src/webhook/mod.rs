@@ -7,6 +7,7 @@
 pub mod payload;
 pub mod signature;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,7 +116,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The JSON payload inside the body: the body itself, or the `payload` field of a form.
-fn payload_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, WebhookError> {
+fn payload_of<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, WebhookError> {
     let content_type =
         header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("application/json");
     let mime = content_type
@@ -125,10 +126,10 @@ fn payload_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, WebhookError>
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "application/json" => Ok(body.to_vec()),
+        "application/json" => Ok(Cow::Borrowed(body)),
         "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned().into_bytes())
+            .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
             .ok_or_else(|| WebhookError::Malformed("the form has no payload field".into())),
         other => Err(WebhookError::ContentType(other.to_owned())),
     }

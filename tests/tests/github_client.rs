@@ -708,9 +708,13 @@ async fn client_from_the_environment_contract() {
         None,
     );
     let solo_token = sim.classic_token("solo", &["repo"]);
+    // The seed's variables, parsed by the controller's configuration (the one parser).
     let vars: std::collections::HashMap<String, String> = [
         ("GITHUB_API_URL", sim.api_url().to_owned()),
         ("GITHUB_TOKEN", solo_token.clone()),
+        ("OWNERS", "acme,solo".to_owned()),
+        ("ALL_REPOS", "true".to_owned()),
+        ("ALLOW_UNSIGNED_WEBHOOKS", "true".to_owned()),
         ("OWNER_ACME_APP_ID", "99".to_owned()),
         (
             "OWNER_ACME_APP_PRIVATE_KEY_FILE",
@@ -720,9 +724,9 @@ async fn client_from_the_environment_contract() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let settings = shared::github::GithubSettings::from_env(&vars, &["acme".to_owned()]).unwrap();
-    let gh = GithubClient::from_settings(&settings).unwrap();
-    // acme through the App (installation looked up), solo through the default token.
+    let config = controller::config::Config::from_env(&vars).unwrap();
+    let gh = controller::github::client(&config).unwrap();
+    // acme through the App (installation looked up), solo through GITHUB_TOKEN.
     gh.registration_token(&Scope::Org("acme".into()))
         .await
         .unwrap();

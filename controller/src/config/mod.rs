@@ -435,6 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn a_token_and_an_app_for_one_owner_is_ambiguous_and_the_secret_stays_hidden() {
+        let err = Config::from_env(&map(&[
+            ("REPO_OWNER", "acme"),
+            ("ALL_REPOS", "true"),
+            ("WEBHOOK_SECRET", "w"),
+            ("OWNER_ACME_GITHUB_TOKEN", "ghp_secret_value"),
+            ("OWNER_ACME_APP_ID", "1"),
+            ("OWNER_ACME_APP_PRIVATE_KEY_FILE", "/k.pem"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(
+                |p| p.variable == "OWNER_ACME_GITHUB_TOKEN" && p.message.contains("choose one")
+            )
+        );
+        assert!(!err.to_string().contains("ghp_secret_value"));
+        // A global GITHUB_TOKEN beside an owner's App is not ambiguous: the App is that owner's.
+        let ok = Config::from_env(&map(&[
+            ("REPO_OWNER", "acme"),
+            ("ALL_REPOS", "true"),
+            ("WEBHOOK_SECRET", "w"),
+            ("GITHUB_TOKEN", "ghp_default"),
+            ("OWNER_ACME_APP_ID", "1"),
+            ("OWNER_ACME_APP_PRIVATE_KEY_FILE", "/k.pem"),
+        ]))
+        .unwrap();
+        assert!(matches!(ok.owners[0].auth, OwnerAuth::App { .. }));
+    }
+
+    #[test]
     fn no_owner_at_all_is_a_problem_naming_repo_owner() {
         let err = Config::from_env(&map(&[])).unwrap_err();
         assert!(err.0.iter().any(|p| p.variable == "REPO_OWNER"));

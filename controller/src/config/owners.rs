@@ -102,6 +102,12 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool) -> OwnerCo
     let (app_id, app_var) = pick(vars, "APP_ID");
     let (key_file, key_var) = pick(vars, "APP_PRIVATE_KEY_FILE");
     let (installation, installation_var) = pick(vars, "APP_INSTALLATION_ID");
+    if app_id.is_some() && vars.get(&token_var).is_some() {
+        vars.problem(
+            &token_var,
+            format!("owner {name} has both {token_var} and {app_var}; choose one"),
+        );
+    }
     let auth = match (app_id, token) {
         (Some(app_id), _) => {
             if app_id.parse::<u64>().is_err() {

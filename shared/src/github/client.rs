@@ -28,8 +28,6 @@ const MAX_PAGES: usize = 1000;
 pub enum BuildError {
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
-    #[error("cannot load a GitHub App key")]
-    Key(#[source] super::auth::KeyError),
 }
 
 /// Builds a [`GithubClient`].
@@ -122,18 +120,6 @@ impl GithubClient {
             policy: RetryPolicy::default(),
             refresh_before: Duration::from_secs(300),
         }
-    }
-
-    /// A client from parsed settings; reads the App key files.
-    pub fn from_settings(settings: &super::config::GithubSettings) -> Result<Self, BuildError> {
-        let mut builder = Self::builder(&settings.api_url);
-        for (owner, creds) in settings.load_credentials().map_err(BuildError::Key)? {
-            builder = builder.owner(&owner, creds);
-        }
-        if let Some(token) = &settings.default_token {
-            builder = builder.default_credentials(Credentials::Token(token.clone()));
-        }
-        builder.build()
     }
 
     /// The latest `x-ratelimit-*` per owner and resource, for metrics.

@@ -5,7 +5,7 @@
 //! - [`GithubClient`]: the one real implementation, over reqwest + rustls (ring). Credentials per
 //!   owner ([`Credentials`]: PAT or GitHub App), pagination, rate-limit waits and typed
 //!   [`GithubError`]s live in its submodules.
-//! - [`GithubSettings`]: the `GITHUB_*` / `OWNER_<NAME>_*` variables, parsed as a pure function.
+//! - [`OwnerAuth`], [`parse_api_url`]: the parsed forms of the controller's GitHub settings.
 //!
 //! Facts and citations for every behaviour: `shared/github-fixtures/GITHUB-API.md` in the work tree.
 
@@ -20,9 +20,7 @@ mod types;
 
 pub use auth::{AppCredentials, AppKey, Credentials, KeyError};
 pub use client::{BuildError, ClientBuilder, GithubClient};
-pub use config::{
-    ConfigError, DEFAULT_API_URL, GithubSettings, OwnerAuth, owner_env_name, parse_api_url,
-};
+pub use config::{DEFAULT_API_URL, OwnerAuth, parse_api_url};
 pub use error::{GithubError, RateLimitKind};
 pub use http::RetryPolicy;
 pub use ratelimit::{Quota, QuotaBook};

@@ -39,7 +39,9 @@ async fn the_simulator_is_the_controllers_github_and_sends_it_signed_webhooks() 
 
 #[tokio::test]
 async fn mixed_jobs_are_served_by_containers_within_the_limit_on_the_right_arch() {
-    let s = DockerSetup::start_e2e(3, &[]).await;
+    // Over-provisioned runners (GitHub gave their job to another) wait idle; they are stopped
+    // after the idle grace, which the final "nothing left behind" needs to be short.
+    let s = DockerSetup::start_e2e(3, &[("RUNNER_IDLE_GRACE", "2s")]).await;
     let census = Census::start(&s.run).await;
     let amd = s.agent("e2e-amd", &[("AGENT_ARCH", "amd64"), ("MAX_RUNNERS", "4")]);
     let arm = s.agent("e2e-arm", &[("AGENT_ARCH", "arm64"), ("MAX_RUNNERS", "4")]);
@@ -87,7 +89,7 @@ async fn mixed_jobs_are_served_by_containers_within_the_limit_on_the_right_arch(
 
 #[tokio::test]
 async fn a_controller_restart_mid_run_loses_no_job_and_leaves_no_container() {
-    let mut s = DockerSetup::start_e2e(2, &[]).await;
+    let mut s = DockerSetup::start_e2e(2, &[("RUNNER_IDLE_GRACE", "2s")]).await;
     let agent = s.agent("e2e-restart", &[("MAX_RUNNERS", "4")]);
     agent
         .wait_status(WAIT, "connected", |st| st.connected)

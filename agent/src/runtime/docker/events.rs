@@ -34,16 +34,7 @@ fn since_arg(time_nano: i64) -> String {
 pub(super) async fn watch(inner: Arc<Inner>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // The time of the last event seen, so a resubscription replays what happened meanwhile.
-    // The first subscription starts a second before the watcher did: the engine may register
-    // it only after a runner started (a slow or proxied socket), and that start must not be
-    // missed. Replays of what is already known are harmless (states only move forward).
-    let mut since: Option<i64> = Some(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0)
-            .saturating_sub(1_000_000_000),
-    );
+    let mut since: Option<i64> = None;
     loop {
         let why = match inner.engine.client().await {
             Err(e) => error_chain(&e),

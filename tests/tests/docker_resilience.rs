@@ -68,6 +68,12 @@ async fn an_agent_killed_mid_run_adopts_its_containers_without_duplicating_them(
     let r3 = s.sim.jit_spec("a3", &s.image, &["idle"]).await;
     s.start_runner("host-adopt", r3);
     s.wait_runner("host-adopt", "a3", "running", WAIT).await;
+    // The census follows its own event stream: it may see a3's start after the agent did.
+    // Events come in order, so once it has a3 it has every start before it (a duplicate too).
+    wait_until(WAIT, "the census sees a3 start", || async {
+        census.started().iter().any(|c| c.name == "/gha-a3")
+    })
+    .await;
     let mut names: Vec<String> = census.started().into_iter().map(|c| c.name).collect();
     names.sort();
     assert_eq!(names, vec!["/gha-a1", "/gha-a2", "/gha-a3"], "no duplicate");
@@ -159,6 +165,32 @@ async fn stopping_the_agent_never_stops_runners_and_drain_exits_after_the_last_o
     let exited = s.wait_runner("host-drain", "d1", "exited", WAIT).await;
     assert_eq!(exited["exit_code"], 0);
     assert_eq!(s.sim.sim.job(job).expect("job").conclusion, Some("success"));
+    s.wait_no_containers(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_runner_started_before_the_engine_registered_the_event_subscription_is_still_seen() {
+    // The engine registers an event subscription some time after the agent asks for it (a
+    // busy engine, a slow socket): here the proxy holds the request for 3 s. A runner that
+    // starts meanwhile must still be reported running (its `start` is replayed), not stay
+    // "starting" until it exits.
+    let s = DockerSetup::start().await;
+    let socket = s.dir.path().join("docker-slow-events.sock");
+    let _proxy = SocketProxy::start_with_events_delay(
+        &socket,
+        std::path::Path::new("/var/run/docker.sock"),
+        Duration::from_secs(3),
+    );
+    let host = format!("unix://{}", socket.display());
+    let agent = s.agent("host-slow", &[("DOCKER_HOST", host.as_str())]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let spec = s.sim.jit_spec("w1", &s.image, &["idle"]).await;
+    s.start_runner("host-slow", spec);
+    s.wait_runner("host-slow", "w1", "running", WAIT).await;
+    s.send("host-slow", stop("w1"));
+    s.wait_runner("host-slow", "w1", "exited", WAIT).await;
     s.wait_no_containers(WAIT).await;
 }
 

@@ -52,15 +52,27 @@ impl Census {
                 filters: Some(filters),
             }));
             while let Some(Ok(event)) = events.next().await {
-                let Some(id) = event.actor.and_then(|a| a.id) else {
-                    continue;
-                };
+                let Some(actor) = event.actor else { continue };
+                let attributes = actor.attributes.unwrap_or_default();
+                let Some(id) = actor.id else { continue };
                 match event.action.as_deref() {
                     Some("start") => {
                         let inspected = docker.inspect_container(&id, None).await.ok();
                         let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                         st.alive.insert(id.clone());
                         st.max_alive = st.max_alive.max(st.alive.len());
+                        // Gone before we could look (the census lags on a loaded machine):
+                        // still counted, with what the event itself says.
+                        let inspected = inspected.or_else(|| {
+                            Some(bollard::models::ContainerInspectResponse {
+                                name: attributes.get("name").map(|n| format!("/{n}")),
+                                config: Some(bollard::models::ContainerConfig {
+                                    labels: Some(attributes.clone()),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            })
+                        });
                         if let Some(c) = inspected {
                             let config = c.config.unwrap_or_default();
                             st.started.push(StartedContainer {

@@ -8,15 +8,28 @@ pub struct SocketProxy {
     pub path: PathBuf,
     upstream: PathBuf,
     tokio: Option<tokio::runtime::Runtime>,
+    /// How long a request for the engine's event stream is held before it is forwarded (a
+    /// slow engine or socket: the subscription is registered that much later).
+    events_delay: std::time::Duration,
 }
 
 impl SocketProxy {
     /// A proxy listening on `path` for `upstream`, started.
     pub fn start(path: &Path, upstream: &Path) -> Self {
+        Self::start_with_events_delay(path, upstream, std::time::Duration::ZERO)
+    }
+
+    /// A proxy that holds every `GET …/events` request for `delay` before forwarding it.
+    pub fn start_with_events_delay(
+        path: &Path,
+        upstream: &Path,
+        delay: std::time::Duration,
+    ) -> Self {
         let mut proxy = Self {
             path: path.to_owned(),
             upstream: upstream.to_owned(),
             tokio: None,
+            events_delay: delay,
         };
         proxy.resume();
         proxy
@@ -48,18 +61,58 @@ impl SocketProxy {
             tokio::net::UnixListener::bind(&self.path).expect("proxy socket binds")
         };
         let upstream = self.upstream.clone();
+        let delay = self.events_delay;
         tokio.spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut engine) = tokio::net::UnixStream::connect(&upstream).await {
+                    let Ok(mut engine) = tokio::net::UnixStream::connect(&upstream).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    } else {
+                        forward_holding_events(client, engine, delay).await;
                     }
                 });
             }
         });
         self.tokio = Some(tokio);
     }
+}
+
+/// Forwards one connection, holding each request chunk that asks for `/events` for `delay`.
+async fn forward_holding_events(
+    client: tokio::net::UnixStream,
+    engine: tokio::net::UnixStream,
+    delay: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut engine_read, mut engine_write) = engine.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let text = String::from_utf8_lossy(chunk);
+            if text.starts_with("GET ") && text.lines().next().is_some_and(|l| l.contains("/events")) {
+                tokio::time::sleep(delay).await;
+            }
+            if engine_write.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = engine_write.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut engine_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 impl Drop for SocketProxy {

@@ -1,10 +1,13 @@
 //! The engine's container events, the only source of `running` and `exited` reports.
 //!
-//! One task subscribes to `/events` filtered by this agent's labels. When the stream breaks
-//! (engine restarted, socket gone) it says so through `health`, resubscribes with backoff from
-//! the last event's time (the engine replays what we missed) and reconciles once against the
-//! container list, which also catches what the engine could not replay. An exited container is
-//! reported with its exit code first, then removed with its anonymous volumes.
+//! One task subscribes to `/events` filtered by this agent's labels, always with `since`: the
+//! first time from the engine's clock read just before subscribing, afterwards from just after
+//! the last event seen. So nothing that happens while the engine is still registering the
+//! subscription, or while the stream is down (engine restarted, socket gone), is missed: the
+//! engine replays it. Each subscription reconciles once against the container list, which also
+//! catches what the engine could no longer replay; health says when the stream is down. An
+//! exited container is reported with its exit code first, then removed with its anonymous
+//! volumes; exactly one task (the event handler or an inventory) reads and reports each exit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use shared::runner::{RunnerPhase, RunnerState};
 use tracing::{debug, info, warn};
 
 use super::engine::status_of;
-use super::{Inner, Tracked, labels, short};
+use super::{Claim, Inner, Tracked, labels, short};
 use crate::backoff::Backoff;
 use crate::connection::error_chain;
 
@@ -33,68 +36,23 @@ fn since_arg(time_nano: i64) -> String {
 
 pub(super) async fn watch(inner: Arc<Inner>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    // The time of the last event seen, so a resubscription replays what happened meanwhile.
+    // Where the next subscription starts (engine time, nanoseconds): just after the last event
+    // seen, so a resubscription replays what happened meanwhile.
     let mut since: Option<i64> = None;
     loop {
         let why = match inner.engine.client().await {
             Err(e) => error_chain(&e),
-            Ok(docker) => {
-                let mut filters = labels::agent_filter(&inner.agent);
-                filters.insert("type".into(), vec!["container".into()]);
-                filters.insert(
-                    "event".into(),
-                    vec!["start".into(), "die".into(), "oom".into(), "destroy".into()],
-                );
-                let mut stream = docker.events(Some(EventsOptions {
-                    since: since.map(since_arg),
-                    until: None,
-                    filters: Some(filters),
-                }));
-                // The subscription is sent on the first poll; reconcile once it is in place.
-                let mut reconciled = false;
-                let first = tokio::select! {
-                    _ = inner.stop.cancelled() => return,
-                    item = stream.next() => Some(item),
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => None,
-                };
-                let mut pending = first.flatten();
-                loop {
-                    if !reconciled && pending.as_ref().is_none_or(|r| r.is_ok()) {
-                        reconciled = true;
-                        match inner.inventory().await {
-                            Ok(states) => {
-                                if inner.lock().watch_error.take().is_some() {
-                                    info!("watching container events again");
-                                }
-                                backoff.reset();
-                                for state in states {
-                                    inner.sink.report(state).await;
-                                }
-                            }
-                            Err(e) => debug!(error = %error_chain(&e), "reconcile failed"),
-                        }
-                    }
-                    let item = match pending.take() {
-                        Some(item) => Some(item),
-                        None => tokio::select! {
-                            _ = inner.stop.cancelled() => return,
-                            item = stream.next() => item,
-                        },
-                    };
-                    match item {
-                        Some(Ok(event)) => {
-                            if let Some(t) = event.time_nano {
-                                // `since` is inclusive: resume just after this event.
-                                since = Some(t + 1);
-                            }
-                            handle(&inner, &docker, event).await;
-                        }
-                        Some(Err(e)) => break error_chain(&e),
-                        None => break "the engine ended the event stream".to_owned(),
-                    }
+            Ok(docker) => match subscribe_from(&docker, since).await {
+                Err(e) => error_chain(&inner.engine.classify("read the engine's clock", e)),
+                Ok(from) => {
+                    since = Some(from);
+                    watch_from(&inner, &docker, from, &mut since, &mut backoff).await
                 }
-            }
+            },
         };
+        if inner.stop.is_cancelled() {
+            return;
+        }
         let first_failure = inner.lock().watch_error.replace(why.clone()).is_none();
         if first_failure {
             warn!(reason = %why, "lost the Docker event stream; runners keep running, retrying");
@@ -102,6 +60,87 @@ pub(super) async fn watch(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
             _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Where a subscription starts: after the last event seen, or, the first time, the engine's
+/// own clock now. The engine registers a subscription some time after it receives the request
+/// (later still through a slow or proxied socket), so subscribing "from now" would lose what
+/// happens in between — a runner's `start`, say — and no later inventory would tell. Asking
+/// from an instant read before the request closes that gap: the engine replays what happened
+/// since. (Not the agent's clock: the engine's may differ, and an instant before the agent
+/// started would replay events about containers an inventory already settled.)
+async fn subscribe_from(docker: &Docker, since: Option<i64>) -> Result<i64, bollard::errors::Error> {
+    if let Some(t) = since {
+        return Ok(t);
+    }
+    let info = docker.info().await?;
+    Ok(info
+        .system_time
+        .as_deref()
+        .and_then(parse_engine_time)
+        .unwrap_or_else(|| {
+            debug!("the engine did not give its time; using ours");
+            shared::runner::now_ms().saturating_mul(1_000_000)
+        }))
+}
+
+/// The engine's `SystemTime` (RFC 3339 with nanoseconds, `Z` or an offset) as Unix nanoseconds.
+fn parse_engine_time(text: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+/// One subscription from `from`: reconciles against the container list once the request is
+/// made (everything from `from` on arrives on the stream, so the list may be read at any time
+/// after it), then handles events until the stream breaks. Returns why it broke.
+async fn watch_from(
+    inner: &Arc<Inner>,
+    docker: &Docker,
+    from: i64,
+    since: &mut Option<i64>,
+    backoff: &mut Backoff,
+) -> String {
+    let mut filters = labels::agent_filter(&inner.agent);
+    filters.insert("type".into(), vec!["container".into()]);
+    filters.insert(
+        "event".into(),
+        vec!["start".into(), "die".into(), "oom".into(), "destroy".into()],
+    );
+    let mut stream = docker.events(Some(EventsOptions {
+        since: Some(since_arg(from)),
+        until: None,
+        filters: Some(filters),
+    }));
+    match inner.inventory().await {
+        Ok(states) => {
+            if inner.lock().watch_error.take().is_some() {
+                info!("watching container events again");
+            }
+            backoff.reset();
+            for state in states {
+                inner.sink.report(state).await;
+            }
+        }
+        // The stream tells whether the engine is really away.
+        Err(e) => debug!(error = %error_chain(&e), "reconcile failed"),
+    }
+    loop {
+        let item = tokio::select! {
+            _ = inner.stop.cancelled() => return "stopped".to_owned(),
+            item = stream.next() => item,
+        };
+        match item {
+            Some(Ok(event)) => {
+                if let Some(t) = event.time_nano {
+                    // `since` is inclusive: resume just after this event.
+                    *since = Some(t + 1);
+                }
+                handle(inner, docker, event).await;
+            }
+            Some(Err(e)) => return error_chain(&e),
+            None => return "the engine ended the event stream".to_owned(),
         }
     }
 }
@@ -151,7 +190,7 @@ async fn handle(inner: &Arc<Inner>, docker: &Docker, event: EventMessage) {
             }
         }
         "die" => {
-            if let Some(state) = finished(inner, docker, &id, &container).await {
+            if let Finished::Exit(state) = finished(inner, docker, &id, &container).await {
                 inner.sink.report(state).await;
                 remove(inner, docker, &container).await;
             }
@@ -169,21 +208,49 @@ async fn handle(inner: &Arc<Inner>, docker: &Docker, event: EventMessage) {
     }
 }
 
+/// What became of an exited container's report (see [`finished`]).
+#[derive(Debug)]
+pub(super) enum Finished {
+    /// Its exit, read now: report it, then remove the container.
+    Exit(RunnerState),
+    /// Another task (the event handler, or an inventory) is reporting it right now.
+    Elsewhere,
+    /// Reported before; only its removal may still be due.
+    AlreadyReported,
+    /// Already removed, and not a runner we knew.
+    Gone,
+}
+
 /// The final state of an exited container (exit code from the engine), forgetting the runner
-/// and releasing its caches; `None` when the container is already gone and was not tracked.
+/// and releasing its caches. Exactly one caller reads and reports each container's exit
+/// (claimed under the lock), so a concurrent inventory can never remove the container under
+/// the reader and make it report exit -1.
 pub(super) async fn finished(
     inner: &Arc<Inner>,
     docker: &Docker,
     id: &RunnerId,
     container: &str,
-) -> Option<RunnerState> {
-    if inner.is_finished(container) {
-        return None;
+) -> Finished {
+    match inner.claim_finish(container) {
+        Claim::Mine => {}
+        Claim::InProgress => return Finished::Elsewhere,
+        Claim::Reported => return Finished::AlreadyReported,
     }
-    let inspected = docker.inspect_container(container, None).await;
+    let mut inspected = docker.inspect_container(container, None).await;
+    // A failure other than "gone" (a busy or briefly unreachable engine) is retried a few
+    // times before the exit is reported as unknown.
+    for delay in [100, 400, 1_600] {
+        match &inspected {
+            Err(e) if status_of(e) != Some(404) => {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                inspected = docker.inspect_container(container, None).await;
+            }
+            _ => break,
+        }
+    }
     let tracked = inner.forget(id);
     inner.mark_finished(container);
-    let (exit_code, oom, name) = match &inspected {
+    let (exit_code, oom, name, unknown) = match inspected {
         Ok(c) => {
             let state = c.state.as_ref();
             (
@@ -193,10 +260,25 @@ pub(super) async fn finished(
                     .as_ref()
                     .and_then(|cfg| cfg.labels.as_ref())
                     .and_then(|l| l.get(labels::RUNNER_NAME).cloned()),
+                None,
             )
         }
-        Err(e) if status_of(e) == Some(404) && tracked.is_none() => return None,
-        Err(_) => (-1, false, None),
+        Err(e) if status_of(&e) == Some(404) && tracked.is_none() => return Finished::Gone,
+        Err(e) if status_of(&e) == Some(404) => (
+            -1,
+            false,
+            None,
+            Some("its container was removed before its exit code could be read".to_owned()),
+        ),
+        Err(e) => (
+            -1,
+            false,
+            None,
+            Some(format!(
+                "its exit code could not be read: {}",
+                error_chain(&inner.engine.classify("inspect container", e))
+            )),
+        ),
     };
     let name = tracked
         .as_ref()
@@ -208,9 +290,10 @@ pub(super) async fn finished(
     state.reason = tracked
         .and_then(|t| t.ending)
         .or_else(|| oom.then(|| "out of memory".to_owned()))
+        .or(unknown)
         .unwrap_or_default();
     info!(runner = %id, exit_code, reason = %state.reason, "runner exited");
-    Some(state)
+    Finished::Exit(state)
 }
 
 /// Removes a container and its anonymous volumes.

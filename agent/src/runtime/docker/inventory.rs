@@ -84,11 +84,20 @@ impl Inner {
                 _ => {
                     // Reported before it is removed, so an agent that dies in between reports
                     // it again next time.
-                    if let Some(state) = events::finished(self, &docker, &id, &container).await {
-                        self.sink.report(state.clone()).await;
-                        states.push(state);
+                    match events::finished(self, &docker, &id, &container).await {
+                        events::Finished::Exit(state) => {
+                            self.sink.report(state.clone()).await;
+                            states.push(state);
+                            events::remove(self, &docker, &container).await;
+                        }
+                        // Reported before: its removal may have failed (engine away).
+                        events::Finished::AlreadyReported => {
+                            events::remove(self, &docker, &container).await;
+                        }
+                        // The event handler reports and removes it; removing it here could
+                        // take it away before the handler read its exit code.
+                        events::Finished::Elsewhere | events::Finished::Gone => {}
                     }
-                    events::remove(self, &docker, &container).await;
                 }
             }
         }

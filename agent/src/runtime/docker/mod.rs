@@ -58,6 +58,17 @@ struct Tracked {
     timer: Option<AbortHandle>,
 }
 
+/// Who reports a container's exit (see `Inner::claim_finish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The caller: read the exit, report it, remove the container.
+    Mine,
+    /// Someone else is reading it now: leave it to them.
+    InProgress,
+    /// Already reported (its removal may still be due).
+    Reported,
+}
+
 /// How many finished containers are remembered, so replayed events about them are ignored.
 const FINISHED_MEMORY: usize = 1024;
 
@@ -67,6 +78,9 @@ struct State {
     /// Containers whose exit was reported (oldest first), so replayed events about them are
     /// ignored.
     finished: std::collections::VecDeque<String>,
+    /// Containers whose exit is being read right now (by the event handler or an inventory):
+    /// the one that claimed it reports it, the other leaves it alone (see `claim_finish`).
+    finishing: std::collections::HashSet<String>,
     /// The controller this agent last registered with (the `controller` label of new objects).
     controller: String,
     /// Runners stopped before their start got as far as tracking them: their start gives up.
@@ -195,9 +209,24 @@ impl Inner {
         Some(mounts)
     }
 
-    /// Remembers that `container`'s exit was reported.
+    /// Claims the report of `container`'s exit: only one of the event handler and an
+    /// inventory (the agent's own at start, the watcher's after each subscription) may read
+    /// and report it, or one of them could find it removed by the other and report exit -1.
+    fn claim_finish(&self, container: &str) -> Claim {
+        let mut st = self.lock();
+        if st.finished.iter().any(|c| c == container) {
+            Claim::Reported
+        } else if !st.finishing.insert(container.to_owned()) {
+            Claim::InProgress
+        } else {
+            Claim::Mine
+        }
+    }
+
+    /// Remembers that `container`'s exit was reported (and ends its claim).
     fn mark_finished(&self, container: &str) {
         let mut st = self.lock();
+        st.finishing.remove(container);
         if !st.finished.iter().any(|c| c == container) {
             if st.finished.len() >= FINISHED_MEMORY {
                 st.finished.pop_front();

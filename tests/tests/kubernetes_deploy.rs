@@ -277,6 +277,7 @@ fn runner(id: &str, pvcs: bool) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "runner:test".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig("jit".into()),
         labels: vec![],
         env: BTreeMap::new(),

@@ -29,6 +29,7 @@ fn spec(id: &str, arch: Arch) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "ghcr.io/actions/actions-runner:2.330.0".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig(JIT.into()),
         labels: vec!["self-hosted".into(), "linux".into(), "arm64".into()],
         env: BTreeMap::from([("RUNNER_WORKDIR".into(), "/work".into())]),

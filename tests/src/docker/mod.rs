@@ -34,7 +34,7 @@ pub use proxy::SocketProxy;
 pub use run::{
     CUSTOM_COMMAND, RunnerLayout, TestRun, fake_runner_binary, gha_agent_binary, test_network,
 };
-pub use setup::DockerSetup;
+pub use setup::{DockerSetup, SEED_DEFAULT_IMAGE};
 pub use sim::{SimRunners, runner_spec};
 
 /// The label that marks what one test created.

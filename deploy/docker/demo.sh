@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole product on one machine with Docker, before you have a GitHub token:
-# builds everything, makes the test runner image, starts the GitHub simulator, a controller and
+# builds everything, makes a strict test runner image of the myoung34 layout under the seed's
+# default tag (myoung34/github-runner:ubuntu-noble; no RUNNER_IMAGE is set, as in the seed's
+# .env), starts the GitHub simulator, a controller and
 # two Docker agents (one declaring arm64), queues a handful of jobs with mixed labels, and shows
 # them being served: runner containers appear and finish, the agent list tells the story.
 # Ctrl-C stops everything and removes every container, volume and image the demo created.
@@ -15,7 +17,8 @@ GRPC_PORT="${GRPC_PORT:-19443}"
 MAX_RUNNERS="${MAX_RUNNERS:-3}"
 DEMO_ID="demo-$$"
 LABEL="dev.gha-scaler.demo=$DEMO_ID"
-IMAGE="gha-scaler-demo-runner:$DEMO_ID"
+# The seed's default RUNNER_IMAGE, made locally (nothing is pulled) and removed on exit.
+IMAGE="myoung34/github-runner:ubuntu-noble"
 WORK="$(mktemp -d)"
 PIDS=()
 
@@ -30,13 +33,20 @@ cleanup() {
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null
   vols=$(docker volume ls -q --filter "label=$LABEL")
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
-  docker rmi -f "$IMAGE" >/dev/null 2>&1 || true
+  if [ "$(docker image inspect -f '{{index .Config.Labels "dev.gha-scaler.demo"}}' "$IMAGE" 2>/dev/null)" = "$DEMO_ID" ]; then
+    docker rmi -f "$IMAGE" >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
   echo "nothing left behind"
 }
 trap cleanup EXIT INT TERM
 
 docker version >/dev/null || { echo "the Docker engine is not reachable" >&2; exit 1; }
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  echo "$IMAGE already exists on this engine; the demo makes its own under that tag and" \
+    "removes it afterwards: remove or retag yours first" >&2
+  exit 1
+fi
 
 say "building (first time: a few minutes)"
 cargo build --locked -p controller -p agent -p tests \
@@ -45,11 +55,8 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
   --manifest-path tests/runner-image/Cargo.toml --target-dir target/runner-image
 BIN="$PWD/target/debug"
 
-say "making the runner image $IMAGE (the fake runner as /home/runner/run.sh)"
-mkdir -p "$WORK/rootfs/home/runner"
-cp target/runner-image/release/fake-runner "$WORK/rootfs/home/runner/run.sh"
-tar -C "$WORK/rootfs" -c . | docker import -c 'CMD ["/home/runner/run.sh"]' \
-  -c 'WORKDIR /home/runner' -c "LABEL $LABEL" - "$IMAGE" >/dev/null
+say "making the runner image $IMAGE (the fake runner in the myoung34 layout: /entrypoint.sh, /actions-runner)"
+tests/runner-image/make-image.sh myoung34 "$IMAGE" "$LABEL"
 
 say "starting the GitHub simulator (organization acme, repository app)"
 SECRET="demo-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -64,7 +71,7 @@ echo "GitHub API: $API_URL"
 
 say "starting the controller on :$PORT (gRPC :$GRPC_PORT), MAX_RUNNERS=$MAX_RUNNERS"
 export STATE_DIR="$WORK/state" PORT GRPC_PORT REPO_OWNER=acme ALL_REPOS=true \
-  WEBHOOK_SECRET="$SECRET" GITHUB_API_URL="$API_URL" RUNNER_IMAGE="$IMAGE" MAX_RUNNERS \
+  WEBHOOK_SECRET="$SECRET" GITHUB_API_URL="$API_URL" MAX_RUNNERS \
   API_TOKEN="demo-api-token-$SECRET"
 GITHUB_TOKEN=$(json "$WORK/sim.json" token)
 export GITHUB_TOKEN

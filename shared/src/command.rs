@@ -41,12 +41,67 @@ pub struct CacheSettings {
     pub kubernetes_pvcs: bool,
 }
 
+/// The layout of a runner image, which decides how its runner is started
+/// (`RUNNER_IMAGE_FLAVOR` on the controller; the agent decides what `Auto` means).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ImageFlavor {
+    /// Decided by the agent: from the image's configuration (Docker) or reference (Kubernetes).
+    #[default]
+    Auto,
+    /// `ghcr.io/actions/actions-runner`: no entry point, `/home/runner/run.sh`, user `runner`.
+    Official,
+    /// `myoung34/github-runner`: `/entrypoint.sh` configures from the environment, runner in
+    /// `/actions-runner`.
+    Myoung34,
+    /// Any other layout, started with `RUNNER_COMMAND`.
+    Custom,
+}
+
+impl ImageFlavor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFlavor::Auto => "auto",
+            ImageFlavor::Official => "official",
+            ImageFlavor::Myoung34 => "myoung34",
+            ImageFlavor::Custom => "custom",
+        }
+    }
+
+    /// `auto`, `official`, `myoung34` or `custom`, case-insensitive.
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ImageFlavor::Auto,
+            ImageFlavor::Official,
+            ImageFlavor::Myoung34,
+            ImageFlavor::Custom,
+        ]
+        .into_iter()
+        .find(|f| f.as_str().eq_ignore_ascii_case(value.trim()))
+    }
+}
+
+impl fmt::Display for ImageFlavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the runner image is started: its flavor and, for a custom image, the command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageLaunch {
+    pub flavor: ImageFlavor,
+    /// `RUNNER_COMMAND`: the program and its arguments (custom images; empty otherwise).
+    pub command: Vec<String>,
+}
+
 /// Everything an agent needs to start one ephemeral runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerSpec {
     pub id: RunnerId,
     pub name: String,
     pub image: String,
+    /// How `image` is started.
+    pub launch: ImageLaunch,
     pub registration: Registration,
     pub labels: Vec<String>,
     pub env: BTreeMap<String, String>,

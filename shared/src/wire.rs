@@ -8,7 +8,9 @@ use proto::v1 as pb;
 use std::time::Duration;
 
 use crate::arch::{Arch, RuntimeKind};
-use crate::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
+use crate::command::{
+    AgentCommand, CacheSettings, ImageFlavor, ImageLaunch, Registration, RunnerSpec,
+};
 use crate::ids::{InvalidId, RunnerId};
 use crate::runner::{RunnerPhase, RunnerState};
 
@@ -161,6 +163,30 @@ fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
         }),
         arch: arch_to_wire(spec.arch) as i32,
         owner: spec.owner.clone(),
+        flavor: flavor_to_wire(spec.launch.flavor) as i32,
+        command: spec.launch.command.clone(),
+    }
+}
+
+fn flavor_to_wire(flavor: ImageFlavor) -> pb::ImageFlavor {
+    match flavor {
+        ImageFlavor::Auto => pb::ImageFlavor::Auto,
+        ImageFlavor::Official => pb::ImageFlavor::Official,
+        ImageFlavor::Myoung34 => pb::ImageFlavor::Myoung34,
+        ImageFlavor::Custom => pb::ImageFlavor::Custom,
+    }
+}
+
+fn flavor_from_wire(value: i32) -> Result<ImageFlavor, WireError> {
+    match pb::ImageFlavor::try_from(value) {
+        Ok(pb::ImageFlavor::Auto) => Ok(ImageFlavor::Auto),
+        Ok(pb::ImageFlavor::Official) => Ok(ImageFlavor::Official),
+        Ok(pb::ImageFlavor::Myoung34) => Ok(ImageFlavor::Myoung34),
+        Ok(pb::ImageFlavor::Custom) => Ok(ImageFlavor::Custom),
+        Err(_) => Err(WireError::Unknown {
+            field: "start_runner.flavor",
+            value,
+        }),
     }
 }
 
@@ -210,6 +236,10 @@ fn start_runner_from_wire(start: pb::StartRunner) -> Result<RunnerSpec, WireErro
         id: runner_id(&start.runner_id, "start_runner.runner_id")?,
         name: start.name,
         image: start.image,
+        launch: ImageLaunch {
+            flavor: flavor_from_wire(start.flavor)?,
+            command: start.command,
+        },
         registration,
         labels: start.labels,
         env: start.env.into_iter().collect(),
@@ -247,6 +277,10 @@ mod tests {
             id: RunnerId::parse("r-9").unwrap(),
             name: "gha-r-9".into(),
             image: "runner:latest".into(),
+            launch: ImageLaunch {
+                flavor: ImageFlavor::Custom,
+                command: vec!["/opt/runner/start".into(), "--once".into()],
+            },
             registration: Registration::Token {
                 token: "AAAA".into(),
                 url: "https://github.com/acme".into(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shared::command::{AgentCommand, RunnerSpec};
 use shared::ids::RunnerId;
-use tests::docker::{Census, DockerSetup, SimRunners, SocketProxy, test_network};
+use tests::docker::{Census, DockerSetup, RunnerLayout, SimRunners, SocketProxy, test_network};
 use tests::harness::wait_until;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,6 +20,7 @@ fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn a_jit_runner_runs_its_job_reports_its_exit_and_is_removed() {
     let s = DockerSetup::start().await;
+    let official = s.run.runner_image_of(RunnerLayout::Official).await;
     let census = Census::start(&s.run).await;
     let agent = s.agent("host-jit", &[]);
     agent
@@ -30,7 +31,7 @@ async fn a_jit_runner_runs_its_job_reports_its_exit_and_is_removed() {
         .queue(&["self-hosted", "linux"], Duration::from_millis(1500));
     let spec = s
         .sim
-        .jit_spec("r-jit", &s.image, &["self-hosted", "linux"])
+        .jit_spec("r-jit", &official, &["self-hosted", "linux"])
         .await;
     let jit = match &spec.registration {
         shared::command::Registration::JitConfig(j) => j.clone(),

@@ -26,6 +26,7 @@ fn runner(id: &str, arch: Arch) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "ghcr.io/actions/actions-runner:latest".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig("eyJqaXQiOnRydWV9".into()),
         labels: vec!["self-hosted".into(), "linux".into(), "arm64".into()],
         env: BTreeMap::new(),

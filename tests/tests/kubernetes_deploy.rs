@@ -276,7 +276,8 @@ fn runner(id: &str, pvcs: bool) -> RunnerSpec {
     RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
-        image: "runner:test".into(),
+        image: "ghcr.io/actions/actions-runner:test".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig("jit".into()),
         labels: vec![],
         env: BTreeMap::new(),

@@ -26,6 +26,7 @@ fn spec(id: &str) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "ghcr.io/actions/actions-runner:latest".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig("jit".into()),
         labels: vec!["self-hosted".into()],
         env: BTreeMap::new(),

@@ -12,7 +12,7 @@ use axum::http::Method;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use shared::arch::Arch;
-use shared::command::{CacheSettings, Registration, RunnerSpec};
+use shared::command::{CacheSettings, ImageFlavor, ImageLaunch, Registration, RunnerSpec};
 use shared::ids::RunnerId;
 use shared::runner::{RunnerPhase, RunnerState};
 use tests::harness::{init, vars, wait_until};
@@ -29,6 +29,7 @@ fn spec(id: &str, arch: Arch) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "ghcr.io/actions/actions-runner:2.330.0".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig(JIT.into()),
         labels: vec!["self-hosted".into(), "linux".into(), "arm64".into()],
         env: BTreeMap::from([("RUNNER_WORKDIR".into(), "/work".into())]),
@@ -173,7 +174,12 @@ async fn a_runner_becomes_a_pod_with_the_exact_spec_and_an_owned_secret() {
         c.image.as_deref(),
         Some("ghcr.io/actions/actions-runner:2.330.0")
     );
+    // The official image (decided from its reference): its run.sh, as its `runner` user (a
+    // name the kubelet cannot check against runAsNonRoot, so the uid is given).
     assert_eq!(c.command, Some(vec!["/home/runner/run.sh".to_owned()]));
+    assert_eq!(c.args, None, "no image CMD follows our entry point");
+    let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
+    assert_eq!(security, json!({"runAsUser": 1001, "runAsNonRoot": true}));
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
@@ -234,6 +240,7 @@ async fn token_registration_is_referenced_from_the_secret() {
     let fake = FakeApiServer::start().await;
     let rig = Rig::start(&fake, "k8s-1", &[("KUBERNETES_SERVICE_ACCOUNT", "runner")]);
     let mut s = spec("r2", Arch::Amd64);
+    s.image = "myoung34/github-runner:ubuntu-noble".into();
     s.registration = Registration::Token {
         token: "AABBCCDDEEFF".into(),
         url: "https://github.com/acme/app".into(),
@@ -246,23 +253,90 @@ async fn token_registration_is_referenced_from_the_secret() {
     assert_eq!(ps.automount_service_account_token, Some(true));
     assert_eq!(ps.node_selector.unwrap()["kubernetes.io/arch"], "amd64");
     let c = &ps.containers[0];
-    assert_eq!(c.command, None, "token images start themselves");
+    // The myoung34 image: its entry script configures from the environment, as root.
+    assert_eq!(c.command, None, "the image's ENTRYPOINT and CMD");
+    assert_eq!(c.args, None);
+    let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
+    assert_eq!(security, json!({"runAsUser": 0, "runAsNonRoot": false}));
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
         json!([
             {"name": "RUNNER_WORKDIR", "value": "/work"},
-            {"name": "RUNNER_NAME", "value": "gha-r2"},
             {"name": "RUNNER_TOKEN", "valueFrom": {"secretKeyRef": {
                 "name": "gha-r2-registration", "key": "token", "optional": false}}},
-            {"name": "REPO_URL", "value": "https://github.com/acme/app"},
+            {"name": "RUNNER_NAME", "value": "gha-r2"},
             {"name": "LABELS", "value": "self-hosted,linux,arm64"},
-            {"name": "EPHEMERAL", "value": "true"},
-            {"name": "DISABLE_AUTO_UPDATE", "value": "true"}
+            {"name": "EPHEMERAL", "value": "1"},
+            {"name": "DISABLE_AUTO_UPDATE", "value": "1"},
+            {"name": "RUNNER_SCOPE", "value": "repo"},
+            {"name": "REPO_URL", "value": "https://github.com/acme/app"}
         ])
     );
     let secret = &fake.secrets(NS)[0];
     assert_eq!(secret.data.clone().unwrap()["token"].0, b"AABBCCDDEEFF");
+}
+
+#[tokio::test]
+async fn the_image_flavor_decides_command_and_user_and_auto_needs_a_known_reference() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let rig = Rig::start(&fake, "k8s-1", &[]);
+
+    // The seed's default image with a JIT config: the image's own run.sh, as root.
+    let mut seed = spec("r-seed", Arch::Amd64);
+    seed.image = "myoung34/github-runner:ubuntu-noble".into();
+    rig.runtime.start(seed).await.unwrap();
+    let c = fake.pod(NS, "gha-r-seed").unwrap().spec.unwrap().containers[0].clone();
+    assert_eq!(c.command, Some(vec!["/actions-runner/run.sh".to_owned()]));
+    assert_eq!(c.security_context.unwrap().run_as_user, Some(0));
+
+    // Kubernetes cannot inspect an image: an unknown reference needs an explicit flavor.
+    let mut unknown = spec("r-unknown", Arch::Amd64);
+    unknown.image = "registry.local/ci/runner:1".into();
+    let err = rig.runtime.start(unknown.clone()).await.unwrap_err();
+    assert!(
+        err.0.contains("Kubernetes cannot inspect an image")
+            && err.0.contains("RUNNER_IMAGE_FLAVOR"),
+        "{err}"
+    );
+    assert!(fake.pod(NS, "gha-r-unknown").is_none());
+    assert!(
+        fake.secrets(NS)
+            .iter()
+            .all(|s| s.metadata.name.as_deref() != Some("gha-r-unknown-registration")),
+        "no registration material for a runner that cannot start"
+    );
+
+    // A custom image starts with RUNNER_COMMAND and keeps the image's user.
+    unknown.launch = ImageLaunch {
+        flavor: ImageFlavor::Custom,
+        command: vec!["/opt/runner/start".into(), "--once".into()],
+    };
+    rig.runtime.start(unknown).await.unwrap();
+    let c = fake
+        .pod(NS, "gha-r-unknown")
+        .unwrap()
+        .spec
+        .unwrap()
+        .containers[0]
+        .clone();
+    assert_eq!(
+        c.command,
+        Some(vec!["/opt/runner/start".to_owned(), "--once".to_owned()])
+    );
+    assert_eq!(c.security_context, None);
+
+    // The official image refuses a registration token before anything is created.
+    let mut token = spec("r-tok", Arch::Amd64);
+    token.registration = Registration::Token {
+        token: "AABB".into(),
+        url: "https://github.com/acme/app".into(),
+        runner_group: String::new(),
+    };
+    let err = rig.runtime.start(token).await.unwrap_err();
+    assert!(err.0.contains("RUNNER_REGISTRATION=jit"), "{err}");
+    assert!(fake.pod(NS, "gha-r-tok").is_none());
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ fn spec(id: &str) -> RunnerSpec {
         id: RunnerId::parse(id).unwrap(),
         name: format!("gha-{id}"),
         image: "runner:test".into(),
+        launch: Default::default(),
         registration: Registration::JitConfig("eyJqaXQiOiJjb25maWcifQ==".into()),
         labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
         env: BTreeMap::new(),

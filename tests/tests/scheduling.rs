@@ -377,6 +377,7 @@ async fn a_runner_the_controller_does_not_know_is_stopped_after_the_grace() {
         id: shared::ids::RunnerId::parse("stray-1").unwrap(),
         name: "gha-stray-1".into(),
         image: "runner:test".into(),
+        launch: Default::default(),
         registration: shared::command::Registration::JitConfig("e30=".into()),
         labels: vec!["self-hosted".into()],
         env: Default::default(),

@@ -3,10 +3,12 @@
 //! Operations return quickly and report progress as [`RunnerState`] events on the sink given to
 //! the runtime at construction; the agent forwards them to the controller. The Docker and
 //! Kubernetes runtimes implement this trait ([`docker`] is the Docker one); [`memory`] (tests
-//! and local demos only) records commands in memory.
+//! and local demos only) records commands in memory. [`launch`] decides, for both, how a runner
+//! image is started.
 
 pub mod docker;
 pub mod kubernetes;
+pub mod launch;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
 

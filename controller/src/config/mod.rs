@@ -14,6 +14,7 @@ mod vars;
 
 pub use self::owners::{OwnerAuth, OwnerConfig, Secret};
 use self::vars::Vars;
+use shared::command::{ImageFlavor, ImageLaunch};
 
 /// Where the gRPC endpoint's TLS material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub enum RegistrationMode {
 pub struct RunnerDefaults {
     /// `RUNNER_IMAGE`.
     pub image: String,
+    /// `RUNNER_IMAGE_FLAVOR` and `RUNNER_COMMAND`: how the agent starts `image`.
+    pub launch: ImageLaunch,
     /// `RUNNER_TIMEOUT`: a runner older than this is stopped.
     pub timeout: Duration,
     /// `CACHE_VOLUMES`.
@@ -183,7 +186,9 @@ impl Config {
                 RegistrationMode::Jit
             }
         };
+        let launch = image_launch(&mut vars, registration);
         let runners = RunnerDefaults {
+            launch,
             image: vars
                 .get("RUNNER_IMAGE")
                 .unwrap_or(DEFAULT_RUNNER_IMAGE)
@@ -235,6 +240,70 @@ impl Config {
             webhook_url,
             reconcile_interval,
         })
+    }
+}
+
+/// `RUNNER_IMAGE_FLAVOR` (`auto`) and `RUNNER_COMMAND` (a JSON array of strings, or words
+/// separated by spaces). A command is what starts a custom image, so it is refused with an
+/// explicit other flavor (`auto` with a command means `custom`); the official image has no
+/// entry script that reads a registration token.
+fn image_launch(vars: &mut Vars<'_>, registration: RegistrationMode) -> ImageLaunch {
+    let mut flavor = match vars.get("RUNNER_IMAGE_FLAVOR") {
+        None => ImageFlavor::Auto,
+        Some(v) => ImageFlavor::parse(v).unwrap_or_else(|| {
+            vars.problem(
+                "RUNNER_IMAGE_FLAVOR",
+                format!("{v:?} is not auto, official, myoung34 or custom"),
+            );
+            ImageFlavor::Auto
+        }),
+    };
+    let command = match vars.get("RUNNER_COMMAND") {
+        None => Vec::new(),
+        Some(v) => match parse_command(v) {
+            Ok(c) => c,
+            Err(why) => {
+                vars.problem("RUNNER_COMMAND", why);
+                Vec::new()
+            }
+        },
+    };
+    match (flavor, command.is_empty()) {
+        (ImageFlavor::Auto, false) => flavor = ImageFlavor::Custom,
+        (ImageFlavor::Custom, true) => vars.problem(
+            "RUNNER_COMMAND",
+            "is required with RUNNER_IMAGE_FLAVOR=custom (the program that starts the runner)",
+        ),
+        (ImageFlavor::Official | ImageFlavor::Myoung34, false) => vars.problem(
+            "RUNNER_COMMAND",
+            format!(
+                "is only for RUNNER_IMAGE_FLAVOR=custom; the {flavor} image is started the way \
+                 it is built"
+            ),
+        ),
+        _ => {}
+    }
+    if flavor == ImageFlavor::Official && registration == RegistrationMode::Token {
+        vars.problem(
+            "RUNNER_REGISTRATION",
+            "token cannot start the official runner image (it has no entry script that reads \
+             a registration token); use jit",
+        );
+    }
+    ImageLaunch { flavor, command }
+}
+
+/// `["/opt/runner/start", "--once"]` or `/opt/runner/start --once`.
+pub fn parse_command(value: &str) -> Result<Vec<String>, String> {
+    let words: Vec<String> = if value.trim_start().starts_with('[') {
+        serde_json::from_str(value)
+            .map_err(|e| format!("{value:?} is not a JSON array of strings: {e}"))?
+    } else {
+        value.split_whitespace().map(str::to_owned).collect()
+    };
+    match words.first() {
+        Some(program) if !program.trim().is_empty() => Ok(words),
+        _ => Err(format!("{value:?} names no program")),
     }
 }
 
@@ -325,6 +394,78 @@ mod tests {
         assert_eq!(o.auth, OwnerAuth::Token(Secret::new("ghp_abc")));
         assert!(o.serves_repo("Hello") && !o.serves_repo("other"));
         assert_eq!(o.max_runners, 5);
+    }
+
+    #[test]
+    fn runner_image_flavor_and_command() {
+        let c = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert_eq!(c.runners.image, DEFAULT_RUNNER_IMAGE);
+        assert_eq!(c.runners.launch, ImageLaunch::default(), "auto, no command");
+
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("RUNNER_COMMAND", r#"["/opt/runner/start", "--once"]"#)],
+        ))
+        .unwrap();
+        assert_eq!(
+            c.runners.launch,
+            ImageLaunch {
+                flavor: ImageFlavor::Custom,
+                command: vec!["/opt/runner/start".into(), "--once".into()],
+            },
+            "a command with auto means a custom image"
+        );
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("RUNNER_IMAGE_FLAVOR", "MyOung34"),
+                ("RUNNER_REGISTRATION", "token"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.runners.launch.flavor, ImageFlavor::Myoung34);
+
+        for (extra, variable, says) in [
+            (
+                &[("RUNNER_IMAGE_FLAVOR", "ubuntu")][..],
+                "RUNNER_IMAGE_FLAVOR",
+                "not auto, official, myoung34 or custom",
+            ),
+            (
+                &[("RUNNER_IMAGE_FLAVOR", "custom")][..],
+                "RUNNER_COMMAND",
+                "required",
+            ),
+            (
+                &[
+                    ("RUNNER_IMAGE_FLAVOR", "official"),
+                    ("RUNNER_COMMAND", "/run.sh"),
+                ][..],
+                "RUNNER_COMMAND",
+                "only for RUNNER_IMAGE_FLAVOR=custom",
+            ),
+            (
+                &[("RUNNER_COMMAND", "[1, 2]")][..],
+                "RUNNER_COMMAND",
+                "JSON array",
+            ),
+            (
+                &[
+                    ("RUNNER_IMAGE_FLAVOR", "official"),
+                    ("RUNNER_REGISTRATION", "token"),
+                ][..],
+                "RUNNER_REGISTRATION",
+                "use jit",
+            ),
+        ] {
+            let err = Config::from_env(&with(SEED_SINGLE, extra)).unwrap_err();
+            assert!(
+                err.0
+                    .iter()
+                    .any(|p| p.variable == variable && p.message.contains(says)),
+                "{extra:?}: {err}"
+            );
+        }
     }
 
     #[test]

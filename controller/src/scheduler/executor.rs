@@ -490,6 +490,7 @@ impl Scheduler {
             id: RunnerId::parse(&record.id).expect("runner ids are generated valid"),
             name: record.name.clone(),
             image: defaults.image.clone(),
+            launch: defaults.launch.clone(),
             registration,
             labels: record.labels.clone(),
             env: BTreeMap::new(),

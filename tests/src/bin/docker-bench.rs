@@ -140,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
             deadline_ms: i64::MAX / 2,
             caches: Vec::new(),
         };
-        let (body, _) = container_body(&spec, &settings, &placement);
+        // The bench image has the myoung34 layout; a JIT runner starts its `run.sh`.
+        let plan = agent::runtime::launch::plan(agent::runtime::launch::Layout::Myoung34, &spec)
+            .expect("a JIT runner of the myoung34 layout");
+        let (body, _) = container_body(&spec, &settings, &placement, &plan);
         let name = spec.name.clone();
         let started = Instant::now();
         docker

@@ -2,9 +2,10 @@
 //!
 //! - [`TestRun`]: a unique label value for everything one test creates, and a guard that removes
 //!   every container, volume, network and image carrying it when dropped, even after a failure.
-//! - [`TestRun::runner_image`]: the test runner image, made locally (nothing can be pulled): the
-//!   static fake runner of `tests/runner-image/` (built once with `+crt-static`, cached by
-//!   cargo) imported as the only file of an image tagged for this run.
+//! - [`TestRun::runner_image`] and [`TestRun::runner_image_of`]: the test runner images, made
+//!   locally (nothing can be pulled): the static fake runner of `tests/runner-image/` (built
+//!   once with `+crt-static`, cached by cargo) at the program paths of each [`RunnerLayout`],
+//!   imported as an image labelled for this run.
 //! - [`DockerAgent`]: a real agent with the Docker runtime on a tokio runtime of its own, so it
 //!   can be killed like a process.
 //! - [`SocketProxy`]: a Unix socket that forwards to the engine's, which a test stops and starts
@@ -30,8 +31,10 @@ use bollard::Docker;
 pub use agent::DockerAgent;
 pub use census::{Census, StartedContainer};
 pub use proxy::SocketProxy;
-pub use run::{TestRun, fake_runner_binary, gha_agent_binary, test_network};
-pub use setup::DockerSetup;
+pub use run::{
+    CUSTOM_COMMAND, RunnerLayout, TestRun, fake_runner_binary, gha_agent_binary, test_network,
+};
+pub use setup::{DockerSetup, SEED_DEFAULT_IMAGE};
 pub use sim::{SimRunners, runner_spec};
 
 /// The label that marks what one test created.

@@ -1,4 +1,5 @@
-//! [`TestRun`]: the label guard that removes what a test created, and the runner image.
+//! [`TestRun`]: the label guard that removes what a test created, and the runner images of
+//! each layout ([`RunnerLayout`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveImageOptions, RemoveVolumeOptions,
+    ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
 };
 use futures::StreamExt;
 
@@ -37,29 +38,38 @@ impl TestRun {
         format!("{RUNNER_IMAGE_REPO}:{}", self.id)
     }
 
-    /// Builds (or reuses the cached binary of) the fake runner and imports an image of it for
-    /// this run: `/home/runner/run.sh` in an otherwise empty root filesystem (`docker import`,
-    /// about ten times faster than a `FROM scratch` build).
+    /// The runner image of the seed's default layout (myoung34's) for this run, built from the
+    /// fake runner with `docker import` (about ten times faster than a `FROM scratch` build).
     pub async fn runner_image(&self) -> String {
-        let binary = fake_runner_binary();
         let tag = self.image_tag();
+        self.import(RunnerLayout::Myoung34, &tag).await;
+        tag
+    }
+
+    /// This run's image of `layout` (`gha-scaler-test-runner:<run>-<layout>`).
+    pub async fn runner_image_of(&self, layout: RunnerLayout) -> String {
+        let tag = format!("{}-{}", self.image_tag(), layout.name());
+        self.import(layout, &tag).await;
+        tag
+    }
+
+    /// Imports the image of `layout` as `reference` (`repo:tag`), labelled for this run so that
+    /// it is removed with the rest.
+    pub async fn import(&self, layout: RunnerLayout, reference: &str) {
+        let binary = fake_runner_binary();
+        let (repo, tag) = reference.rsplit_once(':').expect("repo:tag");
+        let mut changes = layout.changes();
+        changes.push(format!("LABEL {TEST_RUN_LABEL}={}", self.id));
         let docker = docker().await;
         let mut import = docker.create_image(
             Some(bollard::query_parameters::CreateImageOptions {
                 from_src: Some("-".into()),
-                repo: Some(RUNNER_IMAGE_REPO.into()),
-                tag: Some(self.id.clone()),
-                changes: vec![
-                    format!(
-                        "CMD [\"{}\"]",
-                        agent::runtime::docker::spec::OFFICIAL_RUN_SH
-                    ),
-                    "WORKDIR /home/runner".into(),
-                    format!("LABEL {TEST_RUN_LABEL}={}", self.id),
-                ],
+                repo: Some(repo.into()),
+                tag: Some(tag.into()),
+                changes,
                 ..Default::default()
             }),
-            Some(bollard::body_full(root_filesystem(binary).into())),
+            Some(bollard::body_full(layout.root_filesystem(binary).into())),
             None,
         );
         while let Some(step) = import.next().await {
@@ -68,7 +78,6 @@ impl TestRun {
                 panic!("the runner image cannot be imported: {error:?}");
             }
         }
-        tag
     }
 
     /// Containers of this run, as (name, state) pairs.
@@ -172,17 +181,37 @@ async fn clean(run: &str) {
             let _ = docker.remove_network(&n).await;
         }
     }
-    let _ = docker
-        .remove_image(
-            &format!("{RUNNER_IMAGE_REPO}:{run}"),
-            Some(RemoveImageOptions {
-                force: true,
-                noprune: false,
-                platforms: None,
-            }),
-            None,
-        )
-        .await;
+    let images = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_default();
+    let mut references: Vec<String> = images
+        .into_iter()
+        .flat_map(|i| {
+            if i.repo_tags.is_empty() {
+                vec![i.id]
+            } else {
+                i.repo_tags
+            }
+        })
+        .collect();
+    references.push(format!("{RUNNER_IMAGE_REPO}:{run}"));
+    for reference in references {
+        let _ = docker
+            .remove_image(
+                &reference,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                    platforms: None,
+                }),
+                None,
+            )
+            .await;
+    }
 }
 
 impl Drop for TestRun {
@@ -260,26 +289,120 @@ pub fn fake_runner_binary() -> &'static Path {
     })
 }
 
-/// The runner image's root filesystem as a tar: `home/runner/run.sh`, the fake runner.
-fn root_filesystem(binary: &Path) -> Vec<u8> {
-    let program = std::fs::read(binary).expect("the fake runner binary");
-    let mut tar = tar::Builder::new(Vec::new());
-    for dir in ["home/", "home/runner/", "tmp/"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        header.set_mode(if dir == "tmp/" { 0o1777 } else { 0o755 });
-        header.set_cksum();
-        tar.append_data(&mut header, dir, std::io::empty())
-            .expect("tar directory");
+/// The layouts of the test runner images, each holding only what its real image holds at the
+/// real paths (tests/runner-image/README.md has the rules and their sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerLayout {
+    /// `ghcr.io/actions/actions-runner`: `/home/runner/{run.sh,config.sh,bin/Runner.Listener}`,
+    /// no ENTRYPOINT or CMD, `WORKDIR /home/runner`, `USER runner` (1001).
+    Official,
+    /// `myoung34/github-runner`: `/entrypoint.sh`, `/actions-runner/{run.sh,config.sh,bin/
+    /// Runner.Listener}`, `WORKDIR /actions-runner`, its ENTRYPOINT and CMD, root.
+    Myoung34,
+    /// [`CUSTOM_COMMAND`] only, `WORKDIR /opt/custom-runner`, no ENTRYPOINT or CMD.
+    Custom,
+}
+
+/// The one program of the custom layout (what `RUNNER_COMMAND` names).
+pub const CUSTOM_COMMAND: &str = "/opt/custom-runner/start";
+
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/sbin/nologin\nrunner:x:1001:1001:runner:/home/runner:/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nrunner:x:1001:\ndocker:x:123:runner\n";
+
+impl RunnerLayout {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunnerLayout::Official => "official",
+            RunnerLayout::Myoung34 => "myoung34",
+            RunnerLayout::Custom => "custom",
+        }
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(program.len() as u64);
-    header.set_mode(0o755);
-    header.set_cksum();
-    tar.append_data(&mut header, "home/runner/run.sh", program.as_slice())
-        .expect("tar entry");
-    tar.into_inner().expect("tar archive")
+
+    /// The Dockerfile instructions `docker import` applies.
+    fn changes(self) -> Vec<String> {
+        match self {
+            RunnerLayout::Official => vec!["WORKDIR /home/runner".into(), "USER runner".into()],
+            RunnerLayout::Myoung34 => vec![
+                "ENV AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache".into(),
+                "WORKDIR /actions-runner".into(),
+                r#"ENTRYPOINT ["/entrypoint.sh"]"#.into(),
+                r#"CMD ["./bin/Runner.Listener", "run", "--startuptype", "service"]"#.into(),
+            ],
+            RunnerLayout::Custom => vec!["WORKDIR /opt/custom-runner".into()],
+        }
+    }
+
+    /// (directories with their owner uid, programs with their owner uid).
+    fn paths(self) -> (Vec<(&'static str, u64)>, Vec<(&'static str, u64)>) {
+        match self {
+            RunnerLayout::Official => (
+                vec![
+                    ("home/", 0),
+                    ("home/runner/", 1001),
+                    ("home/runner/bin/", 1001),
+                ],
+                vec![
+                    ("home/runner/run.sh", 1001),
+                    ("home/runner/config.sh", 1001),
+                    ("home/runner/bin/Runner.Listener", 1001),
+                ],
+            ),
+            RunnerLayout::Myoung34 => (
+                vec![
+                    ("actions-runner/", 1001),
+                    ("actions-runner/bin/", 1001),
+                    ("_work/", 1001),
+                    ("opt/", 0),
+                    ("opt/hostedtoolcache/", 1001),
+                ],
+                vec![
+                    ("entrypoint.sh", 0),
+                    ("actions-runner/run.sh", 1001),
+                    ("actions-runner/config.sh", 1001),
+                    ("actions-runner/bin/Runner.Listener", 1001),
+                ],
+            ),
+            RunnerLayout::Custom => (
+                vec![("opt/", 0), ("opt/custom-runner/", 0)],
+                vec![("opt/custom-runner/start", 0)],
+            ),
+        }
+    }
+
+    /// The image's root filesystem as a tar: the fake runner at each program path.
+    fn root_filesystem(self, binary: &Path) -> Vec<u8> {
+        let program = std::fs::read(binary).expect("the fake runner binary");
+        let mut tar = tar::Builder::new(Vec::new());
+        let (dirs, programs) = self.paths();
+        let common = [("etc/", 0), ("tmp/", 0)];
+        for (dir, uid) in common.into_iter().chain(dirs) {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            header.set_mode(if dir == "tmp/" { 0o1777 } else { 0o755 });
+            header.set_uid(uid);
+            header.set_gid(uid);
+            header.set_cksum();
+            tar.append_data(&mut header, dir, std::io::empty())
+                .expect("tar directory");
+        }
+        let mut add = |path: &str, data: &[u8], mode: u32, uid: u64| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(mode);
+            header.set_uid(uid);
+            header.set_gid(uid);
+            header.set_cksum();
+            tar.append_data(&mut header, path, data).expect("tar entry");
+        };
+        add("etc/passwd", PASSWD.as_bytes(), 0o644, 0);
+        add("etc/group", GROUP.as_bytes(), 0o644, 0);
+        for (path, uid) in programs {
+            add(path, &program, 0o755, uid);
+        }
+        tar.into_inner().expect("tar archive")
+    }
 }
 
 /// A bridge network labelled for the run; returns (name, gateway address).

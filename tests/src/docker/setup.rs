@@ -4,7 +4,10 @@ use std::time::{Duration, Instant};
 
 use shared::command::RunnerSpec;
 
-use super::{DockerAgent, SimRunners, TestRun, WEBHOOK_PATH};
+use super::{DockerAgent, RunnerLayout, SimRunners, TestRun, WEBHOOK_PATH};
+
+/// The seed's default `RUNNER_IMAGE`.
+pub const SEED_DEFAULT_IMAGE: &str = "myoung34/github-runner:ubuntu-noble";
 use crate::harness::AgentTls;
 
 /// Everything a Docker test needs: a controller (with its own controller id), the simulator,
@@ -26,7 +29,7 @@ impl DockerSetup {
 
     /// With extra controller variables (`CONTROLLER_ID`, …).
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
-        Self::start_inner(extra, false).await
+        Self::start_inner(extra, false, false).await
     }
 
     /// The whole system for the scheduler's end-to-end tests (issue 4): a controller that
@@ -40,16 +43,31 @@ impl DockerSetup {
         let max = max_runners.to_string();
         let mut vars: Vec<(&str, &str)> = vec![("MAX_RUNNERS", max.as_str())];
         vars.extend_from_slice(extra);
-        Self::start_inner(&vars, true).await
+        Self::start_inner(&vars, true, false).await
     }
 
-    async fn start_inner(extra: &[(&str, &str)], wired: bool) -> Self {
+    /// [`Self::start_e2e`] with the seed's `.env` as it is: no `RUNNER_IMAGE`, so the controller
+    /// runs its default [`SEED_DEFAULT_IMAGE`], which this makes locally with the myoung34
+    /// layout (removed with the run). Only one test may use it at a time: the tag is global.
+    pub async fn start_e2e_default_image(max_runners: u32, extra: &[(&str, &str)]) -> Self {
+        let max = max_runners.to_string();
+        let mut vars: Vec<(&str, &str)> = vec![("MAX_RUNNERS", max.as_str())];
+        vars.extend_from_slice(extra);
+        Self::start_inner(&vars, true, true).await
+    }
+
+    async fn start_inner(extra: &[(&str, &str)], wired: bool, default_image: bool) -> Self {
         crate::harness::init();
         let run = TestRun::new();
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = crate::pki::TestCa::new(&dir.path().join("pki"), "test CA");
         let server = ca.server();
-        let image = run.runner_image().await;
+        let image = if default_image {
+            run.import(RunnerLayout::Myoung34, SEED_DEFAULT_IMAGE).await;
+            SEED_DEFAULT_IMAGE.to_owned()
+        } else {
+            run.runner_image().await
+        };
         let sim = SimRunners::start().await;
         let mut env =
             crate::harness::controller_env(&dir.path().join("state"), &ca.ca_file(), &server);
@@ -64,9 +82,11 @@ impl DockerSetup {
                     crate::harness::TEST_WEBHOOK_SECRET.to_owned(),
                 ),
                 ("GITHUB_API_URL", sim.sim.api_url().to_owned()),
-                ("RUNNER_IMAGE", image.clone()),
             ] {
                 env.insert(k.into(), v);
+            }
+            if !default_image {
+                env.insert("RUNNER_IMAGE".into(), image.clone());
             }
         }
         for (k, v) in extra {

@@ -128,6 +128,7 @@ pub fn runner_spec(
         id: RunnerId::parse(id).expect("runner id"),
         name: name.to_owned(),
         image: image.to_owned(),
+        launch: Default::default(),
         registration,
         labels: labels.iter().map(|l| (*l).to_owned()).collect(),
         env: BTreeMap::new(),

@@ -40,6 +40,22 @@ pub enum DockerError {
     NameTaken { name: String, runner: String },
     #[error("runner {runner} was stopped before its container was started")]
     StoppedBeforeStart { runner: String },
+    #[error("cannot start image {image}")]
+    Launch {
+        image: String,
+        #[source]
+        source: crate::runtime::launch::LaunchError,
+    },
+    /// Found before the container is started: with an init process (`RUNNER_INIT`) the engine
+    /// would start the container and the init would exit 127, which looks like a runner that
+    /// ran and failed.
+    #[error("image {image} has no entry point {path}: {reason}")]
+    EntryPointMissing {
+        image: String,
+        path: String,
+        /// The engine's words.
+        reason: String,
+    },
 }
 
 impl DockerError {

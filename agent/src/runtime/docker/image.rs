@@ -1,5 +1,7 @@
 //! Runner images: used as they are when present, pulled when missing, with progress in the
 //! logs and a clear error when the pull fails. Concurrent starts of one image share one pull.
+//! [`facts`] reads what an image says about itself (entry point, command, working directory,
+//! user, labels), from which [`crate::runtime::launch`] decides how to start it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use futures::StreamExt;
 use tracing::{debug, info};
 
 use super::engine::{DockerError, status_of};
+use crate::runtime::launch::ImageFacts;
 
 /// How often a long pull says how it is going.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -78,6 +81,22 @@ impl Puller {
         info!(%image, took = ?started.elapsed(), "pulled runner image");
         Ok(())
     }
+}
+
+/// The image's configuration, as the engine reports it.
+pub async fn facts(docker: &Docker, image: &str) -> Result<ImageFacts, DockerError> {
+    let inspected = docker
+        .inspect_image(image)
+        .await
+        .map_err(DockerError::api(format!("inspect image {image}")))?;
+    let config = inspected.config.unwrap_or_default();
+    Ok(ImageFacts {
+        entrypoint: config.entrypoint.unwrap_or_default(),
+        cmd: config.cmd.unwrap_or_default(),
+        working_dir: config.working_dir.unwrap_or_default(),
+        user: config.user.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+    })
 }
 
 async fn present(docker: &Docker, image: &str) -> Result<bool, DockerError> {

@@ -4,7 +4,9 @@
 //! - [`spec`]: the pure mapping from a [`RunnerSpec`] to a container (env by image convention,
 //!   labels, mounts, limits).
 //! - [`engine`]: the lazily built, version-negotiated client and its typed errors.
-//! - [`image`]: pulls of missing images.
+//! - [`image`]: pulls of missing images, and what an image says about itself, from which
+//!   [`crate::runtime::launch`] decides entry point, command and registration variables; the
+//!   program it would run first is looked up in the created container before it is started.
 //! - `events`: the engine's event stream, the only source of `running` and `exited`, and the
 //!   clean-up of exited containers.
 //! - `inventory`: what exists now (on start and on every return of the event stream), adoption
@@ -42,6 +44,7 @@ use tracing::{info, warn};
 use self::config::{CacheSharing, DockerSettings};
 use self::engine::{DockerError, Engine, status_of};
 use self::spec::{CacheMount, Placement};
+use super::launch::{self, ImageFacts, Plan};
 use super::{EventSink, RunnerRuntime, RuntimeError};
 use crate::connection::error_chain;
 
@@ -307,6 +310,14 @@ impl Inner {
     async fn start(self: &Arc<Self>, spec: RunnerSpec) -> Result<(), DockerError> {
         let docker = self.engine.client().await?;
         self.puller.ensure(&docker, &spec.image).await?;
+        let facts = image::facts(&docker, &spec.image).await?;
+        let plan = launch::detect(&spec, &facts)
+            .and_then(|layout| launch::plan(layout, &spec))
+            .map_err(|source| DockerError::Launch {
+                image: spec.image.clone(),
+                source,
+            })?;
+        info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
             return Err(DockerError::StoppedBeforeStart {
@@ -320,7 +331,9 @@ impl Inner {
                 .saturating_add(spec.timeout.as_millis().min(i64::MAX as u128) as i64),
             caches,
         };
-        let outcome = self.create_and_start(&docker, &spec, &placement).await;
+        let outcome = self
+            .create_and_start(&docker, &spec, &placement, &plan, &facts)
+            .await;
         match outcome {
             Ok(container) => {
                 let stopped_meanwhile = {
@@ -349,6 +362,8 @@ impl Inner {
         docker: &bollard::Docker,
         spec: &RunnerSpec,
         placement: &Placement,
+        plan: &Plan,
+        facts: &ImageFacts,
     ) -> Result<String, DockerError> {
         for mount in &placement.caches {
             let request = spec::volume_request(spec, &self.settings, placement, mount);
@@ -357,7 +372,7 @@ impl Inner {
                     .classify(format!("create volume {}", mount.volume), e)
             })?;
         }
-        let (body, dropped) = spec::container_body(spec, &self.settings, placement);
+        let (body, dropped) = spec::container_body(spec, &self.settings, placement, plan);
         if !dropped.is_empty() {
             warn!(
                 runner = %spec.id,
@@ -405,10 +420,17 @@ impl Inner {
         if let Some(t) = self.lock().runners.get_mut(&spec.id) {
             t.container = Some(container.clone());
         }
-        if let Err(e) = docker.start_container(&container, None).await {
-            let error = self
-                .engine
-                .classify(format!("start container {}", spec.name), e);
+        let started = match self
+            .check_program(docker, &container, spec, plan, facts)
+            .await
+        {
+            Ok(()) => docker.start_container(&container, None).await.map_err(|e| {
+                self.engine
+                    .classify(format!("start container {}", spec.name), e)
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = started {
             // Forgotten first, so the removal's `destroy` event is not taken for a loss.
             self.forget(&spec.id);
             let _ = docker
@@ -425,6 +447,61 @@ impl Inner {
         }
         info!(runner = %spec.id, name = %spec.name, container = %short(&container), "runner container started");
         Ok(container)
+    }
+
+    /// Fails when the program the container would run first is not in the image (looked up
+    /// through the archive API of the created container; a bare name is left to `PATH`).
+    async fn check_program(
+        &self,
+        docker: &bollard::Docker,
+        container: &str,
+        spec: &RunnerSpec,
+        plan: &Plan,
+        facts: &ImageFacts,
+    ) -> Result<(), DockerError> {
+        let Some(program) = plan.program(facts) else {
+            return Ok(());
+        };
+        let path = if program.starts_with('/') {
+            program.to_owned()
+        } else if program.contains('/') {
+            let dir = if facts.working_dir.is_empty() {
+                "/"
+            } else {
+                facts.working_dir.as_str()
+            };
+            format!(
+                "{}/{}",
+                dir.trim_end_matches('/'),
+                program.trim_start_matches("./")
+            )
+        } else {
+            return Ok(());
+        };
+        let mut archive = docker.download_from_container(
+            container,
+            Some(bollard::query_parameters::DownloadFromContainerOptions { path: path.clone() }),
+        );
+        // The first chunk is enough to know the file exists; the rest is dropped.
+        match futures::StreamExt::next(&mut archive).await {
+            Some(Err(e)) if status_of(&e) == Some(404) => {
+                let reason = match &e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                        message.clone()
+                    }
+                    other => other.to_string(),
+                };
+                Err(DockerError::EntryPointMissing {
+                    image: spec.image.clone(),
+                    path,
+                    reason,
+                })
+            }
+            Some(Err(e)) => Err(self
+                .engine
+                .classify(format!("look for {path} in container {}", spec.name), e)),
+            _ => Ok(()),
+        }
     }
 
     async fn stop(&self, id: &RunnerId) -> Result<(), DockerError> {
@@ -564,6 +641,7 @@ mod tests {
             id: RunnerId::parse(id).unwrap(),
             name: id.into(),
             image: "runner".into(),
+            launch: Default::default(),
             registration: Registration::JitConfig("j".into()),
             labels: vec![],
             env: BTreeMap::new(),

@@ -1,12 +1,11 @@
 //! From a [`RunnerSpec`] to a container: a pure mapping, unit-tested without an engine.
 //!
-//! - **Registration by image convention.** A JIT config (the official
-//!   `ghcr.io/actions/actions-runner` image) runs `/home/runner/run.sh` with
-//!   `ACTIONS_RUNNER_INPUT_JITCONFIG`. A registration token (myoung34-style images) keeps the
-//!   image's entry point and sets `RUNNER_TOKEN`, `REPO_URL` or `ORG_NAME` + `RUNNER_SCOPE=org`,
-//!   `RUNNER_GROUP`, `LABELS`, `RUNNER_NAME`, `EPHEMERAL=1`, `DISABLE_AUTO_UPDATE=1` (and
-//!   `GITHUB_HOST` for a server other than github.com). The owner's PAT is never given: the
-//!   controller never sends it, and variables that would carry one are dropped here as well.
+//! - **Registration by image layout.** Entry point, command and registration variables come
+//!   from the [`Plan`] that [`crate::runtime::launch`] decided for the image (official:
+//!   `/home/runner/run.sh` with `ACTIONS_RUNNER_INPUT_JITCONFIG`; myoung34: its entry script
+//!   with `RUNNER_TOKEN`, `REPO_URL`, …, or its `run.sh` with a JIT config; custom:
+//!   `RUNNER_COMMAND`). The owner's PAT is never given: the controller never sends it, and
+//!   variables that would carry one are dropped here as well.
 //! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner, architecture and cache
 //!   name; exclusive volumes get a slot number so that concurrent runners never share one.
 //! - **Labels** on everything ([`super::labels`]), so ownership is found by label.
@@ -15,13 +14,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy};
 use bollard::models::{RestartPolicyNameEnum, VolumeCreateRequest};
-use shared::command::{Registration, RunnerSpec};
+use shared::command::RunnerSpec;
 
 use super::config::DockerSettings;
 use super::labels;
-
-/// The official runner image's entry script, which reads `ACTIONS_RUNNER_INPUT_JITCONFIG`.
-pub const OFFICIAL_RUN_SH: &str = "/home/runner/run.sh";
+use crate::runtime::launch::Plan;
 /// The cache used when a runner asks for caching without naming volumes.
 pub const DEFAULT_CACHE: (&str, &str) = ("toolcache", "/opt/hostedtoolcache");
 /// Where the Docker socket is mounted in a runner that asks for it (unsafe, see the README).
@@ -144,63 +141,13 @@ pub fn allowed_env(key: &str, value: &str) -> bool {
         && !TOKEN_PREFIXES.iter().any(|p| value.trim().starts_with(p))
 }
 
-/// The registration variables and the command override of the image convention.
-pub fn registration(spec: &RunnerSpec) -> (Vec<(String, String)>, Option<Vec<String>>) {
-    match &spec.registration {
-        Registration::JitConfig(jit) => (
-            vec![("ACTIONS_RUNNER_INPUT_JITCONFIG".into(), jit.clone())],
-            Some(vec![OFFICIAL_RUN_SH.to_owned()]),
-        ),
-        Registration::Token {
-            token,
-            url,
-            runner_group,
-        } => {
-            let mut env = vec![
-                ("RUNNER_TOKEN".to_owned(), token.clone()),
-                ("RUNNER_NAME".into(), spec.name.clone()),
-                ("LABELS".into(), spec.labels.join(",")),
-                ("EPHEMERAL".into(), "1".into()),
-                ("DISABLE_AUTO_UPDATE".into(), "1".into()),
-            ];
-            let (host, path) = split_url(url);
-            let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-            match segments.as_slice() {
-                [org] => {
-                    env.push(("RUNNER_SCOPE".into(), "org".into()));
-                    env.push(("ORG_NAME".into(), (*org).to_owned()));
-                }
-                _ => {
-                    env.push(("RUNNER_SCOPE".into(), "repo".into()));
-                    env.push(("REPO_URL".into(), url.clone()));
-                }
-            }
-            if !runner_group.is_empty() {
-                env.push(("RUNNER_GROUP".into(), runner_group.clone()));
-            }
-            if !host.is_empty() && host != "github.com" {
-                env.push(("GITHUB_HOST".into(), host.to_owned()));
-            }
-            (env, None)
-        }
-    }
-}
-
-/// (`host[:port]`, path) of `https://host[:port]/path`.
-fn split_url(url: &str) -> (&str, &str) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    }
-}
-
 /// The whole container: image, name, environment, command, labels, mounts and limits.
 /// Returns the body and the keys of variables from the spec that were dropped.
 pub fn container_body(
     spec: &RunnerSpec,
     settings: &DockerSettings,
     placement: &Placement,
+    plan: &Plan,
 ) -> (ContainerCreateBody, Vec<String>) {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut dropped = Vec::new();
@@ -219,9 +166,8 @@ pub fn container_body(
                 .or_insert_with(|| cache.path.clone());
         }
     }
-    let (registration, cmd) = registration(spec);
     // Registration variables win over anything the spec's env says.
-    env.extend(registration);
+    env.extend(plan.env.iter().cloned());
 
     let mut l = base_labels(spec, settings, placement);
     l.insert(labels::RUNNER_ID.into(), spec.id.to_string());
@@ -272,7 +218,8 @@ pub fn container_body(
         image: Some(spec.image.clone()),
         hostname: Some(spec.name.chars().take(63).collect()),
         env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        cmd,
+        entrypoint: plan.entrypoint.clone(),
+        cmd: plan.cmd.clone(),
         labels: Some(l),
         host_config: Some(host_config),
         ..Default::default()
@@ -285,16 +232,18 @@ mod tests {
     use std::time::Duration;
 
     use shared::arch::Arch;
-    use shared::command::CacheSettings;
+    use shared::command::{CacheSettings, Registration};
     use shared::ids::RunnerId;
 
     use super::*;
+    use crate::runtime::launch::{self, Layout};
 
     fn spec(registration: Registration) -> RunnerSpec {
         RunnerSpec {
             id: RunnerId::parse("r-1").unwrap(),
             name: "gha-acme-r-1".into(),
             image: "myoung34/github-runner:ubuntu-noble".into(),
+            launch: Default::default(),
             registration,
             labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
             env: BTreeMap::from([
@@ -330,55 +279,52 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_jit_config_runs_the_official_run_sh() {
-        let s = spec(Registration::JitConfig("base64jit".into()));
-        let (body, _) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
-        assert_eq!(body.cmd, Some(vec![OFFICIAL_RUN_SH.to_owned()]));
-        let env = env_of(&body);
-        assert_eq!(env["ACTIONS_RUNNER_INPUT_JITCONFIG"], "base64jit");
-        assert!(!env.contains_key("RUNNER_TOKEN"));
+    fn body(s: &RunnerSpec, layout: Layout) -> ContainerCreateBody {
+        let plan = launch::plan(layout, s).unwrap();
+        container_body(s, &DockerSettings::default(), &placement(vec![]), &plan).0
     }
 
     #[test]
-    fn a_registration_token_follows_the_myoung34_convention() {
-        let s = spec(Registration::Token {
+    fn the_plan_decides_entry_point_command_and_registration() {
+        let s = spec(Registration::JitConfig("base64jit".into()));
+        let official = body(&s, Layout::Official);
+        assert_eq!(
+            official.entrypoint,
+            Some(vec![launch::OFFICIAL_RUN_SH.to_owned()])
+        );
+        assert_eq!(official.cmd, Some(vec![]));
+        let env = env_of(&official);
+        assert_eq!(env["ACTIONS_RUNNER_INPUT_JITCONFIG"], "base64jit");
+        assert!(!env.contains_key("RUNNER_TOKEN"));
+        let jit_myoung34 = body(&s, Layout::Myoung34);
+        assert_eq!(
+            jit_myoung34.entrypoint,
+            Some(vec![launch::MYOUNG34_RUN_SH.to_owned()])
+        );
+
+        let t = spec(Registration::Token {
             token: "AABBCC".into(),
             url: "https://github.com/acme/app".into(),
             runner_group: String::new(),
         });
-        let (body, _) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
+        let token = body(&t, Layout::Myoung34);
         assert_eq!(
-            body.cmd, None,
-            "the image's entry point does the registration"
+            (token.entrypoint.as_ref(), token.cmd.as_ref()),
+            (None, None),
+            "the image's entry script does the registration"
         );
-        let env = env_of(&body);
+        let env = env_of(&token);
         assert_eq!(env["RUNNER_TOKEN"], "AABBCC");
         assert_eq!(env["REPO_URL"], "https://github.com/acme/app");
-        assert_eq!(env["RUNNER_SCOPE"], "repo");
-        assert_eq!(env["RUNNER_NAME"], "gha-acme-r-1");
-        assert_eq!(env["LABELS"], "self-hosted,linux,x64");
-        assert_eq!(env["EPHEMERAL"], "1");
-        assert_eq!(env["DISABLE_AUTO_UPDATE"], "1");
-        assert!(!env.contains_key("GITHUB_HOST"));
-
-        let org = spec(Registration::Token {
-            token: "T".into(),
-            url: "http://127.0.0.1:4000/acme".into(),
-            runner_group: "builders".into(),
-        });
-        let env = env_of(&container_body(&org, &DockerSettings::default(), &placement(vec![])).0);
-        assert_eq!(env["ORG_NAME"], "acme");
-        assert_eq!(env["RUNNER_SCOPE"], "org");
-        assert_eq!(env["RUNNER_GROUP"], "builders");
-        assert_eq!(env["GITHUB_HOST"], "127.0.0.1:4000");
-        assert!(!env.contains_key("REPO_URL"));
+        assert!(!env.contains_key("ACTIONS_RUNNER_INPUT_JITCONFIG"));
     }
 
     #[test]
     fn credentials_from_the_spec_env_are_dropped() {
         let s = spec(Registration::JitConfig("j".into()));
-        let (body, dropped) = container_body(&s, &DockerSettings::default(), &placement(vec![]));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let (body, dropped) =
+            container_body(&s, &DockerSettings::default(), &placement(vec![]), &plan);
         let env = env_of(&body);
         assert_eq!(env["FOO"], "bar");
         assert!(!env.contains_key("ACCESS_TOKEN"));
@@ -407,7 +353,8 @@ mod tests {
             volume: "gha-cache-acme-amd64-toolcache-0".into(),
             path: "/opt/hostedtoolcache".into(),
         };
-        let (body, _) = container_body(&s, &settings, &placement(vec![cache]));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let (body, _) = container_body(&s, &settings, &placement(vec![cache]), &plan);
         let l = body.labels.as_ref().unwrap();
         assert_eq!(l[labels::MANAGED_BY], "gha-scaler");
         assert_eq!(l[labels::AGENT], "host-1");

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 use self::claims::ClaimPicker;
 use self::objects::{CacheVolumes, Ownership};
 use self::settings::KubernetesSettings;
-use super::{EventSink, RunnerRuntime, RuntimeError};
+use super::{EventSink, RunnerRuntime, RuntimeError, launch};
 
 /// What went wrong in the runtime, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,12 @@ pub enum KubeError {
         action: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("cannot start image {image}")]
+    Launch {
+        image: String,
+        #[source]
+        source: crate::runtime::launch::LaunchError,
     },
     #[error("no free cache claim for owner {owner} ({arch}) among {slots} slots")]
     NoFreeClaim {
@@ -69,6 +75,7 @@ impl From<KubeError> for RuntimeError {
         match &e {
             KubeError::Api { source, .. } => RuntimeError(format!("{e}: {}", api_message(source))),
             KubeError::NoFreeClaim { .. } => RuntimeError(e.to_string()),
+            KubeError::Launch { source, .. } => RuntimeError(format!("{e}: {source}")),
         }
     }
 }
@@ -183,6 +190,13 @@ impl KubernetesRuntime {
     async fn create_pod(&self, spec: &RunnerSpec) -> Result<(), KubeError> {
         let ctx = &self.ctx;
         let name = objects::pod_name(spec);
+        // Kubernetes cannot inspect an image: `auto` is decided from its reference.
+        let plan = launch::detect_from_reference(spec)
+            .and_then(|layout| launch::plan(layout, spec))
+            .map_err(|source| KubeError::Launch {
+                image: spec.image.clone(),
+                source,
+            })?;
         let caches = if !spec.cache.enabled || spec.cache.volumes.is_empty() {
             CacheVolumes::None
         } else if spec.cache.kubernetes_pvcs {
@@ -191,7 +205,7 @@ impl KubernetesRuntime {
         } else {
             CacheVolumes::EmptyDir
         };
-        let result = self.create_pod_with(spec, &name, &caches).await;
+        let result = self.create_pod_with(spec, &name, &caches, &plan).await;
         if let CacheVolumes::Claim(claim) = &caches {
             // The pod (if created) now shows the claim as in use; the reservation can go.
             self.claims.release(claim);
@@ -204,6 +218,7 @@ impl KubernetesRuntime {
         spec: &RunnerSpec,
         name: &str,
         caches: &CacheVolumes,
+        plan: &launch::Plan,
     ) -> Result<(), KubeError> {
         let ctx = &self.ctx;
         let secret = objects::secret(&ctx.who, spec, &ctx.namespace);
@@ -227,7 +242,7 @@ impl KubernetesRuntime {
             }
             Err(e) => return Err(KubeError::new(format!("create secret {secret_name}"))(e)),
         }
-        let pod = objects::pod(&ctx.who, &ctx.settings, spec, &ctx.namespace, caches);
+        let pod = objects::pod(&ctx.who, &ctx.settings, spec, &ctx.namespace, caches, plan);
         let created = match ctx.pods().create(&PostParams::default(), &pod).await {
             Ok(pod) => pod,
             // Created meanwhile by a start that raced this one: that pod is the runner.

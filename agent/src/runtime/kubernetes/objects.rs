@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-    ResourceRequirements, Secret, SecretKeySelector, Volume, VolumeMount,
+    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -19,6 +19,7 @@ use shared::command::{Registration, RunnerSpec};
 use shared::ids::RunnerId;
 
 use super::settings::{KubernetesSettings, is_dns_label, is_label_value};
+use crate::runtime::launch::{self, Plan};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "gha-scaler";
@@ -159,13 +160,15 @@ pub enum CacheVolumes {
     Claim(String),
 }
 
-/// The runner's pod.
+/// The runner's pod, started as `plan` says (entry point as `command`, the image's CMD unless
+/// our entry point replaces it, `runAsUser` where the layout needs a user).
 pub fn pod(
     who: &Ownership,
     settings: &KubernetesSettings,
     spec: &RunnerSpec,
     namespace: &str,
     caches: &CacheVolumes,
+    plan: &Plan,
 ) -> Pod {
     let name = pod_name(spec);
     let secret = secret_name(&name);
@@ -187,28 +190,25 @@ pub fn pod(
         ..EnvVar::default()
     };
     let mut env: Vec<EnvVar> = spec.env.iter().map(|(k, v)| plain_env(k, v)).collect();
-    env.push(plain_env("RUNNER_NAME", &spec.name));
-    let command = match &spec.registration {
-        // The official image: `run.sh` reads `ACTIONS_RUNNER_INPUT_JITCONFIG` as `--jitconfig`.
-        Registration::JitConfig(_) => {
-            env.push(secret_env("ACTIONS_RUNNER_INPUT_JITCONFIG", JIT_CONFIG_KEY));
-            Some(vec!["/home/runner/run.sh".to_owned()])
-        }
-        // Token images (myoung34-style) configure themselves from the environment.
-        Registration::Token {
-            url, runner_group, ..
-        } => {
-            env.push(secret_env("RUNNER_TOKEN", TOKEN_KEY));
-            env.push(plain_env("REPO_URL", url));
-            env.push(plain_env("LABELS", &spec.labels.join(",")));
-            env.push(plain_env("EPHEMERAL", "true"));
-            env.push(plain_env("DISABLE_AUTO_UPDATE", "true"));
-            if !runner_group.is_empty() {
-                env.push(plain_env("RUNNER_GROUP", runner_group));
-            }
-            None
-        }
-    };
+    if !plan.env.iter().any(|(k, _)| k == "RUNNER_NAME") {
+        env.push(plain_env("RUNNER_NAME", &spec.name));
+    }
+    // The registration material itself is referenced from the Secret, never in the pod.
+    for (k, v) in &plan.env {
+        env.push(match k.as_str() {
+            launch::JIT_ENV => secret_env(k, JIT_CONFIG_KEY),
+            launch::TOKEN_ENV => secret_env(k, TOKEN_KEY),
+            _ => plain_env(k, v),
+        });
+    }
+    // `command` replaces the image's ENTRYPOINT and, without `args`, its CMD too.
+    let command = plan.entrypoint.clone();
+    let args = plan.cmd.clone().filter(|a| !a.is_empty());
+    let security_context = plan.uid.map(|uid| SecurityContext {
+        run_as_user: Some(uid),
+        run_as_non_root: Some(uid != 0),
+        ..SecurityContext::default()
+    });
     let (volumes, mounts) = cache_volumes(spec, caches);
     let mut node_selector = settings.node_selector.clone();
     node_selector.insert(NODE_ARCH_LABEL.into(), spec.arch.as_str().into());
@@ -232,7 +232,9 @@ pub fn pod(
                 name: RUNNER_CONTAINER.into(),
                 image: Some(spec.image.clone()),
                 command,
+                args,
                 env: Some(env),
+                security_context,
                 resources: resources(settings),
                 volume_mounts: (!mounts.is_empty()).then_some(mounts),
                 ..Container::default()

@@ -15,11 +15,12 @@ use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::github::{GithubApi, JitConfigRequest, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
-use shared::runner::{RunnerPhase, now_ms};
+use shared::runner::now_ms;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::lifecycle::{self, AgentSeen, Observation, Report};
 use super::planner::{
     self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, WaitReason,
 };
@@ -37,10 +38,13 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 const MAX_GAP: Duration = Duration::from_millis(250);
 /// Run fetches attempted per activation.
 const RUN_FETCHES_PER_ACTIVATION: usize = 32;
-/// A runner told to start that no agent reports within this time is given up.
-const START_DEADLINE_MS: i64 = 10 * 60 * 1000;
-/// A runner whose agent stays disconnected this long is counted as lost.
-const AGENT_LOST_MS: i64 = 5 * 60 * 1000;
+/// The lifecycle's time limits.
+const LIMITS: lifecycle::Limits = lifecycle::Limits {
+    start_deadline_ms: 10 * 60 * 1000,
+    agent_lost_ms: 5 * 60 * 1000,
+    stop_deadline_ms: 2 * 60 * 1000,
+    boot_window_ms: 2 * 60 * 1000,
+};
 
 /// What the last activation decided, for `/status` and the jobs API.
 #[derive(Debug, Clone, Default)]
@@ -220,7 +224,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Brings runner records in line with what agents report; returns the active ones.
+    /// Brings runner records in line with what agents report (the rules are
+    /// [`lifecycle::next`]); returns the active ones.
     async fn sync_runners(
         &self,
         agents: &[AgentView],
@@ -230,62 +235,36 @@ impl Scheduler {
             agents.iter().map(|a| (a.name.as_str(), a)).collect();
         let mut active = Vec::new();
         for mut r in self.store.active_runners().await? {
-            let before = (r.lifecycle, r.exit_code, r.reason.clone());
             let agent = by_agent.get(r.agent.as_str());
-            let reported = agent.and_then(|a| a.runners.iter().find(|s| s.id.as_str() == r.id));
-            match (agent, reported) {
-                (_, Some(state)) => match state.phase {
-                    // Still starting; the agent may say why (a pod Pending: unschedulable,
-                    // image pull back-off), which `explain` shows.
-                    RunnerPhase::Starting => r.reason = state.reason.clone(),
-                    RunnerPhase::Running => {
-                        if r.lifecycle != RunnerLifecycle::Running {
-                            r.lifecycle = RunnerLifecycle::Running;
-                            self.observe_started(&r).await;
-                        }
-                    }
-                    RunnerPhase::Exited | RunnerPhase::Failed => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.exit_code = state.exit_code;
-                        r.reason = if state.reason.is_empty() {
-                            format!("{:?}", state.phase).to_ascii_lowercase()
-                        } else {
-                            state.reason.clone()
-                        };
-                    }
-                },
-                (Some(a), None) if a.connected => match r.lifecycle {
-                    // Recorded but never handed to the agent (the controller stopped in between):
-                    // its registration is spent, so it is replaced rather than retried.
-                    RunnerLifecycle::Requested => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason =
-                            "never started (the controller restarted before sending it)".into();
-                    }
-                    // The agent's inventory is complete: a runner it no longer lists is gone.
-                    RunnerLifecycle::Running => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "no longer on its agent".into();
-                    }
-                    _ if now - r.updated_ms > START_DEADLINE_MS => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "the agent never reported this runner".into();
-                    }
-                    _ => {}
-                },
-                (agent, None) => {
-                    // The agent is away: its runners may well be running; give it time to return.
-                    let away_since = agent
-                        .and_then(|a| a.disconnected_at_ms)
-                        .unwrap_or(self.started_ms)
-                        .max(r.updated_ms);
-                    if now - away_since > AGENT_LOST_MS {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "its agent is gone".into();
-                    }
+            let seen = match agent {
+                Some(a) if a.connected => {
+                    AgentSeen::Connected(a.runners.iter().find(|s| s.id.as_str() == r.id).map(
+                        |s| Report {
+                            phase: s.phase,
+                            exit_code: s.exit_code,
+                            reason: &s.reason,
+                        },
+                    ))
                 }
-            }
-            if (r.lifecycle, r.exit_code, r.reason.clone()) != before {
+                _ => AgentSeen::Away {
+                    since_ms: agent.and_then(|a| a.disconnected_at_ms),
+                },
+            };
+            let obs = Observation {
+                agent: seen,
+                stop_sent_ms: None,
+                now_ms: now,
+                started_ms: self.started_ms,
+            };
+            if let Some(change) = lifecycle::next(&r, &obs, &LIMITS) {
+                if change.lifecycle == RunnerLifecycle::Running
+                    && r.lifecycle != RunnerLifecycle::Running
+                {
+                    self.observe_started(&r).await;
+                }
+                r.lifecycle = change.lifecycle;
+                r.exit_code = change.exit_code;
+                r.reason = change.reason;
                 r.updated_ms = now;
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %r.reason, "runner state");
                 self.store.upsert_runner(r.clone()).await?;

@@ -211,13 +211,14 @@ mod tests {
     fn the_lifecycle_table() {
         let pending = "Unschedulable: 0/3 nodes";
         // (case, lifecycle before, agent, now, expected lifecycle and reason; None = unchanged)
-        let cases: Vec<(
-            &str,
+        type Case<'a> = (
+            &'a str,
             RunnerLifecycle,
-            AgentSeen<'_>,
+            AgentSeen<'a>,
             i64,
-            Option<(RunnerLifecycle, &str)>,
-        )> = vec![
+            Option<(RunnerLifecycle, &'a str)>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 "starting keeps the agent's reason",
                 Starting,

@@ -2,9 +2,13 @@
 //! runner records become; the [`executor`] acts, and the [`reconcile`]r
 //! finds through the REST API what lost webhooks did not say.
 
+pub mod backoff;
+pub mod containment;
 pub mod executor;
 pub mod lifecycle;
+pub mod memory;
 pub mod planner;
 pub mod reconcile;
+mod stale;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

@@ -124,6 +124,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "agents": agents,
         "queue": { "depth": queued.len(), "jobs": waiting },
         "containment": decisions.containment,
+        "registration_sweeps": decisions.sweeps,
         "scheduler": {
             "activations": decisions.activations,
             "last_activation_ms": decisions.last_activation_ms,

@@ -211,15 +211,15 @@ async fn a_crash_looping_image_backs_off_and_leaves_no_registration() {
         starts <= 12,
         "{starts} starts in 3 s of a crash loop (back-off 200 ms doubling to 1 s)"
     );
-    let body = s.job(job).await;
-    assert_eq!(body["waiting"]["reason"], "backing_off", "{body}");
-    assert!(
-        body["explanation"]
-            .as_str()
-            .unwrap()
-            .contains("end without taking a job"),
-        "{body}"
-    );
+    // Between tries (a try is a runner starting, briefly) the job says why it waits.
+    wait_until(WAIT, "the job explained as backing off", || async {
+        let body = s.job(job).await;
+        body["waiting"]["reason"] == "backing_off"
+            && body["explanation"]
+                .as_str()
+                .is_some_and(|e| e.contains("end without taking a job"))
+    })
+    .await;
     assert!(
         s.metrics()
             .await
@@ -357,5 +357,37 @@ async fn a_busy_runner_whose_webhooks_were_lost_is_not_stopped() {
     assert_ne!(
         runners[0].reason, "stopped by the controller",
         "the runner working on C was stopped"
+    );
+}
+
+#[tokio::test]
+async fn an_offline_registration_of_ours_is_deleted_and_a_foreign_one_kept() {
+    let s = setup(&[("OFFLINE_RUNNER_GRACE", "300ms")]).await;
+    let _agent = s.agent("host-1", &[]).await;
+    // Left by a start that failed half-way (or a controller that lost its state).
+    let ours = s
+        .sim
+        .add_offline_runner("acme", None, "gha-acme-0123456789ab");
+    let foreign = s.sim.add_offline_runner("acme", None, "build-box-1");
+    let other_owner = s
+        .sim
+        .add_offline_runner("acme", None, "gha-globex-0123456789ab");
+    wait_until(WAIT, "our leftover deleted", || async {
+        s.sim.runners().iter().all(|r| r.id != ours)
+    })
+    .await;
+    let left: Vec<u64> = s.sim.runners().iter().map(|r| r.id).collect();
+    assert!(left.contains(&foreign), "a foreign runner was deleted");
+    assert!(
+        left.contains(&other_owner),
+        "another owner's prefix was deleted"
+    );
+    let (_, status) = get_json(&s.controller, "/status").await;
+    let sweep = &status["registration_sweeps"][0];
+    assert_eq!(sweep["owner"], "acme", "{status}");
+    assert!(
+        s.metrics()
+            .await
+            .contains("gha_scaler_registrations_deleted_total{reason=\"offline\"} 1")
     );
 }

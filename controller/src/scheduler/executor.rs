@@ -62,6 +62,8 @@ pub struct Decisions {
     pub last_error: Option<String>,
     /// Causes whose starts are failing: back-offs and open circuits.
     pub containment: Vec<Blocked>,
+    /// The latest sweep of each owner's registrations.
+    pub sweeps: Vec<super::sweep::SweepReport>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -73,7 +75,7 @@ impl DecisionsHandle {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Decisions)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Decisions)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
@@ -140,6 +142,7 @@ impl Scheduler {
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
         self.stop_strays(&agents, &runners, now).await?;
+        self.sweep_registrations(now).await?;
         let mut jobs = self.store.queued_jobs().await?;
         if self.recheck_stale(&jobs, now).await? {
             jobs = self.store.queued_jobs().await?;

@@ -31,6 +31,10 @@ struct Books {
     strays: HashMap<String, i64>,
     /// Job id → when it was last re-checked as stale (`stale.rs`).
     stale: HashMap<u64, i64>,
+    /// Owner → when its registrations were last swept (`sweep.rs`).
+    sweeps: HashMap<String, i64>,
+    /// (owner, GitHub runner id) → since when it has been seen as a leftover.
+    leftovers: HashMap<(String, u64), i64>,
     /// Failing start causes (`backoff.rs`).
     backoffs: Backoffs,
 }
@@ -108,6 +112,30 @@ impl SchedulerMemory {
 
     pub fn mark_stale_checked(&self, id: u64, now: i64) {
         self.with(|b| b.stale.insert(id, now));
+    }
+
+    /// Whether `owner`'s registrations are due for a sweep (every `period_ms`). Records it.
+    pub fn sweep_due(&self, owner: &str, now: i64, period_ms: i64) -> bool {
+        self.with(|b| {
+            if b.sweeps.get(owner).is_some_and(|at| now - at < period_ms) {
+                return false;
+            }
+            b.sweeps.insert(owner.to_owned(), now);
+            true
+        })
+    }
+
+    /// Since when registration `id` of `owner` has been a leftover (now, if just found).
+    pub fn leftover_since(&self, owner: &str, id: u64, now: i64) -> i64 {
+        self.with(|b| *b.leftovers.entry((owner.to_owned(), id)).or_insert(now))
+    }
+
+    /// Keeps only the leftovers of `owner` seen in its latest sweep.
+    pub fn keep_leftovers(&self, owner: &str, seen: &HashMap<u64, i64>) {
+        self.with(|b| {
+            b.leftovers
+                .retain(|(o, id), _| o != owner || seen.contains_key(id));
+        });
     }
 
     /// Claims the deletion of a registration: `true` the first time, `false` once it was done.

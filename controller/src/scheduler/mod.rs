@@ -10,5 +10,6 @@ pub mod memory;
 pub mod planner;
 pub mod reconcile;
 mod stale;
+pub mod sweep;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

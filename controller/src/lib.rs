@@ -201,7 +201,7 @@ impl Controller {
             nudge: nudge.clone(),
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
-            strays: Default::default(),
+            state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         if let Some(interval) = config.reconcile_interval {

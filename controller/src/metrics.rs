@@ -55,6 +55,7 @@ pub struct Metrics {
     pub queued_to_started_seconds: Histogram,
     pub github_remaining: Family<QuotaLabels, Gauge>,
     pub github_limit: Family<QuotaLabels, Gauge>,
+    pub containment: ContainmentMetrics,
 }
 
 impl Default for Metrics {
@@ -116,8 +117,10 @@ impl Metrics {
             "GitHub REST quota, by owner and resource",
             github_limit.clone(),
         );
+        let containment = ContainmentMetrics::register(&mut registry);
         Self {
             registry,
+            containment,
             github_remaining,
             github_limit,
             webhooks,
@@ -159,5 +162,61 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// `github` (per owner), `agent` (per agent), `crash` (per owner and image).
+    pub cause: String,
+    /// `backoff` or `circuit`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Failure containment and cleanup (issue 11): failed starts, jobs held by a back-off, stale-job
+/// checks and deleted registrations.
+#[derive(Debug, Default)]
+pub struct ContainmentMetrics {
+    pub start_failures: Family<CauseLabels, Counter>,
+    pub jobs_held: Family<CauseLabels, Gauge>,
+    pub stale_checks: Family<OutcomeLabels, Counter>,
+    pub registrations_deleted: Family<ReasonLabels, Counter>,
+    pub idle_stops_vetoed: Counter,
+}
+
+impl ContainmentMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "start_failures",
+            "Failed runner starts, by cause and whether they opened a circuit",
+            m.start_failures.clone(),
+        );
+        registry.register(
+            "jobs_held_by_backoff",
+            "Queued jobs waiting on a back-off or an open circuit, by cause",
+            m.jobs_held.clone(),
+        );
+        registry.register(
+            "stale_job_checks",
+            "Jobs queued too long re-checked at GitHub, by what GitHub said",
+            m.stale_checks.clone(),
+        );
+        registry.register(
+            "registrations_deleted",
+            "GitHub runner registrations of ours deleted, by why",
+            m.registrations_deleted.clone(),
+        );
+        registry.register(
+            "idle_stops_vetoed",
+            "Idle stops not sent because GitHub said the runner is busy",
+            m.idle_stops_vetoed.clone(),
+        );
+        m
     }
 }

@@ -43,6 +43,11 @@ pub fn explain(reason: &WaitReason) -> String {
         WaitReason::AgentsFull => {
             "every agent that fits is at capacity; it will be served when one frees".into()
         }
+        WaitReason::BackingOff {
+            detail,
+            next_try_in,
+            ..
+        } => format!("{detail}; next try in {next_try_in}"),
     }
 }
 
@@ -118,6 +123,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "owners": owners,
         "agents": agents,
         "queue": { "depth": queued.len(), "jobs": waiting },
+        "containment": decisions.containment,
+        "registration_sweeps": decisions.sweeps,
         "scheduler": {
             "activations": decisions.activations,
             "last_activation_ms": decisions.last_activation_ms,

@@ -93,6 +93,26 @@ pub struct Config {
     /// `RECONCILE_INTERVAL`: how often queued runs are listed through the REST API to recover
     /// lost webhooks (`0` turns it off).
     pub reconcile_interval: Option<Duration>,
+    pub containment: Containment,
+}
+
+/// How failures are contained and leftovers cleaned up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Containment {
+    /// `BACKOFF_INITIAL`: the first wait after a failed start (doubled per failure in a row).
+    pub backoff_initial: Duration,
+    /// `BACKOFF_MAX`: the longest wait after failed starts.
+    pub backoff_max: Duration,
+    /// `CIRCUIT_PROBE_INTERVAL`: after an error retrying cannot fix (GitHub 401/403/404/422),
+    /// the owner's registrations wait this long before one probe.
+    pub circuit_probe: Duration,
+    /// `RUNNER_BOOT_WINDOW`: a runner that ends on its own without a job sooner than this crashed.
+    pub boot_window: Duration,
+    /// `STALE_JOB_AGE`: a job queued longer than this is re-checked at GitHub (again every this long).
+    pub stale_job_age: Duration,
+    /// `OFFLINE_RUNNER_GRACE`: an offline registration of ours with no live runner is deleted
+    /// after this; also how often registrations are swept.
+    pub offline_runner_grace: Duration,
 }
 
 impl Config {
@@ -222,6 +242,23 @@ impl Config {
             Some("0" | "off" | "false") => None,
             _ => Some(vars.duration("RECONCILE_INTERVAL", Duration::from_secs(300))),
         };
+        let containment = Containment {
+            backoff_initial: vars.duration("BACKOFF_INITIAL", Duration::from_secs(10)),
+            backoff_max: vars.duration("BACKOFF_MAX", Duration::from_secs(300)),
+            circuit_probe: vars.duration("CIRCUIT_PROBE_INTERVAL", Duration::from_secs(300)),
+            boot_window: vars.duration("RUNNER_BOOT_WINDOW", Duration::from_secs(120)),
+            stale_job_age: vars.duration("STALE_JOB_AGE", Duration::from_secs(600)),
+            offline_runner_grace: vars.duration("OFFLINE_RUNNER_GRACE", Duration::from_secs(600)),
+        };
+        if containment.backoff_initial > containment.backoff_max {
+            vars.problem(
+                "BACKOFF_INITIAL",
+                format!(
+                    "{:?} is longer than BACKOFF_MAX ({:?})",
+                    containment.backoff_initial, containment.backoff_max
+                ),
+            );
+        }
         vars.finish(Config {
             port,
             grpc_port,
@@ -239,6 +276,7 @@ impl Config {
             allow_unsigned_webhooks,
             webhook_url,
             reconcile_interval,
+            containment,
         })
     }
 }

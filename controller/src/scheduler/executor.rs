@@ -15,16 +15,21 @@ use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::github::{GithubApi, JitConfigRequest, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
-use shared::runner::{RunnerPhase, now_ms};
+use shared::runner::now_ms;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::backoff::{Blocked, Failure, Key};
+use super::containment;
+use super::lifecycle::{self, AgentSeen, Ending, Observation, Report};
+use super::memory::SchedulerMemory;
 use super::planner::{
-    self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, WaitReason,
+    self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, StopReason,
+    WaitReason,
 };
 use crate::config::{Config, OwnerConfig, RegistrationMode};
-use crate::metrics::{Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
+use crate::metrics::{CauseLabels, Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
 use crate::store::{
     JobRecord, JobState, RunKey, RunnerLifecycle, RunnerRecord, StateStore, StoreError,
@@ -35,12 +40,17 @@ const TICK: Duration = Duration::from_secs(2);
 /// The least and most time between the starts of two activations.
 const MIN_GAP: Duration = Duration::from_millis(20);
 const MAX_GAP: Duration = Duration::from_millis(250);
+/// A runner GitHub says is busy is not asked again for this long.
+const BUSY_RECHECK_MS: i64 = 30_000;
 /// Run fetches attempted per activation.
 const RUN_FETCHES_PER_ACTIVATION: usize = 32;
-/// A runner told to start that no agent reports within this time is given up.
-const START_DEADLINE_MS: i64 = 10 * 60 * 1000;
-/// A runner whose agent stays disconnected this long is counted as lost.
-const AGENT_LOST_MS: i64 = 5 * 60 * 1000;
+/// The lifecycle's time limits.
+const LIMITS: lifecycle::Limits = lifecycle::Limits {
+    start_deadline_ms: 10 * 60 * 1000,
+    agent_lost_ms: 5 * 60 * 1000,
+    stop_deadline_ms: 2 * 60 * 1000,
+    boot_window_ms: 2 * 60 * 1000,
+};
 
 /// What the last activation decided, for `/status` and the jobs API.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +60,10 @@ pub struct Decisions {
     pub activations: u64,
     pub last_activation_ms: i64,
     pub last_error: Option<String>,
+    /// Causes whose starts are failing: back-offs and open circuits.
+    pub containment: Vec<Blocked>,
+    /// The latest sweep of each owner's registrations.
+    pub sweeps: Vec<super::sweep::SweepReport>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -61,7 +75,7 @@ impl DecisionsHandle {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Decisions)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Decisions)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
@@ -77,9 +91,17 @@ pub struct Scheduler {
     pub decisions: DecisionsHandle,
     /// When this controller started (ms): agents not seen since are "away since" then.
     pub started_ms: i64,
-    /// Strays told to stop, and when (so the stop is repeated at most every 30 s). Only the
-    /// scheduler's own task touches it.
-    pub strays: Mutex<HashMap<String, i64>>,
+    /// Stops, deletions and strays between activations (only the scheduler's task uses it).
+    pub state: SchedulerMemory,
+}
+
+/// GitHub refused the registration material of a runner.
+#[derive(Debug, thiserror::Error)]
+#[error("GitHub refused the {what}")]
+pub(super) struct RegistrationError {
+    pub what: &'static str,
+    #[source]
+    pub source: shared::github::GithubError,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,13 +142,30 @@ impl Scheduler {
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
         self.stop_strays(&agents, &runners, now).await?;
-        let jobs = self.store.queued_jobs().await?;
+        self.sweep_registrations(now).await?;
+        let mut jobs = self.store.queued_jobs().await?;
+        if self.recheck_stale(&jobs, now).await? {
+            jobs = self.store.queued_jobs().await?;
+        }
 
         let owners: Vec<OwnerLimits> = self.config.owners.iter().map(owner_limits).collect();
+        let held_agents = self.held_agents(now);
         let supply: Vec<AgentSupply> = agents
             .iter()
             .filter(|a| a.connected)
             .map(agent_supply)
+            .map(|mut a| {
+                // An agent whose starts back off takes none now; others may.
+                if held_agents.iter().any(|b| {
+                    b.key
+                        == (Key::Agent {
+                            agent: a.name.to_string(),
+                        })
+                }) {
+                    a.available = false;
+                }
+                a
+            })
             .collect();
         let connected: HashMap<&str, bool> = agents
             .iter()
@@ -172,16 +211,31 @@ impl Scheduler {
             runner_timeout_ms: self.config.runners.timeout.as_millis() as i64,
         });
 
+        let mut waiting = plan.waiting;
         for start in &plan.starts {
+            // Checked before each start: a failure in this activation holds the next ones.
+            if let Some(held) = self.held(start, now) {
+                waiting.insert(start.for_job, containment::wait_reason(&held, now));
+                continue;
+            }
             self.start_runner(start, now).await?;
+            if let Some(held) = self.held(start, now) {
+                waiting.insert(start.for_job, containment::wait_reason(&held, now));
+            }
+        }
+        if let Some(held) = held_agents.first() {
+            for reason in waiting.values_mut() {
+                if *reason == WaitReason::AgentsUnavailable {
+                    *reason = containment::wait_reason(held, now);
+                }
+            }
         }
         for stop in &plan.stops {
             if let Some(r) = runners.iter().find(|r| r.id == stop.runner_id) {
-                self.stop_runner(r, &format!("{:?}", stop.reason).to_ascii_lowercase())
-                    .await;
+                self.stop_runner(r, stop.reason, now).await;
             }
         }
-        self.publish(&jobs, &runners, plan.waiting, now).await?;
+        self.publish(&jobs, &runners, waiting, now).await?;
         Ok(())
     }
 
@@ -220,7 +274,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Brings runner records in line with what agents report; returns the active ones.
+    /// Brings runner records in line with what agents report (the rules are
+    /// [`lifecycle::next`]); returns the active ones.
     async fn sync_runners(
         &self,
         agents: &[AgentView],
@@ -230,71 +285,95 @@ impl Scheduler {
             agents.iter().map(|a| (a.name.as_str(), a)).collect();
         let mut active = Vec::new();
         for mut r in self.store.active_runners().await? {
-            let before = (r.lifecycle, r.exit_code, r.reason.clone());
             let agent = by_agent.get(r.agent.as_str());
-            let reported = agent.and_then(|a| a.runners.iter().find(|s| s.id.as_str() == r.id));
-            match (agent, reported) {
-                (_, Some(state)) => match state.phase {
-                    // Still starting; the agent may say why (a pod Pending: unschedulable,
-                    // image pull back-off), which `explain` shows.
-                    RunnerPhase::Starting => r.reason = state.reason.clone(),
-                    RunnerPhase::Running => {
-                        if r.lifecycle != RunnerLifecycle::Running {
-                            r.lifecycle = RunnerLifecycle::Running;
-                            self.observe_started(&r).await;
-                        }
-                    }
-                    RunnerPhase::Exited | RunnerPhase::Failed => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.exit_code = state.exit_code;
-                        r.reason = if state.reason.is_empty() {
-                            format!("{:?}", state.phase).to_ascii_lowercase()
-                        } else {
-                            state.reason.clone()
-                        };
-                    }
-                },
-                (Some(a), None) if a.connected => match r.lifecycle {
-                    // Recorded but never handed to the agent (the controller stopped in between):
-                    // its registration is spent, so it is replaced rather than retried.
-                    RunnerLifecycle::Requested => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason =
-                            "never started (the controller restarted before sending it)".into();
-                    }
-                    // The agent's inventory is complete: a runner it no longer lists is gone.
-                    RunnerLifecycle::Running => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "no longer on its agent".into();
-                    }
-                    _ if now - r.updated_ms > START_DEADLINE_MS => {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "the agent never reported this runner".into();
-                    }
-                    _ => {}
-                },
-                (agent, None) => {
-                    // The agent is away: its runners may well be running; give it time to return.
-                    let away_since = agent
-                        .and_then(|a| a.disconnected_at_ms)
-                        .unwrap_or(self.started_ms)
-                        .max(r.updated_ms);
-                    if now - away_since > AGENT_LOST_MS {
-                        r.lifecycle = RunnerLifecycle::Finished;
-                        r.reason = "its agent is gone".into();
-                    }
+            let seen = match agent {
+                Some(a) if a.connected => {
+                    AgentSeen::Connected(a.runners.iter().find(|s| s.id.as_str() == r.id).map(
+                        |s| Report {
+                            phase: s.phase,
+                            exit_code: s.exit_code,
+                            reason: &s.reason,
+                        },
+                    ))
                 }
-            }
-            if (r.lifecycle, r.exit_code, r.reason.clone()) != before {
+                _ => AgentSeen::Away {
+                    since_ms: agent.and_then(|a| a.disconnected_at_ms),
+                },
+            };
+            let obs = Observation {
+                agent: seen,
+                stop_sent_ms: self.state.stop_sent(&r.id),
+                now_ms: now,
+                started_ms: self.started_ms,
+            };
+            if let Some(change) = lifecycle::next(&r, &obs, &LIMITS) {
+                if change.lifecycle == RunnerLifecycle::Running
+                    && r.lifecycle != RunnerLifecycle::Running
+                {
+                    self.observe_started(&r).await;
+                }
+                r.lifecycle = change.lifecycle;
+                r.exit_code = change.exit_code;
+                r.reason = change.reason;
                 r.updated_ms = now;
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %r.reason, "runner state");
                 self.store.upsert_runner(r.clone()).await?;
+                if !r.lifecycle.is_active() {
+                    self.runner_ended(&r, lifecycle::ending(&r, &obs, &LIMITS), now)
+                        .await;
+                }
             }
             if r.lifecycle.is_active() {
                 active.push(r);
             }
         }
         Ok(active)
+    }
+
+    /// A runner just finished: forget its stop, remove a registration it left behind, and feed
+    /// the back-offs (a crash holds its owner's image, an engine refusal its agent).
+    async fn runner_ended(&self, r: &RunnerRecord, ending: Ending, now: i64) {
+        self.state.forget_stop(&r.id);
+        let image = Key::Image {
+            owner: r.owner.clone(),
+            image: self.config.runners.image.clone(),
+        };
+        match ending {
+            Ending::Served => self.record_success(&image),
+            Ending::Crashed => {
+                let failure = Failure {
+                    reason: format!(
+                        "owner {}: runners of image {} end without taking a job (last: {}, exit code {})",
+                        r.owner,
+                        self.config.runners.image,
+                        r.reason,
+                        r.exit_code.map_or("none".into(), |c| c.to_string())
+                    ),
+                    permanent: false,
+                };
+                self.record_failure(image, failure, now);
+            }
+            Ending::Refused => {
+                let failure = Failure {
+                    reason: format!(
+                        "agent {}: the runner failed to start: {}",
+                        r.agent, r.reason
+                    ),
+                    permanent: false,
+                };
+                self.record_failure(
+                    Key::Agent {
+                        agent: r.agent.clone(),
+                    },
+                    failure,
+                    now,
+                );
+            }
+            Ending::Unused => {}
+        }
+        if ending != Ending::Served {
+            self.deregister(r).await;
+        }
     }
 
     /// Runners that agents run but this controller does not know (or knows as finished): left
@@ -318,16 +397,8 @@ impl Scheduler {
                 if known.as_ref().is_some_and(|r| r.lifecycle.is_active()) {
                     continue;
                 }
-                {
-                    let mut told = self.strays.lock().unwrap_or_else(|p| p.into_inner());
-                    told.retain(|_, at| now - *at < 600_000);
-                    if told
-                        .get(state.id.as_str())
-                        .is_some_and(|at| now - at < 30_000)
-                    {
-                        continue;
-                    }
-                    told.insert(state.id.to_string(), now);
+                if !self.state.stray_due(state.id.as_str(), now) {
+                    continue;
                 }
                 warn!(runner = %state.name, agent = %agent.name, "stopping a runner this controller does not know");
                 if let Err(e) = self.registry.send(
@@ -381,15 +452,41 @@ impl Scheduler {
         };
         // Recorded first: the owner's limit counts it from now on, whatever happens next.
         self.store.upsert_runner(record.clone()).await?;
+        let owner_key = Key::Owner {
+            owner: start.owner.clone(),
+        };
         let outcome = match self.registration(owner, &record).await {
             Ok((registration, github_id)) => {
+                self.record_success(&owner_key);
                 record.github_id = github_id;
                 let spec = self.spec(&record, registration);
-                self.registry
-                    .send(&start.agent, AgentCommand::StartRunner(Box::new(spec)))
-                    .map_err(|e| e.to_string())
+                let sent = self
+                    .registry
+                    .send(&start.agent, AgentCommand::StartRunner(Box::new(spec)));
+                match sent {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The registration exists but no runner will use it: remove it.
+                        self.deregister(&record).await;
+                        let reason = format!("agent {}: cannot take the runner: {e}", start.agent);
+                        let failure = Failure {
+                            reason: reason.clone(),
+                            permanent: false,
+                        };
+                        let agent = Key::Agent {
+                            agent: start.agent.to_string(),
+                        };
+                        self.record_failure(agent, failure, now);
+                        Err(reason)
+                    }
+                }
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                let failure = containment::github_failure(&start.owner, e.what, &e.source);
+                let reason = failure.reason.clone();
+                self.record_failure(owner_key, failure, now);
+                Err(reason)
+            }
         };
         record.updated_ms = now_ms();
         match outcome {
@@ -430,7 +527,7 @@ impl Scheduler {
         &self,
         owner: &OwnerConfig,
         record: &RunnerRecord,
-    ) -> Result<(Registration, Option<u64>), String> {
+    ) -> Result<(Registration, Option<u64>), RegistrationError> {
         let scope = self.scope(owner, record);
         match self.config.runners.registration {
             RegistrationMode::Jit => {
@@ -444,11 +541,12 @@ impl Scheduler {
                     labels: record.labels.clone(),
                     work_folder: None,
                 };
-                let jit = self
-                    .github
-                    .generate_jit_config(&scope, &request)
-                    .await
-                    .map_err(|e| format!("GitHub refused a JIT runner config: {e}"))?;
+                let jit = self.jit_config(&scope, &request).await.map_err(|source| {
+                    RegistrationError {
+                        what: "JIT registration",
+                        source,
+                    }
+                })?;
                 Ok((
                     Registration::JitConfig(jit.encoded_jit_config.expose().to_owned()),
                     Some(jit.runner.id),
@@ -459,7 +557,10 @@ impl Scheduler {
                     .github
                     .registration_token(&scope)
                     .await
-                    .map_err(|e| format!("GitHub refused a registration token: {e}"))?;
+                    .map_err(|source| RegistrationError {
+                        what: "registration token",
+                        source,
+                    })?;
                 let base = web_url(&self.config.github_api_url);
                 let url = match &record.repo {
                     Some(repo) => format!("{base}/{}/{repo}", owner.name),
@@ -505,30 +606,83 @@ impl Scheduler {
         }
     }
 
-    async fn stop_runner(&self, r: &RunnerRecord, reason: &str) {
+    async fn stop_runner(&self, r: &RunnerRecord, why: StopReason, now: i64) {
         let Ok(agent) = AgentName::parse(&r.agent) else {
             return;
         };
         let Ok(id) = RunnerId::parse(&r.id) else {
             return;
         };
+        if self.state.stop_sent(&r.id).is_none()
+            && why == StopReason::Idle
+            && self.busy_at_github(r, now).await
+        {
+            return;
+        }
+        if !self.state.stop_due(&r.id, now) {
+            return;
+        }
+        let reason = format!("{why:?}").to_ascii_lowercase();
         info!(runner = %r.name, %reason, "stopping runner");
-        if let Err(e) = self.registry.send(
-            &agent,
-            AgentCommand::StopRunner {
-                id,
-                reason: reason.to_owned(),
-            },
-        ) {
+        if let Err(e) = self
+            .registry
+            .send(&agent, AgentCommand::StopRunner { id, reason })
+        {
             warn!(runner = %r.name, error = %e, "cannot send stop");
         }
         // An ephemeral runner that never took a job stays registered at GitHub: remove it.
-        if r.job_id.is_none()
-            && let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(&r.owner))
+        if r.job_id.is_none() {
+            self.deregister(r).await;
+        }
+    }
+
+    /// Before an idle runner is stopped, GitHub must agree it is idle: a runner that took a job
+    /// whose webhooks were lost looks idle here but is `busy` there. When GitHub cannot be asked,
+    /// the runner is kept (it is stopped at `RUNNER_TIMEOUT` at the latest).
+    async fn busy_at_github(&self, r: &RunnerRecord, now: i64) -> bool {
+        if self.state.busy_vetoed(&r.id, now) {
+            return true;
+        }
+        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(&r.owner)) else {
+            return false;
+        };
+        let busy = match self
+            .github
+            .get_runner(&self.scope(owner, r), github_id)
+            .await
         {
-            let scope = self.scope(owner, r);
-            if let Err(e) = self.github.delete_runner(&scope, github_id).await {
-                warn!(runner = %r.name, error = %e, "cannot deregister the runner at GitHub");
+            Ok(runner) => runner.busy,
+            // Not registered (any more): nothing runs on it.
+            Err(e) if e.is_not_found() => false,
+            Err(e) => {
+                warn!(runner = %r.name, error = %e, "cannot ask GitHub whether the runner is busy; keeping it");
+                true
+            }
+        };
+        if busy {
+            info!(runner = %r.name, "idle here but busy at GitHub (its job's webhooks were lost?); not stopping it");
+            self.metrics.containment.idle_stops_vetoed.inc();
+            self.state.veto_busy(&r.id, now + BUSY_RECHECK_MS);
+        }
+        busy
+    }
+
+    /// Deletes the runner's registration at GitHub, once (a DELETE is not re-sent every pass).
+    async fn deregister(&self, r: &RunnerRecord) {
+        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(&r.owner)) else {
+            return;
+        };
+        if !self.state.claim_delete(&r.owner, github_id, now_ms()) {
+            return;
+        }
+        let scope = self.scope(owner, r);
+        match self.github.delete_runner(&scope, github_id).await {
+            Ok(()) => debug!(runner = %r.name, "registration deleted"),
+            // Gone already (GitHub removes an ephemeral runner after its job).
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                warn!(runner = %r.name, error = %e, "cannot deregister the runner at GitHub; retrying later");
+                self.state.release_delete(&r.owner, github_id);
             }
         }
     }
@@ -567,7 +721,28 @@ impl Scheduler {
                 })
                 .inc();
         }
+        self.metrics.containment.jobs_held.clear();
+        for reason in waiting.values() {
+            if let WaitReason::BackingOff {
+                cause,
+                circuit_open,
+                ..
+            } = reason
+            {
+                let kind = if *circuit_open { "circuit" } else { "backoff" };
+                self.metrics
+                    .containment
+                    .jobs_held
+                    .get_or_create(&CauseLabels {
+                        cause: cause.clone(),
+                        kind: kind.into(),
+                    })
+                    .inc();
+            }
+        }
+        let containment = self.backoffs(|b| b.all());
         self.decisions.update(|d| {
+            d.containment = containment;
             d.waiting = waiting;
             d.activations += 1;
             d.last_activation_ms = now;
@@ -608,7 +783,7 @@ fn agent_supply(a: &AgentView) -> AgentSupply {
     }
 }
 
-fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) -> Option<JobRecord> {
+pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) -> Option<JobRecord> {
     let state = match job.status.as_str() {
         "queued" => JobState::Queued,
         "in_progress" => JobState::InProgress,

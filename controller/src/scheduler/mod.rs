@@ -1,8 +1,15 @@
-//! Scheduling: the pure [`planner`] decides, the [`executor`] acts, and the [`reconcile`]r
+//! Scheduling: the pure [`planner`] decides where runners go and the pure [`lifecycle`] what
+//! runner records become; the [`executor`] acts, and the [`reconcile`]r
 //! finds through the REST API what lost webhooks did not say.
 
+pub mod backoff;
+pub mod containment;
 pub mod executor;
+pub mod lifecycle;
+pub mod memory;
 pub mod planner;
 pub mod reconcile;
+mod stale;
+pub mod sweep;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

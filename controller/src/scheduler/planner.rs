@@ -141,6 +141,16 @@ pub enum WaitReason {
     AgentsUnavailable,
     /// Agents that fit are at capacity.
     AgentsFull,
+    /// Starts for it are held by a back-off or an open circuit (set by the executor).
+    BackingOff {
+        /// `github`, `agent` or `crash`.
+        cause: String,
+        /// What failed and what to do.
+        detail: String,
+        circuit_open: bool,
+        /// e.g. `2m10s`.
+        next_try_in: String,
+    },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -123,6 +123,38 @@ impl GithubError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, GithubError::NotFound { .. })
     }
+
+    /// Whether repeating the request cannot help until something changes on the caller's side
+    /// (credentials, permissions, configuration): 401, 403 (not a rate limit), 404, 422.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            GithubError::Unauthorized { .. }
+            | GithubError::Forbidden { .. }
+            | GithubError::NotFound { .. }
+            | GithubError::Validation { .. }
+            | GithubError::NoCredentials { .. }
+            | GithubError::Signing
+            | GithubError::ForeignLink { .. } => true,
+            GithubError::AppAuth { source, .. } => source.is_permanent(),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status GitHub answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            GithubError::NotFound { .. } => 404,
+            GithubError::Unauthorized { .. } => 401,
+            GithubError::Forbidden { .. } => 403,
+            GithubError::Validation { .. } => 422,
+            GithubError::Conflict { .. } => 409,
+            GithubError::Server { status, .. } | GithubError::UnexpectedStatus { status, .. } => {
+                *status
+            }
+            GithubError::AppAuth { source, .. } => return source.status(),
+            _ => return None,
+        })
+    }
 }
 
 fn describe_missing(permissions: &Option<String>, scopes: &Option<String>) -> String {

@@ -1,8 +1,9 @@
 //! One GitHub request, sent with bounded retries: rate-limit waits, 5xx and connection back-off.
 //!
-//! A request is kept as method + URL + JSON body, so a retry (of a POST too) resends exactly the same
-//! body. Waits use `tokio::time`, so tests drive them with paused time. Every response's
-//! `x-ratelimit-*` headers land in the [`QuotaBook`] for metrics.
+//! A request is kept as method + URL + JSON body, so a retry resends exactly the same body. A 5xx
+//! answer to a POST is returned, not retried: GitHub may have acted before failing. Waits use
+//! `tokio::time`, so tests drive them with paused time. Every response's `x-ratelimit-*` headers
+//! land in the [`QuotaBook`] for metrics.
 
 use std::time::{Duration, SystemTime};
 
@@ -157,7 +158,9 @@ impl Transport {
                     continue;
                 }
             }
-            if status.is_server_error() && !last {
+            // A POST is not idempotent: after a 5xx GitHub may well have acted (created a runner,
+            // a hook), so the caller decides what a retry means (see `generate-jitconfig`'s 409).
+            if status.is_server_error() && !last && req.method != Method::POST {
                 let wait = self.policy.backoff * 2u32.saturating_pow(attempt - 1);
                 tracing::warn!(request = %label, status = status.as_u16(), attempt, "GitHub server error, retrying");
                 tokio::time::sleep(wait).await;

@@ -157,6 +157,7 @@ fn jit(
         repo,
         runners_need(repo.is_some(), Access::Write),
     )?;
+    st.refusals.check_jit(owner, repo.is_some())?;
     let name = body["name"]
         .as_str()
         .filter(|n| !n.is_empty())
@@ -212,6 +213,9 @@ fn jit(
     };
     let encoded = encode_jit(&st, &runner);
     st.runners.insert(id, runner.clone());
+    if let Some(fault) = st.refusals.take_after_create() {
+        return Err(fault);
+    }
     let body = json!({"runner": payloads::runner(&runner), "encoded_jit_config": encoded});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

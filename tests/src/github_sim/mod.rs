@@ -5,7 +5,8 @@
 //! `fixtures/`), status codes, pagination and rate-limit headers. The handle sets up owners,
 //! repositories, credentials and hooks, drives jobs (queue → claim → complete, each step delivering
 //! signed `workflow_run` / `workflow_job` webhooks), and injects faults into REST answers and
-//! webhook deliveries.
+//! webhook deliveries. Registration refusals (403/404/422 on `generate-jitconfig`, a 5xx after the
+//! runner was created) and their sources are in `refusals.rs`.
 //!
 //! ```ignore
 //! let sim = GithubSim::start().await?;
@@ -26,6 +27,7 @@ mod api_actions;
 mod api_hooks;
 mod payloads;
 mod recorder;
+mod refusals;
 mod runner_http;
 mod scenario;
 mod state;
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use recorder::{Received, WebhookRecorder};
+pub use refusals::JitRefusal;
 pub use scenario::{DEFAULT_LABELS, RunnerError};
 pub use state::{
     Access, Counters, DeliveryFault, DeliveryRec, HookRec, JobRec, RestFault, Role, RunnerRec,
@@ -438,12 +441,62 @@ impl GithubSim {
         scenario::complete(&self.shared, runner_id, None, conclusion).map(|j| j.id)
     }
 
+    /// Cancels a job no runner took yet (its run cancelled); `workflow_job` completed is sent.
+    pub fn cancel_queued_job(&self, job_id: u64) -> Result<(), RunnerError> {
+        scenario::cancel_queued(&self.shared, job_id).map(|_| ())
+    }
+
     /// The next `count` REST requests whose path contains `path_contains` get `fault`.
     pub fn fail_rest(&self, path_contains: &str, count: usize, fault: RestFault) {
         self.lock()
             .faults
             .rest
             .push_back((path_contains.to_owned(), count, fault));
+    }
+
+    /// From now on `generate-jitconfig` for `owner` is refused as `how` says (`refusals.rs`).
+    pub fn refuse_jit(&self, owner: &str, how: JitRefusal) {
+        self.lock().refusals.refuse_jit(owner, Some(how));
+    }
+
+    /// `generate-jitconfig` for `owner` works again.
+    pub fn clear_jit_refusal(&self, owner: &str) {
+        self.lock().refusals.refuse_jit(owner, None);
+    }
+
+    /// The next `count` JIT configs are created, then answered with a `status` 5xx.
+    pub fn fail_jit_after_create(&self, count: usize, status: u16) {
+        self.lock().refusals.fail_after_create(count, status);
+    }
+
+    /// How many `generate-jitconfig` requests arrived so far (refused ones included).
+    pub fn jit_requests(&self) -> u64 {
+        self.lock().refusals.jit_requests
+    }
+
+    /// Registers an offline JIT runner named `name` in `owner`'s organization (or, with `repo`,
+    /// a repository), as one left behind by a runner that never started. Returns its id.
+    pub fn add_offline_runner(&self, owner: &str, repo: Option<&str>, name: &str) -> u64 {
+        let mut st = self.lock();
+        let scope = match repo {
+            Some(r) => ScopeRec::Repo(st.repo(owner, r).map(|r| r.id).expect("unknown repository")),
+            None => ScopeRec::Org(st.account(owner).map(|a| a.id).expect("unknown owner")),
+        };
+        let id = st.next_id();
+        let runner = RunnerRec {
+            id,
+            name: name.to_owned(),
+            scope,
+            labels: scenario::runner_labels(&["self-hosted".to_owned()], true),
+            online: false,
+            ephemeral: true,
+            group_id: 1,
+            connected: false,
+            job: None,
+            credential: webhooks::guid(),
+        };
+        st.runners.insert(id, runner);
+        id
     }
 
     /// The next delivery of `event` (and `action`, if given) suffers `fault`.

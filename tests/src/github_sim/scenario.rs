@@ -329,3 +329,22 @@ pub fn go_offline(
     runner.online = false;
     Ok(())
 }
+
+/// The run of a queued job is cancelled before any runner took the job: the job completes as
+/// `cancelled` (GitHub sends `workflow_job` completed with `conclusion: cancelled`).
+pub fn cancel_queued(sh: &Shared, job_id: u64) -> Result<JobRec, RunnerError> {
+    let mut st = sh.lock();
+    let job = {
+        let job = st
+            .jobs
+            .get_mut(&job_id)
+            .filter(|j| j.status == "queued")
+            .ok_or(RunnerError::NoJob)?;
+        job.status = "completed";
+        job.conclusion = Some("cancelled");
+        job.completed_at = Some(now());
+        job.clone()
+    };
+    job_event(sh, &mut st, &job, "completed");
+    Ok(job)
+}

@@ -296,6 +296,8 @@ pub struct State {
     pub default_rate_limit: u64,
     pub installation_token_ttl: Duration,
     pub counters: Counters,
+    /// Registration refusals and after-create faults (`refusals.rs`).
+    pub refusals: super::refusals::Refusals,
 }
 
 impl State {
@@ -320,6 +322,7 @@ impl State {
             default_rate_limit: 5000,
             installation_token_ttl: Duration::from_secs(3600),
             counters: Counters::default(),
+            refusals: Default::default(),
         }
     }
 

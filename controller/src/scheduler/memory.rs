@@ -1,0 +1,212 @@
+//! The scheduler's in-memory bookkeeping between activations: stops it sent (for the stop
+//! deadline and to send each at most every 30 s), registrations it deleted (so a DELETE is not
+//! re-sent every pass), strays it told to stop, and the back-offs of failing starts.
+//!
+//! None of it needs to survive a restart: losing it costs at most one repeated stop or DELETE.
+//! Every map is bounded: entries are forgotten when their runner ends, and anything older than
+//! `FORGET_MS` is dropped on each write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::backoff::{Backoffs, Policy};
+
+/// Entries older than this are dropped (a runner cannot live this long without ending).
+const FORGET_MS: i64 = 24 * 60 * 60 * 1000;
+/// Strays, and runners told to stop, are told at most this often.
+const STRAY_REPEAT_MS: i64 = 30_000;
+const STOP_REPEAT_MS: i64 = 30_000;
+/// A stray entry is forgotten after this.
+const STRAY_FORGET_MS: i64 = 600_000;
+
+#[derive(Debug, Default)]
+struct Books {
+    /// Runner id → when it was first and last told to stop.
+    stops: HashMap<String, (i64, i64)>,
+    /// Runner id → until when GitHub's `busy` vetoes stopping it as idle.
+    busy: HashMap<String, i64>,
+    /// (owner, GitHub runner id) → when its registration was deleted.
+    deleted: HashMap<(String, u64), i64>,
+    /// Stray runner id → when it was last told to stop.
+    strays: HashMap<String, i64>,
+    /// Job id → when it was last re-checked as stale (`stale.rs`).
+    stale: HashMap<u64, i64>,
+    /// Owner → when its registrations were last swept (`sweep.rs`).
+    sweeps: HashMap<String, i64>,
+    /// (owner, GitHub runner id) → since when it has been seen as a leftover.
+    leftovers: HashMap<(String, u64), i64>,
+    /// Failing start causes (`backoff.rs`).
+    backoffs: Backoffs,
+}
+
+/// Only the scheduler's own task uses it; the mutex is never held across `.await`.
+#[derive(Debug, Default)]
+pub struct SchedulerMemory(Mutex<Books>);
+
+impl SchedulerMemory {
+    pub fn new(policy: Policy) -> Self {
+        Self(Mutex::new(Books {
+            backoffs: Backoffs::new(policy),
+            ..Books::default()
+        }))
+    }
+
+    pub fn backoffs<T>(&self, f: impl FnOnce(&mut Backoffs) -> T) -> T {
+        self.with(|b| f(&mut b.backoffs))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Books) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// When runner `id` was first told to stop.
+    pub fn stop_sent(&self, id: &str) -> Option<i64> {
+        self.with(|b| b.stops.get(id).map(|(first, _)| *first))
+    }
+
+    /// Whether to (re)send a stop to runner `id` now: the first time, then every 30 s. Records it.
+    pub fn stop_due(&self, id: &str, now: i64) -> bool {
+        self.with(|b| {
+            b.stops.retain(|_, (first, _)| now - *first < FORGET_MS);
+            match b.stops.get_mut(id) {
+                Some((_, last)) if now - *last < STOP_REPEAT_MS => false,
+                Some((_, last)) => {
+                    *last = now;
+                    true
+                }
+                None => {
+                    b.stops.insert(id.to_owned(), (now, now));
+                    true
+                }
+            }
+        })
+    }
+
+    pub fn forget_stop(&self, id: &str) {
+        self.with(|b| {
+            b.stops.remove(id);
+            b.busy.remove(id);
+        });
+    }
+
+    /// Whether GitHub said recently that runner `id` is busy (so it is not asked again yet).
+    pub fn busy_vetoed(&self, id: &str, now: i64) -> bool {
+        self.with(|b| b.busy.get(id).is_some_and(|until| now < *until))
+    }
+
+    pub fn veto_busy(&self, id: &str, until: i64) {
+        self.with(|b| {
+            b.busy.retain(|_, u| until - *u < FORGET_MS);
+            b.busy.insert(id.to_owned(), until);
+        });
+    }
+
+    /// The last stale checks of `queued` jobs; others are forgotten.
+    pub fn stale_checks(&self, queued: impl Iterator<Item = u64>) -> HashMap<u64, i64> {
+        let keep: std::collections::HashSet<u64> = queued.collect();
+        self.with(|b| {
+            b.stale.retain(|id, _| keep.contains(id));
+            b.stale.clone()
+        })
+    }
+
+    pub fn mark_stale_checked(&self, id: u64, now: i64) {
+        self.with(|b| b.stale.insert(id, now));
+    }
+
+    /// Whether `owner`'s registrations are due for a sweep (every `period_ms`). Records it.
+    pub fn sweep_due(&self, owner: &str, now: i64, period_ms: i64) -> bool {
+        self.with(|b| {
+            if b.sweeps.get(owner).is_some_and(|at| now - at < period_ms) {
+                return false;
+            }
+            b.sweeps.insert(owner.to_owned(), now);
+            true
+        })
+    }
+
+    /// Since when registration `id` of `owner` has been a leftover (now, if just found).
+    pub fn leftover_since(&self, owner: &str, id: u64, now: i64) -> i64 {
+        self.with(|b| *b.leftovers.entry((owner.to_owned(), id)).or_insert(now))
+    }
+
+    /// Keeps only the leftovers of `owner` seen in its latest sweep.
+    pub fn keep_leftovers(&self, owner: &str, seen: &HashMap<u64, i64>) {
+        self.with(|b| {
+            b.leftovers
+                .retain(|(o, id), _| o != owner || seen.contains_key(id));
+        });
+    }
+
+    /// Claims the deletion of a registration: `true` the first time, `false` once it was done.
+    pub fn claim_delete(&self, owner: &str, github_id: u64, now: i64) -> bool {
+        self.with(|b| {
+            b.deleted.retain(|_, at| now - *at < FORGET_MS);
+            b.deleted
+                .insert((owner.to_ascii_lowercase(), github_id), now)
+                .is_none()
+        })
+    }
+
+    /// A deletion that failed may be tried again.
+    pub fn release_delete(&self, owner: &str, github_id: u64) {
+        self.with(|b| b.deleted.remove(&(owner.to_ascii_lowercase(), github_id)));
+    }
+
+    /// Whether to tell stray `id` to stop now (at most every 30 s).
+    pub fn stray_due(&self, id: &str, now: i64) -> bool {
+        self.with(|b| {
+            b.strays.retain(|_, at| now - *at < STRAY_FORGET_MS);
+            if b.strays
+                .get(id)
+                .is_some_and(|at| now - at < STRAY_REPEAT_MS)
+            {
+                return false;
+            }
+            b.strays.insert(id.to_owned(), now);
+            true
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_is_deleted_once_per_owner_unless_the_delete_failed() {
+        let m = SchedulerMemory::default();
+        assert!(m.claim_delete("Acme", 7, 0));
+        assert!(!m.claim_delete("acme", 7, 1), "not re-sent");
+        assert!(m.claim_delete("other", 7, 1), "keyed by owner");
+        m.release_delete("acme", 7);
+        assert!(m.claim_delete("acme", 7, 2), "a failed delete is retried");
+    }
+
+    #[test]
+    fn a_stop_is_resent_every_30_seconds_and_the_first_is_kept() {
+        let m = SchedulerMemory::default();
+        assert!(m.stop_due("r", 10));
+        assert!(!m.stop_due("r", 20));
+        assert!(m.stop_due("r", 30_010));
+        assert_eq!(m.stop_sent("r"), Some(10));
+        m.forget_stop("r");
+        assert_eq!(m.stop_sent("r"), None);
+    }
+
+    #[test]
+    fn a_busy_veto_lasts_until_its_time() {
+        let m = SchedulerMemory::default();
+        m.veto_busy("r", 100);
+        assert!(m.busy_vetoed("r", 99));
+        assert!(!m.busy_vetoed("r", 100));
+    }
+
+    #[test]
+    fn strays_are_told_at_most_every_30_seconds() {
+        let m = SchedulerMemory::default();
+        assert!(m.stray_due("s", 0));
+        assert!(!m.stray_due("s", 29_999));
+        assert!(m.stray_due("s", 30_000));
+    }
+}

@@ -48,6 +48,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Ambiguous(String),
     #[error("the state store is unavailable")]
     Store(#[from] crate::store::StoreError),
 }
@@ -59,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::ApiDisabled => (StatusCode::FORBIDDEN, "api_disabled"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         let body = Json(json!({ "error": code, "message": self.to_string() }));

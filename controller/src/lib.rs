@@ -167,12 +167,12 @@ impl Controller {
             github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
         })
-        .merge(webhook::router(Arc::new(webhook::Intake {
-            config: config.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            nudge: nudge.clone(),
-        })));
+        .merge(webhook::router(Arc::new(webhook::Intake::new(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            nudge.clone(),
+        ))));
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
             axum::serve(listeners.http, app)

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::http::{ApiError, AppState};
 use crate::scheduler::planner::WaitReason;
-use crate::store::{JobState, RunnerLifecycle};
+use crate::store::{JobState, Owner, RunnerLifecycle};
 
 /// A sentence for a wait reason, for people reading `/status` or the jobs API.
 pub fn explain(reason: &WaitReason) -> String {
@@ -151,20 +151,47 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `?owner=` on `GET /api/v1/jobs/{id}`: which owner's job, when several owners have one of
+/// that id (jobs are keyed by owner and id).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct JobQuery {
+    pub owner: Option<String>,
+}
+
 pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<JobQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id")))?;
-    let job = state.store.job(id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "job {id} is unknown here: no webhook for it reached this controller (check the hook's \
-             recent deliveries) or it belongs to an owner/repository not configured"
-        ))
-    })?;
+    let mut found = state.store.jobs_with_id(id).await?;
+    if let Some(owner) = &query.owner {
+        let owner = Owner::new(owner);
+        found.retain(|j| j.owner == owner);
+    }
+    let job = match found.len() {
+        0 => {
+            return Err(ApiError::NotFound(format!(
+                "job {id} is unknown here: no webhook for it reached this controller (check the \
+                 hook's recent deliveries) or it belongs to an owner/repository not configured"
+            )));
+        }
+        1 => found.remove(0),
+        _ => {
+            let owners: Vec<String> = found.iter().map(|j| j.owner.to_string()).collect();
+            return Err(ApiError::Ambiguous(format!(
+                "job id {id} is known for several owners ({}): add ?owner=<owner>",
+                owners.join(", ")
+            )));
+        }
+    };
     let runners = state.store.active_runners().await?;
+    let runners: Vec<_> = runners
+        .into_iter()
+        .filter(|r| job.owner == r.owner)
+        .collect();
     let runner = runners
         .iter()
         .find(|r| r.job_id == Some(id))
@@ -174,6 +201,10 @@ pub async fn job(
         JobState::Waiting => {
             "waiting for approval (an environment protection rule): not demand yet".to_owned()
         }
+        JobState::Queued if job.labels.is_empty() => "it names no labels: a job that targets a \
+            runner group (`runs-on: { group: ... }`) without labels cannot be matched by labels, so \
+            no runner is started for it; add labels to its `runs-on`"
+            .to_owned(),
         JobState::Queued => {
             let mut text = waiting
                 .as_ref()

@@ -53,6 +53,13 @@ pub enum JoinRefusal {
     Expired,
 }
 
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub jobs: u64,
+}
+
 /// A join token as minted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJoinToken {
@@ -76,7 +83,14 @@ pub trait StateStore: Send + Sync {
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError>;
     /// Jobs in state `queued`, oldest first.
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    async fn job(&self, id: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// The job `id` of `owner`; another owner's job of the same id is never returned.
+    async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// Every owner's job with GitHub id `id` (for the operator's API, which names no owner).
+    async fn jobs_with_id(&self, id: u64) -> Result<Vec<JobRecord>, StoreError>;
+    /// Whether a `workflow_job` delivery for `owner` was received at or after `since_ms`.
+    async fn job_deliveries_since(&self, owner: &Owner, since_ms: i64) -> Result<bool, StoreError>;
+    /// Forgets delivery ids received, and completed jobs last updated, before `before_ms`.
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
     /// How many jobs are in each state.
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError>;
     /// Runs whose jobs must still be fetched.
@@ -129,17 +143,49 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn job(&self, id: u64) -> Result<Option<JobRecord>, StoreError> {
+    async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError> {
+        let owner = owner.clone();
         self.read(move |c| {
             use rusqlite::OptionalExtension;
             c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id as i64],
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ?1 AND id = ?2"),
+                rusqlite::params![owner.as_str(), id as i64],
                 job_from_row,
             )
             .optional()
         })
         .await
+    }
+
+    async fn jobs_with_id(&self, id: u64) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 ORDER BY owner"
+            ))?;
+            let rows = stmt.query_map([id as i64], job_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn job_deliveries_since(&self, owner: &Owner, since_ms: i64) -> Result<bool, StoreError> {
+        let owner = owner.clone();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries
+                 WHERE owner = ?1 AND event = 'workflow_job' AND received_ms >= ?2)",
+                rusqlite::params![owner.as_str(), since_ms],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        match self.write(WriteOp::Prune(before_ms)).await? {
+            WriteOutcome::Pruned(p) => Ok(p),
+            _ => Err(StoreError::Unexpected),
+        }
     }
 
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError> {

@@ -2,6 +2,7 @@
 //! tests call [`Controller::start`] with listeners bound to port 0.
 //!
 //! - [`config`]: configuration parsed from environment variables.
+//! - [`edge`]: the HTTP server loop (header timeout, connection cap, graceful shutdown).
 //! - [`http`]: health, version and the REST API (axum); [`api`]: the management endpoints under
 //!   it (webhooks, token validation, repositories).
 //! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod edge;
 pub mod github;
 pub mod grpc;
 pub mod http;
@@ -174,9 +176,9 @@ impl Controller {
             nudge.clone(),
         ))));
         let http_shutdown = shutdown.clone();
+        let http_limits = config.http.clone();
         let http = tokio::spawn(async move {
-            axum::serve(listeners.http, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            edge::serve(listeners.http, app, &http_limits, http_shutdown)
                 .await
                 .map_err(RunError::Http)
         });

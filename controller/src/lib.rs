@@ -162,7 +162,7 @@ impl Controller {
         let app = http::router(http::AppState {
             config: config.clone(),
             registry: registry.clone(),
-            api_token: config.api_token.as_ref().map(|t| Arc::from(t.expose())),
+            tokens: http::Tokens::from_config(&config),
             store: store.clone(),
             decisions: decisions.clone(),
             metrics: metrics.clone(),
@@ -206,6 +206,11 @@ impl Controller {
             strays: Default::default(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+        tokio::spawn(store::prune_periodically(
+            store.clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
         if let Some(interval) = config.reconcile_interval {
             let reconciler = scheduler::reconcile::Reconciler {
                 config: config.clone(),

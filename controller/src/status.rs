@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Bearer};
 use crate::scheduler::planner::WaitReason;
 use crate::store::{JobState, Owner, RunnerLifecycle};
 
@@ -46,7 +46,50 @@ pub fn explain(reason: &WaitReason) -> String {
     }
 }
 
-pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /status`: the seed's shape. Details (names of repositories, jobs, runners, agents,
+/// and the scheduler's last error) only with the API token or `STATUS_TOKEN`; without one the
+/// same keys carry aggregates (counts) and no names; with a wrong one, 401.
+pub async fn status(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let detailed = match state.tokens.status(&headers) {
+        Bearer::Valid => true,
+        Bearer::Absent => false,
+        Bearer::Wrong => return Err(ApiError::Unauthorized),
+    };
+    let full = status_details(&state).await?;
+    Ok(Json(if detailed { full } else { aggregates(&full) }))
+}
+
+/// The status without a name in it: the seed's keys, counts for lists.
+fn aggregates(full: &Value) -> Value {
+    let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+    json!({
+        "status": full["status"],
+        "config": {
+            "repository": Value::Null,
+            "all_repos": full["config"]["all_repos"],
+            "architecture": full["config"]["architecture"],
+            "max_runners": full["config"]["max_runners"],
+        },
+        "runners": {
+            "current": full["runners"]["current"],
+            "max": full["runners"]["max"],
+            "list": [],
+        },
+        "owners": count(&full["owners"]),
+        "agents": count(&full["agents"]),
+        "queue": { "depth": full["queue"]["depth"] },
+        "scheduler": {
+            "activations": full["scheduler"]["activations"],
+            "last_activation_ms": full["scheduler"]["last_activation_ms"],
+        },
+        "details": "send Authorization: Bearer <API_TOKEN or STATUS_TOKEN> for names and reasons",
+    })
+}
+
+async fn status_details(state: &AppState) -> Result<Value, ApiError> {
     let runners = state.store.active_runners().await?;
     let queued = state.store.queued_jobs().await?;
     let decisions = state.decisions.get();
@@ -102,7 +145,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "status": "running",
         "config": {
             "repository": repository,
@@ -123,7 +166,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "last_activation_ms": decisions.last_activation_ms,
             "last_error": decisions.last_error,
         },
-    })))
+    }))
 }
 
 /// Ready once the store answers and the scheduler has run.
@@ -139,7 +182,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`; behind `METRICS_TOKEN` when it is set.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if state.tokens.metrics(&headers) != Bearer::Valid {
+        return ApiError::Unauthorized.into_response();
+    }
     state.metrics.github_quotas(state.github.quotas());
     (
         [(

@@ -3,6 +3,8 @@
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
 //! whose jobs must still be fetched, runners the controller created, and agent join tokens.
+//! Jobs are keyed by owner and GitHub id. Delivery ids and completed jobs are kept for
+//! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
 pub mod records;
 mod sqlite;
@@ -287,6 +289,36 @@ impl StateStore for SqliteStore {
         match self.write(op).await? {
             WriteOutcome::JoinToken(r) => Ok(r),
             _ => Err(StoreError::Unexpected),
+        }
+    }
+}
+
+/// How often the retention pass runs.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Forgets delivery ids and completed jobs older than `retention` (`RETENTION`), at start and
+/// then every [`PRUNE_EVERY`], until `shutdown`. A failed pass is logged and retried next time.
+pub async fn prune_periodically(
+    store: std::sync::Arc<dyn StateStore>,
+    retention: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let before = shared::runner::now_ms() - retention.as_millis() as i64;
+        match store.prune(before).await {
+            Ok(p) if p.deliveries + p.jobs > 0 => {
+                tracing::info!(
+                    deliveries = p.deliveries,
+                    jobs = p.jobs,
+                    "retention: forgot old deliveries and finished jobs"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention pass failed; retrying later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
 }

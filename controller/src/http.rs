@@ -1,6 +1,13 @@
 //! The HTTP side: health, version, and the REST API under `/api/v1`.
 //!
 //! Handlers only read state; errors become JSON through [`ApiError`].
+//!
+//! Who sees what ([`Tokens`]): `/health`, `/ready`, `/version` and `/webhook` (signed) are open;
+//! `/status` answers aggregates to anyone and details (repository, job, runner and agent names)
+//! only with `Bearer <API_TOKEN>` or the read-only `Bearer <STATUS_TOKEN>`; `/metrics` needs
+//! `Bearer <METRICS_TOKEN>` (or the API token) when `METRICS_TOKEN` is set; `/api/v1` needs
+//! `Bearer <API_TOKEN>`. Tokens are compared as SHA-256 digests in constant time, so neither
+//! their content nor their length leaks through timing.
 
 use std::sync::Arc;
 
@@ -11,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use shared::ids::AgentName;
 use subtle::ConstantTimeEq;
 
@@ -24,7 +32,7 @@ use crate::store::StateStore;
 pub struct AppState {
     pub config: Arc<Config>,
     pub registry: AgentRegistry,
-    pub api_token: Option<Arc<str>>,
+    pub tokens: Tokens,
     pub store: Arc<dyn StateStore>,
     pub decisions: DecisionsHandle,
     pub metrics: Arc<Metrics>,
@@ -32,6 +40,99 @@ pub struct AppState {
     pub github: Arc<shared::github::GithubClient>,
     /// The management endpoints' state (hooks, token validation, webhook setup).
     pub management: crate::api::ApiState,
+}
+
+/// A bearer token as kept in memory: its SHA-256 digest only.
+#[derive(Clone, Copy)]
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Constant time over fixed-length digests: no early exit, no length to measure.
+    fn matches(&self, given: &TokenDigest) -> bool {
+        bool::from(self.0.ct_eq(&given.0))
+    }
+}
+
+/// The configured bearer tokens (`API_TOKEN`, `STATUS_TOKEN`, `METRICS_TOKEN`), as digests.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    api: Option<TokenDigest>,
+    status: Option<TokenDigest>,
+    metrics: Option<TokenDigest>,
+}
+
+/// What a request's `Authorization` header proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer {
+    /// No `Authorization` header.
+    Absent,
+    /// A bearer token that matches none of the accepted ones (or a malformed header).
+    Wrong,
+    /// One of the accepted tokens.
+    Valid,
+}
+
+impl Tokens {
+    pub fn from_config(config: &Config) -> Self {
+        let digest =
+            |t: &Option<crate::config::Secret>| t.as_ref().map(|t| TokenDigest::of(t.expose()));
+        Self {
+            api: digest(&config.api_token),
+            status: digest(&config.status_token),
+            metrics: digest(&config.metrics_token),
+        }
+    }
+
+    /// Whether `API_TOKEN` is configured.
+    pub fn api_enabled(&self) -> bool {
+        self.api.is_some()
+    }
+
+    fn check(headers: &axum::http::HeaderMap, accepted: &[Option<TokenDigest>]) -> Bearer {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Bearer::Absent;
+        };
+        let Some(given) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(TokenDigest::of)
+        else {
+            return Bearer::Wrong;
+        };
+        // Every accepted token is compared, matched or not.
+        let matched = accepted
+            .iter()
+            .flatten()
+            .fold(false, |any, t| any | t.matches(&given));
+        if matched {
+            Bearer::Valid
+        } else {
+            Bearer::Wrong
+        }
+    }
+
+    /// The API token.
+    pub fn api(&self, headers: &axum::http::HeaderMap) -> Bearer {
+        Self::check(headers, &[self.api])
+    }
+
+    /// Details of `/status`: the API token or `STATUS_TOKEN`.
+    pub fn status(&self, headers: &axum::http::HeaderMap) -> Bearer {
+        Self::check(headers, &[self.api, self.status])
+    }
+
+    /// `/metrics`: open unless `METRICS_TOKEN` is set; then it or the API token.
+    pub fn metrics(&self, headers: &axum::http::HeaderMap) -> Bearer {
+        if self.metrics.is_none() {
+            return Bearer::Valid;
+        }
+        Self::check(headers, &[self.metrics, self.api])
+    }
 }
 
 /// An API error: a status and a JSON reason.
@@ -48,6 +149,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Ambiguous(String),
     #[error("the state store is unavailable")]
     Store(#[from] crate::store::StoreError),
 }
@@ -59,6 +162,7 @@ impl IntoResponse for ApiError {
             ApiError::ApiDisabled => (StatusCode::FORBIDDEN, "api_disabled"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         let body = Json(json!({ "error": code, "message": self.to_string() }));
@@ -88,23 +192,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `Authorization: Bearer <API_TOKEN>`, compared in constant time. Without `API_TOKEN` the API
-/// is closed (403 saying how to open it), never open to anyone.
+/// `Authorization: Bearer <API_TOKEN>`, compared as digests in constant time. Without
+/// `API_TOKEN` the API is closed (403 saying how to open it), never open to anyone.
 async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(expected) = &state.api_token else {
+    if !state.tokens.api_enabled() {
         return Err(ApiError::ApiDisabled);
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    }
+    if state.tokens.api(request.headers()) != Bearer::Valid {
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)
@@ -166,20 +264,30 @@ async fn drain_agent(
 mod tests {
     use super::*;
     use axum::body::Body;
+    use serde_json::Value;
     use tower::ServiceExt;
 
     const TOKEN: &str = "0123456789abcdef-token";
 
     fn app(token: Option<&str>) -> Router {
+        app_with(token, &[])
+    }
+
+    fn app_with(token: Option<&str>, extra: &[(&str, &str)]) -> Router {
         let dir = tempfile::tempdir().unwrap();
-        let vars = [
+        let mut vars = vec![
             ("REPO_OWNER", "acme"),
             ("GITHUB_TOKEN", "ghp_unused"),
-            ("ALL_REPOS", "true"),
             ("ALLOW_UNSIGNED_WEBHOOKS", "true"),
             // Nothing listens there: these tests never reach GitHub.
             ("GITHUB_API_URL", "http://127.0.0.1:9"),
+            ("REPO_NAME", "secret-project"),
+            ("ALL_REPOS", "false"),
         ];
+        if let Some(token) = token {
+            vars.push(("API_TOKEN", token));
+        }
+        vars.extend_from_slice(extra);
         let vars: std::collections::HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -195,7 +303,7 @@ mod tests {
         router(AppState {
             config: Arc::new(config.clone()),
             registry: AgentRegistry::new(),
-            api_token: token.map(Arc::from),
+            tokens: Tokens::from_config(&config),
             store: Arc::new(store),
             decisions: DecisionsHandle::default(),
             metrics: Arc::new(Metrics::new()),
@@ -263,6 +371,112 @@ mod tests {
         .await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "unknown_owner");
+    }
+
+    async fn call_text(app: Router, uri: &str, auth: Option<&str>) -> (StatusCode, String) {
+        let mut req = axum::http::Request::get(uri);
+        if let Some(auth) = auth {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    const STATUS_TOKEN: &str = "read-only-status-0123";
+
+    #[tokio::test]
+    async fn status_shows_aggregates_to_anyone_and_details_only_with_a_token() {
+        let app = || app_with(Some(TOKEN), &[("STATUS_TOKEN", STATUS_TOKEN)]);
+        let (s, open) = call(app(), "/status", None).await;
+        assert_eq!(s, StatusCode::OK);
+        // The seed's shape, without names.
+        assert_eq!(open["status"], "running");
+        assert_eq!(open["config"]["max_runners"], 5);
+        assert_eq!(open["config"]["repository"], Value::Null);
+        assert_eq!(open["runners"]["list"], json!([]));
+        assert_eq!(open["runners"]["max"], 5);
+        assert_eq!(open["queue"]["depth"], 0);
+        assert!(!open.to_string().contains("secret-project"), "{open}");
+        assert!(!open.to_string().contains("acme"), "{open}");
+        for bearer in [format!("Bearer {STATUS_TOKEN}"), format!("Bearer {TOKEN}")] {
+            let (s, full) = call(app(), "/status", Some(&bearer)).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(full["config"]["repository"], "acme/secret-project");
+            assert_eq!(full["owners"][0]["name"], "acme");
+        }
+        let (s, body) = call(app(), "/status", Some("Bearer wrong")).await;
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        // The status token is read-only: it opens no API route.
+        let bearer = format!("Bearer {STATUS_TOKEN}");
+        assert_eq!(
+            call(app(), "/api/v1/agents", Some(&bearer)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_can_require_their_own_token() {
+        let (s, text) = call_text(app(Some(TOKEN)), "/metrics", None).await;
+        assert_eq!(s, StatusCode::OK, "open without METRICS_TOKEN");
+        assert!(text.contains("gha_scaler_"));
+        let metrics_token = "scraper-token-0123456";
+        let app = || app_with(Some(TOKEN), &[("METRICS_TOKEN", metrics_token)]);
+        let (s, text) = call_text(app(), "/metrics", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert!(text.contains("\"unauthorized\""), "{text}");
+        let (s, text) =
+            call_text(app(), "/metrics", Some(&format!("Bearer {metrics_token}"))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(text.contains("gha_scaler_"));
+    }
+
+    #[test]
+    fn tokens_are_compared_as_digests_whatever_their_length() {
+        let t = TokenDigest::of(TOKEN);
+        assert!(t.matches(&TokenDigest::of(TOKEN)));
+        for other in ["", "0", "0123456789abcdef-toke", "0123456789abcdef-tokenX"] {
+            assert!(!t.matches(&TokenDigest::of(other)), "{other:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn owner_and_repository_names_from_the_path_are_validated_before_github() {
+        let bearer = format!("Bearer {TOKEN}");
+        for uri in [
+            "/api/v1/repos/acme/../hooks",
+            "/api/v1/repos/acme/./hooks",
+            "/api/v1/repos/acme/..%2F..%2Fuser/hooks",
+            "/api/v1/repos/acme/a%20b/token/validate",
+            "/api/v1/repos/acme/a%3Fx=1/hooks/5",
+            "/api/v1/owners/..%2Forgs%2Facme/repositories",
+            "/api/v1/owners/ac%23me/token/scopes",
+        ] {
+            let (s, body) = call(app(Some(TOKEN)), uri, Some(&bearer)).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert_eq!(body["error"], "bad_request", "{uri}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a GitHub name"),
+                "{uri}"
+            );
+        }
+        // A good name passes the check (and then fails at the unreachable GitHub: 502).
+        let (s, body) = call(
+            app(Some(TOKEN)),
+            "/api/v1/repos/acme/my.repo-1_x/hooks",
+            Some(&bearer),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
     }
 
     #[tokio::test]

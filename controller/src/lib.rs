@@ -2,6 +2,7 @@
 //! tests call [`Controller::start`] with listeners bound to port 0.
 //!
 //! - [`config`]: configuration parsed from environment variables.
+//! - [`edge`]: the HTTP server loop (header timeout, connection cap, graceful shutdown).
 //! - [`http`]: health, version and the REST API (axum); [`api`]: the management endpoints under
 //!   it (webhooks, token validation, repositories).
 //! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod edge;
 pub mod github;
 pub mod grpc;
 pub mod http;
@@ -160,23 +162,23 @@ impl Controller {
         let app = http::router(http::AppState {
             config: config.clone(),
             registry: registry.clone(),
-            api_token: config.api_token.as_ref().map(|t| Arc::from(t.expose())),
+            tokens: http::Tokens::from_config(&config),
             store: store.clone(),
             decisions: decisions.clone(),
             metrics: metrics.clone(),
             github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
         })
-        .merge(webhook::router(Arc::new(webhook::Intake {
-            config: config.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            nudge: nudge.clone(),
-        })));
+        .merge(webhook::router(Arc::new(webhook::Intake::new(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            nudge.clone(),
+        ))));
         let http_shutdown = shutdown.clone();
+        let http_limits = config.http.clone();
         let http = tokio::spawn(async move {
-            axum::serve(listeners.http, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            edge::serve(listeners.http, app, &http_limits, http_shutdown)
                 .await
                 .map_err(RunError::Http)
         });
@@ -204,6 +206,11 @@ impl Controller {
             state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+        tokio::spawn(store::prune_periodically(
+            store.clone(),
+            config.retention,
+            shutdown.clone(),
+        ));
         if let Some(interval) = config.reconcile_interval {
             let reconciler = scheduler::reconcile::Reconciler {
                 config: config.clone(),

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`), all prefixed `gha_scaler_`.
 //!
 //! Counters are labelled by outcome; gauges are set by the scheduler at each activation from
-//! the state it just read, so they never drift.
+//! the state it just read, so they never drift. Label values never come from a request
+//! unchecked: the webhook event is mapped to a fixed set ([`event_label`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +43,32 @@ pub struct QuotaLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+/// The events that get their own label value; everything else is `other` (and a missing
+/// header `none`). GitHub's webhook event names, of the kinds a runner hook or App receives.
+const KNOWN_EVENTS: &[&str] = &[
+    "ping",
+    "workflow_job",
+    "workflow_run",
+    "installation",
+    "installation_repositories",
+    "installation_target",
+    "github_app_authorization",
+    "meta",
+    "push",
+];
+
+/// The metrics label for an `X-GitHub-Event` header value: one of a fixed set.
+pub fn event_label(event: &str) -> &'static str {
+    if event.is_empty() {
+        return "none";
+    }
+    KNOWN_EVENTS
+        .iter()
+        .find(|known| **known == event)
+        .copied()
+        .unwrap_or("other")
 }
 
 pub struct Metrics {
@@ -133,10 +160,13 @@ impl Metrics {
         }
     }
 
-    pub fn webhook(&self, event: &str, outcome: &str) {
+    /// Counts a delivery. `event` is the raw `X-GitHub-Event` header, untrusted: it is mapped
+    /// to [`event_label`]'s fixed set, so no request can add a label value. `outcome` is one of
+    /// the handler's own codes.
+    pub fn webhook(&self, event: &str, outcome: &'static str) {
         self.webhooks
             .get_or_create(&WebhookLabels {
-                event: event.to_owned(),
+                event: event_label(event).to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
@@ -218,5 +248,32 @@ impl ContainmentMetrics {
             m.idle_stops_vetoed.clone(),
         );
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_labels_are_a_fixed_set_whatever_the_header_says() {
+        let m = Metrics::new();
+        for i in 0..500 {
+            m.webhook(&format!("made-up-{i}"), "invalid_signature");
+        }
+        m.webhook("workflow_job", "accepted");
+        m.webhook("", "missing_header");
+        let text = m.encode();
+        assert!(!text.contains("made-up"), "{text}");
+        assert!(
+            text.contains("event=\"other\",outcome=\"invalid_signature\"} 500"),
+            "{text}"
+        );
+        assert!(text.contains("event=\"workflow_job\""));
+        assert!(text.contains("event=\"none\""));
+        assert_eq!(
+            event_label("installation_repositories"),
+            "installation_repositories"
+        );
     }
 }

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Bearer};
 use crate::scheduler::planner::WaitReason;
-use crate::store::{JobState, RunnerLifecycle};
+use crate::store::{JobState, Owner, RunnerLifecycle};
 
 /// A sentence for a wait reason, for people reading `/status` or the jobs API.
 pub fn explain(reason: &WaitReason) -> String {
@@ -51,7 +51,50 @@ pub fn explain(reason: &WaitReason) -> String {
     }
 }
 
-pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /status`: the seed's shape. Details (names of repositories, jobs, runners, agents,
+/// and the scheduler's last error) only with the API token or `STATUS_TOKEN`; without one the
+/// same keys carry aggregates (counts) and no names; with a wrong one, 401.
+pub async fn status(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let detailed = match state.tokens.status(&headers) {
+        Bearer::Valid => true,
+        Bearer::Absent => false,
+        Bearer::Wrong => return Err(ApiError::Unauthorized),
+    };
+    let full = status_details(&state).await?;
+    Ok(Json(if detailed { full } else { aggregates(&full) }))
+}
+
+/// The status without a name in it: the seed's keys, counts for lists.
+fn aggregates(full: &Value) -> Value {
+    let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+    json!({
+        "status": full["status"],
+        "config": {
+            "repository": Value::Null,
+            "all_repos": full["config"]["all_repos"],
+            "architecture": full["config"]["architecture"],
+            "max_runners": full["config"]["max_runners"],
+        },
+        "runners": {
+            "current": full["runners"]["current"],
+            "max": full["runners"]["max"],
+            "list": [],
+        },
+        "owners": count(&full["owners"]),
+        "agents": count(&full["agents"]),
+        "queue": { "depth": full["queue"]["depth"] },
+        "scheduler": {
+            "activations": full["scheduler"]["activations"],
+            "last_activation_ms": full["scheduler"]["last_activation_ms"],
+        },
+        "details": "send Authorization: Bearer <API_TOKEN or STATUS_TOKEN> for names and reasons",
+    })
+}
+
+async fn status_details(state: &AppState) -> Result<Value, ApiError> {
     let runners = state.store.active_runners().await?;
     let queued = state.store.queued_jobs().await?;
     let decisions = state.decisions.get();
@@ -107,7 +150,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "status": "running",
         "config": {
             "repository": repository,
@@ -130,7 +173,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "last_activation_ms": decisions.last_activation_ms,
             "last_error": decisions.last_error,
         },
-    })))
+    }))
 }
 
 /// Ready once the store answers and the scheduler has run.
@@ -146,7 +189,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`; behind `METRICS_TOKEN` when it is set.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if state.tokens.metrics(&headers) != Bearer::Valid {
+        return ApiError::Unauthorized.into_response();
+    }
     state.metrics.github_quotas(state.github.quotas());
     (
         [(
@@ -158,20 +205,47 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `?owner=` on `GET /api/v1/jobs/{id}`: which owner's job, when several owners have one of
+/// that id (jobs are keyed by owner and id).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct JobQuery {
+    pub owner: Option<String>,
+}
+
 pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<JobQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id")))?;
-    let job = state.store.job(id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "job {id} is unknown here: no webhook for it reached this controller (check the hook's \
-             recent deliveries) or it belongs to an owner/repository not configured"
-        ))
-    })?;
+    let mut found = state.store.jobs_with_id(id).await?;
+    if let Some(owner) = &query.owner {
+        let owner = Owner::new(owner);
+        found.retain(|j| j.owner == owner);
+    }
+    let job = match found.len() {
+        0 => {
+            return Err(ApiError::NotFound(format!(
+                "job {id} is unknown here: no webhook for it reached this controller (check the \
+                 hook's recent deliveries) or it belongs to an owner/repository not configured"
+            )));
+        }
+        1 => found.remove(0),
+        _ => {
+            let owners: Vec<String> = found.iter().map(|j| j.owner.to_string()).collect();
+            return Err(ApiError::Ambiguous(format!(
+                "job id {id} is known for several owners ({}): add ?owner=<owner>",
+                owners.join(", ")
+            )));
+        }
+    };
     let runners = state.store.active_runners().await?;
+    let runners: Vec<_> = runners
+        .into_iter()
+        .filter(|r| job.owner == r.owner)
+        .collect();
     let runner = runners
         .iter()
         .find(|r| r.job_id == Some(id))
@@ -181,6 +255,10 @@ pub async fn job(
         JobState::Waiting => {
             "waiting for approval (an environment protection rule): not demand yet".to_owned()
         }
+        JobState::Queued if job.labels.is_empty() => "it names no labels: a job that targets a \
+            runner group (`runs-on: { group: ... }`) without labels cannot be matched by labels, so \
+            no runner is started for it; add labels to its `runs-on`"
+            .to_owned(),
         JobState::Queued => {
             let mut text = waiting
                 .as_ref()

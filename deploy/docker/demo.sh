@@ -123,7 +123,7 @@ for a in json.load(sys.stdin):
     print("agent %-9s %-6s connected=%s healthy=%s runners=%s"
           % (a["name"], a["arch"], a["connected"], a["healthy"], phases))
 ' || true
-  curl -fsS "http://127.0.0.1:$PORT/status" 2>/dev/null | python3 -c '
+  curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/status" 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print("queue depth %d, runners %d/%d" % (s["queue"]["depth"], s["runners"]["current"], s["runners"]["max"]))

@@ -3,6 +3,7 @@
 //! - [`ids`]: typed identifiers, so an agent name can never be passed where a runner id is meant.
 //! - [`arch`], [`runner`], [`command`]: the domain vocabulary of placement, runner lifecycles and
 //!   what the controller asks of agents.
+//! - [`owner`]: the `Owner` type, the one place owner logins are compared (lower-cased).
 //! - [`join_token`]: the text form of one-time agent enrollment tokens.
 //! - [`wire`]: conversions between these types and the generated protobuf types; the only place
 //!   where the two meet, so wire types never leak into core logic.
@@ -14,6 +15,7 @@ pub mod command;
 pub mod github;
 pub mod ids;
 pub mod join_token;
+pub mod owner;
 pub mod runner;
 pub mod tls;
 pub mod wire;

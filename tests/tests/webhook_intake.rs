@@ -135,9 +135,10 @@ async fn bad_input_gets_a_status_and_a_json_reason() {
     let (code, reply) = Delivery::signed("workflow_job", "x4", stranger)
         .send(&c)
         .await;
+    // GitHub shows any 4xx as a failed delivery: an owner we do not serve is 2xx and ignored.
     assert_eq!(
-        (code, reply["error"].as_str()),
-        (404, Some("unknown_owner"))
+        (code, reply["status"].as_str()),
+        (202, Some("ignored_unknown_owner"))
     );
 
     let mut xml = Delivery::signed("workflow_job", "x5", body.clone());
@@ -159,12 +160,16 @@ async fn bad_input_gets_a_status_and_a_json_reason() {
         "missing_header"
     );
 
-    let huge = vec![b' '; 26 * 1024 * 1024];
-    let (code, reply) = Delivery::signed("workflow_job", "x6", huge).send(&c).await;
-    assert_eq!(
-        (code, reply["error"].as_str()),
-        (413, Some("payload_too_large"))
-    );
+    // Far below GitHub's 25 MB cap, far above any workflow payload (WEBHOOK_MAX_BODY, 1 MiB).
+    for size in [26 * 1024 * 1024, 2 * 1024 * 1024] {
+        let huge = vec![b' '; size];
+        let (code, reply) = Delivery::signed("workflow_job", "x6", huge).send(&c).await;
+        assert_eq!(
+            (code, reply["error"].as_str()),
+            (413, Some("payload_too_large")),
+            "{size} bytes"
+        );
+    }
 
     // Nothing refused was recorded.
     assert_eq!(get_json(&c, "/api/v1/jobs/3169272040").await.0, 404);
@@ -215,6 +220,234 @@ async fn pings_other_events_and_unserved_repositories_are_answered_and_ignored()
     assert!(
         metrics.contains("outcome=\"repository_not_served\"} 1"),
         "{metrics}"
+    );
+}
+
+/// `fixture` with every `from` replaced by `to` (re-addressing GitHub's payloads).
+fn readdressed(name: &str, replacements: &[(&str, &str)]) -> Vec<u8> {
+    let mut text = String::from_utf8(fixture(name)).unwrap();
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn a_delivery_signed_by_another_owner_cannot_touch_an_owners_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    let queued = fixture("workflow_job.queued.self-hosted.json");
+    let (code, _) = Delivery::signed("workflow_job", "a-1", queued)
+        .send(&c)
+        .await;
+    assert_eq!(code, 202);
+
+    // Completion of philips-labs' job 3169272040, naming philips-labs, signed with octo-org's
+    // secret: refused, the owner's hooks must use the owner's secret.
+    let completed = readdressed(
+        "workflow_job.completed.success.json",
+        &[
+            ("289782451", "3169272040"),
+            ("\"Octocoders\"", "\"philips-labs\""),
+            ("\"Hello-World\"", "\"terraform-aws-github-runner\""),
+        ],
+    );
+    let forged = Delivery {
+        signature: Some(signature_256("octo-secret", &completed)),
+        ..Delivery::signed("workflow_job", "b-1", completed)
+    };
+    let (code, reply) = forged.send(&c).await;
+    assert_eq!(
+        (code, reply["error"].as_str()),
+        (403, Some("owner_mismatch")),
+        "{reply}"
+    );
+
+    // octo-org completing "its own" job of the same id, in its own repository: recorded for
+    // octo-org, never for philips-labs.
+    let own = readdressed(
+        "workflow_job.completed.success.json",
+        &[
+            ("289782451", "3169272040"),
+            ("\"Octocoders\"", "\"octo-org\""),
+            ("\"Hello-World\"", "\"only-this-one\""),
+        ],
+    );
+    let d = Delivery {
+        signature: Some(signature_256("octo-secret", &own)),
+        ..Delivery::signed("workflow_job", "b-2", own)
+    };
+    let (code, reply) = d.send(&c).await;
+    assert_eq!((code, reply["status"].as_str()), (202, Some("accepted")));
+
+    let (code, job) = get_json(&c, "/api/v1/jobs/3169272040?owner=philips-labs").await;
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(job["job"]["state"], "queued", "{job}");
+    assert_eq!(job["job"]["owner"], "philips-labs");
+    let (code, job) = get_json(&c, "/api/v1/jobs/3169272040?owner=Octo-Org").await;
+    assert_eq!(
+        (code, job["job"]["state"].as_str()),
+        (200, Some("completed"))
+    );
+    let (code, both) = get_json(&c, "/api/v1/jobs/3169272040").await;
+    assert_eq!(
+        (code, both["error"].as_str()),
+        (409, Some("ambiguous")),
+        "{both}"
+    );
+}
+
+#[tokio::test]
+async fn app_events_without_an_owner_and_unknown_owners_are_2xx_ignored_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    for (event, id) in [
+        ("installation", "n-1"),
+        ("installation_repositories", "n-2"),
+    ] {
+        let (code, reply) = Delivery::signed(event, id, fixture("installation.created.json"))
+            .send(&c)
+            .await;
+        assert_eq!(
+            (code, reply["status"].as_str()),
+            (202, Some("ignored_no_owner")),
+            "{event}: {reply}"
+        );
+    }
+    // The ping GitHub sends when an App is registered names no repository or organization.
+    let app_ping = br#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"app_id":7,"events":["workflow_job"]}}"#;
+    let (code, reply) = Delivery::signed("ping", "n-3", app_ping.to_vec())
+        .send(&c)
+        .await;
+    assert_eq!((code, reply["status"].as_str()), (200, Some("pong")));
+    let stranger = readdressed(
+        "workflow_job.queued.json",
+        &[("\"Octocoders\"", "\"stranger\"")],
+    );
+    let (code, reply) = Delivery::signed("workflow_job", "n-4", stranger)
+        .send(&c)
+        .await;
+    assert_eq!(
+        (code, reply["status"].as_str()),
+        (202, Some("ignored_unknown_owner"))
+    );
+    // Still verified first: an unsigned App event is refused.
+    let mut unsigned =
+        Delivery::signed("installation", "n-5", fixture("installation.created.json"));
+    unsigned.signature = None;
+    assert_eq!(unsigned.send(&c).await.0, 401);
+    let metrics = reqwest::get(format!("http://{}/metrics", c.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"event="workflow_job",outcome="ignored_unknown_owner"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"event="installation",outcome="ignored_no_owner"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_event_names_do_not_become_metric_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    for i in 0..50 {
+        // Unsigned, so refused: the event name still must not reach /metrics.
+        let code = client
+            .post(format!("http://{}/webhook", c.http_addr))
+            .header("X-GitHub-Event", format!("evil-{i}-{}", "x".repeat(200)))
+            .header("X-GitHub-Delivery", format!("e-{i}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(code, 401);
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", c.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("evil-"), "{metrics}");
+    assert!(
+        metrics.contains(r#"event="other",outcome="invalid_signature"} 50"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_approval_is_demand_only_after_its_second_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    let to_philips = [("\"lineville\"", "\"philips-labs\"")];
+    let queued_waiting = readdressed("workflow_job.queued.with-deployment.json", &to_philips);
+    let (code, reply) = Delivery::signed("workflow_job", "w-1", queued_waiting.clone())
+        .send(&c)
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let (_, job) = get_json(&c, "/api/v1/jobs/12877621891").await;
+    assert_eq!(job["job"]["state"], "waiting", "{job}");
+    assert!(job["explanation"].as_str().unwrap().contains("approval"));
+    let (_, status) = get_json(&c, "/status").await;
+    assert_eq!(status["queue"]["depth"], 0, "not demand: {status}");
+
+    let waiting = readdressed("workflow_job.waiting.json", &to_philips);
+    Delivery::signed("workflow_job", "w-2", waiting)
+        .send(&c)
+        .await;
+    let approved = String::from_utf8(queued_waiting)
+        .unwrap()
+        .replace("\"status\": \"waiting\"", "\"status\": \"queued\"");
+    let (code, _) = Delivery::signed("workflow_job", "w-3", approved.into_bytes())
+        .send(&c)
+        .await;
+    assert_eq!(code, 202);
+    let (_, job) = get_json(&c, "/api/v1/jobs/12877621891").await;
+    assert_eq!(job["job"]["state"], "queued", "{job}");
+    // And only forward from there: a late `waiting` does not take it back.
+    let waiting = readdressed("workflow_job.waiting.json", &to_philips);
+    Delivery::signed("workflow_job", "w-4", waiting)
+        .send(&c)
+        .await;
+    let (_, job) = get_json(&c, "/api/v1/jobs/12877621891").await;
+    assert_eq!(job["job"]["state"], "queued", "{job}");
+}
+
+#[tokio::test]
+async fn workflow_runs_fetch_jobs_only_where_workflow_job_deliveries_do_not_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    let run = readdressed(
+        "workflow_run.requested.json",
+        &[("\"octo-org\"", "\"philips-labs\"")],
+    );
+    // workflow_run is the only signal so far: its jobs are fetched.
+    let (code, reply) = Delivery::signed("workflow_run", "r-1", run.clone())
+        .send(&c)
+        .await;
+    assert_eq!((code, reply["status"].as_str()), (202, Some("accepted")));
+    let job = fixture("workflow_job.queued.self-hosted.json");
+    assert_eq!(
+        Delivery::signed("workflow_job", "r-2", job)
+            .send(&c)
+            .await
+            .0,
+        202
+    );
+    // Now workflow_job deliveries arrive for this owner: the next run is not fetched.
+    let (code, reply) = Delivery::signed("workflow_run", "r-3", run).send(&c).await;
+    assert_eq!(
+        (code, reply["status"].as_str()),
+        (202, Some("ignored_run_jobs_delivered"))
     );
 }
 

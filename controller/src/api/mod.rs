@@ -10,6 +10,9 @@
 //! Handlers are thin: they look the owner up (404 when not configured), call GitHub through
 //! [`GithubApi`] with that owner's credentials or the [`WebhookSetup`] service, and shape JSON.
 //! Authentication (`API_TOKEN`) is the HTTP layer's middleware, applied to every route here.
+//! Before any handler, the `{owner}` and `{repo}` path segments are checked to be GitHub names
+//! (`[A-Za-z0-9._-]`, not `.` or `..`, at most 100 characters): they go into GitHub URLs, where
+//! `..` would be resolved away by the URL parser and retarget the request ([`valid_path_names`]).
 //! Responses never contain a token or a webhook secret: hooks show `secret_set` only.
 
 pub mod error;
@@ -21,6 +24,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::{RawPathParams, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,7 +101,41 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
             "/owners/{owner}/webhooks/setup",
             post(repos::setup).get(repos::last_setup),
         )
+        .route_layer(middleware::from_fn(valid_path_names))
         .with_state(state)
+}
+
+/// Whether `name` may be an owner or repository name in a GitHub URL.
+pub fn check_name(kind: &str, name: &str) -> Result<(), ManagementError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManagementError::BadRequest(format!(
+            "{kind} {:?} is not a GitHub name: use letters, digits, '.', '_' and '-' (not . or ..)",
+            name.chars().take(100).collect::<String>()
+        )))
+    }
+}
+
+/// Refuses a request whose `{owner}` or `{repo}` is not a GitHub name, before any handler.
+async fn valid_path_names(
+    params: RawPathParams,
+    request: Request,
+    next: Next,
+) -> Result<Response, ManagementError> {
+    for (key, value) in params.iter() {
+        if matches!(key, "owner" | "repo") {
+            check_name(key, value)?;
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// A JSON body; an empty body is `T::default()`. Errors are JSON 400s, not axum's plain text.

@@ -60,6 +60,40 @@ pub struct RunnerDefaults {
     pub stray_grace: Duration,
 }
 
+/// The HTTP edge's limits (see [`crate::http::serve`] and the webhook intake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `HTTP_HEADER_TIMEOUT`: a connection that has not sent a full request head by then is
+    /// closed (slowloris).
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT`: a webhook body not received completely by then is answered 408.
+    pub body_timeout: Duration,
+    /// `WEBHOOK_MAX_BODY`: the largest webhook body accepted (bytes; `512KiB`, `1MiB` work).
+    pub webhook_max_body: usize,
+    /// `WEBHOOK_CONCURRENCY`: deliveries handled at once; beyond, `/webhook` answers 503.
+    pub webhook_concurrency: usize,
+    /// `HTTP_MAX_CONNECTIONS`: open HTTP connections; beyond, new ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            webhook_max_body: DEFAULT_WEBHOOK_MAX_BODY,
+            webhook_concurrency: 64,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The default `WEBHOOK_MAX_BODY`: 1 MiB. GitHub caps payloads at 25 MB, but the events we act
+/// on are far smaller: the largest of GitHub's published workflow payloads
+/// (`workflow_run.in_progress.wrapped.json`) is 23.7 KB, so this leaves 40x headroom for long
+/// commit messages and form encoding while a flood of huge bodies costs little memory.
+pub const DEFAULT_WEBHOOK_MAX_BODY: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// HTTP port for webhooks and the REST API (`PORT`).
@@ -71,8 +105,15 @@ pub struct Config {
     pub tls_sans: Vec<String>,
     /// Durable state (`STATE_DIR`).
     pub state_dir: PathBuf,
-    /// Bearer token for `/api/v1` (`API_TOKEN`).
+    /// Bearer token for `/api/v1` (`API_TOKEN`); also shows `/status` in full.
     pub api_token: Option<Secret>,
+    /// Read-only bearer token that shows `/status` in full (`STATUS_TOKEN`).
+    pub status_token: Option<Secret>,
+    /// Bearer token `/metrics` requires when set (`METRICS_TOKEN`).
+    pub metrics_token: Option<Secret>,
+    /// `RETENTION`: delivery ids and completed jobs are forgotten after this.
+    pub retention: Duration,
+    pub http: HttpLimits,
     /// How often agents must send a heartbeat (`AGENT_HEARTBEAT_INTERVAL`, seconds or `10s`).
     pub heartbeat_interval: Duration,
     /// Silence after which an agent counts as dead (`AGENT_HEARTBEAT_TIMEOUT`).
@@ -118,9 +159,29 @@ pub struct Containment {
 impl Config {
     /// The owner called `name`, compared case-insensitively.
     pub fn owner(&self, name: &str) -> Option<&OwnerConfig> {
-        self.owners
-            .iter()
-            .find(|o| o.name.eq_ignore_ascii_case(name))
+        let wanted = shared::owner::Owner::new(name);
+        self.owners.iter().find(|o| o.owner() == wanted)
+    }
+
+    /// Groups of owners (two or more) that verify webhooks with one and the same secret, e.g.
+    /// because their own `OWNER_<NAME>_WEBHOOK_SECRET` is unset and they fall back to
+    /// `WEBHOOK_SECRET`. A delivery signed with such a secret cannot be told apart by owner.
+    pub fn shared_webhook_secrets(&self) -> Vec<Vec<String>> {
+        let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+        for o in &self.owners {
+            let Some(secret) = &o.webhook_secret else {
+                continue;
+            };
+            match groups.iter_mut().find(|(s, _)| *s == secret.expose()) {
+                Some((_, names)) => names.push(o.name.clone()),
+                None => groups.push((secret.expose(), vec![o.name.clone()])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, names)| names)
+            .filter(|names| names.len() > 1)
+            .collect()
     }
 }
 
@@ -160,13 +221,26 @@ impl Config {
         let state_dir = PathBuf::from(vars.get("STATE_DIR").unwrap_or(DEFAULT_STATE_DIR));
         let tls = tls_config(&mut vars, &state_dir);
         let tls_sans = vars.list("TLS_SANS");
-        let api_token = vars.get("API_TOKEN").map(Secret::new);
-        if api_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        let api_token = token(&mut vars, "API_TOKEN");
+        let status_token = token(&mut vars, "STATUS_TOKEN");
+        let metrics_token = token(&mut vars, "METRICS_TOKEN");
+        let retention = vars.duration("RETENTION", Duration::from_secs(7 * 24 * 3600));
+        if retention < Duration::from_secs(3 * 24 * 3600) {
+            // GitHub redelivers deliveries of the past 3 days; a shorter memory would let a
+            // redelivery count twice.
             vars.problem(
-                "API_TOKEN",
-                "is shorter than 16 characters; use a long random value",
+                "RETENTION",
+                "must be at least 3 days (72h): GitHub can redeliver a webhook up to 3 days later",
             );
         }
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_timeout: vars.duration("HTTP_HEADER_TIMEOUT", defaults.header_timeout),
+            body_timeout: vars.duration("HTTP_BODY_TIMEOUT", defaults.body_timeout),
+            webhook_max_body: vars.bytes("WEBHOOK_MAX_BODY", defaults.webhook_max_body),
+            webhook_concurrency: vars.count("WEBHOOK_CONCURRENCY", defaults.webhook_concurrency),
+            max_connections: vars.count("HTTP_MAX_CONNECTIONS", defaults.max_connections),
+        };
         let heartbeat_interval = vars.duration("AGENT_HEARTBEAT_INTERVAL", Duration::from_secs(10));
         let heartbeat_timeout = vars.duration("AGENT_HEARTBEAT_TIMEOUT", heartbeat_interval * 3);
         if heartbeat_timeout <= heartbeat_interval {
@@ -266,6 +340,10 @@ impl Config {
             tls_sans,
             state_dir,
             api_token,
+            status_token,
+            metrics_token,
+            retention,
+            http,
             heartbeat_interval,
             heartbeat_timeout,
             controller_id,
@@ -343,6 +421,18 @@ pub fn parse_command(value: &str) -> Result<Vec<String>, String> {
         Some(program) if !program.trim().is_empty() => Ok(words),
         _ => Err(format!("{value:?} names no program")),
     }
+}
+
+/// A bearer token variable: at least 16 characters when set.
+fn token(vars: &mut Vars<'_>, name: &'static str) -> Option<Secret> {
+    let token = vars.get(name).map(Secret::new);
+    if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        vars.problem(
+            name,
+            "is shorter than 16 characters; use a long random value",
+        );
+    }
+    token
 }
 
 /// `TLS_CA_FILE`/`TLS_CERT_FILE`/`TLS_KEY_FILE` (own PKI), else the files of `TLS_DIR`,
@@ -641,6 +731,64 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(ok.owners[0].auth, OwnerAuth::App { .. }));
+    }
+
+    #[test]
+    fn owners_sharing_one_webhook_secret_are_found() {
+        let c = Config::from_env(&map(&[
+            ("OWNERS", "a,b,c"),
+            ("GITHUB_TOKEN", "t"),
+            ("ALL_REPOS", "true"),
+            ("WEBHOOK_SECRET", "shared"),
+            ("OWNER_C_WEBHOOK_SECRET", "own"),
+        ]))
+        .unwrap();
+        assert_eq!(c.shared_webhook_secrets(), vec![vec!["a", "b"]]);
+        let single = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert!(single.shared_webhook_secrets().is_empty());
+    }
+
+    #[test]
+    fn edge_limits_and_tokens_have_defaults_and_are_validated() {
+        let c = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert_eq!(c.http, HttpLimits::default());
+        assert_eq!(c.http.webhook_max_body, 1024 * 1024);
+        assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
+        assert!(c.status_token.is_none() && c.metrics_token.is_none());
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("WEBHOOK_MAX_BODY", "512KiB"),
+                ("WEBHOOK_CONCURRENCY", "8"),
+                ("HTTP_HEADER_TIMEOUT", "2s"),
+                ("RETENTION", "30d"),
+                ("STATUS_TOKEN", "read-only-status-token"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.http.webhook_max_body, 512 * 1024);
+        assert_eq!(c.http.webhook_concurrency, 8);
+        assert_eq!(c.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+        let err = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("WEBHOOK_MAX_BODY", "huge"),
+                ("WEBHOOK_CONCURRENCY", "0"),
+                ("RETENTION", "1h"),
+                ("METRICS_TOKEN", "short"),
+            ],
+        ))
+        .unwrap_err();
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        for v in [
+            "WEBHOOK_MAX_BODY",
+            "WEBHOOK_CONCURRENCY",
+            "RETENTION",
+            "METRICS_TOKEN",
+        ] {
+            assert!(vars.contains(&v), "{v} missing from {err}");
+        }
     }
 
     #[test]

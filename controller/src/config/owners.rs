@@ -31,6 +31,11 @@ pub struct OwnerConfig {
 }
 
 impl OwnerConfig {
+    /// The owner as the store keys it.
+    pub fn owner(&self) -> shared::owner::Owner {
+        shared::owner::Owner::new(&self.name)
+    }
+
     /// Whether `repo` (a repository name of this owner) is served.
     pub fn serves_repo(&self, repo: &str) -> bool {
         self.all_repos

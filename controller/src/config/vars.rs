@@ -79,6 +79,44 @@ impl<'a> Vars<'a> {
         }
     }
 
+    /// A count of at least 1.
+    pub(crate) fn count(&mut self, name: &'static str, default: usize) -> usize {
+        match self.get(name) {
+            None => default,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    self.problem(name, format!("{v:?} is not a whole number of at least 1"));
+                    default
+                }
+            },
+        }
+    }
+
+    /// A size in bytes: `1048576`, `512KiB`, `1MiB` (also `KB`/`MB`/`k`/`m`, all powers of 1024).
+    pub(crate) fn bytes(&mut self, name: &'static str, default: usize) -> usize {
+        let Some(v) = self.get(name) else {
+            return default;
+        };
+        let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = match v[digits.len()..].to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1),
+            "k" | "kb" | "kib" => Some(1024),
+            "m" | "mb" | "mib" => Some(1024 * 1024),
+            _ => None,
+        };
+        match (digits.trim().parse::<usize>(), unit) {
+            (Ok(n), Some(unit)) if n > 0 => n.saturating_mul(unit),
+            _ => {
+                self.problem(
+                    name,
+                    format!("{v:?} is not a size in bytes (e.g. 1048576, 512KiB, 1MiB)"),
+                );
+                default
+            }
+        }
+    }
+
     /// A comma-separated list, trimmed, without empty items.
     pub(crate) fn list(&self, name: &str) -> Vec<String> {
         self.get(name)

@@ -192,9 +192,12 @@ impl Scheduler {
             .collect();
         let pending: Vec<PendingJob> = jobs
             .iter()
+            // A job without labels (`runs-on: { group: ... }`) names no runner we could start;
+            // `GET /api/v1/jobs/{id}` explains it. Any runner would match an empty set.
+            .filter(|j| !j.labels.is_empty())
             .map(|j| PendingJob {
                 id: j.id,
-                owner: j.owner.clone(),
+                owner: j.owner.to_string(),
                 repo: j.repo.clone(),
                 labels: j.labels.clone(),
                 queued_ms: j.queued_ms.unwrap_or(j.first_seen_ms),
@@ -417,7 +420,10 @@ impl Scheduler {
 
     async fn observe_started(&self, r: &RunnerRecord) {
         if let Some(job_id) = r.for_job
-            && let Ok(Some(job)) = self.store.job(job_id).await
+            && let Ok(Some(job)) = self
+                .store
+                .job(&shared::owner::Owner::new(&r.owner), job_id)
+                .await
         {
             let from = job.queued_ms.unwrap_or(job.first_seen_ms);
             self.metrics
@@ -794,7 +800,7 @@ pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) ->
     Some(JobRecord {
         id: job.id,
         run_id: job.run_id,
-        owner: key.owner.clone(),
+        owner: shared::owner::Owner::new(&key.owner),
         repo: key.repo.clone(),
         name: job.name.unwrap_or_default(),
         labels: job.labels,

@@ -68,7 +68,7 @@ impl Scheduler {
                     Ok(rest) => {
                         let status = rest.status.clone();
                         let key = RunKey {
-                            owner: job.owner.clone(),
+                            owner: job.owner.to_string(),
                             repo: job.repo.clone(),
                             run_id: job.run_id,
                         };

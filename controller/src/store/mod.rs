@@ -3,6 +3,8 @@
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
 //! whose jobs must still be fetched, runners the controller created, and agent join tokens.
+//! Jobs are keyed by owner and GitHub id. Delivery ids and completed jobs are kept for
+//! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
 pub mod records;
 mod sqlite;
@@ -53,6 +55,13 @@ pub enum JoinRefusal {
     Expired,
 }
 
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub jobs: u64,
+}
+
 /// A join token as minted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJoinToken {
@@ -76,7 +85,14 @@ pub trait StateStore: Send + Sync {
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError>;
     /// Jobs in state `queued`, oldest first.
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    async fn job(&self, id: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// The job `id` of `owner`; another owner's job of the same id is never returned.
+    async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// Every owner's job with GitHub id `id` (for the operator's API, which names no owner).
+    async fn jobs_with_id(&self, id: u64) -> Result<Vec<JobRecord>, StoreError>;
+    /// Whether a `workflow_job` delivery for `owner` was received at or after `since_ms`.
+    async fn job_deliveries_since(&self, owner: &Owner, since_ms: i64) -> Result<bool, StoreError>;
+    /// Forgets delivery ids received, and completed jobs last updated, before `before_ms`.
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
     /// How many jobs are in each state.
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError>;
     /// Runs whose jobs must still be fetched.
@@ -129,17 +145,49 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn job(&self, id: u64) -> Result<Option<JobRecord>, StoreError> {
+    async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError> {
+        let owner = owner.clone();
         self.read(move |c| {
             use rusqlite::OptionalExtension;
             c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id as i64],
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ?1 AND id = ?2"),
+                rusqlite::params![owner.as_str(), id as i64],
                 job_from_row,
             )
             .optional()
         })
         .await
+    }
+
+    async fn jobs_with_id(&self, id: u64) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 ORDER BY owner"
+            ))?;
+            let rows = stmt.query_map([id as i64], job_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn job_deliveries_since(&self, owner: &Owner, since_ms: i64) -> Result<bool, StoreError> {
+        let owner = owner.clone();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries
+                 WHERE owner = ?1 AND event = 'workflow_job' AND received_ms >= ?2)",
+                rusqlite::params![owner.as_str(), since_ms],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        match self.write(WriteOp::Prune(before_ms)).await? {
+            WriteOutcome::Pruned(p) => Ok(p),
+            _ => Err(StoreError::Unexpected),
+        }
     }
 
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
@@ -241,6 +289,36 @@ impl StateStore for SqliteStore {
         match self.write(op).await? {
             WriteOutcome::JoinToken(r) => Ok(r),
             _ => Err(StoreError::Unexpected),
+        }
+    }
+}
+
+/// How often the retention pass runs.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Forgets delivery ids and completed jobs older than `retention` (`RETENTION`), at start and
+/// then every [`PRUNE_EVERY`], until `shutdown`. A failed pass is logged and retried next time.
+pub async fn prune_periodically(
+    store: std::sync::Arc<dyn StateStore>,
+    retention: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let before = shared::runner::now_ms() - retention.as_millis() as i64;
+        match store.prune(before).await {
+            Ok(p) if p.deliveries + p.jobs > 0 => {
+                tracing::info!(
+                    deliveries = p.deliveries,
+                    jobs = p.jobs,
+                    "retention: forgot old deliveries and finished jobs"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention pass failed; retrying later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
     }
 }

@@ -2,9 +2,11 @@
 
 use serde::Serialize;
 use shared::arch::Arch;
+pub use shared::owner::Owner;
 
 /// A job's state as GitHub reports it. It only moves forward:
-/// `waiting → queued → in_progress → completed` (waiting means "needs approval", not demand yet).
+/// `waiting → queued → in_progress → completed` (waiting means "needs approval", not demand yet;
+/// an approved job's second `queued` delivery is the one move out of `waiting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -43,11 +45,11 @@ impl JobState {
 /// One GitHub Actions job the controller knows of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobRecord {
-    /// GitHub's job id.
+    /// GitHub's job id. Jobs are keyed by owner *and* id: a delivery verified with one
+    /// owner's secret can never touch another owner's job, whatever id it names.
     pub id: u64,
     pub run_id: u64,
-    /// The owner's login, lower-cased.
-    pub owner: String,
+    pub owner: Owner,
     pub repo: String,
     pub name: String,
     /// `runs-on` labels, as GitHub sent them.
@@ -69,7 +71,7 @@ pub struct NewDelivery {
     /// `X-GitHub-Delivery`; the same on redelivery.
     pub id: String,
     pub event: String,
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
     pub received_ms: i64,
 }
 

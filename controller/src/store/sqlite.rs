@@ -6,7 +6,8 @@
 //!   its own savepoint, so one bad operation fails alone), so a burst of webhooks pays one
 //!   fsync per group, not one per delivery. A full queue is refused (`StoreError::Busy`).
 //! - Reads use their own connection (WAL readers never block the writer).
-//! - Schema changes are numbered migrations applied at open (`PRAGMA user_version`).
+//! - Schema changes are numbered migrations applied at open (`PRAGMA user_version`); a database
+//!   of an older build is migrated in place, one of a newer build is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::*;
-use super::{JoinRefusal, NewJoinToken, StoreError};
+use super::{JoinRefusal, NewJoinToken, Pruned, StoreError};
 
 /// The database file inside `STATE_DIR`.
 pub const DB_FILE: &str = "gha-scaler.db";
@@ -28,7 +29,7 @@ const WRITE_QUEUE: usize = 8192;
 const MAX_GROUP: usize = 1024;
 
 /// Numbered schema migrations; index + 1 is the `user_version` after each.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: one-time join tokens for agent enrollment. Only a hash of the secret is kept.
     "CREATE TABLE join_tokens (
         id TEXT PRIMARY KEY,
@@ -89,6 +90,36 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
     );
     CREATE INDEX runners_by_lifecycle ON runners (lifecycle);",
+    // 3: jobs keyed by owner and GitHub's id (an owner can never reach another owner's job);
+    // indexes for "does this owner send workflow_job deliveries" and for retention pruning.
+    // Existing rows keep their data; owners are lower-cased as `Owner` stores them.
+    "CREATE TABLE jobs_v3 (
+        owner TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        run_id INTEGER NOT NULL,
+        repo TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        state_rank INTEGER NOT NULL,
+        runner_name TEXT,
+        conclusion TEXT,
+        first_seen_ms INTEGER NOT NULL,
+        queued_ms INTEGER,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (owner, id)
+    );
+    INSERT INTO jobs_v3 (owner, id, run_id, repo, name, labels, state, state_rank, runner_name,
+                         conclusion, first_seen_ms, queued_ms, updated_ms)
+        SELECT lower(owner), id, run_id, repo, name, labels, state, state_rank, runner_name,
+               conclusion, first_seen_ms, queued_ms, updated_ms FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v3 RENAME TO jobs;
+    CREATE INDEX jobs_by_state ON jobs (state_rank, queued_ms);
+    CREATE INDEX jobs_by_id ON jobs (id);
+    CREATE INDEX jobs_by_update ON jobs (state_rank, updated_ms);
+    CREATE INDEX deliveries_by_owner_event ON deliveries (owner, event, received_ms);
+    CREATE INDEX deliveries_by_time ON deliveries (received_ms);",
 ];
 
 /// A write and where its answer goes.
@@ -99,6 +130,8 @@ pub(super) enum WriteOp {
     FinishRunFetch(RunKey),
     FailRunFetch(RunKey, String),
     UpsertRunner(RunnerRecord),
+    /// Forgets deliveries received and finished jobs last updated before this (ms).
+    Prune(i64),
     InsertJoinToken(NewJoinToken, i64),
     TakeJoinToken {
         id: String,
@@ -111,6 +144,7 @@ pub(super) enum WriteOp {
 pub(super) enum WriteOutcome {
     Recorded(Recorded),
     JoinToken(Result<Option<String>, JoinRefusal>),
+    Pruned(Pruned),
     Done,
 }
 
@@ -255,7 +289,12 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
         WriteOp::Webhook(delivery, effect) => {
             let inserted = conn.execute(
                 "INSERT OR IGNORE INTO deliveries (id, event, owner, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![delivery.id, delivery.event, delivery.owner, delivery.received_ms],
+                params![
+                    delivery.id,
+                    delivery.event,
+                    delivery.owner.as_ref().map(Owner::as_str),
+                    delivery.received_ms
+                ],
             )?;
             if inserted == 0 {
                 return Ok(WriteOutcome::Recorded(Recorded::Duplicate));
@@ -328,6 +367,18 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
             )?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Prune(before) => {
+            let deliveries =
+                conn.execute("DELETE FROM deliveries WHERE received_ms < ?1", [before])?;
+            let jobs = conn.execute(
+                "DELETE FROM jobs WHERE state_rank = ?1 AND updated_ms < ?2",
+                params![JobState::Completed.rank(), before],
+            )?;
+            Ok(WriteOutcome::Pruned(Pruned {
+                deliveries: deliveries as u64,
+                jobs: jobs as u64,
+            }))
+        }
         WriteOp::InsertJoinToken(token, now) => {
             conn.execute(
                 "INSERT INTO join_tokens (id, secret_sha256, agent_name, created_at, expires_at)
@@ -352,21 +403,22 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
 }
 
 /// Inserts a job or moves it forward; never backwards (out-of-order deliveries are harmless).
-/// A job that names its runner marks that runner (if ours) as working on it.
+/// Keyed by owner and id, so one owner's deliveries never reach another owner's job.
+/// A job that names its runner marks that runner (if ours, and the same owner's) as working on it.
 fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
     if let Some(runner) = &job.runner_name
         && job.state >= JobState::InProgress
     {
         conn.execute(
-            "UPDATE runners SET job_id = ?2 WHERE name = ?1 AND job_id IS NULL",
-            params![runner, job.id as i64],
+            "UPDATE runners SET job_id = ?2 WHERE name = ?1 AND lower(owner) = ?3 AND job_id IS NULL",
+            params![runner, job.id as i64, job.owner.as_str()],
         )?;
     }
     conn.execute(
         "INSERT INTO jobs (id, run_id, owner, repo, name, labels, state, state_rank, runner_name, conclusion,
                            first_seen_ms, queued_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT (id) DO UPDATE SET
+         ON CONFLICT (owner, id) DO UPDATE SET
             state = excluded.state,
             state_rank = excluded.state_rank,
             runner_name = COALESCE(excluded.runner_name, jobs.runner_name),
@@ -377,7 +429,7 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
         params![
             job.id as i64,
             job.run_id as i64,
-            job.owner,
+            job.owner.as_str(),
             job.repo,
             job.name,
             json(&job.labels),
@@ -445,7 +497,7 @@ pub(super) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
         id: r.get::<_, i64>(0)? as u64,
         run_id: r.get::<_, i64>(1)? as u64,
-        owner: r.get(2)?,
+        owner: Owner::from(r.get::<_, String>(2)?),
         repo: r.get(3)?,
         name: r.get(4)?,
         labels: labels_of(r.get(5)?),

@@ -73,7 +73,7 @@ async fn job_states_only_move_forward() {
         )
         .await
         .unwrap();
-    let stored = store.job(1).await.unwrap().unwrap();
+    let stored = store.job(&Owner::new("acme"), 1).await.unwrap().unwrap();
     assert_eq!(stored.state, JobState::Completed);
     assert_eq!(stored.runner_name.as_deref(), Some("gha-r1"));
     assert!(store.queued_jobs().await.unwrap().is_empty());
@@ -237,5 +237,201 @@ async fn an_expired_join_token_is_refused() {
             .await
             .unwrap(),
         Err(JoinRefusal::Expired)
+    );
+}
+
+fn runner_named(name: &str, owner: &str) -> RunnerRecord {
+    RunnerRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        owner: owner.into(),
+        repo: None,
+        agent: "host-1".into(),
+        arch: shared::arch::Arch::Amd64,
+        labels: vec!["self-hosted".into()],
+        lifecycle: RunnerLifecycle::Running,
+        for_job: None,
+        job_id: None,
+        github_id: None,
+        exit_code: None,
+        reason: String::new(),
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let acme = Owner::new("acme");
+    store
+        .upsert_runner(runner_named("gha-acme-1", "acme"))
+        .await
+        .unwrap();
+    // Owner "evil" pre-poisons id 9 as completed, on acme's runner name, before acme queues it.
+    let mut poison = job(9, JobState::Completed, 5);
+    poison.owner = Owner::new("Evil");
+    poison.runner_name = Some("gha-acme-1".into());
+    store
+        .record_webhook(delivery("p"), WebhookEffect::Job(poison))
+        .await
+        .unwrap();
+    store
+        .record_webhook(
+            delivery("q"),
+            WebhookEffect::Job(job(9, JobState::Queued, 10)),
+        )
+        .await
+        .unwrap();
+    let queued = store.queued_jobs().await.unwrap();
+    assert_eq!(queued.len(), 1, "acme's job is demand: {queued:?}");
+    assert_eq!(queued[0].owner, acme);
+    assert_eq!(
+        store.job(&acme, 9).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(store.jobs_with_id(9).await.unwrap().len(), 2);
+    // Acme's runner was not marked busy by the other owner's delivery.
+    assert_eq!(store.active_runners().await.unwrap()[0].job_id, None);
+    // Acme's own in_progress delivery does mark it.
+    let mut started = job(9, JobState::InProgress, 20);
+    started.runner_name = Some("gha-acme-1".into());
+    store.upsert_jobs(vec![started]).await.unwrap();
+    assert_eq!(store.active_runners().await.unwrap()[0].job_id, Some(9));
+}
+
+#[tokio::test]
+async fn waiting_moves_to_queued_but_nothing_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let acme = Owner::new("acme");
+    store
+        .upsert_jobs(vec![job(3, JobState::Waiting, 1)])
+        .await
+        .unwrap();
+    assert!(store.queued_jobs().await.unwrap().is_empty());
+    store
+        .upsert_jobs(vec![job(3, JobState::Queued, 2)])
+        .await
+        .unwrap();
+    let queued = store.job(&acme, 3).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.state, queued.queued_ms),
+        (JobState::Queued, Some(2))
+    );
+    store
+        .upsert_jobs(vec![job(3, JobState::Waiting, 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job(&acme, 3).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated_with_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Schema version 2 as the previous build left it, with one job of a mixed-case owner.
+        let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        for sql in &sqlite::MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, run_id, owner, repo, name, labels, state, state_rank,
+                               first_seen_ms, queued_ms, updated_ms)
+             VALUES (41, 1, 'Acme', 'app', 'build', '[\"self-hosted\"]', 'queued', 1, 5, 5, 5)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let job = store.job(&Owner::new("acme"), 41).await.unwrap().unwrap();
+    assert_eq!(job.labels, vec!["self-hosted"]);
+    assert_eq!(store.queued_jobs().await.unwrap().len(), 1);
+    // The new key is in force: the same id for another owner is another row.
+    let mut other = job.clone();
+    other.owner = Owner::new("other");
+    store.upsert_jobs(vec![other]).await.unwrap();
+    assert_eq!(store.jobs_with_id(41).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn retention_forgets_old_deliveries_and_finished_jobs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let old = NewDelivery {
+        received_ms: 100,
+        ..delivery("old")
+    };
+    let new = NewDelivery {
+        received_ms: 10_000,
+        ..delivery("new")
+    };
+    store
+        .record_webhook(
+            old.clone(),
+            WebhookEffect::Job(job(1, JobState::Completed, 100)),
+        )
+        .await
+        .unwrap();
+    store
+        .record_webhook(
+            new.clone(),
+            WebhookEffect::Job(job(2, JobState::Queued, 100)),
+        )
+        .await
+        .unwrap();
+    store
+        .upsert_jobs(vec![job(3, JobState::Completed, 20_000)])
+        .await
+        .unwrap();
+    let acme = Owner::new("acme");
+    assert!(store.job_deliveries_since(&acme, 50).await.unwrap());
+    assert!(!store.job_deliveries_since(&acme, 10_001).await.unwrap());
+    assert!(
+        !store
+            .job_deliveries_since(&Owner::new("x"), 0)
+            .await
+            .unwrap()
+    );
+
+    let pruned = store.prune(5_000).await.unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            deliveries: 1,
+            jobs: 1
+        }
+    );
+    assert!(
+        store.job(&acme, 1).await.unwrap().is_none(),
+        "old and finished"
+    );
+    assert!(
+        store.job(&acme, 2).await.unwrap().is_some(),
+        "queued jobs stay"
+    );
+    assert!(
+        store.job(&acme, 3).await.unwrap().is_some(),
+        "recently finished"
+    );
+    // The old delivery id is forgotten; the recent one still deduplicates.
+    assert_eq!(
+        store
+            .record_webhook(new, WebhookEffect::Ignore)
+            .await
+            .unwrap(),
+        Recorded::Duplicate
+    );
+    assert_eq!(
+        store
+            .record_webhook(old, WebhookEffect::Ignore)
+            .await
+            .unwrap(),
+        Recorded::New
     );
 }

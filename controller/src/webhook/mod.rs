@@ -3,33 +3,48 @@
 //! The handler records intent durably and nudges the scheduler; it never talks to an agent or
 //! to GitHub, so it answers in milliseconds. A delivery is answered 2xx only once its effect is
 //! committed; a repeated `X-GitHub-Delivery` is answered 200 and changes nothing.
+//!
+//! Order of checks, cheapest and most hostile first: a concurrency permit (none left: 503
+//! `overloaded`), the body within `HTTP_BODY_TIMEOUT` (408) and `WEBHOOK_MAX_BODY` (413), the
+//! headers, the signature against every configured secret ([`secrets`]; 401), and only then the
+//! JSON. A payload naming an owner other than the one(s) whose secret signed it is refused with
+//! 403 `owner_mismatch`: the sender proved it holds *a* secret, not that owner's, and GitHub
+//! shows the delivery as failed so the misconfigured hook is noticed. Deliveries that name no
+//! owner (App `installation` events) or an owner not configured are answered 202 and ignored
+//! (`ignored_no_owner`, `ignored_unknown_owner`, counted in `/metrics`), since GitHub shows any
+//! 4xx as a failure the operator cannot fix.
 
 pub mod payload;
+pub mod secrets;
 pub mod signature;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, warn};
 
 use self::payload::{Envelope, Meaning};
+use self::secrets::{Refusal, SecretBook};
 use self::signature::SignatureError;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{NewDelivery, Recorded, StateStore, StoreError, WebhookEffect};
 
-/// GitHub caps payloads at 25 MB.
-pub const MAX_BODY: usize = 25 * 1024 * 1024;
+/// A `workflow_run` delivery asks us to fetch the run's jobs only when no `workflow_job`
+/// delivery reached us for that owner within this window: where `workflow_job` deliveries
+/// arrive (every hook we create subscribes to both), they already carry every job, and the
+/// reconciler's REST sweep covers the ones lost. Where `workflow_run` is the only signal (the
+/// seed's contract), it keeps working.
+pub const JOB_DELIVERY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What the webhook handler needs.
 pub struct Intake {
@@ -38,12 +53,34 @@ pub struct Intake {
     pub metrics: Arc<Metrics>,
     /// Wakes the scheduler after a delivery changed demand.
     pub nudge: Arc<Notify>,
+    /// Every configured secret and whose it is.
+    secrets: SecretBook,
+    /// One permit per delivery being handled (`WEBHOOK_CONCURRENCY`); none left → 503.
+    permits: Arc<Semaphore>,
+}
+
+impl Intake {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn StateStore>,
+        metrics: Arc<Metrics>,
+        nudge: Arc<Notify>,
+    ) -> Self {
+        Self {
+            secrets: SecretBook::new(&config),
+            permits: Arc::new(Semaphore::new(config.http.webhook_concurrency)),
+            config,
+            store,
+            metrics,
+            nudge,
+        }
+    }
 }
 
 pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
         .route("/webhook", post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(intake.config.http.webhook_max_body))
         .with_state(intake)
 }
 
@@ -54,18 +91,23 @@ pub enum WebhookError {
     MissingHeader(&'static str),
     #[error("unsupported content type {0:?}: use application/json (or form)")]
     ContentType(String),
-    #[error("the body is larger than GitHub's 25 MB cap")]
-    TooLarge,
+    #[error("the body is larger than this controller accepts ({0} bytes, WEBHOOK_MAX_BODY)")]
+    TooLarge(usize),
+    #[error("the body did not arrive within {0:?} (HTTP_BODY_TIMEOUT)")]
+    BodyTimeout(Duration),
     #[error("cannot read the body")]
     Body,
     #[error("the payload is not valid JSON for this event: {0}")]
     Malformed(String),
-    #[error("the payload names no repository owner or organization")]
-    NoOwner,
-    #[error("owner {0} is not configured on this controller")]
-    UnknownOwner(String),
+    #[error(
+        "the delivery names owner {0}, but it is signed with another owner's webhook secret; \
+         each owner's hooks must use that owner's secret"
+    )]
+    OwnerMismatch(String),
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    #[error("too many deliveries are being handled at once; GitHub can redeliver this one")]
+    Overloaded,
     #[error("the delivery could not be recorded; it was not accepted (GitHub can redeliver it)")]
     Store(#[source] StoreError),
 }
@@ -73,15 +115,17 @@ pub enum WebhookError {
 impl WebhookError {
     fn status(&self) -> StatusCode {
         match self {
-            WebhookError::MissingHeader(_)
-            | WebhookError::Malformed(_)
-            | WebhookError::NoOwner
-            | WebhookError::Body => StatusCode::BAD_REQUEST,
+            WebhookError::MissingHeader(_) | WebhookError::Malformed(_) | WebhookError::Body => {
+                StatusCode::BAD_REQUEST
+            }
             WebhookError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            WebhookError::UnknownOwner(_) => StatusCode::NOT_FOUND,
+            WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::Store(StoreError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::OwnerMismatch(_) => StatusCode::FORBIDDEN,
+            WebhookError::Overloaded | WebhookError::Store(StoreError::Busy) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,12 +134,13 @@ impl WebhookError {
         match self {
             WebhookError::MissingHeader(_) => "missing_header",
             WebhookError::ContentType(_) => "unsupported_content_type",
-            WebhookError::TooLarge => "payload_too_large",
+            WebhookError::TooLarge(_) => "payload_too_large",
+            WebhookError::BodyTimeout(_) => "body_timeout",
             WebhookError::Body => "unreadable_body",
             WebhookError::Malformed(_) => "malformed_payload",
-            WebhookError::NoOwner => "no_owner",
-            WebhookError::UnknownOwner(_) => "unknown_owner",
+            WebhookError::OwnerMismatch(_) => "owner_mismatch",
             WebhookError::Signature(_) => "invalid_signature",
+            WebhookError::Overloaded => "overloaded",
             WebhookError::Store(_) => "not_recorded",
         }
     }
@@ -103,11 +148,12 @@ impl WebhookError {
 
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        (
-            self.status(),
-            Json(json!({ "error": self.code(), "message": self.to_string() })),
-        )
-            .into_response()
+        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status(), [(header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (self.status(), body).into_response()
+        }
     }
 }
 
@@ -135,16 +181,12 @@ fn payload_of<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, 
     }
 }
 
-async fn receive(
-    State(intake): State<Arc<Intake>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn receive(State(intake): State<Arc<Intake>>, request: Request) -> Response {
     let started = Instant::now();
-    let event = header_str(&headers, "x-github-event")
+    let event = header_str(request.headers(), "x-github-event")
         .unwrap_or("")
         .to_owned();
-    let result = handle(&intake, &headers, body, &event).await;
+    let result = handle(&intake, request, &event).await;
     intake
         .metrics
         .webhook_seconds
@@ -157,52 +199,86 @@ async fn receive(
         Err(error) => {
             intake.metrics.webhook(&event, error.code());
             if error.status().is_server_error() {
-                warn!(%event, error = %error, "webhook not recorded");
+                warn!(event = %crate::metrics::event_label(&event), error = %error, "webhook not recorded");
             } else {
-                debug!(%event, error = %error, "webhook refused");
+                debug!(event = %crate::metrics::event_label(&event), error = %error, "webhook refused");
             }
             error.into_response()
         }
     }
 }
 
+/// Reads the body within `HTTP_BODY_TIMEOUT` and `WEBHOOK_MAX_BODY`.
+async fn read_body(intake: &Intake, request: Request) -> Result<(HeaderMap, Bytes), WebhookError> {
+    let limits = &intake.config.http;
+    let declared = header_str(request.headers(), header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.webhook_max_body as u64) {
+        return Err(WebhookError::TooLarge(limits.webhook_max_body));
+    }
+    let headers = request.headers().clone();
+    let body = tokio::time::timeout(limits.body_timeout, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| WebhookError::BodyTimeout(limits.body_timeout))?
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                WebhookError::TooLarge(limits.webhook_max_body)
+            } else {
+                WebhookError::Body
+            }
+        })?;
+    Ok((headers, body))
+}
+
 async fn handle(
     intake: &Intake,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
     event: &str,
 ) -> Result<(StatusCode, &'static str), WebhookError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            WebhookError::TooLarge
-        } else {
-            WebhookError::Body
-        }
-    })?;
+    // Shed load before reading a byte of the body: a slow or flooding sender holds at most
+    // `WEBHOOK_CONCURRENCY` permits, and only for `HTTP_BODY_TIMEOUT`.
+    let _permit = intake
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| WebhookError::Overloaded)?;
+    let (headers, body) = read_body(intake, request).await?;
     if event.is_empty() {
         return Err(WebhookError::MissingHeader("X-GitHub-Event"));
     }
-    let delivery_id = header_str(headers, "x-github-delivery")
+    let delivery_id = header_str(&headers, "x-github-delivery")
         .filter(|d| !d.is_empty())
         .ok_or(WebhookError::MissingHeader("X-GitHub-Delivery"))?
         .to_owned();
-    let payload = payload_of(headers, &body)?;
+    let payload = payload_of(&headers, &body)?;
+    // The signature covers the raw body exactly as received (form or JSON), and is checked
+    // before the JSON is parsed.
+    let authority = intake
+        .secrets
+        .verify(&body, header_str(&headers, "x-hub-signature-256"))?;
+    if event == "ping" {
+        // Hook and App pings alike (an App's names no repository).
+        return Ok((StatusCode::OK, "pong"));
+    }
     let envelope = Envelope::parse(&payload).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    let owner_login = envelope.owner().ok_or(WebhookError::NoOwner)?;
-    let owner = intake
-        .config
-        .owner(owner_login)
-        .ok_or_else(|| WebhookError::UnknownOwner(owner_login.to_owned()))?;
-    match &owner.webhook_secret {
-        // The signature covers the raw body exactly as received (form or JSON).
-        Some(secret) => signature::verify(
-            secret.expose().as_bytes(),
-            &body,
-            header_str(headers, "x-hub-signature-256"),
-        )?,
-        None => {
-            debug!(owner = %owner.name, "accepting an unsigned webhook (ALLOW_UNSIGNED_WEBHOOKS)")
-        }
+    // App events (`installation`, `installation_repositories`) name no repository or
+    // organization: nothing for us, but not a failed delivery on GitHub's side either.
+    let Some(owner_login) = envelope.owner() else {
+        return Ok((StatusCode::ACCEPTED, "ignored_no_owner"));
+    };
+    // An owner we do not serve: 2xx (a 4xx would show as a failed delivery), counted.
+    let Some(owner) = intake.config.owner(owner_login) else {
+        debug!(owner = %owner_login.chars().take(39).collect::<String>(), "delivery for an owner not configured");
+        return Ok((StatusCode::ACCEPTED, "ignored_unknown_owner"));
+    };
+    authority
+        .admits(&owner.owner(), owner.webhook_secret.is_some())
+        .map_err(|refusal| match refusal {
+            Refusal::Unsigned(e) => WebhookError::Signature(e),
+            Refusal::OtherOwner => WebhookError::OwnerMismatch(owner.name.clone()),
+        })?;
+    if owner.webhook_secret.is_none() {
+        debug!(owner = %owner.name, "accepting an unsigned webhook (ALLOW_UNSIGNED_WEBHOOKS)");
     }
 
     let now = shared::runner::now_ms();
@@ -211,13 +287,22 @@ async fn handle(
     let (effect, outcome) = match meaning {
         Meaning::Ping => return Ok((StatusCode::OK, "pong")),
         Meaning::Ignored(why) => (WebhookEffect::Ignore, why.as_str()),
+        Meaning::Effect(WebhookEffect::FetchRun(_))
+            if intake
+                .store
+                .job_deliveries_since(&owner.owner(), now - JOB_DELIVERY_WINDOW.as_millis() as i64)
+                .await
+                .map_err(WebhookError::Store)? =>
+        {
+            (WebhookEffect::Ignore, "ignored_run_jobs_delivered")
+        }
         Meaning::Effect(effect) => (effect, "accepted"),
     };
     let changes_demand = !matches!(effect, WebhookEffect::Ignore);
     let delivery = NewDelivery {
         id: delivery_id,
         event: event.to_owned(),
-        owner: Some(owner.name.to_ascii_lowercase()),
+        owner: Some(owner.owner()),
         received_ms: now,
     };
     match intake

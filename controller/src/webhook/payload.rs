@@ -1,8 +1,12 @@
 //! Reading GitHub's webhook payloads: who they are for, and what they change.
 //!
 //! Parsing is lenient where GitHub's payloads vary (every field but the core ones is optional;
-//! see `workflow_job.queued.self-hosted.json`) and decisions follow `action`, not `status`
-//! (a `queued` action can carry `status: waiting`). Pure functions, tested on GitHub's fixtures.
+//! see `workflow_job.queued.self-hosted.json`). Decisions follow `action`, except that a
+//! `queued` action whose job says `status: waiting` (a job behind a deployment approval,
+//! `workflow_job.queued.with-deployment.json`) is not demand yet: it is recorded as waiting, and
+//! the `queued` delivery GitHub sends after approval moves it on. Labels are taken as GitHub
+//! sends them, one string each (a label may contain commas). Pure functions, tested on GitHub's
+//! fixtures.
 
 use serde::Deserialize;
 
@@ -55,6 +59,8 @@ struct WorkflowJob {
     run_id: u64,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
     #[serde(default)]
     labels: Vec<String>,
     #[serde(default)]
@@ -125,8 +131,10 @@ pub fn interpret(
             if !owner.serves_repo(&ev.repository.name) {
                 return Ok(Meaning::Ignored(Ignored::RepositoryNotServed));
             }
+            let waiting = ev.workflow_job.status.as_deref() == Some("waiting");
             let state = match ev.action.as_str() {
                 "waiting" => JobState::Waiting,
+                "queued" if waiting => JobState::Waiting,
                 "queued" => JobState::Queued,
                 "in_progress" => JobState::InProgress,
                 "completed" => JobState::Completed,
@@ -136,7 +144,7 @@ pub fn interpret(
             Ok(Meaning::Effect(WebhookEffect::Job(JobRecord {
                 id: job.id,
                 run_id: job.run_id,
-                owner: ev.repository.owner.login.to_ascii_lowercase(),
+                owner: ev.repository.owner.login.as_str().into(),
                 repo: ev.repository.name,
                 name: job.name.unwrap_or_default(),
                 labels: job.labels,
@@ -210,16 +218,24 @@ mod tests {
         assert_eq!(job.run_id, 1068820843);
         assert_eq!(job.state, JobState::Queued);
         assert_eq!(job.labels, vec!["self-hosted"]);
-        assert_eq!(job.owner, "philips-labs");
+        assert_eq!(job.owner.as_str(), "philips-labs");
         assert_eq!(job.queued_ms, Some(42));
     }
 
     #[test]
-    fn the_action_decides_not_the_status() {
-        // `queued` action whose job status says waiting: GitHub says it is queued now.
+    fn a_queued_job_waiting_for_approval_is_not_demand() {
+        // `queued` action whose job status says waiting: a deployment approval holds it.
         let body = fixture("workflow_job.queued.with-deployment.json");
+        let job = job_of(interpret("workflow_job", &body, &owner(true, None), 1).unwrap());
+        assert_eq!(job.state, JobState::Waiting);
+        assert_eq!(job.queued_ms, None);
+        // After approval GitHub sends `queued` again, with status queued.
+        let approved = String::from_utf8(body)
+            .unwrap()
+            .replace("\"status\": \"waiting\"", "\"status\": \"queued\"");
         assert_eq!(
-            job_of(interpret("workflow_job", &body, &owner(true, None), 1).unwrap()).state,
+            job_of(interpret("workflow_job", approved.as_bytes(), &owner(true, None), 2).unwrap())
+                .state,
             JobState::Queued
         );
         let body = fixture("workflow_job.waiting.json");

@@ -329,12 +329,28 @@ mod tests {
     }
 
     const SEED: &str = "myoung34/github-runner:ubuntu-noble";
+
+    /// (flavor, command, what the image says, the layout or what the error says).
+    type DetectCase = (
+        ImageFlavor,
+        &'static [&'static str],
+        ImageFacts,
+        Result<Layout, &'static str>,
+    );
+    /// (layout, command, JIT?, the entry point, the uid).
+    type PlanCase = (
+        Layout,
+        &'static [&'static str],
+        bool,
+        Option<&'static [&'static str]>,
+        Option<i64>,
+    );
     const GHCR: &str = "ghcr.io/actions/actions-runner:2.330.0";
 
     #[test]
     fn auto_reads_the_layout_from_the_image_and_an_explicit_flavor_wins() {
         use ImageFlavor::*;
-        let table: &[(ImageFlavor, &[&str], ImageFacts, Result<Layout, &str>)] = &[
+        let table: &[DetectCase] = &[
             (Auto, &[], myoung34(), Ok(Layout::Myoung34)),
             (Auto, &[], official(), Ok(Layout::Official)),
             (Auto, &[], custom(), Err("set RUNNER_IMAGE_FLAVOR")),
@@ -400,7 +416,7 @@ mod tests {
 
     #[test]
     fn each_layout_is_started_its_own_way() {
-        let cases: &[(Layout, &[&str], bool, Option<&[&str]>, Option<i64>)] = &[
+        let cases: &[PlanCase] = &[
             (
                 Layout::Official,
                 &[],

@@ -306,6 +306,9 @@ pub enum RunnerLayout {
 /// The one program of the custom layout (what `RUNNER_COMMAND` names).
 pub const CUSTOM_COMMAND: &str = "/opt/custom-runner/start";
 
+/// Paths in the image, each with the uid that owns it.
+type Owned = Vec<(&'static str, u64)>;
+
 const PASSWD: &str =
     "root:x:0:0:root:/root:/sbin/nologin\nrunner:x:1001:1001:runner:/home/runner:/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nrunner:x:1001:\ndocker:x:123:runner\n";
@@ -334,7 +337,7 @@ impl RunnerLayout {
     }
 
     /// (directories with their owner uid, programs with their owner uid).
-    fn paths(self) -> (Vec<(&'static str, u64)>, Vec<(&'static str, u64)>) {
+    fn paths(self) -> (Owned, Owned) {
         match self {
             RunnerLayout::Official => (
                 vec![

@@ -391,3 +391,55 @@ async fn an_offline_registration_of_ours_is_deleted_and_a_foreign_one_kept() {
             .contains("gha_scaler_registrations_deleted_total{reason=\"offline\"} 1")
     );
 }
+
+/// What a myoung34-style image does with a registration token: registers a non-ephemeral runner
+/// under its own name, takes one job, completes it and exits (the registration stays at GitHub).
+fn token_runners(sim: Arc<GithubSim>, runtime: MemoryRuntime) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let mut handled = BTreeSet::new();
+        while !token.is_cancelled() {
+            for r in runtime.runners() {
+                if r.phase != RunnerPhase::Running || !handled.insert(r.id.clone()) {
+                    continue;
+                }
+                let Some(spec) = runtime.spec(&r.id) else {
+                    continue;
+                };
+                let shared::command::Registration::Token { token, .. } = &spec.registration else {
+                    runtime.finish(&r.id, 1).await;
+                    continue;
+                };
+                let labels: Vec<&str> = spec.labels.iter().map(String::as_str).collect();
+                let registered = sim
+                    .register_runner(token, &spec.name, &labels, false)
+                    .expect("the registration token is accepted");
+                while sim.claim_job(registered.id).ok().flatten().is_none() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                sim.complete_job(registered.id, "success").unwrap();
+                runtime.finish(&r.id, 0).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    stop
+}
+
+#[tokio::test]
+async fn a_token_mode_runner_is_deregistered_by_name_when_it_ends() {
+    let s = setup(&[("RUNNER_REGISTRATION", "token")]).await;
+    let agent = s.agent("host-1", &[]).await;
+    let runners = token_runners(s.sim.clone(), agent.runtime.clone());
+    let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the job completed", || async {
+        s.sim.job(job).is_some_and(|j| j.status == "completed")
+    })
+    .await;
+    wait_until(WAIT, "the token-mode runner deregistered", || async {
+        s.our_registrations() == 0
+    })
+    .await;
+    runners.cancel();
+}

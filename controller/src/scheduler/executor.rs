@@ -374,8 +374,34 @@ impl Scheduler {
             }
             Ending::Unused => {}
         }
-        if ending != Ending::Served {
-            self.deregister(r).await;
+        match self.config.runners.registration {
+            // A token-registered runner may outlive its job at GitHub (non-ephemeral images).
+            RegistrationMode::Token => self.deregister_by_name(r).await,
+            RegistrationMode::Jit if ending != Ending::Served => self.deregister(r).await,
+            RegistrationMode::Jit => {}
+        }
+    }
+
+    /// A token-mode runner registered itself, so its GitHub id is unknown: found by name.
+    async fn deregister_by_name(&self, r: &RunnerRecord) {
+        let Some(owner) = self.config.owner(&r.owner) else {
+            return;
+        };
+        let scope = self.scope(owner, r);
+        match self.github.list_runners(&scope).await {
+            Ok(runners) => {
+                if let Some(found) = runners
+                    .iter()
+                    .find(|x| x.name.eq_ignore_ascii_case(&r.name))
+                {
+                    let mut known = r.clone();
+                    known.github_id = Some(found.id);
+                    self.deregister(&known).await;
+                }
+            }
+            Err(e) => {
+                warn!(runner = %r.name, error = %e, "cannot list runners to deregister a token-mode runner")
+            }
         }
     }
 
@@ -470,7 +496,12 @@ impl Scheduler {
                     .registry
                     .send(&start.agent, AgentCommand::StartRunner(Box::new(spec)));
                 match sent {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        self.record_success(&Key::Agent {
+                            agent: start.agent.to_string(),
+                        });
+                        Ok(())
+                    }
                     Err(e) => {
                         // The registration exists but no runner will use it: remove it.
                         self.deregister(&record).await;

@@ -15,7 +15,7 @@
 //!   may never confirm; the slot must not be held forever).
 //!
 //! A finished runner that never took a job is classified for containment: if it exited on its
-//! own within the boot window (not stopped by us), it *crashed* and its (owner, image) backs off;
+//! own with a non-zero code within the boot window (not stopped by us), it *crashed* and its (owner, image) backs off;
 //! if its agent failed it, the agent backs off.
 
 use shared::runner::RunnerPhase;
@@ -150,7 +150,13 @@ pub fn ending(r: &RunnerRecord, obs: &Observation<'_>, limits: &Limits) -> Endin
     };
     match phase {
         RunnerPhase::Failed => Ending::Refused,
-        RunnerPhase::Exited if obs.now_ms - r.created_ms < limits.boot_window_ms => Ending::Crashed,
+        // Exit code 0 is how a runner ends after its job: one whose job's webhooks were lost
+        // (a controller down meanwhile) must not pass for a crash.
+        RunnerPhase::Exited
+            if r.exit_code != Some(0) && obs.now_ms - r.created_ms < limits.boot_window_ms =>
+        {
+            Ending::Crashed
+        }
         _ => Ending::Unused,
     }
 }
@@ -351,7 +357,16 @@ mod tests {
     fn endings_tell_a_crash_from_a_served_or_stopped_runner() {
         let exited = AgentSeen::Connected(Some(report(P::Exited, Some(1), "")));
         let r = record(Running);
+        let mut r = r;
+        r.exit_code = Some(1);
         assert_eq!(ending(&r, &obs(exited, 30_000), &LIMITS), Ending::Crashed);
+        let mut clean = r.clone();
+        clean.exit_code = Some(0);
+        assert_eq!(
+            ending(&clean, &obs(exited, 30_000), &LIMITS),
+            Ending::Unused,
+            "exit 0: served a job whose webhooks were lost, not a crash"
+        );
         assert_eq!(
             ending(&r, &obs(exited, 1_000 + 60_000), &LIMITS),
             Ending::Unused,

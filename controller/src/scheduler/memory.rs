@@ -114,14 +114,19 @@ impl SchedulerMemory {
         self.with(|b| b.stale.insert(id, now));
     }
 
-    /// Whether `owner`'s registrations are due for a sweep (every `period_ms`). Records it.
+    /// Whether `owner`'s registrations are due for a sweep (every `period_ms`, the first one
+    /// period after start-up, so a start is never slowed by it). Records it.
     pub fn sweep_due(&self, owner: &str, now: i64, period_ms: i64) -> bool {
-        self.with(|b| {
-            if b.sweeps.get(owner).is_some_and(|at| now - at < period_ms) {
-                return false;
+        self.with(|b| match b.sweeps.get(owner) {
+            None => {
+                b.sweeps.insert(owner.to_owned(), now);
+                false
             }
-            b.sweeps.insert(owner.to_owned(), now);
-            true
+            Some(at) if now - at < period_ms => false,
+            Some(_) => {
+                b.sweeps.insert(owner.to_owned(), now);
+                true
+            }
         })
     }
 
@@ -192,6 +197,15 @@ mod tests {
         assert_eq!(m.stop_sent("r"), Some(10));
         m.forget_stop("r");
         assert_eq!(m.stop_sent("r"), None);
+    }
+
+    #[test]
+    fn the_first_sweep_comes_one_period_after_start() {
+        let m = SchedulerMemory::default();
+        assert!(!m.sweep_due("acme", 0, 100));
+        assert!(!m.sweep_due("acme", 99, 100));
+        assert!(m.sweep_due("acme", 100, 100));
+        assert!(!m.sweep_due("acme", 150, 100));
     }
 
     #[test]

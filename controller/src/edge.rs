@@ -74,6 +74,8 @@ pub async fn serve(
                 }
             },
         };
+        // Small responses go out at once (no Nagle delay behind a delayed ACK).
+        let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();

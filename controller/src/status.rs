@@ -124,12 +124,12 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
         .owners
         .iter()
         .map(|o| {
-            let name = o.name.to_ascii_lowercase();
+            let owner = o.owner();
             json!({
                 "name": o.name,
                 "max_runners": o.max_runners,
-                "active_runners": runners.iter().filter(|r| r.owner == name).count(),
-                "queued_jobs": queued.iter().filter(|j| j.owner == name).count(),
+                "active_runners": runners.iter().filter(|r| owner == r.owner).count(),
+                "queued_jobs": queued.iter().filter(|j| j.owner == owner).count(),
                 "repository": o.repo_name,
                 "all_repos": o.all_repos,
             })

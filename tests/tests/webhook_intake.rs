@@ -423,35 +423,6 @@ async fn a_job_waiting_for_approval_is_demand_only_after_its_second_queued() {
 }
 
 #[tokio::test]
-async fn workflow_runs_fetch_jobs_only_where_workflow_job_deliveries_do_not_arrive() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = controller(dir.path(), &[]).await;
-    let run = readdressed(
-        "workflow_run.requested.json",
-        &[("\"octo-org\"", "\"philips-labs\"")],
-    );
-    // workflow_run is the only signal so far: its jobs are fetched.
-    let (code, reply) = Delivery::signed("workflow_run", "r-1", run.clone())
-        .send(&c)
-        .await;
-    assert_eq!((code, reply["status"].as_str()), (202, Some("accepted")));
-    let job = fixture("workflow_job.queued.self-hosted.json");
-    assert_eq!(
-        Delivery::signed("workflow_job", "r-2", job)
-            .send(&c)
-            .await
-            .0,
-        202
-    );
-    // Now workflow_job deliveries arrive for this owner: the next run is not fetched.
-    let (code, reply) = Delivery::signed("workflow_run", "r-3", run).send(&c).await;
-    assert_eq!(
-        (code, reply["status"].as_str()),
-        (202, Some("ignored_run_jobs_delivered"))
-    );
-}
-
-#[tokio::test]
 async fn unsigned_webhooks_need_an_explicit_opt_in() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(

@@ -55,9 +55,10 @@ impl ApiState {
 
     /// The configured owner called `name` (case-insensitive), or a 404 listing the configured ones.
     fn owner(&self, name: &str) -> Result<&OwnerConfig, ManagementError> {
+        let wanted = shared::owner::Owner::new(name);
         self.owners
             .iter()
-            .find(|o| o.name.eq_ignore_ascii_case(name))
+            .find(|o| o.owner() == wanted)
             .ok_or_else(|| ManagementError::UnknownOwner {
                 owner: name.to_owned(),
                 configured: self

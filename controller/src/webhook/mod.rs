@@ -39,13 +39,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{NewDelivery, Recorded, StateStore, StoreError, WebhookEffect};
 
-/// A `workflow_run` delivery asks us to fetch the run's jobs only when no `workflow_job`
-/// delivery reached us for that owner within this window: where `workflow_job` deliveries
-/// arrive (every hook we create subscribes to both), they already carry every job, and the
-/// reconciler's REST sweep covers the ones lost. Where `workflow_run` is the only signal (the
-/// seed's contract), it keeps working.
-pub const JOB_DELIVERY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
 /// What the webhook handler needs.
 pub struct Intake {
     pub config: Arc<Config>,
@@ -287,15 +280,6 @@ async fn handle(
     let (effect, outcome) = match meaning {
         Meaning::Ping => return Ok((StatusCode::OK, "pong")),
         Meaning::Ignored(why) => (WebhookEffect::Ignore, why.as_str()),
-        Meaning::Effect(WebhookEffect::FetchRun(_))
-            if intake
-                .store
-                .job_deliveries_since(&owner.owner(), now - JOB_DELIVERY_WINDOW.as_millis() as i64)
-                .await
-                .map_err(WebhookError::Store)? =>
-        {
-            (WebhookEffect::Ignore, "ignored_run_jobs_delivered")
-        }
         Meaning::Effect(effect) => (effect, "accepted"),
     };
     let changes_demand = !matches!(effect, WebhookEffect::Ignore);

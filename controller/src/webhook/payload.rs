@@ -11,7 +11,7 @@
 use serde::Deserialize;
 
 use crate::config::OwnerConfig;
-use crate::store::{JobRecord, JobState, RunKey, WebhookEffect};
+use crate::store::{JobRecord, JobState, Owner, RunKey, WebhookEffect};
 
 #[derive(Debug, Deserialize)]
 struct Login {
@@ -144,7 +144,7 @@ pub fn interpret(
             Ok(Meaning::Effect(WebhookEffect::Job(JobRecord {
                 id: job.id,
                 run_id: job.run_id,
-                owner: ev.repository.owner.login.as_str().into(),
+                owner: Owner::new(&ev.repository.owner.login),
                 repo: ev.repository.name,
                 name: job.name.unwrap_or_default(),
                 labels: job.labels,
@@ -165,7 +165,8 @@ pub fn interpret(
                 // A run's jobs carry the labels; a run that is already going may queue more later.
                 "requested" | "in_progress" => {
                     Ok(Meaning::Effect(WebhookEffect::FetchRun(RunKey {
-                        owner: ev.repository.owner.login.to_ascii_lowercase(),
+                        // RunKey stays a plain string (the reconciler builds it too).
+                        owner: Owner::new(&ev.repository.owner.login).to_string(),
                         repo: ev.repository.name,
                         run_id: ev.workflow_run.id,
                     })))

@@ -43,6 +43,9 @@ pub fn explain(reason: &WaitReason) -> String {
         WaitReason::AgentsFull => {
             "every agent that fits is at capacity; it will be served when one frees".into()
         }
+        WaitReason::Registration { problem } => {
+            format!("no runner can be registered for it: {problem}")
+        }
     }
 }
 
@@ -123,6 +126,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "last_activation_ms": decisions.last_activation_ms,
             "last_error": decisions.last_error,
         },
+        "registration": decisions.registration,
     })))
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
-use shared::github::{GithubApi, JitConfigRequest, RepoRef, Scope};
+use shared::github::{GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::{RunnerPhase, now_ms};
 use tokio::sync::Notify;
@@ -23,7 +23,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::planner::{
     self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, WaitReason,
 };
-use crate::config::{Config, OwnerConfig, RegistrationMode};
+use super::registrar::{Registrar, RegistrationStatus};
+use crate::config::{Config, OwnerConfig};
 use crate::metrics::{Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
 use crate::store::{
@@ -50,6 +51,8 @@ pub struct Decisions {
     pub activations: u64,
     pub last_activation_ms: i64,
     pub last_error: Option<String>,
+    /// Where runners register (owner kinds, groups, a GHES token fallback).
+    pub registration: Option<RegistrationStatus>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -71,6 +74,8 @@ pub struct Scheduler {
     pub store: Arc<dyn StateStore>,
     pub registry: AgentRegistry,
     pub github: Arc<dyn GithubApi>,
+    /// Registration targets (user vs org, groups, JIT or tokens), shared with the reconciler.
+    pub registrar: Arc<Registrar>,
     pub metrics: Arc<Metrics>,
     /// Woken by the webhook handler and agent sessions.
     pub nudge: Arc<Notify>,
@@ -121,8 +126,16 @@ impl Scheduler {
         let runners = self.sync_runners(&agents, now).await?;
         self.stop_strays(&agents, &runners, now).await?;
         let jobs = self.store.queued_jobs().await?;
+        let targets: Vec<(String, String)> =
+            jobs.iter().map(|j| (j.owner.clone(), j.repo.clone())).collect();
+        self.registrar.prepare(&targets).await;
 
-        let owners: Vec<OwnerLimits> = self.config.owners.iter().map(owner_limits).collect();
+        let owners: Vec<OwnerLimits> = self
+            .config
+            .owners
+            .iter()
+            .map(|o| owner_limits(o, self.registrar.repo_level(o)))
+            .collect();
         let supply: Vec<AgentSupply> = agents
             .iter()
             .filter(|a| a.connected)
@@ -151,8 +164,24 @@ impl Scheduler {
                 created_ms: r.created_ms,
             })
             .collect();
+        // Jobs no runner can be registered for (unknown group, public repository in a closed
+        // group, a registration failing with back-off) wait with the reason instead.
+        let mut blocked = BTreeMap::new();
         let pending: Vec<PendingJob> = jobs
             .iter()
+            .filter(|j| {
+                let problem = self
+                    .config
+                    .owner(&j.owner)
+                    .and_then(|o| self.registrar.blocked(o, &j.repo, now));
+                match problem {
+                    Some(problem) => {
+                        blocked.insert(j.id, WaitReason::Registration { problem });
+                        false
+                    }
+                    None => true,
+                }
+            })
             .map(|j| PendingJob {
                 id: j.id,
                 owner: j.owner.clone(),
@@ -161,7 +190,7 @@ impl Scheduler {
                 queued_ms: j.queued_ms.unwrap_or(j.first_seen_ms),
             })
             .collect();
-        let plan = planner::plan(&PlanInput {
+        let mut plan = planner::plan(&PlanInput {
             owners: &owners,
             agents: &supply,
             jobs: &pending,
@@ -181,6 +210,7 @@ impl Scheduler {
                     .await;
             }
         }
+        plan.waiting.extend(blocked);
         self.publish(&jobs, &runners, plan.waiting, now).await?;
         Ok(())
     }
@@ -431,50 +461,7 @@ impl Scheduler {
         owner: &OwnerConfig,
         record: &RunnerRecord,
     ) -> Result<(Registration, Option<u64>), String> {
-        let scope = self.scope(owner, record);
-        match self.config.runners.registration {
-            RegistrationMode::Jit => {
-                let request = JitConfigRequest {
-                    name: record.name.clone(),
-                    runner_group_id: owner
-                        .runner_group
-                        .as_deref()
-                        .and_then(|g| g.parse().ok())
-                        .unwrap_or(1),
-                    labels: record.labels.clone(),
-                    work_folder: None,
-                };
-                let jit = self
-                    .github
-                    .generate_jit_config(&scope, &request)
-                    .await
-                    .map_err(|e| format!("GitHub refused a JIT runner config: {e}"))?;
-                Ok((
-                    Registration::JitConfig(jit.encoded_jit_config.expose().to_owned()),
-                    Some(jit.runner.id),
-                ))
-            }
-            RegistrationMode::Token => {
-                let token = self
-                    .github
-                    .registration_token(&scope)
-                    .await
-                    .map_err(|e| format!("GitHub refused a registration token: {e}"))?;
-                let base = web_url(&self.config.github_api_url);
-                let url = match &record.repo {
-                    Some(repo) => format!("{base}/{}/{repo}", owner.name),
-                    None => format!("{base}/{}", owner.name),
-                };
-                Ok((
-                    Registration::Token {
-                        token: token.token.expose().to_owned(),
-                        url,
-                        runner_group: owner.runner_group.clone().unwrap_or_default(),
-                    },
-                    None,
-                ))
-            }
-        }
+        self.registrar.register(owner, record).await
     }
 
     fn spec(&self, record: &RunnerRecord, registration: Registration) -> RunnerSpec {
@@ -571,28 +558,20 @@ impl Scheduler {
             d.activations += 1;
             d.last_activation_ms = now;
             d.last_error = None;
+            d.registration = Some(self.registrar.status());
         });
         Ok(())
     }
 }
 
-/// `https://api.github.com` → `https://github.com`; `https://HOST/api/v3` → `https://HOST`.
-fn web_url(api_url: &str) -> String {
-    let trimmed = api_url.trim_end_matches('/');
-    if let Some(host) = trimmed.strip_suffix("/api/v3") {
-        return host.to_owned();
-    }
-    trimmed.replace("://api.", "://")
-}
-
-fn owner_limits(o: &OwnerConfig) -> OwnerLimits {
+fn owner_limits(o: &OwnerConfig, repo_level: bool) -> OwnerLimits {
     OwnerLimits {
         name: o.name.to_ascii_lowercase(),
         max_runners: o.max_runners,
         labels: o.labels.clone(),
-        // Org-wide runners only for owners serving all their repositories; a single-repository
-        // owner (and every user account) registers runners per repository.
-        repo_level: !o.all_repos || o.repo_name.is_some(),
+        // Org-wide runners only for organizations serving all their repositories; a
+        // single-repository owner and every user account register per repository.
+        repo_level,
     }
 }
 
@@ -629,18 +608,4 @@ fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) -> Option<Job
         queued_ms: (state == JobState::Queued).then_some(now),
         updated_ms: now,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::web_url;
-
-    #[test]
-    fn the_web_url_follows_the_api_url() {
-        assert_eq!(web_url("https://api.github.com"), "https://github.com");
-        assert_eq!(
-            web_url("https://ghe.example.com/api/v3/"),
-            "https://ghe.example.com"
-        );
-    }
 }

@@ -141,6 +141,11 @@ pub enum WaitReason {
     AgentsUnavailable,
     /// Agents that fit are at capacity.
     AgentsFull,
+    /// No runner can be registered for it (set by the executor, not the planner): an unknown
+    /// runner group, a public repository in a group that does not allow it, GitHub refusing.
+    Registration {
+        problem: String,
+    },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

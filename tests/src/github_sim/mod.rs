@@ -562,8 +562,21 @@ impl GithubSim {
         labels: &[&str],
         ephemeral: bool,
     ) -> Result<SimRunner, RunnerError> {
+        self.register_runner_in_group(token, name, labels, ephemeral, None)
+    }
+
+    /// `config.sh --token … --runnergroup GROUP`: as [`Self::register_runner`], in a group by name.
+    pub fn register_runner_in_group(
+        &self,
+        token: &str,
+        name: &str,
+        labels: &[&str],
+        ephemeral: bool,
+        group: Option<&str>,
+    ) -> Result<SimRunner, RunnerError> {
         let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        scenario::register_with_token(&self.shared, token, name, &labels, ephemeral).map(Into::into)
+        scenario::register_with_token(&self.shared, token, name, &labels, ephemeral, group)
+            .map(Into::into)
     }
 
     /// The runner takes any queued job it matches; returns the job id, if there was one.

@@ -37,6 +37,8 @@ pub enum RunnerError {
     NoJob,
     #[error("the runner is already running a job")]
     Busy,
+    #[error("Could not find any self-hosted runner group with that name")]
+    UnknownGroup,
 }
 
 /// The labels of a new runner: the defaults (`read-only`) then custom ones, without duplicates.
@@ -226,6 +228,7 @@ pub fn register_with_token(
     name: &str,
     labels: &[String],
     ephemeral: bool,
+    group: Option<&str>,
 ) -> Result<RunnerRec, RunnerError> {
     let mut st = sh.lock();
     let reg = st
@@ -234,6 +237,18 @@ pub fn register_with_token(
         .filter(|t| !t.remove && t.expires_at > SystemTime::now())
         .cloned()
         .ok_or(RunnerError::BadRegistrationToken)?;
+    // `config.sh --runnergroup NAME`: an organization group by name; repositories have only
+    // the default group, and config.sh refuses a name it cannot find.
+    let group_id = match (group.filter(|g| !g.is_empty()), reg.scope) {
+        (None, _) => 1,
+        (Some(name), super::state::ScopeRec::Org(org_id)) => st
+            .runner_groups
+            .iter()
+            .find(|g| g.org_id == org_id && g.name.eq_ignore_ascii_case(name) && !g.hosted)
+            .map(|g| g.id)
+            .ok_or(RunnerError::UnknownGroup)?,
+        (Some(_), super::state::ScopeRec::Repo(_)) => return Err(RunnerError::UnknownGroup),
+    };
     let id = st.next_id();
     let runner = RunnerRec {
         id,
@@ -242,7 +257,7 @@ pub fn register_with_token(
         labels: runner_labels(labels, true),
         online: true,
         ephemeral,
-        group_id: 1,
+        group_id,
         connected: true,
         job: None,
         credential: super::webhooks::guid(),

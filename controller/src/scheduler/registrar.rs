@@ -158,9 +158,13 @@ impl Registrar {
     }
 
     /// What GitHub knows that the next plan needs: owner kinds, and for organization runners
-    /// the group and the visibility of the repositories with queued jobs.
+    /// the group and the visibility of the repositories with queued jobs. Owners without queued
+    /// jobs cost no request (their quota is left to webhook setup and the reconciler).
     pub async fn prepare(&self, jobs: &[(String, String)]) {
         for owner in &self.config.owners {
+            if !jobs.iter().any(|(o, _)| o.eq_ignore_ascii_case(&owner.name)) {
+                continue;
+            }
             if owner.all_repos && owner.repo_name.is_none() {
                 self.resolve_kind(owner).await;
             }
@@ -357,10 +361,11 @@ impl Registrar {
         ))
     }
 
-    /// Resolves every owner's target at start-up and logs what cannot work (an unknown group name
-    /// names its variable). `check-config` cannot do this: it does not call GitHub.
+    /// Resolves the target of every owner with a `RUNNER_GROUP` at start-up and logs what cannot
+    /// work (an unknown group name names its variable). `check-config` cannot do this: it does
+    /// not call GitHub. Owners without a group setting are resolved with their first job.
     pub async fn startup_check(&self) {
-        for owner in &self.config.owners {
+        for owner in self.config.owners.iter().filter(|o| o.runner_group.is_some()) {
             if owner.all_repos && owner.repo_name.is_none() {
                 self.resolve_kind(owner).await;
             }

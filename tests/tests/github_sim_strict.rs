@@ -42,8 +42,16 @@ async fn a_user_account_has_no_org_endpoints_and_only_public_repos_under_users()
     let org_jit = gh
         .generate_jit_config(&Scope::Org("carol".into()), &jit("r1", 1, &["self-hosted"]))
         .await;
-    assert!(matches!(org_jit, Err(GithubError::NotFound { .. })), "{org_jit:?}");
-    assert!(gh.list_runner_groups("carol").await.unwrap_err().is_not_found());
+    assert!(
+        matches!(org_jit, Err(GithubError::NotFound { .. })),
+        "{org_jit:?}"
+    );
+    assert!(
+        gh.list_runner_groups("carol")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     let names = |repos: Vec<shared::github::Repository>| {
         let mut n: Vec<String> = repos.into_iter().map(|r| r.name).collect();
@@ -51,7 +59,10 @@ async fn a_user_account_has_no_org_endpoints_and_only_public_repos_under_users()
         n
     };
     // Even the owner's own token sees only public repositories under /users/{u}/repos.
-    let public = gh.list_repositories("carol", RepoSource::User).await.unwrap();
+    let public = gh
+        .list_repositories("carol", RepoSource::User)
+        .await
+        .unwrap();
     assert_eq!(names(public), ["site"]);
     let owned = gh
         .list_repositories("carol", RepoSource::AuthenticatedUserOwned)
@@ -88,16 +99,33 @@ async fn jit_refuses_unknown_and_hosted_groups_and_adds_no_labels() {
     sim.add_repo("acme", "app", true);
     let builders = sim.add_runner_group("acme", "builders", false, false);
     let hosted = sim.add_runner_group("acme", "larger", true, true);
-    let gh = client(&sim, "acme", sim.classic_token("alice", &["repo", "admin:org"]));
+    let gh = client(
+        &sim,
+        "acme",
+        sim.classic_token("alice", &["repo", "admin:org"]),
+    );
     let org = Scope::Org("acme".into());
 
     let unknown = gh.generate_jit_config(&org, &jit("r1", 999, &["x"])).await;
-    assert!(matches!(unknown, Err(GithubError::NotFound { .. })), "{unknown:?}");
-    let hosted_err = gh.generate_jit_config(&org, &jit("r2", hosted, &["x"])).await;
-    assert!(matches!(hosted_err, Err(GithubError::Forbidden { .. })), "{hosted_err:?}");
+    assert!(
+        matches!(unknown, Err(GithubError::NotFound { .. })),
+        "{unknown:?}"
+    );
+    let hosted_err = gh
+        .generate_jit_config(&org, &jit("r2", hosted, &["x"]))
+        .await;
+    assert!(
+        matches!(hosted_err, Err(GithubError::Forbidden { .. })),
+        "{hosted_err:?}"
+    );
     let repo = Scope::Repo(RepoRef::new("acme", "app"));
-    let repo_group = gh.generate_jit_config(&repo, &jit("r3", builders, &["x"])).await;
-    assert!(repo_group.unwrap_err().is_not_found(), "repositories have only group 1");
+    let repo_group = gh
+        .generate_jit_config(&repo, &jit("r3", builders, &["x"]))
+        .await;
+    assert!(
+        repo_group.unwrap_err().is_not_found(),
+        "repositories have only group 1"
+    );
 
     let made = gh
         .generate_jit_config(&org, &jit("r4", builders, &["self-hosted", "gpu"]))
@@ -114,7 +142,11 @@ async fn jit_refuses_unknown_and_hosted_groups_and_adds_no_labels() {
         .collect();
     assert_eq!(
         names,
-        [("Default", false, false), ("builders", false, false), ("larger", true, true)]
+        [
+            ("Default", false, false),
+            ("builders", false, false),
+            ("larger", true, true)
+        ]
     );
 }
 
@@ -125,7 +157,11 @@ async fn org_runners_of_a_closed_group_never_take_public_jobs_and_group_jobs_nee
     sim.add_repo("acme", "site", false);
     sim.add_repo("acme", "app", true);
     let open = sim.add_runner_group("acme", "open", true, false);
-    let gh = client(&sim, "acme", sim.classic_token("alice", &["repo", "admin:org"]));
+    let gh = client(
+        &sim,
+        "acme",
+        sim.classic_token("alice", &["repo", "admin:org"]),
+    );
     let org = Scope::Org("acme".into());
 
     let (_, public_job) = sim.queue_job("acme", "site", &["self-hosted"]);
@@ -133,8 +169,14 @@ async fn org_runners_of_a_closed_group_never_take_public_jobs_and_group_jobs_nee
         .generate_jit_config(&org, &jit("closed", 1, &["self-hosted"]))
         .await
         .unwrap();
-    let closed = sim.register_jit_runner(closed.encoded_jit_config.expose()).unwrap();
-    assert_eq!(sim.claim_job(closed.id).unwrap(), None, "Default does not allow public repositories");
+    let closed = sim
+        .register_jit_runner(closed.encoded_jit_config.expose())
+        .unwrap();
+    assert_eq!(
+        sim.claim_job(closed.id).unwrap(),
+        None,
+        "Default does not allow public repositories"
+    );
 
     let (_, group_job) = sim.queue_group_job("acme", "app", "open");
     assert!(sim.job(group_job).unwrap().labels.is_empty());
@@ -147,10 +189,15 @@ async fn org_runners_of_a_closed_group_never_take_public_jobs_and_group_jobs_nee
         .generate_jit_config(&org, &jit("open-1", open, &["self-hosted"]))
         .await
         .unwrap();
-    let opened = sim.register_jit_runner(opened.encoded_jit_config.expose()).unwrap();
+    let opened = sim
+        .register_jit_runner(opened.encoded_jit_config.expose())
+        .unwrap();
     let first = sim.claim_job(opened.id).unwrap();
     sim.complete_job(opened.id, "success").unwrap();
-    assert!(first == Some(public_job) || first == Some(group_job), "{first:?}");
+    assert!(
+        first == Some(public_job) || first == Some(group_job),
+        "{first:?}"
+    );
 }
 
 #[tokio::test]
@@ -159,16 +206,33 @@ async fn an_approval_job_is_waiting_then_queued_again() {
     sim.add_org("acme", &["alice"], &[]);
     sim.add_repo("acme", "app", true);
     let recorder = WebhookRecorder::start().await.unwrap();
-    sim.add_hook("acme", None, recorder.url(), Some("s"), "json", &["workflow_job"]);
-    let gh = client(&sim, "acme", sim.classic_token("alice", &["repo", "admin:org"]));
+    sim.add_hook(
+        "acme",
+        None,
+        recorder.url(),
+        Some("s"),
+        "json",
+        &["workflow_job"],
+    );
+    let gh = client(
+        &sim,
+        "acme",
+        sim.classic_token("alice", &["repo", "admin:org"]),
+    );
     let made = gh
         .generate_jit_config(&Scope::Org("acme".into()), &jit("r", 1, &["self-hosted"]))
         .await
         .unwrap();
-    let runner = sim.register_jit_runner(made.encoded_jit_config.expose()).unwrap();
+    let runner = sim
+        .register_jit_runner(made.encoded_jit_config.expose())
+        .unwrap();
 
     let (_, job) = sim.queue_job_awaiting_approval("acme", "app", &["self-hosted"]);
-    assert_eq!(sim.claim_job(runner.id).unwrap(), None, "nobody takes a waiting job");
+    assert_eq!(
+        sim.claim_job(runner.id).unwrap(),
+        None,
+        "nobody takes a waiting job"
+    );
     assert!(sim.approve_job(job));
     assert!(!sim.approve_job(job), "approving twice does nothing");
     assert_eq!(sim.claim_job(runner.id).unwrap(), Some(job));
@@ -201,16 +265,34 @@ async fn an_approval_job_is_waiting_then_queued_again() {
 async fn ghes_has_no_rate_limit_endpoint_and_no_jit_before_3_10() {
     let old = GithubSim::start_ghes(3, 9).await.unwrap();
     old.add_org("acme", &["alice"], &[]);
-    let gh = client(&old, "acme", old.classic_token("alice", &["repo", "admin:org"]));
+    let gh = client(
+        &old,
+        "acme",
+        old.classic_token("alice", &["repo", "admin:org"]),
+    );
     let status = gh.rate_limit("acme").await.unwrap();
     assert!(status.disabled && status.resources.is_empty(), "{status:?}");
     let org = Scope::Org("acme".into());
     let refused = gh.generate_jit_config(&org, &jit("r", 1, &["x"])).await;
-    assert!(matches!(refused, Err(GithubError::NotFound { .. })), "{refused:?}");
-    assert!(gh.registration_token(&org).await.is_ok(), "tokens exist on every GHES");
+    assert!(
+        matches!(refused, Err(GithubError::NotFound { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        gh.registration_token(&org).await.is_ok(),
+        "tokens exist on every GHES"
+    );
 
     let new = GithubSim::start_ghes(3, 10).await.unwrap();
     new.add_org("acme", &["alice"], &[]);
-    let gh = client(&new, "acme", new.classic_token("alice", &["repo", "admin:org"]));
-    assert!(gh.generate_jit_config(&org, &jit("r", 1, &["x"])).await.is_ok());
+    let gh = client(
+        &new,
+        "acme",
+        new.classic_token("alice", &["repo", "admin:org"]),
+    );
+    assert!(
+        gh.generate_jit_config(&org, &jit("r", 1, &["x"]))
+            .await
+            .is_ok()
+    );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tests::emulator::RunnerEmulator;
 use tests::github_sim::{GithubSim, RestFault};
 use tests::harness::{
-    AgentTls, TEST_WEBHOOK_SECRET, TestAgent, TestController, controller_env, get_json, init,
-    vars, wait_until,
+    AgentTls, TEST_WEBHOOK_SECRET, TestAgent, TestController, controller_env, get_json, init, vars,
+    wait_until,
 };
 use tests::pki::TestCa;
 
@@ -102,7 +102,9 @@ impl Setup {
     }
 
     async fn job(&self, job: u64) -> serde_json::Value {
-        get_json(&self.controller, &format!("/api/v1/jobs/{job}")).await.1
+        get_json(&self.controller, &format!("/api/v1/jobs/{job}"))
+            .await
+            .1
     }
 
     /// Waits until the job waits for a registration reason; returns its explanation.
@@ -229,7 +231,11 @@ async fn a_user_and_an_organization_side_by_side() {
 async fn a_users_private_repositories_are_swept_and_an_unreadable_one_is_skipped() {
     let (sim, token) = user_sim().await;
     // `app` is listed first and its runs cannot be read: the pass goes on to `lib`.
-    sim.fail_rest("/repos/carol/app/actions/runs", 1000, RestFault::ServerError(404));
+    sim.fail_rest(
+        "/repos/carol/app/actions/runs",
+        1000,
+        RestFault::ServerError(404),
+    );
     let s = start(
         sim,
         vars(&[
@@ -304,11 +310,19 @@ async fn an_unknown_runner_group_name_is_an_error_on_the_job_never_group_1() {
     let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
     let why = s.registration_problem(job).await;
     assert!(
-        why.contains("no-such-pool") && why.contains("does not exist") && why.contains("RUNNER_GROUP"),
+        why.contains("no-such-pool")
+            && why.contains("does not exist")
+            && why.contains("RUNNER_GROUP"),
         "{why}"
     );
-    assert!(why.contains("\"builders\" (id 2)"), "names the groups there are: {why}");
-    assert!(s.sim.runners().is_empty(), "no runner registered in another group");
+    assert!(
+        why.contains("\"builders\" (id 2)"),
+        "names the groups there are: {why}"
+    );
+    assert!(
+        s.sim.runners().is_empty(),
+        "no runner registered in another group"
+    );
     let (_, status) = get_json(&s.controller, "/status").await;
     assert!(
         status["registration"]["owners"][0]["problem"]
@@ -337,13 +351,19 @@ async fn in_token_mode_the_group_goes_by_name_to_the_runner() {
     let (sim, token) = org_sim(false).await;
     let s = start(
         sim,
-        org_env(token, &[("RUNNER_GROUP", "2"), ("RUNNER_REGISTRATION", "token")]),
+        org_env(
+            token,
+            &[("RUNNER_GROUP", "2"), ("RUNNER_REGISTRATION", "token")],
+        ),
     )
     .await;
     s.org_hook("acme");
     let (agent, _emulator) = s.serve().await;
     let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(WAIT, "a runner spec", || async { !agent.runtime.runners().is_empty() }).await;
+    wait_until(WAIT, "a runner spec", || async {
+        !agent.runtime.runners().is_empty()
+    })
+    .await;
     let id = agent.runtime.runners()[0].id.clone();
     let spec = agent.runtime.spec(&id).unwrap();
     match spec.registration {

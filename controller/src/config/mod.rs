@@ -158,7 +158,10 @@ impl Config {
         }
         let dotcom = url::Url::parse(&self.github_api_url)
             .ok()
-            .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.github.com")))
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.eq_ignore_ascii_case("api.github.com"))
+            })
             .unwrap_or(false);
         if !dotcom && self.runners.registration == RegistrationMode::Jit {
             notes.push(format!(
@@ -366,7 +369,9 @@ mod tests {
             "{notes}"
         );
         assert!(
-            notes.contains("OWNER_ACME_RUNNER_GROUP (or RUNNER_GROUP) = \"linux-pool\": checked at start-up"),
+            notes.contains(
+                "OWNER_ACME_RUNNER_GROUP (or RUNNER_GROUP) = \"linux-pool\": checked at start-up"
+            ),
             "{notes}"
         );
         assert!(notes.contains("RUNNER_REGISTRATION=token"), "{notes}");

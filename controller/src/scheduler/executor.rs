@@ -126,8 +126,10 @@ impl Scheduler {
         let runners = self.sync_runners(&agents, now).await?;
         self.stop_strays(&agents, &runners, now).await?;
         let jobs = self.store.queued_jobs().await?;
-        let targets: Vec<(String, String)> =
-            jobs.iter().map(|j| (j.owner.clone(), j.repo.clone())).collect();
+        let targets: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.owner.clone(), j.repo.clone()))
+            .collect();
         self.registrar.prepare(&targets).await;
 
         let owners: Vec<OwnerLimits> = self

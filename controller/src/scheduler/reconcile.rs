@@ -83,7 +83,12 @@ impl Reconciler {
                 match kind {
                     OwnerKind::Organization => RepoSource::Org,
                     OwnerKind::User => {
-                        let login = self.github.authenticated_user(&owner.name).await?.account.login;
+                        let login = self
+                            .github
+                            .authenticated_user(&owner.name)
+                            .await?
+                            .account
+                            .login;
                         if login.eq_ignore_ascii_case(&owner.name) {
                             RepoSource::AuthenticatedUserOwned
                         } else {
@@ -110,7 +115,11 @@ impl Reconciler {
         for repo in self.repositories(owner).await? {
             let repo_ref = RepoRef::new(owner.name.clone(), repo.clone());
             for status in [RunStatus::Queued, RunStatus::InProgress] {
-                let runs = match self.github.list_workflow_runs(&repo_ref, Some(status)).await {
+                let runs = match self
+                    .github
+                    .list_workflow_runs(&repo_ref, Some(status))
+                    .await
+                {
                     Ok(runs) => runs,
                     // One unreadable repository does not end the owner's pass.
                     Err(e @ (GithubError::NotFound { .. } | GithubError::Forbidden { .. })) => {

@@ -113,7 +113,10 @@ impl Registrar {
 
     /// The owner's kind if known.
     pub fn kind(&self, owner: &str) -> Option<OwnerKind> {
-        self.caches().kinds.get(&owner.to_ascii_lowercase()).copied()
+        self.caches()
+            .kinds
+            .get(&owner.to_ascii_lowercase())
+            .copied()
     }
 
     /// Looks the owner's kind up (`GET /users/{owner}`) once; failures back off.
@@ -125,7 +128,11 @@ impl Registrar {
             if let Some(kind) = caches.kinds.get(&key) {
                 return Some(*kind);
             }
-            if caches.kind_failures.get(&key).is_some_and(|f| now < f.until_ms) {
+            if caches
+                .kind_failures
+                .get(&key)
+                .is_some_and(|f| now < f.until_ms)
+            {
                 return None;
             }
         }
@@ -162,7 +169,10 @@ impl Registrar {
     /// jobs cost no request (their quota is left to webhook setup and the reconciler).
     pub async fn prepare(&self, jobs: &[(String, String)]) {
         for owner in &self.config.owners {
-            if !jobs.iter().any(|(o, _)| o.eq_ignore_ascii_case(&owner.name)) {
+            if !jobs
+                .iter()
+                .any(|(o, _)| o.eq_ignore_ascii_case(&owner.name))
+            {
                 continue;
             }
             if owner.all_repos && owner.repo_name.is_none() {
@@ -173,7 +183,10 @@ impl Registrar {
             }
             // Cached; `blocked` reads the outcome.
             let _ = self.group(owner).await;
-            for (_, repo) in jobs.iter().filter(|(o, _)| o.eq_ignore_ascii_case(&owner.name)) {
+            for (_, repo) in jobs
+                .iter()
+                .filter(|(o, _)| o.eq_ignore_ascii_case(&owner.name))
+            {
                 self.is_public(owner, repo).await;
             }
         }
@@ -189,7 +202,10 @@ impl Registrar {
             return chosen.clone();
         }
         let setting = owner.runner_group.as_deref().and_then(GroupSetting::parse);
-        let variable = format!("RUNNER_GROUP / {}", registration::group_variable(&owner.name));
+        let variable = format!(
+            "RUNNER_GROUP / {}",
+            registration::group_variable(&owner.name)
+        );
         let chosen = match self.github.list_runner_groups(&owner.name).await {
             Ok(groups) => choose_group(&owner.name, &variable, setting.as_ref(), &groups),
             // Without a setting, the default group works even when the groups cannot be read.
@@ -307,8 +323,12 @@ impl Registrar {
             _ => None,
         };
         let mode = self.mode();
-        check_runner(&record.name, &record.labels, mode == RegistrationMode::Token)
-            .map_err(|p| p.to_string())?;
+        check_runner(
+            &record.name,
+            &record.labels,
+            mode == RegistrationMode::Token,
+        )
+        .map_err(|p| p.to_string())?;
         if mode == RegistrationMode::Jit {
             let request = JitConfigRequest {
                 name: record.name.clone(),
@@ -365,7 +385,12 @@ impl Registrar {
     /// work (an unknown group name names its variable). `check-config` cannot do this: it does
     /// not call GitHub. Owners without a group setting are resolved with their first job.
     pub async fn startup_check(&self) {
-        for owner in self.config.owners.iter().filter(|o| o.runner_group.is_some()) {
+        for owner in self
+            .config
+            .owners
+            .iter()
+            .filter(|o| o.runner_group.is_some())
+        {
             if owner.all_repos && owner.repo_name.is_none() {
                 self.resolve_kind(owner).await;
             }
@@ -397,7 +422,11 @@ impl Registrar {
                 OwnerTarget {
                     owner: owner.name.clone(),
                     kind: caches.kinds.get(&key).copied(),
-                    level: if repo_level { "repository" } else { "organization" },
+                    level: if repo_level {
+                        "repository"
+                    } else {
+                        "organization"
+                    },
                     runner_group: group.and_then(|(g, _)| g.clone().ok()),
                     problem: group
                         .and_then(|(g, _)| g.clone().err().map(|p| p.to_string()))

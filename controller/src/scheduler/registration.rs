@@ -96,7 +96,9 @@ pub enum Problem {
         variable: String,
         known: String,
     },
-    #[error("runner group {name:?} of {org} is a GitHub-hosted group; self-hosted runners cannot join it")]
+    #[error(
+        "runner group {name:?} of {org} is a GitHub-hosted group; self-hosted runners cannot join it"
+    )]
     HostedGroup { org: String, name: String },
     #[error(
         "{repo} is public and runner group {group:?} of {org} does not allow public repositories \
@@ -108,7 +110,9 @@ pub enum Problem {
         repo: String,
         group: String,
     },
-    #[error("the runner name {name:?} is {len} characters; GitHub allows at most {MAX_RUNNER_NAME_LEN}")]
+    #[error(
+        "the runner name {name:?} is {len} characters; GitHub allows at most {MAX_RUNNER_NAME_LEN}"
+    )]
     NameTooLong { name: String, len: usize },
     #[error("{count} labels; GitHub takes 1 to {MAX_JIT_LABELS} labels per runner")]
     LabelCount { count: usize },
@@ -228,7 +232,10 @@ pub fn check_runner(name: &str, labels: &[String], token: bool) -> Result<(), Pr
 pub fn is_github_com(api_url: &str) -> bool {
     url::Url::parse(api_url)
         .ok()
-        .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.github.com")))
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.eq_ignore_ascii_case("api.github.com"))
+        })
         .unwrap_or(false)
 }
 
@@ -255,7 +262,10 @@ mod tests {
     #[test]
     fn a_user_or_a_single_repository_registers_per_repository() {
         assert!(repo_level(false, true, Some(OwnerKind::User)));
-        assert!(repo_level(false, true, None), "unknown kind: the level that always works");
+        assert!(
+            repo_level(false, true, None),
+            "unknown kind: the level that always works"
+        );
         assert!(repo_level(true, false, Some(OwnerKind::Organization)));
         assert!(!repo_level(false, true, Some(OwnerKind::Organization)));
     }
@@ -272,9 +282,17 @@ mod tests {
 
     #[test]
     fn groups_are_found_by_name_or_id_and_an_unknown_one_is_an_error() {
-        let groups = [group(1, "Default", false, false), group(4, "Builders", true, false)];
+        let groups = [
+            group(1, "Default", false, false),
+            group(4, "Builders", true, false),
+        ];
         let by_name = GroupSetting::Name("builders".into());
-        assert_eq!(choose_group("acme", "V", Some(&by_name), &groups).unwrap().id, 4);
+        assert_eq!(
+            choose_group("acme", "V", Some(&by_name), &groups)
+                .unwrap()
+                .id,
+            4
+        );
         assert_eq!(
             choose_group("acme", "V", Some(&GroupSetting::Id(4)), &groups)
                 .unwrap()
@@ -286,7 +304,10 @@ mod tests {
         let err = choose_group("acme", "OWNER_ACME_RUNNER_GROUP", Some(&unknown), &groups)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("OWNER_ACME_RUNNER_GROUP") && err.contains("\"Builders\" (id 4)"), "{err}");
+        assert!(
+            err.contains("OWNER_ACME_RUNNER_GROUP") && err.contains("\"Builders\" (id 4)"),
+            "{err}"
+        );
         let hosted = [group(9, "Larger", false, true)];
         assert!(matches!(
             choose_group("acme", "V", Some(&GroupSetting::Id(9)), &hosted),
@@ -302,7 +323,9 @@ mod tests {
             allows_public_repositories: false,
         };
         assert!(check_public("acme", "site", false, &closed).is_ok());
-        let err = check_public("acme", "site", true, &closed).unwrap_err().to_string();
+        let err = check_public("acme", "site", true, &closed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("acme/site is public") && err.contains("allows_public_repositories"));
     }
 

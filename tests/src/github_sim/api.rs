@@ -309,7 +309,8 @@ async fn list_user_repos(
     let items = visible_repos(&st, &p, |r| {
         let owner = st.accounts.get(&r.owner_id);
         let owned = owner.is_some_and(|o| o.login.eq_ignore_ascii_case(&login));
-        let member = owner.is_some_and(|o| o.is_org && o.members.contains_key(&login.to_ascii_lowercase()));
+        let member =
+            owner.is_some_and(|o| o.is_org && o.members.contains_key(&login.to_ascii_lowercase()));
         let collaborator = r.collaborators.contains_key(&login.to_ascii_lowercase());
         role_of(&st, &login, r).is_some()
             && (owned && wants("owner")

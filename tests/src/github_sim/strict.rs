@@ -39,7 +39,10 @@ pub fn routes() -> axum::Router<Shared> {
 }
 
 fn group_json(st: &SimState, g: &RunnerGroupRec) -> Value {
-    let base = format!("{}/orgs/{}/actions/runner-groups/{}", st.api_url, g.org_id, g.id);
+    let base = format!(
+        "{}/orgs/{}/actions/runner-groups/{}",
+        st.api_url, g.org_id, g.id
+    );
     let mut v = json!({
         "id": g.id, "name": g.name, "visibility": g.visibility, "default": g.id == 1,
         "inherited": false, "allows_public_repositories": g.allows_public_repositories,
@@ -47,8 +50,13 @@ fn group_json(st: &SimState, g: &RunnerGroupRec) -> Value {
         "workflow_restrictions_read_only": false,
         "runners_url": format!("{base}/runners"),
     });
-    if g.hosted && let Some(map) = v.as_object_mut() {
-        map.insert("hosted_runners_url".into(), json!(format!("{base}/hosted-runners")));
+    if g.hosted
+        && let Some(map) = v.as_object_mut()
+    {
+        map.insert(
+            "hosted_runners_url".into(),
+            json!(format!("{base}/hosted-runners")),
+        );
     }
     v
 }

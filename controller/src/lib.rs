@@ -194,11 +194,20 @@ impl Controller {
             store: store.clone(),
             ca,
         };
+        let registrar = Arc::new(scheduler::registrar::Registrar::new(
+            config.clone(),
+            github.clone(),
+        ));
+        {
+            let registrar = registrar.clone();
+            tokio::spawn(async move { registrar.startup_check().await });
+        }
         let scheduler = scheduler::Scheduler {
             config: config.clone(),
             store: store.clone(),
             registry: registry.clone(),
             github: github.clone(),
+            registrar: registrar.clone(),
             metrics,
             nudge: nudge.clone(),
             decisions: decisions.clone(),
@@ -216,6 +225,7 @@ impl Controller {
                 config: config.clone(),
                 store: store.clone(),
                 github: github.clone(),
+                registrar,
                 nudge: nudge.clone(),
                 interval,
             };

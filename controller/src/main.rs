@@ -137,6 +137,9 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig => match Config::from_env(&environment()?) {
             Ok(config) => {
                 println!("{config:#?}");
+                for note in config.notes() {
+                    println!("note: {note}");
+                }
                 println!("configuration OK");
                 Ok(())
             }

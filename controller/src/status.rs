@@ -48,6 +48,9 @@ pub fn explain(reason: &WaitReason) -> String {
             next_try_in,
             ..
         } => format!("{detail}; next try in {next_try_in}"),
+        WaitReason::Registration { problem } => {
+            format!("no runner can be registered for it: {problem}")
+        }
     }
 }
 
@@ -173,6 +176,7 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
             "last_activation_ms": decisions.last_activation_ms,
             "last_error": decisions.last_error,
         },
+        "registration": decisions.registration,
     }))
 }
 

@@ -2,7 +2,7 @@
 //! would do, done against the GitHub simulator.
 //!
 //! For every runner the agent starts, the emulator registers it with the simulator using the
-//! JIT config it was given, lets it claim whatever job GitHub hands it (any matching job, as
+//! JIT config or registration token it was given, lets it claim whatever job GitHub hands it (any matching job, as
 //! GitHub does), "runs" it for a while, completes it, and ends the runner with exit code 0.
 //! It records the most runners that were alive at once, for limit assertions.
 
@@ -91,11 +91,20 @@ async fn run_one(
     let Some(spec) = runtime.spec(&id) else {
         return;
     };
-    let Registration::JitConfig(jit) = &spec.registration else {
-        runtime.finish(&id, 1).await;
-        return;
+    // JIT as `run.sh --jitconfig`; a registration token as `config.sh --token … --ephemeral`
+    // (which adds the default labels, as config.sh does).
+    let registered = match &spec.registration {
+        Registration::JitConfig(jit) => sim.register_jit_runner(jit),
+        Registration::Token {
+            token,
+            runner_group,
+            ..
+        } => {
+            let labels: Vec<&str> = spec.labels.iter().map(String::as_str).collect();
+            sim.register_runner_in_group(token, &spec.name, &labels, true, Some(runner_group))
+        }
     };
-    let Ok(sim_runner) = sim.register_jit_runner(jit) else {
+    let Ok(sim_runner) = registered else {
         runtime.finish(&id, 1).await;
         return;
     };

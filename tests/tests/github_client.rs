@@ -62,7 +62,8 @@ async fn runner_operations_for_repo_and_org() {
         assert_eq!(jit.runner.ephemeral, Some(true));
         assert_eq!(jit.runner.status, "offline");
         let labels: Vec<&str> = jit.runner.label_names().collect();
-        assert_eq!(labels, ["self-hosted", "Linux", "X64", "gpu"]);
+        // A JIT runner carries exactly the labels requested (issue 10 §5).
+        assert_eq!(labels, ["gpu"]);
 
         // A second runner with the same name is a conflict, as on GitHub.
         let dup = gh

@@ -112,7 +112,7 @@ async fn a_job_queued_claimed_and_completed_produces_githubs_event_sequence() {
             &JitConfigRequest {
                 name: "eph-1".into(),
                 runner_group_id: 1,
-                labels: vec!["gpu".into()],
+                labels: vec!["self-hosted".into(), "gpu".into()],
                 work_folder: None,
             },
         )

@@ -214,6 +214,50 @@ pub const DEFAULT_RUNNER_IMAGE: &str = "myoung34/github-runner:ubuntu-noble";
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 impl Config {
+    /// What `check-config` should tell about a valid configuration: settings that are ignored
+    /// or can only be checked against GitHub (check-config makes no GitHub calls).
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for o in &self.owners {
+            let var = format!("{}RUNNER_GROUP", owners::env_prefix(&o.name));
+            match (&o.runner_group, o.all_repos && o.repo_name.is_none()) {
+                (Some(group), false) => notes.push(format!(
+                    "{var} (or RUNNER_GROUP) = {group:?} is ignored for owner {}: it registers \
+                     repository-level runners, and repositories have only the default group",
+                    o.name
+                )),
+                (Some(group), true) => notes.push(format!(
+                    "{var} (or RUNNER_GROUP) = {group:?}: checked at start-up against GET \
+                     /orgs/{}/actions/runner-groups (an unknown name is logged and shown on every \
+                     waiting job, never replaced by group 1); ignored if {} is a user account",
+                    o.name, o.name
+                )),
+                (None, true) => notes.push(format!(
+                    "owner {}: organization runners if GET /users/{} says Organization, \
+                     repository runners if it is a user account (decided at start-up)",
+                    o.name, o.name
+                )),
+                (None, false) => {}
+            }
+        }
+        let dotcom = url::Url::parse(&self.github_api_url)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.eq_ignore_ascii_case("api.github.com"))
+            })
+            .unwrap_or(false);
+        if !dotcom && self.runners.registration == RegistrationMode::Jit {
+            notes.push(format!(
+                "GITHUB_API_URL={} is not github.com: JIT runners need GitHub Enterprise Server 3.10+; \
+                 on a 404 from generate-jitconfig the controller switches to registration tokens \
+                 (shown in /status under registration); set RUNNER_REGISTRATION=token to choose that now",
+                self.github_api_url
+            ));
+        }
+        notes
+    }
+
     pub fn from_env(map: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
         let mut vars = Vars::new(map);
         let port = vars.port("PORT", DEFAULT_PORT);
@@ -501,6 +545,33 @@ mod tests {
         let mut m = map(base);
         m.extend(map(extra));
         m
+    }
+
+    #[test]
+    fn check_config_says_where_runner_group_is_ignored_and_how_ghes_is_handled() {
+        let c = Config::from_env(&map(&[
+            ("OWNERS", "acme,bob"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", "s"),
+            ("OWNER_ACME_ALL_REPOS", "true"),
+            ("OWNER_ACME_RUNNER_GROUP", "linux-pool"),
+            ("OWNER_BOB_REPO_NAME", "tool"),
+            ("OWNER_BOB_RUNNER_GROUP", "7"),
+            ("GITHUB_API_URL", "https://ghe.example.com/api/v3"),
+        ]))
+        .unwrap();
+        let notes = c.notes().join("\n");
+        assert!(
+            notes.contains("OWNER_BOB_RUNNER_GROUP (or RUNNER_GROUP) = \"7\" is ignored"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(
+                "OWNER_ACME_RUNNER_GROUP (or RUNNER_GROUP) = \"linux-pool\": checked at start-up"
+            ),
+            "{notes}"
+        );
+        assert!(notes.contains("RUNNER_REGISTRATION=token"), "{notes}");
     }
 
     #[test]

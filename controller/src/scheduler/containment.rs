@@ -6,14 +6,14 @@
 //! The rules themselves are the pure [`super::backoff`] type; this module feeds it.
 
 use rand::Rng;
-use shared::github::{GithubError, JitConfig, JitConfigRequest, Scope};
+use shared::github::{GithubApi, GithubError, JitConfig, JitConfigRequest, Scope};
 use tracing::{info, warn};
 
 use super::backoff::{Backoffs, Blocked, Failure, Key, Policy, human_wait};
 use super::executor::Scheduler;
 use super::planner::{Start, WaitReason};
 use crate::config::Config;
-use crate::metrics::CauseLabels;
+use crate::metrics::{CauseLabels, Metrics};
 
 /// The prefix of every runner name this controller registers (`gha-{owner}-{id}`).
 pub const NAME_PREFIX: &str = "gha-";
@@ -150,47 +150,48 @@ impl Scheduler {
                 .collect()
         })
     }
+}
 
-    /// `generate-jitconfig`, with the one retry a 5xx calls for. After a 5xx GitHub may have
-    /// created the runner, so the retry uses the same name; a 409 "already exists" then means
-    /// that runner is ours (our name prefix): it is found by name, deleted, and the request
-    /// sent once more. Never more than three POSTs for one runner.
-    pub(super) async fn jit_config(
-        &self,
-        scope: &Scope,
-        request: &JitConfigRequest,
-    ) -> Result<JitConfig, GithubError> {
-        let mut server_errors = 0;
-        let mut conflicts = 0;
-        loop {
-            match self.github.generate_jit_config(scope, request).await {
-                Err(GithubError::Server { .. }) if server_errors == 0 => {
-                    server_errors += 1;
-                    warn!(runner = %request.name, "GitHub failed generating a JIT config; retrying once with the same name");
-                }
-                Err(e @ GithubError::Conflict { .. })
-                    if conflicts == 0 && request.name.starts_with(NAME_PREFIX) =>
-                {
-                    conflicts += 1;
-                    let runners = self.github.list_runners(scope).await?;
-                    let Some(stale) = runners
-                        .iter()
-                        .find(|r| r.name.eq_ignore_ascii_case(&request.name))
-                    else {
-                        return Err(e);
-                    };
-                    info!(runner = %request.name, github_id = stale.id, "a registration with this name exists (a failed earlier attempt): deleting it");
-                    self.github.delete_runner(scope, stale.id).await?;
-                    self.metrics
-                        .containment
-                        .registrations_deleted
-                        .get_or_create(&crate::metrics::ReasonLabels {
-                            reason: "conflict".into(),
-                        })
-                        .inc();
-                }
-                other => return other,
+/// `generate-jitconfig`, with the one retry a 5xx calls for. After a 5xx GitHub may have
+/// created the runner, so the retry uses the same name; a 409 "already exists" then means
+/// that runner is ours (our name prefix): it is found by name, deleted, and the request
+/// sent once more. Never more than three POSTs for one runner.
+pub async fn jit_config(
+    github: &dyn GithubApi,
+    metrics: &Metrics,
+    scope: &Scope,
+    request: &JitConfigRequest,
+) -> Result<JitConfig, GithubError> {
+    let mut server_errors = 0;
+    let mut conflicts = 0;
+    loop {
+        match github.generate_jit_config(scope, request).await {
+            Err(GithubError::Server { .. }) if server_errors == 0 => {
+                server_errors += 1;
+                warn!(runner = %request.name, "GitHub failed generating a JIT config; retrying once with the same name");
             }
+            Err(e @ GithubError::Conflict { .. })
+                if conflicts == 0 && request.name.starts_with(NAME_PREFIX) =>
+            {
+                conflicts += 1;
+                let runners = github.list_runners(scope).await?;
+                let Some(stale) = runners
+                    .iter()
+                    .find(|r| r.name.eq_ignore_ascii_case(&request.name))
+                else {
+                    return Err(e);
+                };
+                info!(runner = %request.name, github_id = stale.id, "a registration with this name exists (a failed earlier attempt): deleting it");
+                github.delete_runner(scope, stale.id).await?;
+                metrics
+                    .containment
+                    .registrations_deleted
+                    .get_or_create(&crate::metrics::ReasonLabels {
+                        reason: "conflict".into(),
+                    })
+                    .inc();
+            }
+            other => return other,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
-use shared::github::{GithubApi, JitConfigRequest, RepoRef, Scope};
+use shared::github::{GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::now_ms;
 use tokio::sync::Notify;
@@ -28,6 +28,7 @@ use super::planner::{
     self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, StopReason,
     WaitReason,
 };
+use super::registrar::{RegisterError, Registrar, RegistrationStatus};
 use crate::config::{Config, OwnerConfig, RegistrationMode};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
@@ -64,6 +65,8 @@ pub struct Decisions {
     pub containment: Vec<Blocked>,
     /// The latest sweep of each owner's registrations.
     pub sweeps: Vec<super::sweep::SweepReport>,
+    /// Where runners register (owner kinds, groups, a GHES token fallback).
+    pub registration: Option<RegistrationStatus>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -85,6 +88,8 @@ pub struct Scheduler {
     pub store: Arc<dyn StateStore>,
     pub registry: AgentRegistry,
     pub github: Arc<dyn GithubApi>,
+    /// Registration targets (user vs org, groups, JIT or tokens), shared with the reconciler.
+    pub registrar: Arc<Registrar>,
     pub metrics: Arc<Metrics>,
     /// Woken by the webhook handler and agent sessions.
     pub nudge: Arc<Notify>,
@@ -93,15 +98,6 @@ pub struct Scheduler {
     pub started_ms: i64,
     /// Stops, deletions and strays between activations (only the scheduler's task uses it).
     pub state: SchedulerMemory,
-}
-
-/// GitHub refused the registration material of a runner.
-#[derive(Debug, thiserror::Error)]
-#[error("GitHub refused the {what}")]
-pub(super) struct RegistrationError {
-    pub what: &'static str,
-    #[source]
-    pub source: shared::github::GithubError,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +143,18 @@ impl Scheduler {
         if self.recheck_stale(&jobs, now).await? {
             jobs = self.store.queued_jobs().await?;
         }
+        let targets: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.owner.to_string(), j.repo.clone()))
+            .collect();
+        self.registrar.prepare(&targets).await;
 
-        let owners: Vec<OwnerLimits> = self.config.owners.iter().map(owner_limits).collect();
+        let owners: Vec<OwnerLimits> = self
+            .config
+            .owners
+            .iter()
+            .map(|o| owner_limits(o, self.registrar.repo_level(o)))
+            .collect();
         let held_agents = self.held_agents(now);
         let supply: Vec<AgentSupply> = agents
             .iter()
@@ -190,11 +196,27 @@ impl Scheduler {
                 created_ms: r.created_ms,
             })
             .collect();
+        // Jobs no runner can be registered for (unknown group, public repository in a closed
+        // group, a registration failing with back-off) wait with the reason instead.
+        let mut blocked = BTreeMap::new();
         let pending: Vec<PendingJob> = jobs
             .iter()
             // A job without labels (`runs-on: { group: ... }`) names no runner we could start;
             // `GET /api/v1/jobs/{id}` explains it. Any runner would match an empty set.
             .filter(|j| !j.labels.is_empty())
+            .filter(|j| {
+                let problem = self
+                    .config
+                    .owner(j.owner.as_str())
+                    .and_then(|o| self.registrar.blocked(o, &j.repo, now));
+                match problem {
+                    Some(problem) => {
+                        blocked.insert(j.id, WaitReason::Registration { problem });
+                        false
+                    }
+                    None => true,
+                }
+            })
             .map(|j| PendingJob {
                 id: j.id,
                 owner: j.owner.to_string(),
@@ -238,6 +260,7 @@ impl Scheduler {
                 self.stop_runner(r, stop.reason, now).await;
             }
         }
+        waiting.extend(blocked);
         self.publish(&jobs, &runners, waiting, now).await?;
         Ok(())
     }
@@ -374,7 +397,7 @@ impl Scheduler {
             }
             Ending::Unused => {}
         }
-        match self.config.runners.registration {
+        match self.registrar.mode() {
             // A token-registered runner may outlive its job at GitHub (non-ephemeral images).
             RegistrationMode::Token => self.deregister_by_name(r).await,
             RegistrationMode::Jit if ending != Ending::Served => self.deregister(r).await,
@@ -518,12 +541,15 @@ impl Scheduler {
                     }
                 }
             }
-            Err(e) => {
-                let failure = containment::github_failure(&start.owner, e.what, &e.source);
+            Err(RegisterError::Github { what, source }) => {
+                let failure = containment::github_failure(&start.owner, what, &source);
                 let reason = failure.reason.clone();
                 self.record_failure(owner_key, failure, now);
                 Err(reason)
             }
+            // Refused before asking GitHub (a JIT limit, an unknown runner group): the
+            // registrar holds the owner's jobs with that reason itself.
+            Err(RegisterError::Local(problem)) => Err(problem),
         };
         record.updated_ms = now_ms();
         match outcome {
@@ -564,55 +590,8 @@ impl Scheduler {
         &self,
         owner: &OwnerConfig,
         record: &RunnerRecord,
-    ) -> Result<(Registration, Option<u64>), RegistrationError> {
-        let scope = self.scope(owner, record);
-        match self.config.runners.registration {
-            RegistrationMode::Jit => {
-                let request = JitConfigRequest {
-                    name: record.name.clone(),
-                    runner_group_id: owner
-                        .runner_group
-                        .as_deref()
-                        .and_then(|g| g.parse().ok())
-                        .unwrap_or(1),
-                    labels: record.labels.clone(),
-                    work_folder: None,
-                };
-                let jit = self.jit_config(&scope, &request).await.map_err(|source| {
-                    RegistrationError {
-                        what: "JIT registration",
-                        source,
-                    }
-                })?;
-                Ok((
-                    Registration::JitConfig(jit.encoded_jit_config.expose().to_owned()),
-                    Some(jit.runner.id),
-                ))
-            }
-            RegistrationMode::Token => {
-                let token = self
-                    .github
-                    .registration_token(&scope)
-                    .await
-                    .map_err(|source| RegistrationError {
-                        what: "registration token",
-                        source,
-                    })?;
-                let base = web_url(&self.config.github_api_url);
-                let url = match &record.repo {
-                    Some(repo) => format!("{base}/{}/{repo}", owner.name),
-                    None => format!("{base}/{}", owner.name),
-                };
-                Ok((
-                    Registration::Token {
-                        token: token.token.expose().to_owned(),
-                        url,
-                        runner_group: owner.runner_group.clone().unwrap_or_default(),
-                    },
-                    None,
-                ))
-            }
-        }
+    ) -> Result<(Registration, Option<u64>), RegisterError> {
+        self.registrar.register(owner, record, &self.metrics).await
     }
 
     fn spec(&self, record: &RunnerRecord, registration: Registration) -> RunnerSpec {
@@ -784,28 +763,20 @@ impl Scheduler {
             d.activations += 1;
             d.last_activation_ms = now;
             d.last_error = None;
+            d.registration = Some(self.registrar.status());
         });
         Ok(())
     }
 }
 
-/// `https://api.github.com` → `https://github.com`; `https://HOST/api/v3` → `https://HOST`.
-fn web_url(api_url: &str) -> String {
-    let trimmed = api_url.trim_end_matches('/');
-    if let Some(host) = trimmed.strip_suffix("/api/v3") {
-        return host.to_owned();
-    }
-    trimmed.replace("://api.", "://")
-}
-
-fn owner_limits(o: &OwnerConfig) -> OwnerLimits {
+fn owner_limits(o: &OwnerConfig, repo_level: bool) -> OwnerLimits {
     OwnerLimits {
         name: o.name.to_ascii_lowercase(),
         max_runners: o.max_runners,
         labels: o.labels.clone(),
-        // Org-wide runners only for owners serving all their repositories; a single-repository
-        // owner (and every user account) registers runners per repository.
-        repo_level: !o.all_repos || o.repo_name.is_some(),
+        // Org-wide runners only for organizations serving all their repositories; a
+        // single-repository owner and every user account register per repository.
+        repo_level,
     }
 }
 
@@ -842,18 +813,4 @@ pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) ->
         queued_ms: (state == JobState::Queued).then_some(now),
         updated_ms: now,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::web_url;
-
-    #[test]
-    fn the_web_url_follows_the_api_url() {
-        assert_eq!(web_url("https://api.github.com"), "https://github.com");
-        assert_eq!(
-            web_url("https://ghe.example.com/api/v3/"),
-            "https://ghe.example.com"
-        );
-    }
 }

@@ -1,6 +1,7 @@
 //! Scheduling: the pure [`planner`] decides where runners go and the pure [`lifecycle`] what
 //! runner records become; the [`executor`] acts, and the [`reconcile`]r
-//! finds through the REST API what lost webhooks did not say.
+//! finds through the REST API what lost webhooks did not say. Where a runner registers (user
+//! vs organization, groups, JIT or tokens) is [`registration`] (rules) and [`registrar`] (I/O).
 
 pub mod backoff;
 pub mod containment;
@@ -11,5 +12,7 @@ pub mod planner;
 pub mod reconcile;
 mod stale;
 pub mod sweep;
+pub mod registrar;
+pub mod registration;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

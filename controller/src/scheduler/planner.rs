@@ -151,6 +151,11 @@ pub enum WaitReason {
         /// e.g. `2m10s`.
         next_try_in: String,
     },
+    /// No runner can be registered for it (set by the executor, not the planner): an unknown
+    /// runner group, a public repository in a group that does not allow it, GitHub refusing.
+    Registration {
+        problem: String,
+    },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

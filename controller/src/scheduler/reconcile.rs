@@ -5,11 +5,20 @@
 //! every served repository through the REST API and asks for their jobs to be fetched, exactly
 //! as a `workflow_run` webhook would. The scheduler then serves whatever is still queued.
 //! Repeats are harmless: job states only move forward and runs are fetched idempotently.
+//!
+//! Which repositories an owner has: an organization's from `GET /orgs/{org}/repos`; a user's
+//! from `GET /user/repos?affiliation=owner` when the token is that user's (`GET /users/{u}/repos`
+//! lists public repositories only, so it is the last resort, with a warning); an App's from
+//! `GET /installation/repositories`. A repository whose runs cannot be read (404/403) is
+//! skipped with its reason; the owner's other repositories are still swept.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shared::github::{GithubApi, GithubError, RepoRef, RepoSource, RunStatus};
+
+use super::registrar::Registrar;
+use super::registration::OwnerKind;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -21,6 +30,8 @@ pub struct Reconciler {
     pub config: Arc<Config>,
     pub store: Arc<dyn StateStore>,
     pub github: Arc<dyn GithubApi>,
+    /// Knows (once) whether an owner is a user or an organization.
+    pub registrar: Arc<Registrar>,
     /// Wakes the scheduler when runs were found.
     pub nudge: Arc<Notify>,
     pub interval: Duration,
@@ -64,10 +75,30 @@ impl Reconciler {
         }
         let source = match owner.auth {
             OwnerAuth::App { .. } => RepoSource::Installation,
-            OwnerAuth::Token(_) if self.github.get_owner(&owner.name).await?.is_organization() => {
-                RepoSource::Org
+            OwnerAuth::Token(_) => {
+                let kind = match self.registrar.resolve_kind(owner).await {
+                    Some(kind) => kind,
+                    None => OwnerKind::from_type(&self.github.get_owner(&owner.name).await?.kind),
+                };
+                match kind {
+                    OwnerKind::Organization => RepoSource::Org,
+                    OwnerKind::User => {
+                        let login = self
+                            .github
+                            .authenticated_user(&owner.name)
+                            .await?
+                            .account
+                            .login;
+                        if login.eq_ignore_ascii_case(&owner.name) {
+                            RepoSource::AuthenticatedUserOwned
+                        } else {
+                            warn!(owner = %owner.name, token_user = %login,
+                                  "the token is not the owner's: only public repositories can be listed");
+                            RepoSource::User
+                        }
+                    }
+                }
             }
-            OwnerAuth::Token(_) => RepoSource::User,
         };
         Ok(self
             .github
@@ -84,11 +115,20 @@ impl Reconciler {
         for repo in self.repositories(owner).await? {
             let repo_ref = RepoRef::new(owner.name.clone(), repo.clone());
             for status in [RunStatus::Queued, RunStatus::InProgress] {
-                for run in self
+                let runs = match self
                     .github
                     .list_workflow_runs(&repo_ref, Some(status))
-                    .await?
+                    .await
                 {
+                    Ok(runs) => runs,
+                    // One unreadable repository does not end the owner's pass.
+                    Err(e @ (GithubError::NotFound { .. } | GithubError::Forbidden { .. })) => {
+                        warn!(repo = %repo_ref, error = %e, "skipping a repository whose runs cannot be read");
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for run in runs {
                     let key = RunKey {
                         owner: owner.name.to_ascii_lowercase(),
                         repo: repo.clone(),

@@ -48,6 +48,8 @@ pub trait GithubApi: Send + Sync {
     async fn get_runner(&self, scope: &Scope, runner_id: u64) -> Result<Runner, GithubError>;
     /// `DELETE …/actions/runners/{id}`.
     async fn delete_runner(&self, scope: &Scope, runner_id: u64) -> Result<(), GithubError>;
+    /// `GET /orgs/{org}/actions/runner-groups` (all pages).
+    async fn list_runner_groups(&self, org: &str) -> Result<Vec<RunnerGroup>, GithubError>;
 
     // Workflow runs and jobs.
     /// `GET /repos/{o}/{r}/actions/runs[?status=]`.
@@ -102,7 +104,8 @@ pub trait GithubApi: Send + Sync {
     ) -> Result<(), GithubError>;
 
     // Credentials.
-    /// `GET /rate_limit` (does not count against the primary limit).
+    /// `GET /rate_limit` (does not count against the primary limit). A 404 (GHES with rate
+    /// limiting off) is [`RateLimitStatus::disabled`], not an error.
     async fn rate_limit(&self, owner: &str) -> Result<RateLimitStatus, GithubError>;
     /// `GET /user` and its `X-OAuth-Scopes`.
     async fn authenticated_user(&self, owner: &str) -> Result<AuthenticatedUser, GithubError>;

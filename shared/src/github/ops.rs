@@ -104,6 +104,10 @@ impl GithubApi for GithubClient {
             RepoSource::AuthenticatedUser => {
                 self.paginate(owner, &["user", "repos"], &[], None).await
             }
+            RepoSource::AuthenticatedUserOwned => {
+                self.paginate(owner, &["user", "repos"], &[("affiliation", "owner")], None)
+                    .await
+            }
             RepoSource::Org => {
                 self.paginate(owner, &["orgs", owner, "repos"], &[], None)
                     .await
@@ -216,7 +220,17 @@ impl GithubApi for GithubClient {
     }
 
     async fn rate_limit(&self, owner: &str) -> Result<RateLimitStatus, GithubError> {
-        self.get(owner, &["rate_limit"]).await
+        match self.get(owner, &["rate_limit"]).await {
+            // GHES with rate limiting off: "Rate limiting is not enabled." (github.com never 404s here).
+            Err(e) if e.is_not_found() => Ok(RateLimitStatus::disabled()),
+            other => other,
+        }
+    }
+
+    async fn list_runner_groups(&self, org: &str) -> Result<Vec<RunnerGroup>, GithubError> {
+        let segments = ["orgs", org, "actions", "runner-groups"];
+        self.paginate(org, &segments, &[], Some("runner_groups"))
+            .await
     }
 
     async fn authenticated_user(&self, owner: &str) -> Result<AuthenticatedUser, GithubError> {

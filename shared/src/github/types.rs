@@ -298,9 +298,12 @@ pub struct RepoPermissions {
 pub enum RepoSource {
     /// `GET /user/repos`: what the token's user can see.
     AuthenticatedUser,
+    /// `GET /user/repos?affiliation=owner`: the token's user's own repositories, private ones
+    /// included.
+    AuthenticatedUserOwned,
     /// `GET /orgs/{owner}/repos`.
     Org,
-    /// `GET /users/{owner}/repos`.
+    /// `GET /users/{owner}/repos`: **public** repositories only.
     User,
     /// `GET /installation/repositories`: what a GitHub App installation can see.
     Installation,
@@ -424,7 +427,46 @@ impl HookDelivery {
 /// `GET /rate_limit`: one bucket per resource (`core`, `search`, `actions_runner_registration`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RateLimitStatus {
+    #[serde(default)]
     pub resources: std::collections::BTreeMap<String, RateBucket>,
+    /// GitHub Enterprise Server with rate limiting off answers `GET /rate_limit` with 404 "Rate
+    /// limiting is not enabled.": no buckets, nothing to wait for. Not a GitHub field.
+    #[serde(skip)]
+    pub disabled: bool,
+}
+
+impl RateLimitStatus {
+    /// What a server without rate limiting (GHES, by default) amounts to.
+    pub fn disabled() -> Self {
+        Self {
+            resources: Default::default(),
+            disabled: true,
+        }
+    }
+}
+
+/// An organization's runner group (`runner-groups-org`, `GET /orgs/{org}/actions/runner-groups`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RunnerGroup {
+    pub id: u64,
+    pub name: String,
+    /// `all`, `selected` or `private`.
+    #[serde(default)]
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub default: bool,
+    /// Whether public repositories may use the group's runners (GitHub's default: no).
+    #[serde(default)]
+    pub allows_public_repositories: bool,
+    /// Set on groups of GitHub-hosted (larger) runners; self-hosted runners cannot join them.
+    #[serde(default)]
+    pub hosted_runners_url: Option<String>,
+}
+
+impl RunnerGroup {
+    pub fn is_hosted(&self) -> bool {
+        self.hosted_runners_url.is_some()
+    }
 }
 
 /// One rate-limit bucket; `reset` is in UTC epoch seconds.

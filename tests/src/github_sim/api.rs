@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::access::{ApiError, Need, Principal, bearer, check_repo, principal, role_of};
 use super::payloads;
 use super::state::{Bucket, RestFault, State as SimState, TokenKind, epoch, timestamp};
-use super::{Shared, api_actions, api_hooks};
+use super::{Shared, api_actions, api_hooks, strict};
 
 /// `X-GitHub-Api-Version` values GitHub accepts (a request without the header gets 2022-11-28).
 const SUPPORTED_VERSIONS: [&str; 2] = ["2022-11-28", "2026-03-10"];
@@ -42,6 +42,7 @@ pub fn router(sh: Shared) -> axum::Router {
         .route("/users/{name}/installation", get(get_installation))
         .merge(api_actions::routes())
         .merge(api_hooks::routes())
+        .merge(strict::routes())
         .layer(axum::middleware::from_fn_with_state(sh.clone(), gate))
         .with_state(sh)
 }
@@ -63,8 +64,9 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         .into_response();
     }
     let now = epoch(SystemTime::now());
-    let (fault, bucket, exhausted, scopes) = {
+    let (fault, bucket, exhausted, scopes, enterprise) = {
         let mut st = sh.lock();
+        let enterprise = strict::enterprise_version(&st);
         st.counters.rest_requests += 1;
         let fault = st.faults.take_rest(&path);
         let scopes = match token.as_deref().and_then(|t| st.tokens.get(t)) {
@@ -93,7 +95,7 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         if !exhausted && !path.ends_with("/rate_limit") {
             bucket.used += 1;
         }
-        (fault, bucket.clone(), exhausted, scopes)
+        (fault, bucket.clone(), exhausted, scopes, enterprise)
     };
     let mut rate = vec![
         ("x-ratelimit-limit", bucket.limit.to_string()),
@@ -147,6 +149,9 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(Ok(v)) = scopes.map(|s| s.parse()) {
         headers.insert("x-oauth-scopes", v);
     }
+    if let Some(Ok(v)) = enterprise.map(|s| s.parse()) {
+        headers.insert("x-github-enterprise-version", v);
+    }
     resp
 }
 
@@ -158,6 +163,8 @@ pub struct PageQuery {
     pub status: Option<String>,
     /// Cursor pagination (hook deliveries): `v1_<offset>`.
     pub cursor: Option<String>,
+    /// `GET /user/repos`: `owner`, `collaborator`, `organization_member` (comma-separated).
+    pub affiliation: Option<String>,
 }
 
 /// One cursor-paginated page (GitHub's hook deliveries): only a `rel="next"` link, carrying the
@@ -294,7 +301,22 @@ async fn list_user_repos(
     let st = sh.lock();
     let p = principal(&st, &headers)?;
     let login = user_login(&p)?.to_owned();
-    let items = visible_repos(&st, &p, |r| role_of(&st, &login, r).is_some());
+    let affiliation = q
+        .affiliation
+        .clone()
+        .unwrap_or_else(|| "owner,collaborator,organization_member".into());
+    let wants = |a: &str| affiliation.split(',').any(|x| x.trim() == a);
+    let items = visible_repos(&st, &p, |r| {
+        let owner = st.accounts.get(&r.owner_id);
+        let owned = owner.is_some_and(|o| o.login.eq_ignore_ascii_case(&login));
+        let member =
+            owner.is_some_and(|o| o.is_org && o.members.contains_key(&login.to_ascii_lowercase()));
+        let collaborator = r.collaborators.contains_key(&login.to_ascii_lowercase());
+        role_of(&st, &login, r).is_some()
+            && (owned && wants("owner")
+                || collaborator && wants("collaborator")
+                || member && wants("organization_member"))
+    });
     let (items, link) = page(&st.web_url, &uri, &q, items);
     Ok(with_link(StatusCode::OK, Value::Array(items), link))
 }
@@ -314,7 +336,10 @@ async fn list_account_repos(
         return Err(ApiError::not_found());
     }
     let id = account.id;
-    let items = visible_repos(&st, &p, |r| r.owner_id == id);
+    // `/users/{u}/repos` lists public repositories only, whoever asks (the `/user/repos` of the
+    // authenticated user is where private ones are).
+    let public_only = !is_orgs_path;
+    let items = visible_repos(&st, &p, |r| r.owner_id == id && !(public_only && r.private));
     let (items, link) = page(&st.web_url, &uri, &q, items);
     Ok(with_link(StatusCode::OK, Value::Array(items), link))
 }
@@ -357,6 +382,9 @@ async fn get_repo(
 
 async fn rate_limit(State(sh): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let st = sh.lock();
+    if let Some(refused) = strict::rate_limit_refusal(&st) {
+        return Err(refused);
+    }
     let token = bearer(&headers).unwrap_or_default();
     let b = st.buckets.get(&token).cloned().unwrap_or(Bucket {
         limit: st.default_rate_limit,

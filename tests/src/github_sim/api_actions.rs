@@ -14,7 +14,7 @@ use super::access::{ApiError, Need, check_org, check_repo, principal};
 use super::api::{PageQuery, page, with_link};
 use super::scenario::{encode_jit, runner_labels};
 use super::state::{Access, RegTokenRec, RunnerRec, ScopeRec, State as SimState, timestamp};
-use super::{Shared, payloads};
+use super::{Shared, payloads, strict};
 
 pub fn routes() -> axum::Router<Shared> {
     axum::Router::new()
@@ -141,7 +141,9 @@ async fn org_token(
 }
 
 /// `generate-jitconfig`: validates like GitHub (`name`, `runner_group_id`, 1–100 `labels`), refuses a
-/// name already used in the scope (409), and creates an offline ephemeral runner.
+/// name already used in the scope (409), and creates an offline ephemeral runner that carries
+/// exactly the labels requested (no implied `self-hosted`/`Linux`/`X64`). Group and GHES rules:
+/// [`strict`].
 fn jit(
     sh: &Shared,
     headers: &HeaderMap,
@@ -150,6 +152,7 @@ fn jit(
     body: Value,
 ) -> Result<Response, ApiError> {
     let mut st = sh.lock();
+    strict::jit_available(&st)?;
     let scope = scope(
         &st,
         headers,
@@ -188,6 +191,7 @@ fn jit(
             "labels must have 1 to 100 items",
         ));
     }
+    strict::jit_group(&st, scope, group)?;
     if st
         .runners
         .values()
@@ -203,7 +207,7 @@ fn jit(
         id,
         name: name.to_owned(),
         scope,
-        labels: runner_labels(&labels, true),
+        labels: runner_labels(&labels, false),
         online: false,
         ephemeral: true,
         group_id: group,

@@ -20,6 +20,40 @@
 //! sim.claim_job(runner.id)?;            // any matching queued job, not necessarily `job`
 //! sim.complete_job(runner.id, "success")?;
 //! ```
+//!
+//! # What it refuses, as GitHub does (and where that is written down)
+//!
+//! `GITHUB-API.md` and `rest/openapi-subset.json` are in `/work/shared/github-fixtures/`.
+//! - `/orgs/{name}/…` for a user account is a 404: users have no organization endpoints
+//!   (OpenAPI: every `/orgs/{org}` operation takes an organization; GitHub answers 404 for a
+//!   login that is not one). [`api_actions::scope`], `strict::list_groups`, `/orgs/{o}/repos`.
+//! - `GET /users/{u}/repos` lists **public** repositories only, whoever asks; a user's private
+//!   repositories come from `GET /user/repos` (`affiliation=owner`) with that user's token, or
+//!   `GET /installation/repositories` for an App (GitHub docs, "List repositories for a user":
+//!   "lists public repositories for the specified user"; "List repositories for the
+//!   authenticated user"). `affiliation` (`owner`, `collaborator`, `organization_member`) is
+//!   honoured.
+//! - `generate-jitconfig`: `name`, `runner_group_id` and 1–100 `labels` are required (OpenAPI
+//!   request body, `minItems 1`, `maxItems 100`); an organization's unknown `runner_group_id` is a
+//!   404 and a GitHub-hosted group a 403; a repository has only the default group 1 (GitHub docs,
+//!   "Managing access to self-hosted runners using groups": groups are an organization and
+//!   enterprise feature). The runner carries **exactly** the labels requested: the request's
+//!   labels are "the names of the custom labels to add", and a JIT runner gets no implied
+//!   `self-hosted`/`Linux`/`X64` (issue 10 §5; `config.sh`'s default labels are a registration-token
+//!   thing and stay on [`GithubSim::register_runner`]).
+//! - Runner groups (`GET /orgs/{org}/actions/runner-groups`, paginated `runner_groups`): every
+//!   organization has `Default` (id 1) with `allows_public_repositories: false`, GitHub's default
+//!   for org groups; an organization runner in such a group never takes a public repository's
+//!   job. A job that `runs-on: {group: NAME}` has `labels: []` and goes only to that group's
+//!   runners ([`GithubSim::queue_group_job`]; GitHub docs "Choosing the runner for a job").
+//! - Approvals: a job behind an environment with required reviewers is delivered as
+//!   `workflow_job` `queued` with `status: waiting`, then `waiting`, and only on approval a second
+//!   `queued` with `status: queued` (fixtures `workflow_job.queued.with-deployment.json`,
+//!   `workflow_job.waiting.json`; GITHUB-API.md §4). Runners never take a `waiting` job.
+//! - GHES profile ([`GithubSim::start_ghes`]): served under `/api/v3`, `X-GitHub-Enterprise-Version`
+//!   on every answer (GITHUB-API.md §2), `GET /rate_limit` is a 404 "Rate limiting is not
+//!   enabled." (GHES with rate limiting off, its default; issue 10 §4), and before 3.10
+//!   `generate-jitconfig` does not exist (404; JIT runners arrived in GHES 3.10).
 
 mod access;
 mod api;
@@ -31,6 +65,7 @@ mod refusals;
 mod runner_http;
 mod scenario;
 mod state;
+mod strict;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -49,7 +84,9 @@ pub use state::{
 };
 pub use webhooks::{signature_1, signature_256};
 
-use state::{AccountRec, AppRec, InstallationRec, RepoRec, State, TokenKind, now};
+use state::{
+    AccountRec, AppRec, InstallationRec, Profile, RepoRec, RunnerGroupRec, State, TokenKind, now,
+};
 use webhooks::Deliverer;
 
 /// What handlers, the scenario functions and the delivery worker share.
@@ -105,6 +142,13 @@ impl GithubSim {
     /// Serves the API at the root (`http://127.0.0.1:PORT`, like `https://api.github.com`).
     pub async fn start() -> std::io::Result<Self> {
         Self::start_with_prefix("").await
+    }
+
+    /// Plays GitHub Enterprise Server `major.minor` under `/api/v3`, rate limiting off.
+    pub async fn start_ghes(major: u32, minor: u32) -> std::io::Result<Self> {
+        let sim = Self::start_with_prefix("/api/v3").await?;
+        sim.lock().profile = Profile::Ghes { major, minor };
+        Ok(sim)
     }
 
     /// Serves the API under `prefix` (e.g. `/api/v3`, like GitHub Enterprise Server).
@@ -194,7 +238,57 @@ impl GithubSim {
                 roles.insert(user.to_ascii_lowercase(), owner);
             }
         }
-        self.add_account(login, true, roles)
+        let id = self.add_account(login, true, roles);
+        self.lock().runner_groups.push(strict::default_group(id));
+        id
+    }
+
+    /// An extra runner group of organization `org`; returns its id (per organization, from 2).
+    pub fn add_runner_group(
+        &self,
+        org: &str,
+        name: &str,
+        allows_public_repositories: bool,
+        hosted: bool,
+    ) -> u64 {
+        let mut st = self.lock();
+        let org_id = st
+            .account(org)
+            .filter(|a| a.is_org)
+            .map(|a| a.id)
+            .expect("add_runner_group: unknown organization");
+        let id = st
+            .runner_groups
+            .iter()
+            .filter(|g| g.org_id == org_id)
+            .map(|g| g.id)
+            .max()
+            .unwrap_or(1)
+            + 1;
+        st.runner_groups.push(RunnerGroupRec {
+            id,
+            org_id,
+            name: name.to_owned(),
+            visibility: "all",
+            allows_public_repositories,
+            hosted,
+        });
+        id
+    }
+
+    /// Lets an organization's group (by name) serve public repositories, or not.
+    pub fn set_group_allows_public(&self, org: &str, group: &str, allows: bool) {
+        let mut st = self.lock();
+        let Some(org_id) = st.account(org).map(|a| a.id) else {
+            return;
+        };
+        for g in st
+            .runner_groups
+            .iter_mut()
+            .filter(|g| g.org_id == org_id && g.name.eq_ignore_ascii_case(group))
+        {
+            g.allows_public_repositories = allows;
+        }
     }
 
     /// A repository of an existing owner. Panics (test set-up error) when the owner is unknown.
@@ -407,6 +501,50 @@ impl GithubSim {
         scenario::queue_run(&self.shared, repo_id, workflow, &jobs)
     }
 
+    /// Queues a one-job run behind an environment with required reviewers: `workflow_job`
+    /// `queued` (status `waiting`) then `waiting`; nothing takes it until [`Self::approve_job`].
+    pub fn queue_job_awaiting_approval(
+        &self,
+        owner: &str,
+        repo: &str,
+        labels: &[&str],
+    ) -> (u64, u64) {
+        let repo_id = self
+            .lock()
+            .repo(owner, repo)
+            .map(|r| r.id)
+            .expect("queue_job_awaiting_approval: unknown repository");
+        let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        scenario::queue_awaiting_approval(&self.shared, repo_id, &labels)
+    }
+
+    /// Approves a waiting job: it becomes `queued` and a second `queued` delivery goes out.
+    pub fn approve_job(&self, job_id: u64) -> bool {
+        scenario::approve(&self.shared, job_id)
+    }
+
+    /// Queues a one-job run that `runs-on: {group: GROUP}`: its `labels` are `[]`.
+    pub fn queue_group_job(&self, owner: &str, repo: &str, group: &str) -> (u64, u64) {
+        let (run, job) = self.queue_job_with(owner, repo, &[], Some(group));
+        (run, job)
+    }
+
+    fn queue_job_with(
+        &self,
+        owner: &str,
+        repo: &str,
+        labels: &[&str],
+        group: Option<&str>,
+    ) -> (u64, u64) {
+        let repo_id = self
+            .lock()
+            .repo(owner, repo)
+            .map(|r| r.id)
+            .expect("queue_group_job: unknown repository");
+        let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        scenario::queue_one(&self.shared, repo_id, &labels, group, "queued")
+    }
+
     /// How long the runner that claims job `job_id` works on it (default: no time at all).
     pub fn set_job_duration(&self, job_id: u64, duration: Duration) {
         if let Some(job) = self.lock().jobs.get_mut(&job_id) {
@@ -427,8 +565,21 @@ impl GithubSim {
         labels: &[&str],
         ephemeral: bool,
     ) -> Result<SimRunner, RunnerError> {
+        self.register_runner_in_group(token, name, labels, ephemeral, None)
+    }
+
+    /// `config.sh --token … --runnergroup GROUP`: as [`Self::register_runner`], in a group by name.
+    pub fn register_runner_in_group(
+        &self,
+        token: &str,
+        name: &str,
+        labels: &[&str],
+        ephemeral: bool,
+        group: Option<&str>,
+    ) -> Result<SimRunner, RunnerError> {
         let labels: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        scenario::register_with_token(&self.shared, token, name, &labels, ephemeral).map(Into::into)
+        scenario::register_with_token(&self.shared, token, name, &labels, ephemeral, group)
+            .map(Into::into)
     }
 
     /// The runner takes any queued job it matches; returns the job id, if there was one.

@@ -40,6 +40,7 @@ impl IntoResponse for RunnerError {
             | RunnerError::BadRegistrationToken
             | RunnerError::BadJitConfig => StatusCode::UNAUTHORIZED,
             RunnerError::NoJob | RunnerError::Busy => StatusCode::CONFLICT,
+            RunnerError::UnknownGroup => StatusCode::NOT_FOUND,
         };
         (status, Json(json!({"message": self.to_string()}))).into_response()
     }
@@ -55,6 +56,9 @@ pub struct RegisterBody {
     pub labels: Vec<String>,
     #[serde(default)]
     pub ephemeral: bool,
+    /// `config.sh --runnergroup` (organization runners only).
+    #[serde(default)]
+    pub runner_group: Option<String>,
 }
 
 fn runner_json(r: &RunnerRec) -> Value {
@@ -72,7 +76,14 @@ async fn runner_register(
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("runner-{}", super::webhooks::guid()));
-            scenario::register_with_token(&sh, token, &name, &body.labels, body.ephemeral)?
+            scenario::register_with_token(
+                &sh,
+                token,
+                &name,
+                &body.labels,
+                body.ephemeral,
+                body.runner_group.as_deref(),
+            )?
         }
         (None, None) => return Err(RunnerError::BadRegistrationToken),
     };

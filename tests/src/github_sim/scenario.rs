@@ -37,6 +37,8 @@ pub enum RunnerError {
     NoJob,
     #[error("the runner is already running a job")]
     Busy,
+    #[error("Could not find any self-hosted runner group with that name")]
+    UnknownGroup,
 }
 
 /// The labels of a new runner: the defaults (`read-only`) then custom ones, without duplicates.
@@ -74,6 +76,53 @@ pub fn queue_run(
     workflow: &str,
     jobs: &[(String, Vec<String>)],
 ) -> (u64, Vec<u64>) {
+    queue_run_as(sh, repo_id, workflow, jobs, None, "queued")
+}
+
+/// One job (`labels`, or `labels: []` with a `group`) in status `status` (`queued` or `waiting`).
+pub fn queue_one(
+    sh: &Shared,
+    repo_id: u64,
+    labels: &[String],
+    group: Option<&str>,
+    status: &'static str,
+) -> (u64, u64) {
+    let jobs = [("build".to_owned(), labels.to_vec())];
+    let (run, ids) = queue_run_as(sh, repo_id, "CI", &jobs, group, status);
+    (run, ids[0])
+}
+
+/// A job behind an approval: `workflow_job` `queued` with status `waiting`, then `waiting`.
+pub fn queue_awaiting_approval(sh: &Shared, repo_id: u64, labels: &[String]) -> (u64, u64) {
+    let (run, job_id) = queue_one(sh, repo_id, labels, None, "waiting");
+    let mut st = sh.lock();
+    if let Some(job) = st.jobs.get(&job_id).cloned() {
+        job_event(sh, &mut st, &job, "waiting");
+    }
+    (run, job_id)
+}
+
+/// Approval: a `waiting` job becomes `queued`, with a second `queued` delivery. `false` when
+/// the job is not waiting.
+pub fn approve(sh: &Shared, job_id: u64) -> bool {
+    let mut st = sh.lock();
+    let Some(job) = st.jobs.get_mut(&job_id).filter(|j| j.status == "waiting") else {
+        return false;
+    };
+    job.status = "queued";
+    let job = job.clone();
+    job_event(sh, &mut st, &job, "queued");
+    true
+}
+
+fn queue_run_as(
+    sh: &Shared,
+    repo_id: u64,
+    workflow: &str,
+    jobs: &[(String, Vec<String>)],
+    group: Option<&str>,
+    status: &'static str,
+) -> (u64, Vec<u64>) {
     let mut st = sh.lock();
     let run_id = st.next_id();
     let workflow_id = st.next_id();
@@ -91,13 +140,14 @@ pub fn queue_run(
                 repo_id,
                 name: name.clone(),
                 labels: labels.clone(),
-                status: "queued",
+                status,
                 conclusion: None,
                 runner: None,
                 created_at: created.clone(),
                 started_at: None,
                 completed_at: None,
                 duration_ms: 0,
+                group: group.map(str::to_owned),
             },
         );
     }
@@ -126,7 +176,7 @@ pub fn queue_run(
     (run_id, job_ids)
 }
 
-fn run_event(sh: &Shared, st: &mut State, run: &RunRec, action: &str) {
+pub(crate) fn run_event(sh: &Shared, st: &mut State, run: &RunRec, action: &str) {
     let Some(repo) = st.repos.get(&run.repo_id).cloned() else {
         return;
     };
@@ -139,7 +189,7 @@ fn run_event(sh: &Shared, st: &mut State, run: &RunRec, action: &str) {
         .repo_event(st, run.repo_id, "workflow_run", Some(action), payload);
 }
 
-fn job_event(sh: &Shared, st: &mut State, job: &JobRec, action: &str) {
+pub(crate) fn job_event(sh: &Shared, st: &mut State, job: &JobRec, action: &str) {
     let Some(repo) = st.repos.get(&job.repo_id).cloned() else {
         return;
     };
@@ -178,6 +228,7 @@ pub fn register_with_token(
     name: &str,
     labels: &[String],
     ephemeral: bool,
+    group: Option<&str>,
 ) -> Result<RunnerRec, RunnerError> {
     let mut st = sh.lock();
     let reg = st
@@ -186,6 +237,18 @@ pub fn register_with_token(
         .filter(|t| !t.remove && t.expires_at > SystemTime::now())
         .cloned()
         .ok_or(RunnerError::BadRegistrationToken)?;
+    // `config.sh --runnergroup NAME`: an organization group by name; repositories have only
+    // the default group, and config.sh refuses a name it cannot find.
+    let group_id = match (group.filter(|g| !g.is_empty()), reg.scope) {
+        (None, _) => 1,
+        (Some(name), super::state::ScopeRec::Org(org_id)) => st
+            .runner_groups
+            .iter()
+            .find(|g| g.org_id == org_id && g.name.eq_ignore_ascii_case(name) && !g.hosted)
+            .map(|g| g.id)
+            .ok_or(RunnerError::UnknownGroup)?,
+        (Some(_), super::state::ScopeRec::Repo(_)) => return Err(RunnerError::UnknownGroup),
+    };
     let id = st.next_id();
     let runner = RunnerRec {
         id,
@@ -194,7 +257,7 @@ pub fn register_with_token(
         labels: runner_labels(labels, true),
         online: true,
         ephemeral,
-        group_id: 1,
+        group_id,
         connected: true,
         job: None,
         credential: super::webhooks::guid(),
@@ -232,6 +295,7 @@ pub fn claim(
     let matches = |job: &JobRec| {
         job.status == "queued"
             && st.scope_covers(runner.scope, job.repo_id)
+            && super::strict::group_admits(&st, &runner, job)
             && job
                 .labels
                 .iter()

@@ -147,6 +147,8 @@ pub struct JobRec {
     /// How long a fake runner process works on the job once claimed (not a GitHub field: the
     /// runner protocol's claim answer carries it as `sim_duration_ms`).
     pub duration_ms: u64,
+    /// `runs-on: { group: NAME }` without labels: only runners of that organization group take it.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,33 @@ pub struct State {
     pub counters: Counters,
     /// Registration refusals and after-create faults (`refusals.rs`).
     pub refusals: super::refusals::Refusals,
+    /// Organization runner groups (see [`super::strict`]).
+    pub runner_groups: Vec<RunnerGroupRec>,
+    /// github.com or a GitHub Enterprise Server version (see [`super::strict`]).
+    pub profile: Profile,
+}
+
+/// An organization's runner group (`GET /orgs/{org}/actions/runner-groups`).
+#[derive(Debug, Clone)]
+pub struct RunnerGroupRec {
+    /// Group ids are per organization: every organization's `Default` group is id 1.
+    pub id: u64,
+    pub org_id: u64,
+    pub name: String,
+    /// `all`, `selected` or `private`.
+    pub visibility: &'static str,
+    pub allows_public_repositories: bool,
+    /// A GitHub-hosted (larger runners) group: self-hosted runners cannot join it.
+    pub hosted: bool,
+}
+
+/// Which GitHub the simulator plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Dotcom,
+    /// GitHub Enterprise Server `major.minor` with rate limiting off (GHES's default).
+    Ghes { major: u32, minor: u32 },
 }
 
 impl State {
@@ -323,6 +352,8 @@ impl State {
             installation_token_ttl: Duration::from_secs(3600),
             counters: Counters::default(),
             refusals: Default::default(),
+            runner_groups: Vec::new(),
+            profile: Profile::Dotcom,
         }
     }
 

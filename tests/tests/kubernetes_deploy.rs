@@ -300,7 +300,9 @@ fn no_agent_permission_reaches_the_controllers_namespace() {
     // The agent reaches the controller across namespaces by the Service's full name.
     let agent = serde_json::to_value(&m.deployments["gha-scaler-agent"]).unwrap();
     assert!(
-        agent.to_string().contains("gha-scaler-controller.gha-scaler.svc:9443"),
+        agent
+            .to_string()
+            .contains("gha-scaler-controller.gha-scaler.svc:9443"),
         "CONTROLLER_URL"
     );
 }

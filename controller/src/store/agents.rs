@@ -160,7 +160,9 @@ impl AgentDirectory {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         super::sqlite::ensure_state_dir(state_dir)?;
         let path = db_path(state_dir);
-        let conn = super::sqlite::open_connection(&path)?;
+        let mut conn = super::sqlite::open_connection(&path)?;
+        // The store's own tables first (join tokens live there), when the CLI is first.
+        super::sqlite::migrate(&mut conn, &path)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -484,7 +484,7 @@ pub(super) fn runner_from_row(r: &Row<'_>) -> rusqlite::Result<RunnerRecord> {
     })
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::TooNew {

@@ -6,12 +6,19 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent::join::{JoinError, JoinOptions, join};
+use controller::agent_policy::PolicyRequest;
 use controller::join_tokens::{MintError, MintOptions, Minted};
 use shared::ids::AgentName;
-use tests::harness::{AgentTls, TestAgent, TestController, init, vars, wait_until};
+use tests::github_sim::GithubSim;
+use tests::harness::{
+    AgentTls, TestAgent, TestController, controller_env, get_json, hook_to, init, simulated_github,
+    vars, wait_until,
+};
+use tests::pki::TestCa;
 
 const WAIT: Duration = Duration::from_secs(20);
 const TTL: Duration = Duration::from_secs(3600);
@@ -250,4 +257,108 @@ async fn an_agent_gets_what_its_token_allows_not_what_it_claims() {
         "one owner: every owner by default"
     );
     assert_eq!(listed["policy"]["max_runners"], 2);
+}
+
+/// A controller for two owners of the simulator, `acme` and `globex`, with the test CA.
+async fn two_owners(dir: &Path) -> (Arc<GithubSim>, TestCa, TestController) {
+    init();
+    let ca = TestCa::new(&dir.join("pki"), "test CA");
+    let server = ca.server();
+    let (sim, mut env) = simulated_github().await;
+    sim.add_org("globex", &["alice"], &[]);
+    sim.add_repo("globex", "app", true);
+    let token = env.remove("GITHUB_TOKEN").unwrap();
+    env.remove("REPO_OWNER");
+    env.remove("ALL_REPOS");
+    env.extend(vars(&[
+        ("OWNERS", "acme,globex".into()),
+        ("OWNER_ACME_GITHUB_TOKEN", token.clone()),
+        ("OWNER_ACME_ALL_REPOS", "true".into()),
+        ("OWNER_GLOBEX_GITHUB_TOKEN", token),
+        ("OWNER_GLOBEX_ALL_REPOS", "true".into()),
+    ]));
+    env.extend(controller_env(&dir.join("state"), &ca.ca_file(), &server));
+    let controller = TestController::start(env).await;
+    hook_to(&sim, "acme", &controller);
+    hook_to(&sim, "globex", &controller);
+    (sim, ca, controller)
+}
+
+fn agent_of(ca: &TestCa, c: &TestController, name: &str, extra: &[(&str, &str)]) -> TestAgent {
+    let cert = ca.client(name, &[]);
+    TestAgent::start(
+        &c.grpc_url(),
+        &AgentTls {
+            ca: ca.ca_file(),
+            cert: cert.cert,
+            key: cert.key,
+        },
+        extra,
+    )
+}
+
+#[tokio::test]
+async fn an_owner_the_agent_may_not_serve_never_gets_a_runner_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, ca, c) = two_owners(dir.path()).await;
+    let only_acme = PolicyRequest {
+        owners: vec!["acme".into()],
+        max_runners: Some(50),
+        ..Default::default()
+    };
+    controller::join_tokens::set_policy(&c.config, &name("acme-host"), &only_acme)
+        .await
+        .unwrap();
+    let acme_host = agent_of(&ca, &c, "acme-host", &[("MAX_RUNNERS", "100000")]);
+    acme_host
+        .wait_status(WAIT, "connected", |s| s.connected)
+        .await;
+    let listed = c.agent("acme-host").await.unwrap();
+    assert_eq!(listed["owners"], serde_json::json!(["acme"]), "{listed}");
+    assert_eq!(listed["capacity"], 50, "{listed}");
+
+    let (_, globex_job) = sim.queue_job("globex", "app", &["self-hosted"]);
+    let (_, acme_job) = sim.queue_job("acme", "app", &["self-hosted"]);
+    let reason_of = |job: u64| {
+        let c = &c;
+        async move { get_json(c, &format!("/api/v1/jobs/{job}")).await.1["waiting"]["reason"].clone() }
+    };
+    wait_until(WAIT, "globex's job says why it waits", || async {
+        reason_of(globex_job).await == "no_agent_for_owner"
+    })
+    .await;
+    wait_until(WAIT, "acme's job gets a runner on acme-host", || async {
+        !acme_host.runtime.start_calls().is_empty()
+    })
+    .await;
+    let owners_started = |rt: &agent::runtime::memory::MemoryRuntime| {
+        rt.start_calls()
+            .iter()
+            .filter_map(|id| rt.spec(id))
+            .map(|spec| spec.owner)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        owners_started(&acme_host.runtime)
+            .iter()
+            .all(|o| o == "acme"),
+        "{:?}",
+        owners_started(&acme_host.runtime)
+    );
+    let _ = acme_job;
+
+    // An agent that may serve every owner takes globex's job; acme-host never gets one.
+    let shared_host = agent_of(&ca, &c, "shared-host", &[]);
+    wait_until(
+        WAIT,
+        "globex's job gets a runner on shared-host",
+        || async { owners_started(&shared_host.runtime).contains(&"globex".to_string()) },
+    )
+    .await;
+    assert!(
+        owners_started(&acme_host.runtime)
+            .iter()
+            .all(|o| o == "acme"),
+        "a JIT config of another owner reached acme-host"
+    );
 }

@@ -227,7 +227,7 @@ async fn runners_an_agent_invents_are_bounded_by_its_capacity() {
                 let id = shared::ids::RunnerId::parse(&format!("{prefix}-{i}")).unwrap();
                 shared::wire::runner_state_to_wire(&shared::runner::RunnerState::new(
                     id,
-                    &format!("{prefix}-{i}"),
+                    format!("{prefix}-{i}"),
                     shared::runner::RunnerPhase::Running,
                 ))
             })

@@ -9,8 +9,9 @@
 //! so every reader (the scheduler's planner view, the API, `/status`) sees only what the agent
 //! is allowed: its capacity clamped, its extra labels filtered, and the owners it serves. The
 //! runners it reports are bounded too: runners the controller sent (or had on record when the
-//! agent connected) are tracked; others, which the scheduler stops as strays, are kept only up
-//! to the agent's allowed capacity, and finished ones are pruned past a fixed number, so a
+//! agent connected) are tracked; others still running, which the scheduler stops as strays, are
+//! kept only up to the agent's allowed capacity, and finished ones (whose report may close a
+//! record kept from before a restart) are pruned, oldest first, past a fixed number, so a
 //! misbehaving agent cannot grow the registry without bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -121,10 +122,10 @@ impl AgentEntry {
             if known.phase.may_become(state.phase) {
                 *known = state;
             }
-        } else if self.expected_set.contains(&state.id) {
+        } else if self.expected_set.contains(&state.id) || state.phase.is_terminal() {
+            // An ended runner the controller may have on record from before a restart (it
+            // finishes the record from this report); finished ones are bounded below.
             self.runners.insert(state.id.clone(), state);
-        } else if state.phase.is_terminal() {
-            // A runner we never knew has ended: nothing to record.
         } else {
             let unknown = self
                 .runners
@@ -603,12 +604,15 @@ mod tests {
                 runner(&format!("gone-{i}"), RunnerPhase::Exited),
             );
         }
-        assert_eq!(reg.get(&name).unwrap().runners.len(), 3);
+        let view = reg.get(&name).unwrap();
+        let live = |v: &AgentView| v.runners.iter().filter(|r| !r.phase.is_terminal()).count();
+        assert_eq!(live(&view), 3);
+        assert_eq!(view.runners.len(), 3 + FINISHED_LIMIT);
         // A runner the controller sent is always tracked.
         reg.send(&name, spec("sent-1", "acme")).unwrap();
         reg.runner_status(&name, s.id, runner("sent-1", RunnerPhase::Running));
         let view = reg.get(&name).unwrap();
-        assert_eq!(view.runners.len(), 4);
+        assert_eq!(live(&view), 4);
         assert!(view.runners.iter().any(|r| r.id.as_str() == "sent-1"));
     }
 }

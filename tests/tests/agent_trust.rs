@@ -171,6 +171,35 @@ async fn a_revoked_agent_is_refused_at_once_and_after_a_restart() {
         c.agent("doomed").await.is_none(),
         "a revoked agent never registers"
     );
+
+    // The name comes back only through a token minted with --replace, for a new certificate.
+    let err = mint(&c, MintOptions::new(TTL, Some(name("doomed"))))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let mut again = MintOptions::new(TTL, Some(name("doomed")));
+    again.replace = true;
+    let fresh = dir.path().join("fresh");
+    join(&options(
+        &c,
+        &mint(&c, again).await.unwrap().token,
+        &fresh,
+        "x",
+    ))
+    .await
+    .unwrap();
+    let back = TestAgent::start(&c.grpc_url(), &AgentTls::in_dir(&fresh), &[]);
+    back.wait_status(WAIT, "connected", |s| s.connected).await;
+    let attempts = agent.status.borrow().attempts;
+    let old = agent
+        .wait_status(WAIT, "the revoked certificate retried", |s| {
+            s.attempts >= attempts + 2
+        })
+        .await;
+    assert!(
+        !old.connected,
+        "the revoked certificate stays refused: {old:?}"
+    );
 }
 
 #[tokio::test]

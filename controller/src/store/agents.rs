@@ -14,7 +14,7 @@
 //! - A name accepts only the certificate issued to it last (and the one before, while a renewal
 //!   is being written on the agent), so a replaced or re-enrolled agent's old certificate is
 //!   refused although it is still signed by the CA and unexpired.
-//! - A revoked name is refused until it is enrolled again with `--replace`.
+//! - A revoked name is refused until it is enrolled again with a token minted with `--replace`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -101,8 +101,8 @@ pub enum EnrollRefusal {
     #[error(transparent)]
     Token(#[from] JoinRefusal),
     #[error(
-        "agent {0} is already enrolled; mint the token with --replace to give the name to a new \
-         agent (its current certificate is then refused)"
+        "agent {0} is already enrolled (or was revoked); mint the token with --replace to give \
+         the name to a new agent (its current certificate is then refused)"
     )]
     NameTaken(AgentName),
     #[error(
@@ -151,8 +151,15 @@ fn record(conn: &Connection, name: &AgentName) -> rusqlite::Result<Option<AgentR
     .optional()
 }
 
+/// Whether we issued `name` a certificate.
 fn enrolled(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
     Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some()))
+}
+
+/// Whether a new token for `name` needs `--replace`: it holds a certificate from us, or it was
+/// revoked (also an agent with a certificate from the operator's CA).
+fn taken(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
+    Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some() || r.revoked_at.is_some()))
 }
 
 impl AgentDirectory {
@@ -199,7 +206,7 @@ impl AgentDirectory {
     ) -> Result<Result<(), EnrollRefusal>, StoreError> {
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            if !replace && enrolled(&tx, &name)? {
+            if !replace && taken(&tx, &name)? {
                 return Ok(Err(EnrollRefusal::NameTaken(name)));
             }
             tx.execute(
@@ -253,7 +260,7 @@ impl AgentDirectory {
             else {
                 return Ok(Ok(Err(EnrollRefusal::NoPolicy)));
             };
-            if !replace && enrolled(&tx, &name)? {
+            if !replace && taken(&tx, &name)? {
                 return Ok(Ok(Err(EnrollRefusal::NameTaken(name))));
             }
             let issued = match sign(&name, &policy) {

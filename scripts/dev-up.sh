@@ -30,7 +30,7 @@ for _ in $(seq 100); do
 done
 
 if [ ! -f "$DEV/agent/agent.pem" ]; then
-  TOKEN=$("$BIN/gha-controller" agents join-token --ttl 10m)
+  TOKEN=$("$BIN/gha-controller" agents join-token --ttl 10m --name dev-agent --replace)
   "$BIN/gha-agent" join --controller "https://127.0.0.1:$GRPC_PORT" --token "$TOKEN" \
     --dir "$DEV/agent" --name dev-agent
 fi

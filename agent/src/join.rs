@@ -6,7 +6,11 @@
 //!    until then.
 //! 2. Generate a key here (it never leaves this host) and a CSR for the agent's name.
 //! 3. Over TLS verified against that CA, trade the token and CSR for a client certificate.
-//! 4. Write `ca.pem`, `agent.pem` and `agent-key.pem` (mode 0600) into the directory.
+//! 4. Write `ca.pem`, `agent.pem` and `agent-key.pem` (mode 0600) into the directory (0700),
+//!    each atomically and created with its mode, also over older files with `--force`.
+//!
+//! The name is the token's: the operator bound it when minting; `--name` is only what the
+//! request asks for and is ignored by a controller that fixes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,7 +37,7 @@ pub struct JoinOptions {
     pub ca_fingerprint: Option<String>,
     /// Trust this CA file instead of a fingerprint.
     pub ca_file: Option<PathBuf>,
-    /// The name to ask for (the token may fix another).
+    /// The name to ask for (the token's name wins).
     pub name: String,
     pub force: bool,
 }
@@ -137,7 +141,7 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
         .map_err(|status| JoinError::Refused(status.message().to_owned()))?
         .into_inner();
 
-    std::fs::create_dir_all(&options.dir).map_err(|source| JoinError::Write {
+    shared::private_files::create_private_dir(&options.dir).map_err(|source| JoinError::Write {
         path: options.dir.clone(),
         source,
     })?;
@@ -154,21 +158,16 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     })
 }
 
+/// Replaces `path` atomically with a file created with its final mode (0600 for the key), so
+/// `--force` over an older, more open key file leaves a private one.
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), JoinError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| JoinError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)
+    let mode = if secret { 0o600 } else { 0o644 };
+    shared::private_files::write_atomic(path, contents.as_bytes(), mode).map_err(|source| {
+        JoinError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
 }
 
 /// The certificate chain the controller presents, captured in a handshake that sends nothing.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod join;
+pub mod renew;
 pub mod runners;
 pub mod runtime;
 mod worker;

@@ -24,6 +24,7 @@ use crate::AgentStatus;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::connection::{self, AttemptError, error_chain};
+use crate::renew;
 use crate::runners::{FINISHED_RETENTION, RunnerTable};
 use crate::runtime::{EventSink, RunnerRuntime};
 
@@ -32,6 +33,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a drained agent waits for the controller to acknowledge its last reports.
 const DRAIN_FLUSH: Duration = Duration::from_secs(5);
+/// How long a certificate renewal may take before it is retried later.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Worker<R> {
     pub config: AgentConfig,
@@ -196,6 +199,7 @@ impl<R: RunnerRuntime> Worker<R> {
                 msg: Some(pb::agent_message::Msg::Register(register)),
             })
             .await;
+        let renewal_channel = channel.clone();
         let mut client = AgentServiceClient::new(channel);
         let response = client
             .session(ReceiverStream::new(out_rx))
@@ -229,6 +233,9 @@ impl<R: RunnerRuntime> Worker<R> {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        // The certificate is renewed over this session at 2/3 of its life (see `renew`).
+        let renewal = tokio::time::sleep(self.next_renewal(None));
+        tokio::pin!(renewal);
         loop {
             if self.drained() {
                 info!("drained: the last runner has finished; exiting");
@@ -243,6 +250,26 @@ impl<R: RunnerRuntime> Worker<R> {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                () = &mut renewal => {
+                    let outcome = tokio::time::timeout(
+                        RENEW_TIMEOUT,
+                        renew::renew(renewal_channel.clone(), &self.config.tls),
+                    )
+                    .await;
+                    let failed = match outcome {
+                        Ok(Ok(validity)) => {
+                            info!(not_after = validity.not_after, "renewed the agent certificate");
+                            None
+                        }
+                        Ok(Err(error)) => Some(error.to_string()),
+                        Err(_) => Some("the controller did not answer the renewal in time".into()),
+                    };
+                    if let Some(error) = &failed {
+                        warn!(%error, "cannot renew the agent certificate; the current one stays in use");
+                    }
+                    let next = self.next_renewal(failed.as_deref());
+                    renewal.as_mut().reset(tokio::time::Instant::now() + next);
+                }
                 _ = self.drain.cancelled(), if !self.draining => {
                     self.start_draining();
                     let health = self.health().await;
@@ -305,6 +332,19 @@ impl<R: RunnerRuntime> Worker<R> {
 
     /// The runtime's own view of its capacity per architecture (bounded like the health
     /// check); `None` when it has none (the configured `AGENT_ARCH` and `MAX_RUNNERS` apply).
+    /// How long until the next renewal attempt: at 2/3 of the certificate's life, or (after a
+    /// failure) a bounded retry; a certificate that cannot be read is looked at again hourly.
+    fn next_renewal(&self, failed: Option<&str>) -> Duration {
+        let now = std::time::SystemTime::now();
+        match renew::current(&self.config.tls) {
+            Ok(validity) if failed.is_some() => renew::retry_after(validity.not_after, now),
+            Ok(validity) => renew::due(&validity)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO),
+            Err(_) => Duration::from_secs(3600),
+        }
+    }
+
     async fn runtime_capacity(&self) -> Option<Vec<(shared::arch::Arch, u32)>> {
         tokio::time::timeout(
             HEALTH_CHECK_TIMEOUT,

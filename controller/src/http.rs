@@ -254,9 +254,7 @@ async fn drain_agent(
         Err(crate::registry::SendError::NotConnected(_)) => {
             Err(ApiError::NotFound(format!("agent {name} is not connected")))
         }
-        Err(e @ crate::registry::SendError::QueueFull(_)) => {
-            Err(ApiError::BadRequest(e.to_string()))
-        }
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
 }
 

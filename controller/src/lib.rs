@@ -8,10 +8,12 @@
 //! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
 //!   and on request.
 //! - [`grpc`]: the agents' mutual-TLS endpoint (tonic): sessions and enrollment.
-//! - [`registry`]: connected agents and their runners.
+//! - [`registry`]: connected agents and their runners; [`agent_policy`]: what the operator
+//!   lets each agent serve.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
 
+pub mod agent_policy;
 pub mod api;
 pub mod config;
 pub mod edge;
@@ -183,17 +185,18 @@ impl Controller {
                 .map_err(RunError::Http)
         });
 
+        let directory = store::agents::AgentDirectory::open(&config.state_dir)?;
         let sessions = grpc::SessionService {
             registry: registry.clone(),
+            directory: directory.clone(),
+            store: store.clone(),
+            ca: ca.clone(),
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             controller_id: config.controller_id.clone(),
             shutdown: shutdown.clone(),
         };
-        let enrollment = grpc::Enrollment {
-            store: store.clone(),
-            ca,
-        };
+        let enrollment = grpc::Enrollment { directory, ca };
         let registrar = Arc::new(scheduler::registrar::Registrar::new(
             config.clone(),
             github.clone(),

@@ -54,16 +54,63 @@ enum CertsCommand {
     },
 }
 
+/// What an agent may serve: the operator's decision, not the agent's.
+#[derive(clap::Args)]
+struct PolicyArgs {
+    /// Owners the agent may serve (comma-separated); default: every owner when the controller
+    /// serves exactly one, else required (or --all-owners).
+    #[arg(long, value_delimiter = ',')]
+    owners: Vec<String>,
+    /// Let the agent serve every configured owner.
+    #[arg(long)]
+    all_owners: bool,
+    /// Extra labels the agent may offer (comma-separated); others it reports are dropped.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Runners at once the agent may run (it may report fewer) [default: 5].
+    #[arg(long)]
+    max_runners: Option<u32>,
+    /// Life of the agent's certificates; the agent renews at 2/3 of it [default: 30d].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cert_validity: Option<Duration>,
+}
+
+impl PolicyArgs {
+    fn request(self) -> controller::agent_policy::PolicyRequest {
+        controller::agent_policy::PolicyRequest {
+            owners: self.owners,
+            all_owners: self.all_owners,
+            labels: self.labels,
+            max_runners: self.max_runners,
+            cert_validity: self.cert_validity,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AgentsCommand {
-    /// Mint a one-time join token for `gha-agent join`.
+    /// Mint a one-time join token for `gha-agent join`, bound to one agent name.
     JoinToken {
         /// How long the token stays valid (e.g. 15m, 1h, 2d).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// Fix the agent's name (its identity) instead of letting the agent choose.
+        /// The agent's name (its identity); default: a generated one, printed.
         #[arg(long)]
         name: Option<String>,
+        /// Give the name to a new agent although one is enrolled under it (the old
+        /// certificate is refused from then on).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Revoke an agent: its certificate is refused from now on, across restarts.
+    Revoke { name: String },
+    /// Set what an agent may serve (also one with a certificate from your own CA).
+    Policy {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
 }
 
@@ -128,6 +175,26 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn describe(policy: &controller::agent_policy::AgentPolicy) -> String {
+    let owners = match &policy.owners {
+        None => "every owner".to_owned(),
+        Some(o) => format!("owners {}", o.iter().cloned().collect::<Vec<_>>().join(",")),
+    };
+    let labels = if policy.labels.is_empty() {
+        "no extra labels".to_owned()
+    } else {
+        format!(
+            "labels {}",
+            policy.labels.iter().cloned().collect::<Vec<_>>().join(",")
+        )
+    };
+    format!(
+        "{owners}, {labels}, at most {} runners, certificates for {}",
+        policy.max_runners,
+        humantime::format_duration(policy.cert_validity())
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::tls::install_crypto_provider();
@@ -161,19 +228,62 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agents {
-            command: AgentsCommand::JoinToken { ttl, name },
+            command:
+                AgentsCommand::JoinToken {
+                    ttl,
+                    name,
+                    replace,
+                    policy,
+                },
         } => {
             let config = load_config()?;
             controller::ensure_pki(&config)?;
             let name = name
                 .map(|n| shared::ids::AgentName::parse(&n))
                 .transpose()?;
-            let minted = controller::join_tokens::mint(&config, ttl, name).await?;
+            let options = controller::join_tokens::MintOptions {
+                ttl,
+                name,
+                replace,
+                policy: policy.request(),
+            };
+            let minted = controller::join_tokens::mint(&config, options).await?;
             println!("{}", minted.token);
             eprintln!(
-                "single use, valid for {}; on the agent host run:\n  gha-agent join --controller https://<controller>:{} --token <token> --dir <dir>",
+                "for agent {}, single use, valid for {}; it may serve {}; on the agent host run:\n  gha-agent join --controller https://<controller>:{} --token <token> --dir <dir>",
+                minted.agent_name,
                 humantime::format_duration(ttl),
+                describe(&minted.policy),
                 config.grpc_port
+            );
+            Ok(())
+        }
+        Command::Agents {
+            command: AgentsCommand::Revoke { name },
+        } => {
+            let config = load_config()?;
+            let name = shared::ids::AgentName::parse(&name)?;
+            let enrolled = controller::join_tokens::revoke(&config, &name).await?;
+            println!(
+                "agent {name} revoked{}; a running controller ends its session within seconds",
+                if enrolled {
+                    ""
+                } else {
+                    " (it was not enrolled with a join token; its name is refused all the same)"
+                }
+            );
+            Ok(())
+        }
+        Command::Agents {
+            command: AgentsCommand::Policy { name, policy },
+        } => {
+            let config = load_config()?;
+            let name = shared::ids::AgentName::parse(&name)?;
+            let policy =
+                controller::join_tokens::set_policy(&config, &name, &policy.request()).await?;
+            println!(
+                "agent {name} may serve {} (applied when it next connects)",
+                describe(&policy)
             );
             Ok(())
         }

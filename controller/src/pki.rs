@@ -24,7 +24,9 @@ pub const SERVER_KEY_FILE: &str = "controller-key.pem";
 /// How long certificates made here are valid.
 const CA_VALIDITY: Duration = Duration::days(3650);
 const SERVER_VALIDITY: Duration = Duration::days(825);
-pub const AGENT_VALIDITY: Duration = Duration::days(365);
+/// How far back an agent certificate's `notBefore` is set, against clock skew: five minutes,
+/// or a sixth of a short certificate's life (so its renewal point stays in the future).
+const MAX_BACKDATE: Duration = Duration::minutes(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -77,7 +79,7 @@ pub fn init(dir: &Path, sans: &[String], force: bool) -> Result<InitializedPki, 
             }
         }
     }
-    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+    shared::private_files::create_private_dir(dir).map_err(|source| PkiError::Write {
         path: dir.to_owned(),
         source,
     })?;
@@ -145,17 +147,25 @@ fn san(value: &str) -> Result<SanType, PkiError> {
         .map_err(|_| PkiError::InvalidSan(value.to_owned()))
 }
 
+/// Writes a file atomically, created with its final mode: 0600 for keys, 0644 otherwise.
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    fs::write(path, contents).map_err(err)?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    Ok(())
+    let mode = if secret { 0o600 } else { 0o644 };
+    shared::private_files::write_atomic(path, contents.as_bytes(), mode).map_err(|source| {
+        PkiError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// A certificate issued to an agent.
+#[derive(Debug, Clone)]
+pub struct SignedCert {
+    pub pem: String,
+    /// SHA-256 of its DER, what the controller binds the agent's name to.
+    pub sha256: String,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// The CA, with its key, that signs agents' client certificates during enrollment.
@@ -196,24 +206,32 @@ impl CertificateAuthority {
         CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)
     }
 
-    /// Issues a client certificate for `agent` over the request's key. Everything else the
-    /// request asks for (names, usages, CA flags) is ignored: the controller decides.
+    /// Issues a client certificate for `agent` over the request's key, valid for `validity`.
+    /// Everything else the request asks for (names, usages, CA flags) is ignored: the
+    /// controller decides.
     pub fn sign_agent(
         &self,
         csr: &CertificateSigningRequestParams,
         agent: &AgentName,
-    ) -> Result<String, PkiError> {
+        validity: std::time::Duration,
+    ) -> Result<SignedCert, PkiError> {
         let now = OffsetDateTime::now_utc();
+        let validity = Duration::try_from(validity).unwrap_or(Duration::days(365));
+        let backdate = std::cmp::min(validity / 6_i32, MAX_BACKDATE);
         let mut params = CertificateParams::default();
         params.distinguished_name = name(agent.as_str());
         params.subject_alt_names = vec![san(agent.as_str())?];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now + AGENT_VALIDITY;
+        params.not_before = now - backdate;
+        params.not_after = now + validity;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(cert.pem())
+        Ok(SignedCert {
+            pem: cert.pem(),
+            sha256: shared::tls::fingerprint(cert.der()),
+            expires_at: params.not_after.unix_timestamp(),
+        })
     }
 }
 
@@ -257,7 +275,10 @@ mod tests {
         assert_eq!(requested_name(&csr).as_deref(), Some("wanted-name"));
 
         let agent = AgentName::parse("granted").unwrap();
-        let pem = ca.sign_agent(&csr, &agent).unwrap();
+        let signed = ca
+            .sign_agent(&csr, &agent, std::time::Duration::from_secs(3600))
+            .unwrap();
+        let pem = signed.pem;
         let der = rustls_pki_types::CertificateDer::from(
             x509_parser::pem::parse_x509_pem(pem.as_bytes())
                 .unwrap()
@@ -270,6 +291,23 @@ mod tests {
             !parsed.is_ca(),
             "a request must not be able to ask for a CA certificate"
         );
+        assert_eq!(signed.sha256, shared::tls::fingerprint(&der));
+        assert_eq!(parsed.validity().not_after.timestamp(), signed.expires_at);
+        let life = signed.expires_at - parsed.validity().not_before.timestamp();
+        assert_eq!(life, 3600 + 300, "an hour, backdated five minutes");
+    }
+
+    #[test]
+    fn keys_are_private_and_the_directory_is_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        let pki = init(&pki_dir, &[], false).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pki_dir), 0o700);
+        assert_eq!(mode(&pki.ca_key), 0o600);
+        assert_eq!(mode(&pki.server_key), 0o600);
+        assert_eq!(mode(&pki.ca_cert), 0o644);
     }
 
     #[test]

@@ -4,8 +4,17 @@
 //! keeps what others may read (a snapshot for the API and, later, the scheduler) and a bounded
 //! command channel into each live session. A new session for the same identity replaces the old
 //! one: the old session is cancelled and its late departure does not mark the agent offline.
+//!
+//! What an agent reports is limited here by the operator's policy ([`crate::agent_policy`]),
+//! so every reader (the scheduler's planner view, the API, `/status`) sees only what the agent
+//! is allowed: its capacity clamped, its extra labels filtered, and the owners it serves. The
+//! runners it reports are bounded too: runners the controller sent (or had on record when the
+//! agent connected) are tracked; others still running, which the scheduler stops as strays, are
+//! kept only up to the agent's allowed capacity, and finished ones (whose report may close a
+//! record kept from before a restart) are pruned, oldest first, past a fixed number, so a
+//! misbehaving agent cannot grow the registry without bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -17,6 +26,14 @@ use shared::ids::{AgentName, RunnerId};
 use shared::runner::RunnerState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::agent_policy::{self, AgentPolicy};
+
+/// Runner ids sent to one agent that are remembered (oldest forgotten first).
+const EXPECTED_LIMIT: usize = 4096;
+/// Finished runners kept per agent for readers; older ones are pruned.
+const FINISHED_LIMIT: usize = 256;
 
 /// What an agent announced when it registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +47,9 @@ pub struct AgentRegistration {
     pub draining: bool,
     pub healthy: bool,
     pub unhealthy_reason: String,
+    /// The operator's policy for this agent; `None` when none was set (a certificate from the
+    /// operator's own CA), in which case the report stands.
+    pub policy: Option<AgentPolicy>,
 }
 
 /// An agent's liveness signal from its heartbeat.
@@ -49,6 +69,8 @@ pub enum SendError {
     NotConnected(AgentName),
     #[error("the command queue of agent {0} is full")]
     QueueFull(AgentName),
+    #[error("agent {agent} may not serve owner {owner}")]
+    OwnerNotAllowed { agent: AgentName, owner: String },
 }
 
 /// The commands a live session forwards to its agent.
@@ -70,6 +92,78 @@ struct AgentEntry {
     disconnected_at: Option<SystemTime>,
     disconnect_reason: Option<String>,
     runners: BTreeMap<RunnerId, RunnerState>,
+    /// Runner ids the controller sent or had on record, oldest first (with a set to look up).
+    expected: VecDeque<RunnerId>,
+    expected_set: BTreeSet<RunnerId>,
+}
+
+impl AgentEntry {
+    fn expect(&mut self, id: RunnerId) {
+        if self.expected_set.insert(id.clone()) {
+            self.expected.push_back(id);
+        }
+        while self.expected.len() > EXPECTED_LIMIT {
+            if let Some(old) = self.expected.pop_front() {
+                self.expected_set.remove(&old);
+            }
+        }
+    }
+
+    fn allowed_max(&self) -> u32 {
+        let reg = &self.registration;
+        reg.policy
+            .as_ref()
+            .map_or(reg.max_runners, |p| p.max_runners.min(reg.max_runners))
+    }
+
+    /// Applies one reported runner state within the bounds (see the module doc).
+    fn report(&mut self, name: &AgentName, state: RunnerState) {
+        if let Some(known) = self.runners.get_mut(&state.id) {
+            if known.phase.may_become(state.phase) {
+                *known = state;
+            }
+        } else if self.expected_set.contains(&state.id) || state.phase.is_terminal() {
+            // An ended runner the controller may have on record from before a restart (it
+            // finishes the record from this report); finished ones are bounded below.
+            self.runners.insert(state.id.clone(), state);
+        } else {
+            let unknown = self
+                .runners
+                .iter()
+                .filter(|(id, r)| !self.expected_set.contains(*id) && !r.phase.is_terminal())
+                .count();
+            if unknown >= self.allowed_max() as usize {
+                warn!(
+                    agent = %name,
+                    runner = %state.id,
+                    "ignoring a runner the controller never sent: the agent already reports as \
+                     many unknown runners as it may run"
+                );
+                return;
+            }
+            self.runners.insert(state.id.clone(), state);
+        }
+        self.prune_finished();
+    }
+
+    fn prune_finished(&mut self) {
+        let mut finished: Vec<(i64, RunnerId)> = self
+            .runners
+            .values()
+            .filter(|r| r.phase.is_terminal())
+            .map(|r| (r.observed_at_ms, r.id.clone()))
+            .collect();
+        if finished.len() <= FINISHED_LIMIT {
+            return;
+        }
+        finished.sort();
+        for (_, id) in finished.iter().take(finished.len() - FINISHED_LIMIT) {
+            self.runners.remove(id);
+            if self.expected_set.remove(id) {
+                self.expected.retain(|e| e != id);
+            }
+        }
+    }
 }
 
 /// A read-only view of one agent, as `GET /api/v1/agents` shows it.
@@ -83,7 +177,18 @@ pub struct AgentView {
     /// Total runners at once.
     pub capacity: u32,
     pub capacity_by_arch: BTreeMap<Arch, u32>,
+    /// Extra labels it offers: the reported ones its policy allows.
     pub labels: Vec<String>,
+    /// Whether it may serve every owner; else `owners` lists those it may.
+    pub all_owners: bool,
+    pub owners: Vec<String>,
+    /// The operator's policy (`null`: none set, the agent's report stands).
+    pub policy: Option<AgentPolicy>,
+    /// What the agent itself reported, before the policy.
+    pub reported: ReportedSupply,
+    /// Labels it reported but may not offer (dropped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels_refused: Vec<String>,
     pub version: String,
     pub connected: bool,
     pub healthy: bool,
@@ -101,6 +206,21 @@ pub struct AgentView {
     /// `disconnected_at` in ms since the epoch, for the scheduler.
     #[serde(skip)]
     pub disconnected_at_ms: Option<i64>,
+}
+
+/// An agent's own claims, shown beside what it is granted.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReportedSupply {
+    pub capacity: u32,
+    pub capacity_by_arch: BTreeMap<Arch, u32>,
+    pub labels: Vec<String>,
+}
+
+impl AgentView {
+    /// Whether the agent may run runners for `owner`.
+    pub fn serves(&self, owner: &str) -> bool {
+        self.all_owners || self.owners.iter().any(|o| o.eq_ignore_ascii_case(owner))
+    }
 }
 
 /// A handle to the registry; clones share it.
@@ -148,22 +268,20 @@ impl AgentRegistry {
     }
 
     /// Records a new session for `name`, replacing (and cancelling) any older one, and resyncs
-    /// the agent's runners from its inventory.
+    /// the agent's runners from its inventory. `known` are the runner ids the controller has on
+    /// record for this agent; with those it sent before, they are the runners it expects.
     pub fn connect(
         &self,
         name: &AgentName,
-        registration: AgentRegistration,
+        mut registration: AgentRegistration,
+        known: impl IntoIterator<Item = RunnerId>,
         commands: CommandSender,
     ) -> SessionHandle {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let replaced = CancellationToken::new();
         let now = SystemTime::now();
-        let runners = registration
-            .inventory
-            .iter()
-            .map(|r| (r.id.clone(), r.clone()))
-            .collect();
-        let entry = AgentEntry {
+        let inventory = std::mem::take(&mut registration.inventory);
+        let mut entry = AgentEntry {
             registration,
             session: Some(LiveSession {
                 id,
@@ -174,13 +292,28 @@ impl AgentRegistry {
             last_heartbeat: now,
             disconnected_at: None,
             disconnect_reason: None,
-            runners,
+            runners: BTreeMap::new(),
+            expected: VecDeque::new(),
+            expected_set: BTreeSet::new(),
         };
-        if let Some(old) = self.lock().insert(name.clone(), entry)
+        let mut agents = self.lock();
+        if let Some(old) = agents.get(name) {
+            for id in &old.expected {
+                entry.expect(id.clone());
+            }
+        }
+        for id in known {
+            entry.expect(id);
+        }
+        for state in inventory {
+            entry.report(name, state);
+        }
+        if let Some(old) = agents.insert(name.clone(), entry)
             && let Some(old_session) = old.session
         {
             old_session.replaced.cancel();
         }
+        drop(agents);
         self.changed.notify_one();
         SessionHandle { id, replaced }
     }
@@ -223,24 +356,37 @@ impl AgentRegistry {
     pub fn runner_status(&self, name: &AgentName, session: u64, state: RunnerState) {
         self.with_session(name, session, |entry| {
             entry.last_heartbeat = SystemTime::now();
-            match entry.runners.get_mut(&state.id) {
-                Some(known) if !known.phase.may_become(state.phase) => {}
-                Some(known) => *known = state,
-                None => {
-                    entry.runners.insert(state.id.clone(), state);
-                }
-            }
+            entry.report(name, state);
         });
         self.changed.notify_one();
     }
 
-    /// Queues a command for a connected agent. A full queue is an error, not a wait.
+    /// Queues a command for a connected agent. A full queue is an error, not a wait, and a
+    /// runner for an owner the agent may not serve is refused.
     pub fn send(&self, name: &AgentName, command: AgentCommand) -> Result<(), SendError> {
-        let sender = self
-            .lock()
-            .get(name)
-            .and_then(|e| e.session.as_ref().map(|s| s.commands.clone()))
-            .ok_or_else(|| SendError::NotConnected(name.clone()))?;
+        let sender = {
+            let mut agents = self.lock();
+            let entry = agents
+                .get_mut(name)
+                .filter(|e| e.session.is_some())
+                .ok_or_else(|| SendError::NotConnected(name.clone()))?;
+            if let AgentCommand::StartRunner(spec) = &command {
+                if let Some(policy) = &entry.registration.policy
+                    && !policy.serves(&spec.owner)
+                {
+                    return Err(SendError::OwnerNotAllowed {
+                        agent: name.clone(),
+                        owner: spec.owner.clone(),
+                    });
+                }
+                entry.expect(spec.id.clone());
+            }
+            entry
+                .session
+                .as_ref()
+                .map(|s| s.commands.clone())
+                .ok_or_else(|| SendError::NotConnected(name.clone()))?
+        };
         sender.try_send(command).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::QueueFull(name.clone()),
             mpsc::error::TrySendError::Closed(_) => SendError::NotConnected(name.clone()),
@@ -254,15 +400,31 @@ impl AgentRegistry {
             .iter()
             .map(|(name, e)| {
                 let reg = &e.registration;
+                let granted = agent_policy::grant(
+                    reg.policy.as_ref(),
+                    &reg.capacity,
+                    reg.max_runners,
+                    &reg.labels,
+                );
                 let architectures: Vec<Arch> = reg.capacity.keys().copied().collect();
+                let owners = reg.policy.as_ref().and_then(|p| p.owners.clone());
                 AgentView {
                     name: name.clone(),
                     arch: architectures.first().copied().unwrap_or(Arch::Amd64),
                     architectures,
                     runtime: reg.runtime,
-                    capacity: reg.max_runners,
-                    capacity_by_arch: reg.capacity.clone(),
-                    labels: reg.labels.clone(),
+                    capacity: granted.max_runners,
+                    capacity_by_arch: granted.capacity,
+                    labels: granted.labels,
+                    all_owners: owners.is_none(),
+                    owners: owners.map(|o| o.into_iter().collect()).unwrap_or_default(),
+                    policy: reg.policy.clone(),
+                    reported: ReportedSupply {
+                        capacity: reg.max_runners,
+                        capacity_by_arch: reg.capacity.clone(),
+                        labels: reg.labels.clone(),
+                    },
+                    labels_refused: granted.labels_refused,
                     version: reg.version.clone(),
                     connected: e.session.is_some(),
                     healthy: reg.healthy,
@@ -303,6 +465,7 @@ mod tests {
             draining: false,
             healthy: true,
             unhealthy_reason: String::new(),
+            policy: None,
         }
     }
 
@@ -315,11 +478,12 @@ mod tests {
         let reg = AgentRegistry::new();
         let name = AgentName::parse("a").unwrap();
         let (tx1, _rx1) = mpsc::channel(1);
-        let first = reg.connect(&name, registration(vec![]), tx1);
+        let first = reg.connect(&name, registration(vec![]), [], tx1);
         let (tx2, mut rx2) = mpsc::channel(1);
         let second = reg.connect(
             &name,
             registration(vec![runner("r1", RunnerPhase::Running)]),
+            [RunnerId::parse("r1").unwrap()],
             tx2,
         );
         assert!(first.replaced.is_cancelled());
@@ -348,12 +512,108 @@ mod tests {
         let reg = AgentRegistry::new();
         let name = AgentName::parse("a").unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let s = reg.connect(&name, registration(vec![]), tx);
+        let s = reg.connect(
+            &name,
+            registration(vec![]),
+            [RunnerId::parse("r1").unwrap()],
+            tx,
+        );
         reg.runner_status(&name, s.id, runner("r1", RunnerPhase::Exited));
         reg.runner_status(&name, s.id, runner("r1", RunnerPhase::Running));
         assert_eq!(
             reg.get(&name).unwrap().runners[0].phase,
             RunnerPhase::Exited
         );
+    }
+
+    fn spec(id: &str, owner: &str) -> AgentCommand {
+        AgentCommand::StartRunner(Box::new(shared::command::RunnerSpec {
+            id: RunnerId::parse(id).unwrap(),
+            name: id.into(),
+            image: "img".into(),
+            registration: shared::command::Registration::JitConfig("jit".into()),
+            labels: vec![],
+            env: Default::default(),
+            timeout: std::time::Duration::from_secs(60),
+            cache: Default::default(),
+            arch: Arch::Amd64,
+            owner: owner.into(),
+            launch: Default::default(),
+        }))
+    }
+
+    fn limited(owners: &[&str], max: u32) -> AgentPolicy {
+        AgentPolicy {
+            owners: Some(owners.iter().map(|o| o.to_string()).collect()),
+            labels: ["gpu".to_string()].into(),
+            max_runners: max,
+            cert_validity_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn the_view_holds_what_the_policy_allows_not_what_the_agent_claims() {
+        let reg = AgentRegistry::new();
+        let name = AgentName::parse("greedy").unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let mut claims = registration(vec![]);
+        claims.capacity = [(Arch::Amd64, 100_000)].into();
+        claims.max_runners = 100_000;
+        claims.labels = vec!["gpu".into(), "everything".into()];
+        claims.policy = Some(limited(&["acme"], 2));
+        reg.connect(&name, claims, [], tx);
+        let view = reg.get(&name).unwrap();
+        assert_eq!(view.capacity, 2);
+        assert_eq!(view.capacity_by_arch, [(Arch::Amd64, 2)].into());
+        assert_eq!(view.labels, vec!["gpu".to_string()]);
+        assert_eq!(view.labels_refused, vec!["everything".to_string()]);
+        assert_eq!(view.reported.capacity, 100_000);
+        assert!(view.serves("ACME") && !view.serves("globex") && !view.all_owners);
+        assert_eq!(
+            reg.send(&name, spec("r1", "globex")),
+            Err(SendError::OwnerNotAllowed {
+                agent: name.clone(),
+                owner: "globex".into()
+            })
+        );
+        reg.send(&name, spec("r2", "Acme")).unwrap();
+    }
+
+    #[test]
+    fn runners_the_controller_never_sent_are_bounded_by_the_allowed_capacity() {
+        let reg = AgentRegistry::new();
+        let name = AgentName::parse("inventor").unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let mut claims = registration(
+            (0..1000)
+                .map(|i| runner(&format!("made-up-{i}"), RunnerPhase::Running))
+                .collect(),
+        );
+        claims.max_runners = 10;
+        claims.policy = Some(limited(&["acme"], 3));
+        let s = reg.connect(&name, claims, [], tx);
+        assert_eq!(reg.get(&name).unwrap().runners.len(), 3);
+        for i in 0..1000 {
+            reg.runner_status(
+                &name,
+                s.id,
+                runner(&format!("more-{i}"), RunnerPhase::Running),
+            );
+            reg.runner_status(
+                &name,
+                s.id,
+                runner(&format!("gone-{i}"), RunnerPhase::Exited),
+            );
+        }
+        let view = reg.get(&name).unwrap();
+        let live = |v: &AgentView| v.runners.iter().filter(|r| !r.phase.is_terminal()).count();
+        assert_eq!(live(&view), 3);
+        assert_eq!(view.runners.len(), 3 + FINISHED_LIMIT);
+        // A runner the controller sent is always tracked.
+        reg.send(&name, spec("sent-1", "acme")).unwrap();
+        reg.runner_status(&name, s.id, runner("sent-1", RunnerPhase::Running));
+        let view = reg.get(&name).unwrap();
+        assert_eq!(live(&view), 4);
+        assert!(view.runners.iter().any(|r| r.id.as_str() == "sent-1"));
     }
 }

@@ -32,6 +32,9 @@ pub fn explain(reason: &WaitReason) -> String {
         }
         WaitReason::UnknownOwner { owner } => format!("owner {owner} is not configured"),
         WaitReason::NoAgentConnected => "no agent is connected".into(),
+        WaitReason::NoAgentForOwner { owner } => format!(
+            "no connected agent may serve owner {owner} (see `gha-controller agents policy`)"
+        ),
         WaitReason::LabelsNotOffered { missing } => format!(
             "no agent offers the labels {} (a GitHub-hosted label, or an agent LABELS is missing)",
             missing.join(", ")

@@ -141,3 +141,120 @@ fn check_config_reads_a_toml_file_and_the_environment_wins() {
     assert!(stdout.contains("max_runners: 12"), "{stdout}");
     assert!(!stdout.contains("ghp_file"), "{stdout}");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// A command for the controller of `dir`, with `owners` (comma-separated) configured.
+fn agents_cmd(dir: &std::path::Path, owners: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = controller();
+    cmd.arg("agents")
+        .args(args)
+        .env("GITHUB_TOKEN", "t")
+        .env("WEBHOOK_SECRET", "w")
+        .env("ALL_REPOS", "true")
+        .env("STATE_DIR", dir.join("state"));
+    if owners.contains(',') {
+        cmd.env("OWNERS", owners);
+        for owner in owners.split(',') {
+            cmd.env(format!("OWNER_{}_ALL_REPOS", owner.to_uppercase()), "true");
+        }
+    } else {
+        cmd.env("REPO_OWNER", owners);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_state_directory_pki_keys_and_database_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agents_cmd(dir.path(), "octo", &["join-token", "--name", "edge-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = dir.path().join("state");
+    assert_eq!(mode(&state), 0o700, "STATE_DIR");
+    assert_eq!(mode(&state.join("pki")), 0o700, "STATE_DIR/pki");
+    assert_eq!(mode(&state.join("pki/ca-key.pem")), 0o600);
+    assert_eq!(mode(&state.join("pki/controller-key.pem")), 0o600);
+    assert_eq!(mode(&state.join("gha-scaler.db")), 0o600, "the database");
+}
+
+#[test]
+fn a_token_names_its_agent_and_several_owners_need_to_be_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without --name a name is generated and told.
+    let out = agents_cmd(dir.path(), "octo", &["join-token"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let told = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(told.contains("for agent agent-"), "{told}");
+    assert!(told.contains("every owner"), "{told}");
+
+    let out = agents_cmd(dir.path(), "acme,globex", &["join-token", "--name", "e1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("--owners"), "{err}");
+    let out = agents_cmd(
+        dir.path(),
+        "acme,globex",
+        &[
+            "join-token",
+            "--name",
+            "e1",
+            "--owners",
+            "globex",
+            "--max-runners",
+            "3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let told = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        told.contains("owners globex") && told.contains("at most 3 runners"),
+        "{told}"
+    );
+    let out = agents_cmd(
+        dir.path(),
+        "acme,globex",
+        &["join-token", "--name", "e2", "--owners", "initech"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("initech"));
+}
+
+#[test]
+fn agents_revoke_and_policy_are_recorded_for_the_running_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agents_cmd(dir.path(), "octo", &["revoke", "edge-9"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent edge-9 revoked"));
+    let out = agents_cmd(dir.path(), "octo", &["revoke", "../bad"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agent name"));
+    let out = agents_cmd(
+        dir.path(),
+        "octo",
+        &["policy", "byo-1", "--labels", "gpu", "--max-runners", "2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("labels gpu"));
+}

@@ -85,7 +85,7 @@ done
 for agent in amd-host:amd64 arm-host:arm64; do
   name="${agent%%:*}" arch="${agent##*:}"
   say "enrolling and starting agent $name (AGENT_ARCH=$arch)"
-  TOKEN=$("$BIN/gha-controller" agents join-token --ttl 10m 2>/dev/null)
+  TOKEN=$("$BIN/gha-controller" agents join-token --ttl 10m --name "$name" --max-runners 2 2>/dev/null)
   "$BIN/gha-agent" join --controller "https://127.0.0.1:$GRPC_PORT" --token "$TOKEN" \
     --dir "$WORK/$name" --name "$name" >/dev/null
   CONTROLLER_URL="https://127.0.0.1:$GRPC_PORT" TLS_DIR="$WORK/$name" RUNTIME=docker \

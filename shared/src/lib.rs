@@ -8,6 +8,7 @@
 //! - [`wire`]: conversions between these types and the generated protobuf types; the only place
 //!   where the two meet, so wire types never leak into core logic.
 //! - [`github`]: the GitHub REST client, behind the `GithubApi` trait.
+//! - [`private_files`]: state directories, keys and databases only our user may read.
 //! - [`tls`]: loading PEM material and deriving an agent's identity from its certificate.
 
 pub mod arch;
@@ -16,6 +17,7 @@ pub mod github;
 pub mod ids;
 pub mod join_token;
 pub mod owner;
+pub mod private_files;
 pub mod runner;
 pub mod tls;
 pub mod wire;

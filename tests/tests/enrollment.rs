@@ -1,15 +1,21 @@
 //! Enrollment: a one-time join token buys an agent a client certificate, once, before it
 //! expires, and only from the controller whose CA the token pins.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use agent::join::{JoinError, JoinOptions, join};
+use controller::join_tokens::MintOptions;
 use controller::store::{NewJoinToken, SqliteStore, StateStore};
 use shared::join_token::JoinToken;
 use tests::harness::{AgentTls, TestAgent, TestController, init, vars};
 
 const WAIT: Duration = Duration::from_secs(15);
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
 
 /// A controller with the built-in PKI, created on first start under its state directory.
 async fn controller(dir: &Path) -> TestController {
@@ -35,7 +41,7 @@ fn options(c: &TestController, token: &str, dir: &Path, name: &str) -> JoinOptio
 
 async fn mint(c: &TestController, name: Option<&str>) -> String {
     let name = name.map(|n| shared::ids::AgentName::parse(n).unwrap());
-    controller::join_tokens::mint(&c.config, Duration::from_secs(3600), name)
+    controller::join_tokens::mint(&c.config, MintOptions::new(Duration::from_secs(3600), name))
         .await
         .unwrap()
         .token
@@ -45,7 +51,7 @@ async fn mint(c: &TestController, name: Option<&str>) -> String {
 async fn join_then_run_with_the_issued_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let token = mint(&c, None).await;
+    let token = mint(&c, Some("builder-7")).await;
     let agent_dir = dir.path().join("agent");
     let joined = join(&options(&c, &token, &agent_dir, "builder-7"))
         .await
@@ -151,7 +157,7 @@ async fn expired_and_wrong_tokens_are_refused() {
 async fn the_token_is_not_sent_to_a_controller_whose_ca_does_not_match_the_pin() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
-    let good = mint(&c, None).await;
+    let good = mint(&c, Some("legit")).await;
     let mut wrong_pin = JoinToken::parse(&good).unwrap();
     wrong_pin.ca_fingerprint = Some("ab".repeat(32));
     let err = join(&options(
@@ -170,7 +176,7 @@ async fn the_token_is_not_sent_to_a_controller_whose_ca_does_not_match_the_pin()
         .unwrap();
 
     // Without any pin there is no way to trust first contact.
-    let mut unpinned = JoinToken::parse(&mint(&c, None).await).unwrap();
+    let mut unpinned = JoinToken::parse(&mint(&c, Some("with-ca-file")).await).unwrap();
     unpinned.ca_fingerprint = None;
     let err = join(&options(
         &c,
@@ -200,16 +206,35 @@ async fn join_refuses_to_overwrite_an_identity_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let c = controller(dir.path()).await;
     let agent_dir = dir.path().join("agent");
-    join(&options(&c, &mint(&c, None).await, &agent_dir, "one"))
-        .await
-        .unwrap();
-    let err = join(&options(&c, &mint(&c, None).await, &agent_dir, "two"))
-        .await
-        .unwrap_err();
+    join(&options(
+        &c,
+        &mint(&c, Some("one")).await,
+        &agent_dir,
+        "one",
+    ))
+    .await
+    .unwrap();
+    let err = join(&options(
+        &c,
+        &mint(&c, Some("two")).await,
+        &agent_dir,
+        "two",
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, JoinError::Exists(_)), "{err}");
-    let mut forced = options(&c, &mint(&c, None).await, &agent_dir, "two");
+    // An older key file that others could read is replaced by a private one.
+    let key = agent_dir.join("agent-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut forced = options(&c, &mint(&c, Some("two")).await, &agent_dir, "two");
     forced.force = true;
     assert_eq!(join(&forced).await.unwrap().agent_name, "two");
+    assert_eq!(
+        mode(&key),
+        0o600,
+        "join --force left the key readable by others"
+    );
+    assert_eq!(mode(&agent_dir), 0o700);
 }
 
 #[tokio::test]

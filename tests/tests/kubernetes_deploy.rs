@@ -1,6 +1,7 @@
 //! `deploy/kubernetes/` is valid: every document of every manifest parses into its k8s-openapi
-//! type with no field left over, the kustomization lists exactly the manifests, and the agent's
-//! RBAC grants exactly the verbs the runtime uses against the fake API server.
+//! type with no field left over, the kustomization lists exactly the manifests, the agent's
+//! RBAC grants exactly the verbs the runtime uses against the fake API server, and none of the
+//! agent's permissions reaches the namespace holding the controller's secrets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ fn typed<T: Resource + DeserializeOwned + Serialize>(file: &str, doc: &Value) ->
 struct Manifests {
     deployments: BTreeMap<String, Deployment>,
     roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    namespaces: BTreeSet<String>,
     cluster_roles: Vec<ClusterRole>,
     ingresses: Vec<Ingress>,
     services: Vec<Service>,
@@ -87,11 +91,14 @@ fn manifests() -> Manifests {
     for (file, doc) in documents() {
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
         match kind.as_str() {
-            "Namespace" => drop(typed::<Namespace>(&file, &doc)),
+            "Namespace" => {
+                let ns: Namespace = typed(&file, &doc);
+                m.namespaces.insert(ns.metadata.name.unwrap());
+            }
             "ConfigMap" => drop(typed::<ConfigMap>(&file, &doc)),
             "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(&file, &doc)),
-            "RoleBinding" => drop(typed::<RoleBinding>(&file, &doc)),
-            "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&file, &doc)),
+            "RoleBinding" => m.role_bindings.push(typed(&file, &doc)),
+            "ClusterRoleBinding" => m.cluster_role_bindings.push(typed(&file, &doc)),
             "Secret" => m.secrets.push(typed(&file, &doc)),
             "ServiceAccount" => m.service_accounts.push(typed(&file, &doc)),
             "Service" => m.services.push(typed(&file, &doc)),
@@ -144,7 +151,10 @@ fn the_kustomization_lists_every_manifest() {
     let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap();
     let k: Value = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(k["kind"], "Kustomization");
-    assert_eq!(k["namespace"], "gha-scaler");
+    assert!(
+        k["namespace"].is_null(),
+        "one namespace override would put every object into one namespace"
+    );
     let listed: BTreeSet<String> = k["resources"]
         .as_array()
         .unwrap()
@@ -203,8 +213,98 @@ fn deployments_are_single_replica_and_mount_no_docker_socket() {
     );
     assert!(env.as_array().unwrap().contains(&json!({
         "name": "KUBERNETES_NAMESPACE",
-        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        "value": RUNNERS_NS
     })));
+}
+
+const CONTROLLER_NS: &str = "gha-scaler";
+const AGENT_NS: &str = "gha-scaler-agent";
+const RUNNERS_NS: &str = "gha-scaler-runners";
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| {
+        panic!(
+            "{:?} names no namespace (the kustomization sets none)",
+            meta.name
+        )
+    })
+}
+
+#[test]
+fn no_agent_permission_reaches_the_controllers_namespace() {
+    let m = manifests();
+    assert_eq!(
+        m.namespaces,
+        BTreeSet::from([CONTROLLER_NS.into(), AGENT_NS.into(), RUNNERS_NS.into()])
+    );
+    assert_eq!(
+        namespace_of(&m.deployments["gha-scaler-controller"].metadata),
+        CONTROLLER_NS
+    );
+    assert_eq!(
+        namespace_of(&m.deployments["gha-scaler-agent"].metadata),
+        AGENT_NS
+    );
+    assert_eq!(namespace_of(&m.service_accounts[0].metadata), AGENT_NS);
+    for secret in &m.secrets {
+        let name = secret.metadata.name.clone().unwrap();
+        let expected = if name.starts_with("gha-scaler-controller") {
+            CONTROLLER_NS
+        } else {
+            AGENT_NS
+        };
+        assert_eq!(namespace_of(&secret.metadata), expected, "secret {name}");
+    }
+
+    // Every binding of the agent's service account: namespaced ones only in the runners'
+    // namespace, cluster-wide ones only to roles that name no namespaced resource.
+    let is_agent = |s: &k8s_openapi::api::rbac::v1::Subject| {
+        s.kind == "ServiceAccount" && s.name == "gha-scaler-agent"
+    };
+    let mut agent_bindings = 0;
+    for binding in &m.role_bindings {
+        let ns = namespace_of(&binding.metadata);
+        for subject in binding.subjects.iter().flatten() {
+            assert_eq!(
+                subject.namespace.as_deref(),
+                Some(AGENT_NS),
+                "binding {ns}/{:?} names a subject outside the agent's namespace",
+                binding.metadata.name
+            );
+        }
+        if binding.subjects.iter().flatten().any(is_agent) {
+            agent_bindings += 1;
+            assert_eq!(ns, RUNNERS_NS, "the agent is granted something in {ns}");
+            assert_ne!(ns, CONTROLLER_NS);
+            assert_eq!(binding.role_ref.kind, "Role");
+        }
+    }
+    assert_eq!(agent_bindings, 1);
+    for role in &m.roles {
+        assert_eq!(namespace_of(&role.metadata), RUNNERS_NS);
+    }
+    for binding in &m.cluster_role_bindings {
+        if binding.subjects.iter().flatten().any(is_agent) {
+            let role = m
+                .cluster_roles
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(binding.role_ref.name.as_str()))
+                .expect("the bound cluster role exists");
+            let resources = granted(&role.rules.clone().unwrap());
+            assert!(
+                resources.iter().all(|(res, _)| res == "nodes"),
+                "a cluster-wide grant to the agent reaches namespaced objects: {resources:?}"
+            );
+        }
+    }
+    // The agent reaches the controller across namespaces by the Service's full name.
+    let agent = serde_json::to_value(&m.deployments["gha-scaler-agent"]).unwrap();
+    assert!(
+        agent
+            .to_string()
+            .contains("gha-scaler-controller.gha-scaler.svc:9443"),
+        "CONTROLLER_URL"
+    );
 }
 
 #[test]

@@ -213,3 +213,61 @@ async fn an_unsupported_protocol_version_is_refused_with_a_reason() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("protocol version 99"));
 }
+
+#[tokio::test]
+async fn runners_an_agent_invents_are_bounded_by_its_capacity() {
+    let s = setup().await;
+    let cert = s.ca.client("inventor", &[]);
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
+        .await
+        .unwrap();
+    let invented = |prefix: &str, n: usize| -> Vec<pb::RunnerStatus> {
+        (0..n)
+            .map(|i| {
+                let id = shared::ids::RunnerId::parse(&format!("{prefix}-{i}")).unwrap();
+                shared::wire::runner_state_to_wire(&shared::runner::RunnerState::new(
+                    id,
+                    format!("{prefix}-{i}"),
+                    shared::runner::RunnerPhase::Running,
+                ))
+            })
+            .collect()
+    };
+    let mut register = raw_agent::register(pb::Arch::Amd64);
+    if let Some(pb::agent_message::Msg::Register(r)) = &mut register.msg {
+        r.inventory = invented("made-up", 500);
+    }
+    let (tx, mut inbound) = raw_agent::session(channel, register).await.unwrap();
+    inbound.message().await.unwrap();
+    for status in invented("later", 500) {
+        tx.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::RunnerStatus(status)),
+        })
+        .await
+        .unwrap();
+    }
+    // The last report is a heartbeat: when the controller has applied it, it has applied all.
+    tx.send(pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+            healthy: false,
+            unhealthy_reason: "marker".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    wait_until(WAIT, "every report applied", || async {
+        s.controller
+            .agent("inventor")
+            .await
+            .is_some_and(|a| a["unhealthy_reason"] == "marker")
+    })
+    .await;
+    let listed = s.controller.agent("inventor").await.unwrap();
+    let runners = listed["runners"].as_array().unwrap();
+    assert_eq!(
+        runners.len(),
+        1,
+        "an agent of capacity 1 keeps at most one runner the controller never sent"
+    );
+}

@@ -1,30 +1,46 @@
 //! `EnrollmentService.Join`: a one-time join token buys a client certificate.
 //!
 //! The agent sends a CSR for a key it generated itself (the private key never leaves it). The
-//! request is checked before the token is spent; the token is spent atomically in the store;
-//! the certificate's name is the one fixed in the token, else the one the request asks for.
+//! request is checked before the token is spent; the token is spent, the name it is bound to
+//! checked (a name already enrolled needs a token minted with `--replace`) and the agent
+//! recorded with its policy in one transaction ([`AgentDirectory::enroll`]). The certificate's
+//! name is always the token's: what the request asks for is ignored.
 
 use std::sync::Arc;
 
 use proto::v1 as pb;
 use proto::v1::enrollment_service_server::EnrollmentService;
-use shared::ids::AgentName;
 use shared::join_token::JoinToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::tls::PeerInfo;
-use crate::pki::{CertificateAuthority, requested_name};
-use crate::store::StateStore;
+use crate::pki::{CertificateAuthority, PkiError};
+use crate::store::agents::{AgentDirectory, EnrollRefusal, Issued};
 
 pub struct Enrollment {
-    pub store: Arc<dyn StateStore>,
+    pub directory: AgentDirectory,
     /// `None` when the controller runs with its own PKI and has no CA key.
     pub ca: Option<Arc<CertificateAuthority>>,
 }
 
 fn now_secs() -> i64 {
     shared::runner::now_ms() / 1000
+}
+
+/// Signs for `name` with the policy's certificate life, in the directory's terms.
+pub(crate) fn issue(
+    ca: &CertificateAuthority,
+    csr: &rcgen::CertificateSigningRequestParams,
+    name: &shared::ids::AgentName,
+    policy: &crate::agent_policy::AgentPolicy,
+) -> Result<Issued, PkiError> {
+    ca.sign_agent(csr, name, policy.cert_validity())
+        .map(|signed| Issued {
+            certificate_pem: signed.pem,
+            cert_sha256: signed.sha256,
+            expires_at: signed.expires_at,
+        })
 }
 
 #[tonic::async_trait]
@@ -54,49 +70,46 @@ impl EnrollmentService for Enrollment {
             warn!(%peer, error = %e, "join refused: bad certificate request");
             Status::invalid_argument(e.to_string())
         })?;
-        let requested = requested_name(&csr).map(|n| AgentName::parse(&n));
-        let requested = match requested {
-            Some(Ok(name)) => name,
-            Some(Err(e)) => {
-                return Err(Status::invalid_argument(format!(
-                    "the requested name is unusable: {e}"
-                )));
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "the certificate request names no agent",
-                ));
-            }
-        };
 
-        let used_by = format!("{requested} from {peer}");
+        let used_by = format!("agent from {peer}");
         let outcome = self
-            .store
-            .take_join_token(&token.id, &token.secret, now_secs(), &used_by)
+            .directory
+            .enroll(
+                token.id.clone(),
+                token.secret.clone(),
+                now_secs(),
+                used_by,
+                move |name, policy| issue(&ca, &csr, name, policy),
+            )
             .await
             .map_err(|e| {
                 warn!(error = %e, "join failed: store error");
                 Status::internal("the controller's store failed; try again")
             })?;
-        let fixed = match outcome {
-            Ok(fixed) => fixed,
-            Err(refusal) => {
+        let (name, issued) = match outcome {
+            Ok(Ok(done)) => done,
+            Ok(Err(refusal)) => {
                 warn!(%peer, token = %token.id, reason = %refusal, "join refused");
-                return Err(Status::permission_denied(refusal.to_string()));
+                return Err(match refusal {
+                    EnrollRefusal::NameTaken(_) => Status::already_exists(refusal.to_string()),
+                    _ => Status::permission_denied(refusal.to_string()),
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "join failed: cannot sign");
+                return Err(Status::internal(
+                    "the controller could not sign the certificate",
+                ));
             }
         };
-        let name = match fixed {
-            Some(fixed) => AgentName::parse(&fixed).map_err(|e| Status::internal(e.to_string()))?,
-            None => requested,
-        };
-        let certificate_pem = ca.sign_agent(&csr, &name).map_err(|e| {
-            warn!(error = %e, "join failed: cannot sign");
-            Status::internal("the controller could not sign the certificate")
-        })?;
-        info!(agent = %name, token = %token.id, %peer, "agent enrolled");
+        info!(agent = %name, token = %token.id, %peer, expires_at = issued.expires_at, "agent enrolled");
         Ok(Response::new(pb::JoinResponse {
-            certificate_pem,
-            ca_pem: ca.cert_pem().to_owned(),
+            certificate_pem: issued.certificate_pem,
+            ca_pem: self
+                .ca
+                .as_ref()
+                .map(|ca| ca.cert_pem().to_owned())
+                .unwrap_or_default(),
             agent_name: name.to_string(),
         }))
     }

@@ -4,7 +4,16 @@
 //! message must be a registration; the session then lives in its own task, which owns the
 //! inbound stream, forwards queued commands outwards, applies reports to the registry, and ends
 //! (marking the agent disconnected) when the stream ends, the agent falls silent for longer
-//! than the heartbeat timeout, a newer session replaces it, or the controller shuts down.
+//! than the heartbeat timeout, a newer session replaces it, the operator revokes it, or the
+//! controller shuts down.
+//!
+//! Before a session starts, the agent directory decides whether this certificate may act as
+//! this name (not revoked, not superseded by a newer enrollment) and with which policy; the
+//! session re-checks that every few seconds, so `gha-controller agents revoke`, run as another
+//! process, ends a live session too. `AgentService.Renew` ([`renew`]) issues a fresh
+//! certificate to an enrolled agent over its mutual-TLS connection.
+
+mod renew;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,13 +30,24 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::tls::PeerInfo;
+use crate::pki::CertificateAuthority;
 use crate::registry::{AgentRegistration, AgentRegistry, Heartbeat};
+use crate::store::StateStore;
+use crate::store::agents::{AgentDirectory, Refusal};
 
 /// Commands waiting for one agent; a full queue is refused by `AgentRegistry::send`.
 const COMMAND_QUEUE: usize = 256;
+/// How often a live session checks that its agent is still admitted (not revoked).
+const ADMISSION_CHECK: Duration = Duration::from_secs(2);
 
 pub struct SessionService {
     pub registry: AgentRegistry,
+    /// Enrolled agents: policies, certificates, revocations.
+    pub directory: AgentDirectory,
+    /// The runners on record, so the registry knows which reported runners are ours.
+    pub store: std::sync::Arc<dyn StateStore>,
+    /// Signs renewed certificates; `None` with the operator's own PKI and no CA key.
+    pub ca: Option<std::sync::Arc<CertificateAuthority>>,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub controller_id: String,
@@ -50,6 +70,36 @@ pub(crate) fn agent_identity<T>(request: &Request<T>) -> Result<AgentName, Statu
             Err(Status::unauthenticated(
                 "a client certificate signed by the controller's CA is required; \
                  enroll with `gha-agent join` or configure TLS_CERT_FILE/TLS_KEY_FILE",
+            ))
+        }
+    }
+}
+
+/// The verified certificate fingerprint of a request.
+pub(crate) fn agent_certificate<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.cert_sha256.clone())
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))
+}
+
+/// Whether `name` with certificate `cert` may be served now, and its policy.
+pub(crate) async fn admission(
+    directory: &AgentDirectory,
+    name: &AgentName,
+    cert: &str,
+) -> Result<Option<crate::agent_policy::AgentPolicy>, Status> {
+    match directory.admit(name, cert).await {
+        Ok(Ok(policy)) => Ok(policy),
+        Ok(Err(refusal)) => {
+            warn!(agent = %name, reason = %refusal, "agent refused");
+            Err(Status::permission_denied(refusal.to_string()))
+        }
+        Err(error) => {
+            warn!(agent = %name, %error, "cannot read the agent directory");
+            Err(Status::unavailable(
+                "the controller's store failed; try again",
             ))
         }
     }
@@ -89,6 +139,7 @@ fn registration_from_wire(reg: pb::Register) -> Result<AgentRegistration, WireEr
         draining: reg.draining,
         healthy: reg.healthy,
         unhealthy_reason: reg.unhealthy_reason,
+        policy: None,
     })
 }
 
@@ -101,6 +152,8 @@ impl AgentService for SessionService {
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let name = agent_identity(&request)?;
+        let cert = agent_certificate(&request)?;
+        let policy = admission(&self.directory, &name, &cert).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.heartbeat_timeout, inbound.message())
             .await
@@ -121,10 +174,30 @@ impl AgentService for SessionService {
                 pb::PROTOCOL_VERSION
             )));
         }
-        let registration = registration_from_wire(register).map_err(|e| {
+        let mut registration = registration_from_wire(register).map_err(|e| {
             warn!(agent = %name, error = %e, "agent sent an invalid registration");
             Status::invalid_argument(format!("invalid registration: {e}"))
         })?;
+        if policy.is_none() {
+            info!(
+                agent = %name,
+                "agent has no operator policy (a certificate from your own CA): it serves every \
+                 owner with what it reports; restrict it with `gha-controller agents policy`"
+            );
+        }
+        registration.policy = policy;
+        let known: Vec<shared::ids::RunnerId> = self
+            .store
+            .active_runners()
+            .await
+            .map_err(|e| {
+                warn!(agent = %name, error = %e, "cannot read the runners on record");
+                Status::unavailable("the controller's store failed; try again")
+            })?
+            .into_iter()
+            .filter(|r| r.agent == name.as_str())
+            .filter_map(|r| shared::ids::RunnerId::parse(&r.id).ok())
+            .collect();
 
         let (out_tx, out_rx) = mpsc::channel(COMMAND_QUEUE);
         out_tx
@@ -148,12 +221,14 @@ impl AgentService for SessionService {
             version = %registration.version,
             "agent connected"
         );
-        let handle = self.registry.connect(&name, registration, cmd_tx);
+        let handle = self.registry.connect(&name, registration, known, cmd_tx);
         let task = SessionTask {
             name: name.clone(),
             session: handle.id,
             registry: self.registry.clone(),
             timeout: self.heartbeat_timeout,
+            directory: self.directory.clone(),
+            cert,
         };
         let span = info_span!("agent_session", agent = %name, session = handle.id);
         let shutdown = self.shutdown.clone();
@@ -168,6 +243,13 @@ impl AgentService for SessionService {
         );
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        renew::renew(self, request).await
+    }
 }
 
 struct SessionTask {
@@ -175,6 +257,9 @@ struct SessionTask {
     session: u64,
     registry: AgentRegistry,
     timeout: Duration,
+    directory: AgentDirectory,
+    /// The fingerprint of the certificate this session was admitted with.
+    cert: String,
 }
 
 impl SessionTask {
@@ -189,8 +274,24 @@ impl SessionTask {
     ) -> String {
         // Any message from the agent proves it alive; silence past the timeout ends the session.
         let mut deadline = tokio::time::Instant::now() + self.timeout;
+        let mut admission = tokio::time::interval(ADMISSION_CHECK);
+        admission.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        admission.tick().await;
         loop {
             tokio::select! {
+                _ = admission.tick() => match self.directory.admit(&self.name, &self.cert).await {
+                    Ok(Err(refusal)) => {
+                        warn!(reason = %refusal, "ending the session of a refused agent");
+                        let _ = outbound.try_send(Err(Status::permission_denied(refusal.to_string())));
+                        return match refusal {
+                            Refusal::Revoked(_) => "revoked by the operator".into(),
+                            _ => refusal.to_string(),
+                        };
+                    }
+                    Ok(Ok(_)) => {}
+                    // The next check is the retry; a store hiccup does not end a session.
+                    Err(error) => warn!(%error, "cannot re-check the agent's admission"),
+                },
                 _ = replaced.cancelled() => {
                     warn!("agent session replaced by a newer connection with the same identity");
                     let _ = outbound.try_send(Err(Status::aborted(

@@ -90,6 +90,8 @@ pub struct PeerInfo {
     /// `None` without a client certificate; `Some(Err)` when the certificate verified but
     /// carries no usable name.
     pub identity: Option<Result<AgentName, String>>,
+    /// SHA-256 of the client certificate, what the agent directory binds a name to.
+    pub cert_sha256: Option<String>,
 }
 
 /// A TLS connection that tonic serves, carrying its [`PeerInfo`].
@@ -182,14 +184,20 @@ pub fn accept(
                          signed by this controller's CA and be within its validity period)"
                     ),
                     Ok(Ok(stream)) => {
-                        let identity = stream
+                        let leaf = stream
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|certs| certs.first())
-                            .map(|cert| identity_from_cert(cert).map_err(|e| e.to_string()));
+                            .and_then(|certs| certs.first());
+                        let identity =
+                            leaf.map(|cert| identity_from_cert(cert).map_err(|e| e.to_string()));
+                        let cert_sha256 = leaf.map(|cert| shared::tls::fingerprint(cert));
                         debug!(peer = %addr, ?identity, "agent TLS handshake done");
-                        let peer = PeerInfo { addr, identity };
+                        let peer = PeerInfo {
+                            addr,
+                            identity,
+                            cert_sha256,
+                        };
                         let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
                     }
                 }

@@ -788,6 +788,7 @@ fn agent_supply(a: &AgentView) -> AgentSupply {
         max_runners: a.capacity,
         labels: a.labels.clone(),
         available: a.connected && a.healthy && !a.draining,
+        owners: (!a.all_owners).then(|| a.owners.iter().cloned().collect()),
     }
 }
 

@@ -41,6 +41,16 @@ pub struct AgentSupply {
     pub labels: Vec<String>,
     /// Connected, healthy and not draining.
     pub available: bool,
+    /// Owners (lower-cased) the operator lets it serve; `None`: every owner.
+    pub owners: Option<BTreeSet<String>>,
+}
+
+impl AgentSupply {
+    fn serves(&self, owner: &str) -> bool {
+        self.owners
+            .as_ref()
+            .is_none_or(|o| o.contains(&owner.to_ascii_lowercase()))
+    }
 }
 
 /// A queued job.
@@ -130,6 +140,10 @@ pub enum WaitReason {
         owner: String,
     },
     NoAgentConnected,
+    /// No connected agent is allowed (by the operator) to serve this owner.
+    NoAgentForOwner {
+        owner: String,
+    },
     /// No agent could ever offer these labels (e.g. `ubuntu-latest`: a GitHub-hosted job).
     LabelsNotOffered {
         missing: Vec<String>,
@@ -308,12 +322,23 @@ impl<'a> Placement<'a> {
                 u.total += 1;
             }
         }
-        let mut by_key: BTreeMap<(RuntimeKind, BTreeSet<String>, Arch), usize> = BTreeMap::new();
+        type ClassKey = (
+            RuntimeKind,
+            BTreeSet<String>,
+            Arch,
+            Option<BTreeSet<String>>,
+        );
+        let mut by_key: BTreeMap<ClassKey, usize> = BTreeMap::new();
         let mut classes: Vec<Class<'a>> = Vec::new();
         let mut agent_classes: HashMap<&str, Vec<usize>> = HashMap::new();
         for agent in input.agents {
             for (&arch, &cap) in &agent.capacity {
-                let key = (agent.runtime, lower(&agent.labels), arch);
+                let key = (
+                    agent.runtime,
+                    lower(&agent.labels),
+                    arch,
+                    agent.owners.clone(),
+                );
                 let index = *by_key.entry(key).or_insert_with(|| {
                     classes.push(Class {
                         arch,
@@ -373,9 +398,14 @@ impl<'a> Placement<'a> {
         }
         let arch = wanted_arch(wanted);
         let (mut fits_labels, mut fits_arch, mut fits_available) = (false, false, false);
+        let mut fits_owner = false;
         let mut fewest_missing: Option<Vec<String>> = None;
         let mut best: Option<((u64, &'a str), usize)> = None;
         for class in 0..self.classes.len() {
+            if !self.classes[class].example.serves(&owner.name) {
+                continue;
+            }
+            fits_owner = true;
             let class_arch = self.classes[class].arch;
             let (_, offered) = self.offered(class, owner);
             // Labels other than the architecture decide whether any agent could ever fit: an
@@ -416,7 +446,11 @@ impl<'a> Placement<'a> {
             let labels = self.offered(class, owner).0.clone();
             return Ok((agent, arch, labels));
         }
-        Err(if !fits_labels {
+        Err(if !fits_owner {
+            WaitReason::NoAgentForOwner {
+                owner: owner.name.clone(),
+            }
+        } else if !fits_labels {
             WaitReason::LabelsNotOffered {
                 missing: fewest_missing.unwrap_or_default(),
             }
@@ -537,6 +571,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
         // A job no agent could ever run says so, whatever the owner's limit.
         if let Err(
             reason @ (WaitReason::NoAgentConnected
+            | WaitReason::NoAgentForOwner { .. }
             | WaitReason::LabelsNotOffered { .. }
             | WaitReason::NoAgentOfArch { .. }),
         ) = &choice

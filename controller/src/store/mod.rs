@@ -2,10 +2,12 @@
 //! server database can replace the embedded one later. [`SqliteStore`] is the implementation.
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
-//! whose jobs must still be fetched, runners the controller created, and agent join tokens.
+//! whose jobs must still be fetched, runners the controller created, and agent join tokens;
+//! [`agents`] keeps enrolled agents' policies and revocations in tables of its own.
 //! Jobs are keyed by owner and GitHub id. Delivery ids and completed jobs are kept for
 //! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
+pub mod agents;
 pub mod records;
 mod sqlite;
 

@@ -162,7 +162,11 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    shared::private_files::create_private_file(path).map_err(|source| StoreError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -173,10 +177,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database in `state_dir`, migrates it and starts the writer.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        ensure_state_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, &path)?;
@@ -448,7 +449,7 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
 /// A join token as stored: secret hash, fixed name, expiry, time of use.
 type JoinTokenRow = (Vec<u8>, Option<String>, i64, Option<i64>);
 
-fn take_join_token(
+pub(super) fn take_join_token(
     conn: &Connection,
     id: &str,
     secret: &str,
@@ -535,7 +536,7 @@ pub(super) fn runner_from_row(r: &Row<'_>) -> rusqlite::Result<RunnerRecord> {
     })
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::TooNew {
@@ -551,6 +552,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Creates `STATE_DIR` (mode 0700), or tightens it; see [`shared::private_files`].
+pub(super) fn ensure_state_dir(state_dir: &Path) -> Result<(), StoreError> {
+    shared::private_files::create_private_dir(state_dir).map_err(|source| StoreError::CreateDir {
+        path: state_dir.to_owned(),
+        source,
+    })
 }
 
 /// Where the database of a state directory lives.

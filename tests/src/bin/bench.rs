@@ -212,6 +212,7 @@ fn planner_input(
                 vec![]
             },
             available: !i.is_multiple_of(50),
+            owners: None,
         })
         .collect();
     let pending: Vec<PendingJob> = (0..jobs)

@@ -18,6 +18,7 @@ fn agent(name: &str, arch: Arch, cap: u32) -> AgentSupply {
         max_runners: cap,
         labels: vec![],
         available: true,
+        owners: None,
     }
 }
 
@@ -444,4 +445,54 @@ proptest! {
             prop_assert!(p.waiting.contains_key(&j.id));
         }
     }
+}
+
+#[test]
+fn an_owner_an_agent_may_not_serve_never_gets_a_placement_there() {
+    let owners = [owner("acme", 5), owner("globex", 5)];
+    let mut only_acme = agent("acme-only", Arch::Amd64, 100);
+    only_acme.owners = Some(["acme".to_string()].into());
+    let agents = [only_acme, agent("shared", Arch::Amd64, 1)];
+    let jobs = [
+        job(1, "globex", &["self-hosted"], 1),
+        job(2, "globex", &["self-hosted"], 2),
+        job(3, "acme", &["self-hosted"], 3),
+    ];
+    let p = plan(&PlanInput {
+        owners: &owners,
+        agents: &agents,
+        jobs: &jobs,
+        runners: &[],
+        global_labels: &[],
+        now_ms: 10,
+        idle_grace_ms: 1000,
+        runner_timeout_ms: 100_000,
+    });
+    for start in &p.starts {
+        assert!(
+            start.owner == "acme" || start.agent.as_str() == "shared",
+            "{start:?}"
+        );
+    }
+    assert_eq!(p.starts.len(), 2, "{p:?}");
+    assert_eq!(p.waiting[&2], WaitReason::AgentsFull);
+
+    let agents = [agents[0].clone()];
+    let p = plan(&PlanInput {
+        owners: &owners,
+        agents: &agents,
+        jobs: &jobs[..1],
+        runners: &[],
+        global_labels: &[],
+        now_ms: 10,
+        idle_grace_ms: 1000,
+        runner_timeout_ms: 100_000,
+    });
+    assert!(p.starts.is_empty());
+    assert_eq!(
+        p.waiting[&1],
+        WaitReason::NoAgentForOwner {
+            owner: "globex".into()
+        }
+    );
 }

@@ -1,0 +1,409 @@
+//! The enrolled agents: each name's operator policy, the certificate last issued to it, and
+//! revocation. Durable in the controller's database, so a restart (or the `agents revoke`
+//! command run as another process on the same `STATE_DIR`) changes nothing about who is let in.
+//!
+//! Kept apart from the webhook/job store on purpose: these writes are rare (mint, enroll,
+//! renew, revoke), are made by the CLI as well as the server, and must be one transaction with
+//! the join token they spend, so [`AgentDirectory`] has its own connection (WAL lets it write
+//! beside the store's writer thread; SQLite serialises the two). Its tables are created by
+//! [`migrate`], idempotently and without touching the store's numbered migrations.
+//!
+//! Rules:
+//! - A join token is bound to one name. Minting or spending a token for a name that already
+//!   holds a certificate from us is refused unless the token was minted with `--replace`.
+//! - A name accepts only the certificate issued to it last (and the one before, while a renewal
+//!   is being written on the agent), so a replaced or re-enrolled agent's old certificate is
+//!   refused although it is still signed by the CA and unexpired.
+//! - A revoked name is refused until it is enrolled again with a token minted with `--replace`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use shared::ids::AgentName;
+
+use super::sqlite::{db_path, take_join_token};
+use super::{JoinRefusal, StoreError};
+use crate::agent_policy::AgentPolicy;
+
+/// Creates this module's tables if they are missing.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS agent_token_policies (
+            token_id TEXT PRIMARY KEY,
+            agent_name TEXT NOT NULL,
+            replace INTEGER NOT NULL,
+            policy TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS enrolled_agents (
+            name TEXT PRIMARY KEY,
+            policy TEXT,
+            cert_sha256 TEXT,
+            previous_cert_sha256 TEXT,
+            cert_expires_at INTEGER,
+            enrolled_at INTEGER,
+            revoked_at INTEGER
+        );",
+    )
+}
+
+/// What is stored about one agent name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// `None`: the operator set none (an agent with a certificate from its own CA).
+    pub policy: Option<AgentPolicy>,
+    /// Fingerprint of the certificate issued last; `None` if we never issued one.
+    pub cert_sha256: Option<String>,
+    pub previous_cert_sha256: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Why an agent is not let in (the text is shown to the agent and logged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("agent {0} was revoked by the operator (`gha-controller agents revoke`)")]
+    Revoked(AgentName),
+    #[error(
+        "this certificate of agent {0} was superseded by a newer enrollment or renewal; \
+         enroll again with a new join token"
+    )]
+    Superseded(AgentName),
+    #[error("agent {0} was not enrolled with a join token, so the controller cannot renew it")]
+    NotEnrolled(AgentName),
+}
+
+/// Decides whether a certificate with fingerprint `cert` may act as the agent of `record`, and
+/// returns the policy it gets.
+pub fn admit(
+    name: &AgentName,
+    record: Option<&AgentRecord>,
+    cert: &str,
+) -> Result<Option<AgentPolicy>, Refusal> {
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if record.revoked_at.is_some() {
+        return Err(Refusal::Revoked(name.clone()));
+    }
+    if let Some(current) = &record.cert_sha256
+        && current != cert
+        && record.previous_cert_sha256.as_deref() != Some(cert)
+    {
+        return Err(Refusal::Superseded(name.clone()));
+    }
+    Ok(record.policy.clone())
+}
+
+/// Why a token cannot be minted or spent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefusal {
+    #[error(transparent)]
+    Token(#[from] JoinRefusal),
+    #[error(
+        "agent {0} is already enrolled (or was revoked); mint the token with --replace to give \
+         the name to a new agent (its current certificate is then refused)"
+    )]
+    NameTaken(AgentName),
+    #[error(
+        "this join token was minted by an older controller and names no policy; mint a new one"
+    )]
+    NoPolicy,
+}
+
+/// A certificate just issued, as the directory records it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub certificate_pem: String,
+    pub cert_sha256: String,
+    pub expires_at: i64,
+}
+
+/// The directory of enrolled agents; clones share one connection.
+#[derive(Clone)]
+pub struct AgentDirectory {
+    // Used from blocking tasks only; each call is one short transaction.
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn policy_json(policy: &AgentPolicy) -> String {
+    serde_json::to_string(policy).unwrap_or_else(|_| "null".into())
+}
+
+fn policy_of(text: Option<String>) -> Option<AgentPolicy> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn record(conn: &Connection, name: &AgentName) -> rusqlite::Result<Option<AgentRecord>> {
+    conn.query_row(
+        "SELECT policy, cert_sha256, previous_cert_sha256, revoked_at FROM enrolled_agents WHERE name = ?1",
+        params![name.as_str()],
+        |r| {
+            Ok(AgentRecord {
+                policy: policy_of(r.get(0)?),
+                cert_sha256: r.get(1)?,
+                previous_cert_sha256: r.get(2)?,
+                revoked_at: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Whether we issued `name` a certificate.
+fn enrolled(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
+    Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some()))
+}
+
+/// Whether a new token for `name` needs `--replace`: it holds a certificate from us, or it was
+/// revoked (also an agent with a certificate from the operator's CA).
+fn taken(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
+    Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some() || r.revoked_at.is_some()))
+}
+
+impl AgentDirectory {
+    /// Opens the directory in `state_dir`'s database (created if needed).
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        super::sqlite::ensure_state_dir(state_dir)?;
+        let path = db_path(state_dir);
+        let mut conn = super::sqlite::open_connection(&path)?;
+        // The store's own tables first (join tokens live there), when the CLI is first.
+        super::sqlite::migrate(&mut conn, &path)?;
+        migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a join token bound to `name` with the policy the agent will get.
+    pub async fn mint(
+        &self,
+        token: super::NewJoinToken,
+        name: AgentName,
+        replace: bool,
+        policy: AgentPolicy,
+        now: i64,
+    ) -> Result<Result<(), EnrollRefusal>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            if !replace && taken(&tx, &name)? {
+                return Ok(Err(EnrollRefusal::NameTaken(name)));
+            }
+            tx.execute(
+                "INSERT INTO join_tokens (id, secret_sha256, agent_name, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    token.id,
+                    Sha256::digest(token.secret.as_bytes()).to_vec(),
+                    name.as_str(),
+                    now,
+                    token.expires_at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO agent_token_policies (token_id, agent_name, replace, policy)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![token.id, name.as_str(), replace, policy_json(&policy)],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// Spends a join token and records the agent it enrolls, in one transaction: `sign` makes
+    /// the certificate for the token's name and policy. A refusal spends nothing.
+    pub async fn enroll<E: Send + 'static>(
+        &self,
+        id: String,
+        secret: String,
+        now: i64,
+        used_by: String,
+        sign: impl FnOnce(&AgentName, &AgentPolicy) -> Result<Issued, E> + Send + 'static,
+    ) -> Result<Result<Result<(AgentName, Issued), EnrollRefusal>, E>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let bound: Option<(String, bool, String)> = tx
+                .query_row(
+                    "SELECT agent_name, replace, policy FROM agent_token_policies WHERE token_id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Err(refusal) = take_join_token(&tx, &id, &secret, now, &used_by)? {
+                return Ok(Ok(Err(refusal.into())));
+            }
+            let Some((name, replace, policy)) = bound else {
+                return Ok(Ok(Err(EnrollRefusal::NoPolicy)));
+            };
+            let (Ok(name), Some(policy)) = (AgentName::parse(&name), policy_of(Some(policy)))
+            else {
+                return Ok(Ok(Err(EnrollRefusal::NoPolicy)));
+            };
+            if !replace && taken(&tx, &name)? {
+                return Ok(Ok(Err(EnrollRefusal::NameTaken(name))));
+            }
+            let issued = match sign(&name, &policy) {
+                Ok(issued) => issued,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.execute(
+                "INSERT INTO enrolled_agents
+                    (name, policy, cert_sha256, previous_cert_sha256, cert_expires_at, enrolled_at, revoked_at)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, NULL)
+                 ON CONFLICT (name) DO UPDATE SET policy = ?2, cert_sha256 = ?3,
+                    previous_cert_sha256 = NULL, cert_expires_at = ?4, enrolled_at = ?5, revoked_at = NULL",
+                params![
+                    name.as_str(),
+                    policy_json(&policy),
+                    issued.cert_sha256,
+                    issued.expires_at,
+                    now
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ok(Ok((name, issued))))
+        })
+        .await
+    }
+
+    /// What is stored about `name`.
+    pub async fn get(&self, name: &AgentName) -> Result<Option<AgentRecord>, StoreError> {
+        let name = name.clone();
+        self.run(move |conn| Ok(record(conn, &name)?)).await
+    }
+
+    /// Whether a certificate may act as `name` now, and with which policy.
+    pub async fn admit(
+        &self,
+        name: &AgentName,
+        cert_sha256: &str,
+    ) -> Result<Result<Option<AgentPolicy>, Refusal>, StoreError> {
+        let record = self.get(name).await?;
+        Ok(admit(name, record.as_ref(), cert_sha256))
+    }
+
+    /// Issues a new certificate to an admitted, enrolled agent (`sign` gets its policy); the
+    /// certificate it renews stays accepted until its own expiry or the next renewal.
+    pub async fn renew<E: Send + 'static>(
+        &self,
+        name: AgentName,
+        cert_sha256: String,
+        sign: impl FnOnce(&AgentPolicy) -> Result<Issued, E> + Send + 'static,
+    ) -> Result<Result<Result<Issued, Refusal>, E>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let stored = record(&tx, &name)?;
+            let policy = match admit(&name, stored.as_ref(), &cert_sha256) {
+                Err(refusal) => return Ok(Ok(Err(refusal))),
+                Ok(_) if stored.as_ref().is_none_or(|r| r.cert_sha256.is_none()) => {
+                    return Ok(Ok(Err(Refusal::NotEnrolled(name))));
+                }
+                Ok(None) => return Ok(Ok(Err(Refusal::NotEnrolled(name)))),
+                Ok(Some(policy)) => policy,
+            };
+            let issued = match sign(&policy) {
+                Ok(issued) => issued,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.execute(
+                "UPDATE enrolled_agents SET cert_sha256 = ?2, previous_cert_sha256 = ?3,
+                    cert_expires_at = ?4 WHERE name = ?1",
+                params![
+                    name.as_str(),
+                    issued.cert_sha256,
+                    cert_sha256,
+                    issued.expires_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ok(Ok(issued)))
+        })
+        .await
+    }
+
+    /// Revokes `name` (enrolled or not: a certificate from the operator's CA is refused too).
+    /// Returns whether the name was enrolled here.
+    pub async fn revoke(&self, name: &AgentName, now: i64) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let was = enrolled(&tx, &name)?;
+            tx.execute(
+                "INSERT INTO enrolled_agents (name, revoked_at) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET revoked_at = ?2",
+                params![name.as_str(), now],
+            )?;
+            tx.commit()?;
+            Ok(was)
+        })
+        .await
+    }
+
+    /// Sets (or, with `None`, clears) the policy of `name`, enrolled or not.
+    pub async fn set_policy(
+        &self,
+        name: &AgentName,
+        policy: Option<AgentPolicy>,
+    ) -> Result<(), StoreError> {
+        let name = name.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO enrolled_agents (name, policy) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET policy = ?2",
+                params![name.as_str(), policy.as_ref().map(policy_json)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> AgentName {
+        AgentName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn only_the_last_issued_certificate_of_a_name_is_admitted() {
+        let a = name("a");
+        assert_eq!(admit(&a, None, "x"), Ok(None));
+        let mut rec = AgentRecord {
+            policy: None,
+            cert_sha256: Some("new".into()),
+            previous_cert_sha256: Some("old".into()),
+            revoked_at: None,
+        };
+        assert!(admit(&a, Some(&rec), "new").is_ok());
+        assert!(admit(&a, Some(&rec), "old").is_ok());
+        assert_eq!(
+            admit(&a, Some(&rec), "older"),
+            Err(Refusal::Superseded(a.clone()))
+        );
+        rec.revoked_at = Some(1);
+        assert_eq!(admit(&a, Some(&rec), "new"), Err(Refusal::Revoked(a)));
+    }
+}

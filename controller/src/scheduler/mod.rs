@@ -10,9 +10,9 @@ pub mod lifecycle;
 pub mod memory;
 pub mod planner;
 pub mod reconcile;
-mod stale;
-pub mod sweep;
 pub mod registrar;
 pub mod registration;
+mod stale;
+pub mod sweep;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

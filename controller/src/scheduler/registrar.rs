@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 use super::registration::{
     self, ChosenGroup, GroupSetting, OwnerKind, Problem, check_public, check_runner, choose_group,
 };
-use crate::metrics::Metrics;
 use crate::config::{Config, OwnerConfig, RegistrationMode};
+use crate::metrics::Metrics;
 use crate::store::RunnerRecord;
 
 /// How long a group list or a repository's visibility is trusted.

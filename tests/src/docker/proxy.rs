@@ -99,7 +99,9 @@ async fn forward_holding_events(
             };
             let chunk = &buf[..n];
             let text = String::from_utf8_lossy(chunk);
-            if text.starts_with("GET ") && text.lines().next().is_some_and(|l| l.contains("/events")) {
+            if text.starts_with("GET ")
+                && text.lines().next().is_some_and(|l| l.contains("/events"))
+            {
                 tokio::time::sleep(delay).await;
             }
             if engine_write.write_all(chunk).await.is_err() {

@@ -71,7 +71,10 @@ pub(super) async fn watch(inner: Arc<Inner>) {
 /// from an instant read before the request closes that gap: the engine replays what happened
 /// since. (Not the agent's clock: the engine's may differ, and an instant before the agent
 /// started would replay events about containers an inventory already settled.)
-async fn subscribe_from(docker: &Docker, since: Option<i64>) -> Result<i64, bollard::errors::Error> {
+async fn subscribe_from(
+    docker: &Docker,
+    since: Option<i64>,
+) -> Result<i64, bollard::errors::Error> {
     if let Some(t) = since {
         return Ok(t);
     }
@@ -88,7 +91,8 @@ async fn subscribe_from(docker: &Docker, since: Option<i64>) -> Result<i64, boll
 
 /// The engine's `SystemTime` (RFC 3339 with nanoseconds, `Z` or an offset) as Unix nanoseconds.
 fn parse_engine_time(text: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 

@@ -205,7 +205,7 @@ impl AgentDirectory {
         now: i64,
     ) -> Result<Result<(), EnrollRefusal>, StoreError> {
         self.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if !replace && taken(&tx, &name)? {
                 return Ok(Err(EnrollRefusal::NameTaken(name)));
             }
@@ -242,7 +242,7 @@ impl AgentDirectory {
         sign: impl FnOnce(&AgentName, &AgentPolicy) -> Result<Issued, E> + Send + 'static,
     ) -> Result<Result<Result<(AgentName, Issued), EnrollRefusal>, E>, StoreError> {
         self.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let bound: Option<(String, bool, String)> = tx
                 .query_row(
                     "SELECT agent_name, replace, policy FROM agent_token_policies WHERE token_id = ?1",
@@ -312,7 +312,7 @@ impl AgentDirectory {
         sign: impl FnOnce(&AgentPolicy) -> Result<Issued, E> + Send + 'static,
     ) -> Result<Result<Result<Issued, Refusal>, E>, StoreError> {
         self.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let stored = record(&tx, &name)?;
             let policy = match admit(&name, stored.as_ref(), &cert_sha256) {
                 Err(refusal) => return Ok(Ok(Err(refusal))),
@@ -347,7 +347,7 @@ impl AgentDirectory {
     pub async fn revoke(&self, name: &AgentName, now: i64) -> Result<bool, StoreError> {
         let name = name.clone();
         self.run(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let was = enrolled(&tx, &name)?;
             tx.execute(
                 "INSERT INTO enrolled_agents (name, revoked_at) VALUES (?1, ?2)
@@ -385,6 +385,55 @@ mod tests {
 
     fn name(n: &str) -> AgentName {
         AgentName::parse(n).unwrap()
+    }
+
+    /// The directory's connection and the store's writer thread write the same database. A
+    /// deferred transaction that reads first (`mint` checks the name) and then writes while
+    /// the writer holds the lock gets SQLITE_BUSY at once, busy timeout or not: seen as
+    /// "database is locked" minting a join token under load. Immediate transactions wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_directory_and_the_store_write_side_by_side_without_busy_errors() {
+        use crate::store::{NewJoinToken, SqliteStore, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let directory = AgentDirectory::open(dir.path()).unwrap();
+        let policy = AgentPolicy {
+            owners: None,
+            labels: Default::default(),
+            max_runners: 5,
+            cert_validity_secs: 86_400,
+        };
+        let minting = tokio::spawn(async move {
+            for i in 0..150 {
+                let token = NewJoinToken {
+                    id: format!("d{i}"),
+                    secret: "s".repeat(32),
+                    agent_name: Some(format!("agent-{i}")),
+                    expires_at: i64::MAX,
+                };
+                directory
+                    .mint(token, name(&format!("agent-{i}")), false, policy.clone(), 1)
+                    .await
+                    .expect("the directory's write waits for the lock")
+                    .expect("a fresh name");
+            }
+        });
+        let writing = tokio::spawn(async move {
+            for i in 0..150 {
+                let token = NewJoinToken {
+                    id: format!("s{i}"),
+                    secret: "s".repeat(32),
+                    agent_name: None,
+                    expires_at: i64::MAX,
+                };
+                store
+                    .insert_join_token(token, 1)
+                    .await
+                    .expect("the store's write waits for the lock");
+            }
+        });
+        minting.await.unwrap();
+        writing.await.unwrap();
     }
 
     #[test]

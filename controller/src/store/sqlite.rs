@@ -240,7 +240,10 @@ fn commit_group(
     conn: &mut Connection,
     batch: &[WriteRequest],
 ) -> Vec<Result<WriteOutcome, StoreError>> {
-    let mut tx = match conn.transaction() {
+    // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the first read;
+    // a deferred transaction that read first and then writes while the agent directory's
+    // connection writes gets SQLITE_BUSY at once, without waiting.
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             return batch
@@ -546,7 +549,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;

@@ -22,6 +22,10 @@ pub fn explain(reason: &WaitReason) -> String {
                 "runner {runner} is starting or idle and can take it; GitHub assigns jobs to matching runners"
             )
         }
+        WaitReason::AwaitingJobReport { runner } => format!(
+            "runner {runner} ended moments ago after a job GitHub has not reported yet, most likely \
+             this one; a new runner starts if GitHub does not report it soon"
+        ),
         WaitReason::RunnerPlanned { agent } => {
             format!("a runner is being started for it on agent {agent}")
         }

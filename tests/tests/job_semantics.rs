@@ -1,6 +1,7 @@
 //! Job semantics GitHub really sends, end to end with a real agent: a job with no labels (a
 //! `runs-on: { group: ... }` job) starts nothing and says why; a label is one string, never
-//! split on commas.
+//! split on commas; `workflow_run` deliveries fetch a run's jobs only where no `workflow_job`
+//! deliveries arrive for the owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,5 +114,95 @@ async fn jobs_without_labels_or_with_a_comma_label_start_nothing_and_say_why() {
     assert!(
         why.contains("no agent offers the labels self-hosted,linux,x64"),
         "{why}"
+    );
+}
+
+/// What the controller answered to each `workflow_run` delivery of `run_id`.
+fn run_answers(sim: &GithubSim, run_id: u64) -> Vec<String> {
+    sim.deliveries()
+        .into_iter()
+        .filter(|d| d.event == "workflow_run" && d.payload["workflow_run"]["id"] == run_id)
+        .map(|d| d.response_body)
+        .collect()
+}
+
+#[tokio::test]
+async fn workflow_run_is_fetched_only_where_it_is_the_only_signal() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
+    let server = ca.server();
+    let (sim, mut env) = simulated_github().await;
+    env.extend(controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ));
+    let controller = TestController::start(env).await;
+    let url = format!("http://{}/webhook", controller.http_addr);
+    // The Go tool's hooks send `workflow_run` only: the run's jobs must be fetched.
+    sim.add_hook(
+        "acme",
+        None,
+        &url,
+        Some(tests::harness::TEST_WEBHOOK_SECRET),
+        "json",
+        &["workflow_run"],
+    );
+    let (run1, job1) = sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "job 1 known from its run's jobs", || async {
+        get_json(&controller, &format!("/api/v1/jobs/{job1}"))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(sim.deliveries_settled(WAIT).await);
+    let answers = run_answers(&sim, run1);
+    assert!(!answers.is_empty());
+    assert!(
+        answers.iter().all(|a| a.contains("\"accepted\"")),
+        "{answers:?}"
+    );
+
+    // Once `workflow_job` deliveries arrive for the owner they carry each job: a run's jobs
+    // are not fetched as well.
+    sim.add_hook(
+        "acme",
+        None,
+        &url,
+        Some(tests::harness::TEST_WEBHOOK_SECRET),
+        "json",
+        &["workflow_job"],
+    );
+    let (_, warmup) = sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the warm-up job known", || async {
+        get_json(&controller, &format!("/api/v1/jobs/{warmup}"))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(sim.deliveries_settled(WAIT).await);
+    let (run2, job2) = sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(
+        WAIT,
+        "job 2 known from its workflow_job delivery",
+        || async {
+            get_json(&controller, &format!("/api/v1/jobs/{job2}"))
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
+    assert!(sim.deliveries_settled(WAIT).await);
+    let answers = run_answers(&sim, run2);
+    assert!(!answers.is_empty());
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.contains("ignored_covered_by_workflow_job")),
+        "{answers:?}"
     );
 }

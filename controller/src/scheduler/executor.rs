@@ -137,6 +137,7 @@ impl Scheduler {
         self.fetch_runs().await?;
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
+        let settling = self.settling(now).await?;
         self.stop_strays(&agents, &runners, now).await?;
         self.sweep_registrations(now).await?;
         let mut jobs = self.store.queued_jobs().await?;
@@ -194,7 +195,20 @@ impl Scheduler {
                 busy: r.job_id.is_some(),
                 running: r.lifecycle == RunnerLifecycle::Running,
                 created_ms: r.created_ms,
+                settling: false,
             })
+            .chain(settling.iter().map(|r| ActiveRunner {
+                id: r.id.clone(),
+                owner: r.owner.clone(),
+                repo: r.repo.clone(),
+                agent: r.agent.clone(),
+                arch: r.arch,
+                labels: r.labels.clone(),
+                busy: false,
+                running: false,
+                created_ms: r.created_ms,
+                settling: true,
+            }))
             .collect();
         // Jobs no runner can be registered for (unknown group, public repository in a closed
         // group, a registration failing with back-off) wait with the reason instead.
@@ -338,6 +352,7 @@ impl Scheduler {
                 {
                     self.observe_started(&r).await;
                 }
+                let settles = lifecycle::settles(&r, &obs, &change);
                 r.lifecycle = change.lifecycle;
                 r.exit_code = change.exit_code;
                 r.reason = change.reason;
@@ -345,6 +360,9 @@ impl Scheduler {
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %r.reason, "runner state");
                 self.store.upsert_runner(r.clone()).await?;
                 if !r.lifecycle.is_active() {
+                    if settles {
+                        self.state.settle(r.clone(), now);
+                    }
                     self.runner_ended(&r, lifecycle::ending(&r, &obs, &LIMITS), now)
                         .await;
                 }
@@ -354,6 +372,25 @@ impl Scheduler {
             }
         }
         Ok(active)
+    }
+
+    /// The runners that ended cleanly moments ago whose job GitHub has not reported yet (those
+    /// it has reported are forgotten here).
+    async fn settling(&self, now: i64) -> Result<Vec<RunnerRecord>, StoreError> {
+        let mut still = Vec::new();
+        for r in self.state.settling(now) {
+            let reported = self
+                .store
+                .runner_by_name(&r.name)
+                .await?
+                .is_none_or(|stored| stored.owner != r.owner || stored.job_id.is_some());
+            if reported {
+                self.state.settled(&r.id);
+            } else {
+                still.push(r);
+            }
+        }
+        Ok(still)
     }
 
     /// A runner just finished: forget its stop, remove a registration it left behind, and feed

@@ -139,6 +139,21 @@ pub fn next(r: &RunnerRecord, obs: &Observation<'_>, limits: &Limits) -> Option<
     (!unchanged).then_some(proposed)
 }
 
+/// Whether a runner whose record becomes `change` just ended after a job GitHub has not
+/// reported yet: it was on its agent (starting or running: a short job can come and go between
+/// two reports), knows no job, and exited 0 on its own (an ephemeral runner exits 0 only after
+/// its one job; a stopped or crashed one does not count).
+pub fn settles(r: &RunnerRecord, obs: &Observation<'_>, change: &Change) -> bool {
+    obs.stop_sent_ms.is_none()
+        && matches!(
+            r.lifecycle,
+            RunnerLifecycle::Starting | RunnerLifecycle::Running
+        )
+        && r.job_id.is_none()
+        && change.lifecycle == RunnerLifecycle::Finished
+        && change.exit_code == Some(0)
+}
+
 /// How a runner that just finished ended.
 pub fn ending(r: &RunnerRecord, obs: &Observation<'_>, limits: &Limits) -> Ending {
     if r.job_id.is_some() {
@@ -212,6 +227,37 @@ mod tests {
 
     use RunnerLifecycle::{Finished, Requested, Running, Starting};
     use RunnerPhase as P;
+
+    #[test]
+    fn only_a_running_runner_that_exits_0_unstopped_and_without_a_known_job_settles() {
+        let exited = |code| Change {
+            lifecycle: Finished,
+            exit_code: Some(code),
+            reason: "exited".into(),
+        };
+        let o = obs(AgentSeen::Connected(None), 5_000);
+        assert!(settles(&record(Running), &o, &exited(0)));
+        assert!(!settles(&record(Running), &o, &exited(1)), "crashed");
+        assert!(
+            settles(&record(Starting), &o, &exited(0)),
+            "a short job between two reports"
+        );
+        assert!(
+            !settles(&record(Requested), &o, &exited(0)),
+            "never on its agent"
+        );
+        let mut served = record(Running);
+        served.job_id = Some(7);
+        assert!(!settles(&served, &o, &exited(0)), "its job is known");
+        let stopped = Observation {
+            stop_sent_ms: Some(4_000),
+            ..o
+        };
+        assert!(
+            !settles(&record(Running), &stopped, &exited(0)),
+            "we stopped it"
+        );
+    }
 
     #[test]
     fn the_lifecycle_table() {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::backoff::{Backoffs, Policy};
+use crate::store::RunnerRecord;
 
 /// Entries older than this are dropped (a runner cannot live this long without ending).
 const FORGET_MS: i64 = 24 * 60 * 60 * 1000;
@@ -37,7 +38,16 @@ struct Books {
     leftovers: HashMap<(String, u64), i64>,
     /// Failing start causes (`backoff.rs`).
     backoffs: Backoffs,
+    /// Runners that ended cleanly without a known job, until when they settle (see the
+    /// planner's rules). Bounded: entries last `SETTLE_MS` and at most `SETTLING_MAX` are kept.
+    settling: HashMap<String, (RunnerRecord, i64)>,
 }
+
+/// How long a runner that ended cleanly without a known job absorbs one queued job: GitHub
+/// sends `in_progress` when the job starts, so a longer gap means the webhook was lost and a
+/// new runner is due.
+pub const SETTLE_MS: i64 = 15_000;
+const SETTLING_MAX: usize = 10_000;
 
 /// Only the scheduler's own task uses it; the mutex is never held across `.await`.
 #[derive(Debug, Default)]
@@ -156,6 +166,29 @@ impl SchedulerMemory {
     /// A deletion that failed may be tried again.
     pub fn release_delete(&self, owner: &str, github_id: u64) {
         self.with(|b| b.deleted.remove(&(owner.to_ascii_lowercase(), github_id)));
+    }
+
+    /// Runner `r` ended with exit code 0 before GitHub told which job it took.
+    pub fn settle(&self, r: RunnerRecord, now: i64) {
+        self.with(|b| {
+            b.settling.retain(|_, (_, until)| now < *until);
+            if b.settling.len() < SETTLING_MAX {
+                b.settling.insert(r.id.clone(), (r, now + SETTLE_MS));
+            }
+        });
+    }
+
+    /// The runners still settling at `now`.
+    pub fn settling(&self, now: i64) -> Vec<RunnerRecord> {
+        self.with(|b| {
+            b.settling.retain(|_, (_, until)| now < *until);
+            b.settling.values().map(|(r, _)| r.clone()).collect()
+        })
+    }
+
+    /// GitHub reported the job of settling runner `id`: it absorbs nothing any more.
+    pub fn settled(&self, id: &str) {
+        self.with(|b| b.settling.remove(id));
     }
 
     /// Whether to tell stray `id` to stop now (at most every 30 s).

@@ -13,6 +13,10 @@
 //! - Order: fair across owners, then across an owner's repositories, oldest first within each.
 //! - Idle runners with no demand they could serve are stopped after a grace period; any runner
 //!   past the runner timeout is stopped.
+//! - A runner that just ended cleanly without our knowing its job (its `in_progress` webhook is
+//!   still on its way: an ephemeral runner exits 0 only after a job) is *settling*: for a short
+//!   window it absorbs one matching queued job, as if idle, so its job does not get a
+//!   replacement; it holds no capacity and is never stopped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -78,6 +82,8 @@ pub struct ActiveRunner {
     /// Its container or pod is running.
     pub running: bool,
     pub created_ms: i64,
+    /// Ended cleanly moments ago without a known job (see the module's rules).
+    pub settling: bool,
 }
 
 pub struct PlanInput<'a> {
@@ -126,6 +132,10 @@ pub struct Stop {
 pub enum WaitReason {
     /// A runner exists or is starting that can take it.
     RunnerStarting {
+        runner: String,
+    },
+    /// A runner that just ended probably served it; GitHub's report of the job is awaited.
+    AwaitingJobReport {
         runner: String,
     },
     /// A runner was planned for it in this activation.
@@ -316,7 +326,7 @@ impl<'a> Placement<'a> {
                 )
             })
             .collect();
-        for r in input.runners {
+        for r in input.runners.iter().filter(|r| !r.settling) {
             if let Some(u) = usage.get_mut(r.agent.as_str()) {
                 *u.per_arch.entry(r.arch).or_default() += 1;
                 u.total += 1;
@@ -489,13 +499,13 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
     let owners: HashMap<&str, &OwnerLimits> =
         input.owners.iter().map(|o| (o.name.as_str(), o)).collect();
     let mut owner_used: HashMap<&str, u32> = HashMap::new();
-    for r in input.runners {
+    for r in input.runners.iter().filter(|r| !r.settling) {
         *owner_used.entry(r.owner.as_str()).or_default() += 1;
     }
 
     // Timeouts first: those runners are going away and serve nobody.
     let mut stopping: BTreeSet<&str> = BTreeSet::new();
-    for r in input.runners {
+    for r in input.runners.iter().filter(|r| !r.settling) {
         if input.now_ms - r.created_ms > input.runner_timeout_ms {
             stopping.insert(&r.id);
             plan.stops.push(Stop {
@@ -544,12 +554,13 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
         match taken {
             Some(runner) => {
                 unused_idle.remove(runner.id.as_str());
-                plan.waiting.insert(
-                    job.id,
-                    WaitReason::RunnerStarting {
-                        runner: runner.id.clone(),
-                    },
-                );
+                let runner = runner.id.clone();
+                let reason = if input.runners.iter().any(|r| r.id == runner && r.settling) {
+                    WaitReason::AwaitingJobReport { runner }
+                } else {
+                    WaitReason::RunnerStarting { runner }
+                };
+                plan.waiting.insert(job.id, reason);
             }
             None => deficit.push((job, wanted)),
         }

@@ -223,6 +223,10 @@ async fn read_body(intake: &Intake, request: Request) -> Result<(HeaderMap, Byte
     Ok((headers, body))
 }
 
+/// How recent a `workflow_job` delivery of an owner must be for its `workflow_run` deliveries to
+/// be redundant.
+const JOB_EVENTS_WINDOW_MS: i64 = 60 * 60 * 1000;
+
 async fn handle(
     intake: &Intake,
     request: Request,
@@ -280,6 +284,20 @@ async fn handle(
     let (effect, outcome) = match meaning {
         Meaning::Ping => return Ok((StatusCode::OK, "pong")),
         Meaning::Ignored(why) => (WebhookEffect::Ignore, why.as_str()),
+        // Every hook we create subscribes to both events, so where `workflow_job` deliveries
+        // arrive for this owner they already carry each job: fetching the run's jobs as well
+        // would spend a REST call per run for nothing. `workflow_run` stays the signal only
+        // where it is the only one (the Go tool's hooks); lost `workflow_job` deliveries are the
+        // reconciler's to recover.
+        Meaning::Effect(WebhookEffect::FetchRun(_))
+            if intake
+                .store
+                .job_deliveries_since(&owner.owner(), now - JOB_EVENTS_WINDOW_MS)
+                .await
+                .map_err(WebhookError::Store)? =>
+        {
+            (WebhookEffect::Ignore, "ignored_covered_by_workflow_job")
+        }
         Meaning::Effect(effect) => (effect, "accepted"),
     };
     let changes_demand = !matches!(effect, WebhookEffect::Ignore);

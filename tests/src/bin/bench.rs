@@ -248,6 +248,7 @@ fn planner_input(
             busy: i.is_multiple_of(2),
             running: true,
             created_ms: 0,
+            settling: false,
         })
         .collect();
     (owners, agents, pending, runners)

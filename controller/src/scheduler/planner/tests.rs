@@ -43,6 +43,7 @@ fn runner(id: &str, owner: &str, agent: &str, labels: &[&str], busy: bool) -> Ac
         busy,
         running: true,
         created_ms: 0,
+        settling: false,
     }
 }
 
@@ -141,6 +142,41 @@ fn a_stolen_runner_is_replaced() {
     );
     assert_eq!(p.starts.len(), 1);
     assert_eq!(p.starts[0].for_job, 1);
+}
+
+#[test]
+fn a_runner_that_just_ended_absorbs_one_job_holds_no_slot_and_is_never_stopped() {
+    // r1 exited 0 before GitHub's `in_progress` for its job arrived: job 1 is most likely the
+    // one it served, so no replacement; job 2 still gets a runner, and the owner's limit of 1
+    // is not held by the runner that is gone.
+    let mut settling = runner("r1", "acme", "a1", LINUX, false);
+    settling.running = false;
+    settling.settling = true;
+    settling.created_ms = -10_000_000;
+    let p = run(
+        &[owner("acme", 1)],
+        &[agent("a1", Arch::Amd64, 1)],
+        &[
+            job(1, "acme", &["self-hosted"], 0),
+            job(2, "acme", &["self-hosted"], 1),
+        ],
+        &[settling],
+    );
+    assert_eq!(
+        p.starts.iter().map(|s| s.for_job).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert_eq!(
+        p.waiting[&1],
+        WaitReason::AwaitingJobReport {
+            runner: "r1".into()
+        }
+    );
+    assert!(
+        p.stops.is_empty(),
+        "neither idle- nor timeout-stopped: {:?}",
+        p.stops
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //!   it (webhooks, token validation, repositories).
 //! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
 //!   and on request.
+//! - [`redelivery`]: failed deliveries of our webhooks, found and redelivered once each.
 //! - [`grpc`]: the agents' mutual-TLS endpoint (tonic): sessions and enrollment.
 //! - [`registry`]: connected agents and their runners; [`agent_policy`]: what the operator
 //!   lets each agent serve.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod join_tokens;
 pub mod metrics;
 pub mod pki;
+pub mod redelivery;
 pub mod registry;
 pub mod scheduler;
 pub mod status;
@@ -160,6 +162,15 @@ impl Controller {
             webhook_setup::SetupOptions::default(),
         ));
         webhook_setup::spawn(webhooks.clone(), shutdown.clone());
+        if let Some(interval) = config.containment.redelivery_interval {
+            Arc::new(redelivery::Redelivery::new(
+                github.clone(),
+                webhooks.clone(),
+                metrics.clone(),
+                decisions.clone(),
+            ))
+            .spawn(interval, shutdown.clone());
+        }
 
         let app = http::router(http::AppState {
             config: config.clone(),

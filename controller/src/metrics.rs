@@ -79,6 +79,7 @@ pub struct Metrics {
     pub queue_depth: Family<OwnerLabels, Gauge>,
     pub runners: Family<RunnerLabels, Gauge>,
     pub runner_starts: Family<OutcomeLabels, Counter>,
+    pub redeliveries: Family<OutcomeLabels, Counter>,
     pub queued_to_started_seconds: Histogram,
     pub github_remaining: Family<QuotaLabels, Gauge>,
     pub github_limit: Family<QuotaLabels, Gauge>,
@@ -126,6 +127,12 @@ impl Metrics {
             "Runner start attempts by outcome",
             runner_starts.clone(),
         );
+        let redeliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_redeliveries",
+            "Failed webhook deliveries GitHub was asked to redeliver, by outcome",
+            redeliveries.clone(),
+        );
         let queued_to_started_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
         registry.register(
             "job_queued_to_runner_started_seconds",
@@ -156,6 +163,7 @@ impl Metrics {
             queue_depth,
             runners,
             runner_starts,
+            redeliveries,
             queued_to_started_seconds,
         }
     }
@@ -167,6 +175,15 @@ impl Metrics {
         self.webhooks
             .get_or_create(&WebhookLabels {
                 event: event_label(event).to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A redelivery of a failed webhook delivery: `requested` or `failed`.
+    pub fn redelivery(&self, outcome: &'static str) {
+        self.redeliveries
+            .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })
             .inc();

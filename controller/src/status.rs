@@ -178,6 +178,7 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
         "queue": { "depth": queued.len(), "jobs": waiting },
         "containment": decisions.containment,
         "registration_sweeps": decisions.sweeps,
+        "webhook_redelivery": decisions.redelivery,
         "scheduler": {
             "activations": decisions.activations,
             "last_activation_ms": decisions.last_activation_ms,

@@ -101,6 +101,9 @@ pub struct WebhookSetup {
     reports: Mutex<HashMap<String, OwnerReport>>,
     /// When the next content-creating request may go. Short sections only.
     next_write: Mutex<Instant>,
+    /// Our hook per target (scope key → scope, hook id), as last seen or written: the hooks
+    /// whose failed deliveries `redelivery` recovers. Short sections only.
+    ours: Mutex<std::collections::BTreeMap<String, (Scope, u64)>>,
 }
 
 impl WebhookSetup {
@@ -119,7 +122,21 @@ impl WebhookSetup {
             stamps: Mutex::default(),
             reports: Mutex::default(),
             next_write: Mutex::new(Instant::now()),
+            ours: Mutex::default(),
         }
+    }
+
+    /// Our hooks (scope, id) as of the latest setup runs, in a stable order.
+    pub fn our_hooks(&self) -> Vec<(Scope, u64)> {
+        lock(&self.ours).values().cloned().collect()
+    }
+
+    fn remember_ours(&self, scope: &Scope, hook_id: Option<u64>) {
+        let mut ours = lock(&self.ours);
+        match hook_id {
+            Some(id) => ours.insert(scope_key(scope), (scope.clone(), id)),
+            None => ours.remove(&scope_key(scope)),
+        };
     }
 
     /// `WEBHOOK_URL`, if set.
@@ -183,10 +200,14 @@ impl WebhookSetup {
             .hook_id
             .and_then(|id| hooks.iter().find(|h| h.id == id).cloned());
         if mode == Mode::Preview || !matches!(plan.action, Action::Create | Action::Update) {
+            if mode == Mode::Apply {
+                self.remember_ours(scope, kept.as_ref().map(|h| h.id));
+            }
             return Ok((report, kept));
         }
         match self.apply(scope, url, secret, &plan, &mut report).await {
             Ok(hook) => {
+                self.remember_ours(scope, Some(hook.id));
                 info!(owner = %owner.name, target = %report.target, action = ?plan.action,
                       hook_id = hook.id, "webhook set up");
                 report.hook_id = Some(hook.id);

@@ -100,9 +100,33 @@ impl TestController {
         .await
     }
 
+    /// [`Self::start`], with `WEBHOOK_URL` naming this controller's own `/webhook`, so that
+    /// webhook setup points the simulator's hooks at it.
+    pub async fn start_self_hooked(mut env: HashMap<String, String>) -> Self {
+        if !env.contains_key("OWNERS") && !env.contains_key("REPO_OWNER") {
+            env.extend(owner_vars());
+        }
+        env.entry("API_TOKEN".into())
+            .or_insert_with(|| TEST_API_TOKEN.into());
+        let http = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
+        let addr = http.local_addr().expect("bound");
+        env.insert("WEBHOOK_URL".into(), format!("http://{addr}/webhook"));
+        let config = Config::from_env(&env).expect("valid controller config");
+        let grpc = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
+        Self::start_with(config, http, grpc).await
+    }
+
     async fn start_on(config: Config, http: SocketAddr, grpc: SocketAddr) -> Self {
         let http = bind_retrying(http).await;
         let grpc = bind_retrying(grpc).await;
+        Self::start_with(config, http, grpc).await
+    }
+
+    async fn start_with(
+        config: Config,
+        http: tokio::net::TcpListener,
+        grpc: tokio::net::TcpListener,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let running = controller::Controller::start(
             &config,

@@ -206,3 +206,89 @@ async fn workflow_run_is_fetched_only_where_it_is_the_only_signal() {
         "{answers:?}"
     );
 }
+
+#[tokio::test]
+async fn lost_deliveries_are_redelivered_once_and_their_job_is_served() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
+    let server = ca.server();
+    let (sim, mut env) = simulated_github().await;
+    env.extend(controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ));
+    // No REST sweep: the job can only become known through the redelivered webhook.
+    env.insert("RECONCILE_INTERVAL".into(), "0".into());
+    env.insert("REDELIVERY_INTERVAL".into(), "1s".into());
+    env.insert("MAX_RUNNERS".into(), "10".into());
+    let controller = TestController::start_self_hooked(env).await;
+    wait_until(WAIT, "webhook setup created our hook", || async {
+        !sim.hooks().is_empty()
+    })
+    .await;
+    let s = Setup {
+        _dir: dir,
+        ca,
+        sim: sim.clone(),
+        controller,
+    };
+    let agent = s.agent("host-1");
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let _emulator = tests::emulator::RunnerEmulator::start(
+        sim.clone(),
+        vec![agent.runtime.clone()],
+        Duration::from_millis(50),
+    );
+    // GitHub could not reach us for both signals of the job.
+    sim.fault_delivery(
+        "workflow_run",
+        Some("requested"),
+        tests::github_sim::DeliveryFault::Drop,
+    );
+    sim.fault_delivery(
+        "workflow_job",
+        Some("queued"),
+        tests::github_sim::DeliveryFault::Drop,
+    );
+    let (_, job) = sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the job completed on a runner", || async {
+        sim.job(job).is_some_and(|j| j.status == "completed")
+    })
+    .await;
+    assert!(sim.deliveries_settled(WAIT).await);
+    // Give a few more passes the chance to ask again: they must not.
+    let passes = |v: serde_json::Value| v["webhook_redelivery"]["at_ms"].as_i64().unwrap_or(0);
+    let first = passes(get_json(&s.controller, "/status").await.1);
+    wait_until(WAIT, "two more redelivery passes", || async {
+        passes(get_json(&s.controller, "/status").await.1) > first + 1_500
+    })
+    .await;
+    let deliveries = sim.deliveries();
+    let lost: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.status_code == 0 && !d.redelivery)
+        .collect();
+    assert_eq!(lost.len(), 2, "both dropped deliveries recorded as failed");
+    for d in lost {
+        let retries: Vec<_> = deliveries
+            .iter()
+            .filter(|r| r.guid == d.guid && r.redelivery)
+            .collect();
+        assert_eq!(retries.len(), 1, "{} redelivered exactly once", d.event);
+        assert_eq!(retries[0].status_code / 100, 2, "and received");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", s.controller.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gha_scaler_webhook_redeliveries_total{outcome=\"requested\"} 2"),
+        "{metrics}"
+    );
+}

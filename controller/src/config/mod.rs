@@ -154,6 +154,12 @@ pub struct Containment {
     /// `OFFLINE_RUNNER_GRACE`: an offline registration of ours with no live runner is deleted
     /// after this; also how often registrations are swept.
     pub offline_runner_grace: Duration,
+    /// `REDELIVERY_INTERVAL`: how often the recent deliveries of our webhooks are read to
+    /// redeliver the failed ones (`0` turns it off).
+    pub redelivery_interval: Option<Duration>,
+    /// `RUNNER_REGISTER_TIMEOUT`: a runner whose container runs but that has not come online at
+    /// GitHub within this is stopped and its registration deleted.
+    pub register_timeout: Duration,
 }
 
 impl Config {
@@ -367,6 +373,11 @@ impl Config {
             boot_window: vars.duration("RUNNER_BOOT_WINDOW", Duration::from_secs(120)),
             stale_job_age: vars.duration("STALE_JOB_AGE", Duration::from_secs(600)),
             offline_runner_grace: vars.duration("OFFLINE_RUNNER_GRACE", Duration::from_secs(600)),
+            redelivery_interval: match vars.get("REDELIVERY_INTERVAL") {
+                Some("0" | "off" | "false") => None,
+                _ => Some(vars.duration("REDELIVERY_INTERVAL", Duration::from_secs(120))),
+            },
+            register_timeout: vars.duration("RUNNER_REGISTER_TIMEOUT", Duration::from_secs(600)),
         };
         if containment.backoff_initial > containment.backoff_max {
             vars.problem(

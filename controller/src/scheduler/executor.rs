@@ -67,6 +67,8 @@ pub struct Decisions {
     pub sweeps: Vec<super::sweep::SweepReport>,
     /// Where runners register (owner kinds, groups, a GHES token fallback).
     pub registration: Option<RegistrationStatus>,
+    /// The latest pass of failed-delivery recovery (`redelivery`).
+    pub redelivery: Option<crate::redelivery::PassReport>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -78,7 +80,7 @@ impl DecisionsHandle {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(super) fn update(&self, f: impl FnOnce(&mut Decisions)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Decisions)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }

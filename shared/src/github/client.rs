@@ -328,6 +328,19 @@ impl GithubClient {
         query: &[(&str, &str)],
         key: Option<&str>,
     ) -> Result<Vec<T>, GithubError> {
+        self.paginate_up_to(owner, segments, query, key, MAX_PAGES)
+            .await
+    }
+
+    /// [`Self::paginate`], but at most `max_pages` pages (the first ones).
+    pub(crate) async fn paginate_up_to<T: DeserializeOwned>(
+        &self,
+        owner: &str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        key: Option<&str>,
+        max_pages: usize,
+    ) -> Result<Vec<T>, GithubError> {
         let mut url = self.url(segments);
         {
             let mut pairs = url.query_pairs_mut();
@@ -337,7 +350,7 @@ impl GithubClient {
             pairs.append_pair("per_page", "100");
         }
         let mut items = Vec::new();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..max_pages {
             let req = ApiRequest {
                 method: Method::GET,
                 url,

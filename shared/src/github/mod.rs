@@ -95,6 +95,13 @@ pub trait GithubApi: Send + Sync {
         scope: &Scope,
         hook_id: u64,
     ) -> Result<Vec<HookDelivery>, GithubError>;
+    /// `GET …/hooks/{id}/deliveries`, newest first, at most `max_pages` pages of 100.
+    async fn recent_hook_deliveries(
+        &self,
+        scope: &Scope,
+        hook_id: u64,
+        max_pages: usize,
+    ) -> Result<Vec<HookDelivery>, GithubError>;
     /// `POST …/deliveries/{id}/attempts`: GitHub resends it with the same GUID.
     async fn redeliver(
         &self,

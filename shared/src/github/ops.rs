@@ -203,6 +203,23 @@ impl GithubApi for GithubClient {
         .await
     }
 
+    async fn recent_hook_deliveries(
+        &self,
+        scope: &Scope,
+        hook_id: u64,
+        max_pages: usize,
+    ) -> Result<Vec<HookDelivery>, GithubError> {
+        let id = hook_id.to_string();
+        self.paginate_up_to(
+            scope.owner(),
+            &path(scope, &["hooks", &id, "deliveries"]),
+            &[],
+            None,
+            max_pages,
+        )
+        .await
+    }
+
     async fn redeliver(
         &self,
         scope: &Scope,

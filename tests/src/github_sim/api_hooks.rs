@@ -294,7 +294,10 @@ fn deliveries(
     let st = sh.lock();
     let scope = hook_scope(&st, h, &t, Access::Read)?;
     find_hook(&st, scope, id)?;
-    // Newest first; `status=success|failure` splits on 2xx/3xx.
+    // Newest first. The REST description's `webhook-delivery-status` parameter: `success` is a
+    // `status_code` in 200–399, `failure` one in 400–599. So a receiver that could not be
+    // reached (`status_code` 0) is in neither: a client looking for lost deliveries must read
+    // the unfiltered list.
     let items: Vec<Value> = st
         .deliveries
         .iter()
@@ -302,7 +305,7 @@ fn deliveries(
         .filter(|d| d.hook_id == id)
         .filter(|d| match q.status.as_deref() {
             Some("success") => (200..400).contains(&d.status_code),
-            Some("failure") => !(200..400).contains(&d.status_code),
+            Some("failure") => (400..600).contains(&d.status_code),
             _ => true,
         })
         .map(|d| payloads::delivery(d, false))

@@ -443,3 +443,69 @@ async fn a_token_mode_runner_is_deregistered_by_name_when_it_ends() {
     .await;
     runners.cancel();
 }
+
+#[tokio::test]
+async fn a_runner_that_runs_but_never_comes_online_is_stopped_and_deregistered() {
+    // Nothing registers the runners with the simulator: their containers "run" (the in-memory
+    // runtime says so) but GitHub never sees them online, as with an image that cannot reach
+    // GitHub.
+    let s = setup(&[
+        ("OFFLINE_RUNNER_GRACE", "300ms"),
+        ("RUNNER_REGISTER_TIMEOUT", "1s"),
+    ])
+    .await;
+    let agent = s.agent("host-1", &[]).await;
+    let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "a runner started", || async {
+        !agent.runtime.start_calls().is_empty()
+    })
+    .await;
+    let first = agent.runtime.start_calls()[0].clone();
+    let name = agent
+        .runtime
+        .runners()
+        .into_iter()
+        .find(|r| r.id == first)
+        .unwrap()
+        .name;
+    assert!(
+        s.sim.runners().iter().any(|r| r.name == name),
+        "registered (JIT), offline"
+    );
+    wait_until(WAIT, "it was stopped as never registered", || async {
+        agent
+            .runtime
+            .runners()
+            .iter()
+            .any(|r| r.id == first && r.phase != RunnerPhase::Running)
+    })
+    .await;
+    wait_until(WAIT, "its registration deleted", || async {
+        s.sim.runners().iter().all(|r| r.name != name)
+    })
+    .await;
+    assert!(
+        s.metrics()
+            .await
+            .contains("gha_scaler_registrations_deleted_total{reason=\"never_registered\"} 1")
+    );
+    assert_eq!(
+        s.sim.job(job).unwrap().status,
+        "queued",
+        "the job still waits"
+    );
+    // The next runner is not started at once: the image backs off, and the job says why.
+    wait_until(WAIT, "the job explains the back-off", || async {
+        let (_, explained) = get_json(&s.controller, &format!("/api/v1/jobs/{job}")).await;
+        explained["explanation"]
+            .as_str()
+            .unwrap_or("")
+            .contains("without coming online")
+    })
+    .await;
+    assert_eq!(
+        agent.runtime.start_calls().len(),
+        1,
+        "no second start during the back-off"
+    );
+}

@@ -413,3 +413,42 @@ async fn ghes_without_jit_falls_back_to_registration_tokens_once() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn a_users_leftover_registrations_are_swept_in_the_repositories_its_runners_used() {
+    let (sim, token) = user_sim().await;
+    let s = start(
+        sim,
+        vars(&[
+            ("REPO_OWNER", "carol".into()),
+            ("GITHUB_TOKEN", token),
+            ("ALL_REPOS", "true".into()),
+            ("OFFLINE_RUNNER_GRACE", "300ms".into()),
+        ]),
+    )
+    .await;
+    s.repo_hook("carol", "app");
+    let (_agent, _emulator) = s.serve().await;
+    // A job in `app` makes it a repository our runners use.
+    let (_, a) = s.sim.queue_job("carol", "app", &["self-hosted"]);
+    s.completed(a).await;
+    // Left in `app` by a start that failed half-way; a foreign one beside it.
+    let ours = s
+        .sim
+        .add_offline_runner("carol", Some("app"), "gha-carol-0123456789ab");
+    let foreign = s
+        .sim
+        .add_offline_runner("carol", Some("app"), "build-box-1");
+    wait_until(WAIT, "our leftover in carol/app deleted", || async {
+        s.sim.runners().iter().all(|r| r.id != ours)
+    })
+    .await;
+    assert!(s.sim.runners().iter().any(|r| r.id == foreign));
+    let (_, status) = get_json(&s.controller, "/status").await;
+    let sweep = &status["registration_sweeps"][0];
+    assert_eq!(sweep["owner"], "carol", "{status}");
+    assert_eq!(
+        sweep["scopes"], 1,
+        "only the repository runners used: {status}"
+    );
+}

@@ -661,7 +661,7 @@ impl Scheduler {
         }
     }
 
-    async fn stop_runner(&self, r: &RunnerRecord, why: StopReason, now: i64) {
+    pub(super) async fn stop_runner(&self, r: &RunnerRecord, why: StopReason, now: i64) {
         let Ok(agent) = AgentName::parse(&r.agent) else {
             return;
         };

@@ -118,6 +118,8 @@ pub enum StopReason {
     Idle,
     /// Older than `RUNNER_TIMEOUT`.
     Timeout,
+    /// Its container runs, but it has not come online at GitHub within `RUNNER_REGISTER_TIMEOUT`.
+    NeverRegistered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

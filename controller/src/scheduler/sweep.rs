@@ -1,4 +1,5 @@
-//! Cleanup of GitHub's side: registrations of ours that no runner uses any more.
+//! Cleanup of GitHub's side: registrations of ours that no runner uses any more, and runners
+//! that never came online.
 //!
 //! Once per `OFFLINE_RUNNER_GRACE` per owner, the owner's runners are listed (`GET
 //! …/actions/runners`, every page) and filtered by our name prefix for that owner
@@ -7,30 +8,47 @@
 //! controller that lost its state, or a runner that crashed before taking its job. Foreign
 //! runners (other names) are never touched. The decision is the pure [`leftover`].
 //!
-//! Only owners whose runner scope is known without listing repositories are swept: an
-//! organization serving all its repositories (org runners) and a single-repository owner.
+//! The same listing shows runners of ours whose container runs but that never came online at
+//! GitHub within `RUNNER_REGISTER_TIMEOUT` (a runner that cannot reach GitHub, a wrong command,
+//! a registration that failed inside the container): they are stopped and their registration
+//! deleted ([`never_registered`]).
+//!
+//! Where an owner's runners live: an organization serving all its repositories has org runners
+//! (one listing); a single-repository owner, that repository; an owner whose runners register
+//! per repository under `ALL_REPOS` (a user account), the repositories its runners used since
+//! the retention period, most recent first, at most [`REPOS_PER_SWEEP`] per sweep.
 
 use std::collections::HashMap;
 
 use shared::github::{RepoRef, Runner, Scope};
+use shared::owner::Owner;
 use tracing::{info, warn};
 
 use super::containment::NAME_PREFIX;
 use super::executor::Scheduler;
+use super::planner::StopReason;
+use super::registration::OwnerKind;
 use crate::config::OwnerConfig;
 use crate::metrics::ReasonLabels;
-use crate::store::{RunnerRecord, StoreError};
+use crate::store::{RunnerLifecycle, RunnerRecord, StoreError};
+
+/// Repository listings per owner per sweep, for owners with repository-level runners.
+pub const REPOS_PER_SWEEP: usize = 50;
 
 /// What the last sweep of an owner found and did, for `/status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
     pub owner: String,
     pub at_ms: i64,
+    /// Scopes listed (the organization, or repositories).
+    pub scopes: usize,
     /// Registrations of ours listed.
     pub ours: usize,
     /// Of them, offline leftovers waiting out the grace.
     pub leftovers: usize,
     pub deleted: usize,
+    /// Runners stopped because they never came online at GitHub.
+    pub never_registered: usize,
     pub error: Option<String>,
 }
 
@@ -43,14 +61,61 @@ pub fn leftover(owner: &str, runner: &Runner, record: Option<&RunnerRecord>) -> 
         && record.is_none_or(|r| !r.lifecycle.is_active())
 }
 
+/// Whether runner `r`, listed at GitHub as `listed` (`None`: not registered at all), runs without
+/// ever having come online: its container runs, it knows no job, it is older than
+/// `timeout_ms`, and GitHub does not show it online or busy.
+pub fn never_registered(
+    r: &RunnerRecord,
+    listed: Option<&Runner>,
+    now: i64,
+    timeout_ms: i64,
+) -> bool {
+    r.lifecycle == RunnerLifecycle::Running
+        && r.job_id.is_none()
+        && now - r.created_ms > timeout_ms
+        && listed.is_none_or(|g| g.status != "online" && !g.busy)
+}
+
+/// The registration of record `r` in a listing: by GitHub id (JIT), else by name (token mode).
+fn listed<'a>(r: &RunnerRecord, runners: &'a [Runner]) -> Option<&'a Runner> {
+    runners.iter().find(|g| match r.github_id {
+        Some(id) => g.id == id,
+        None => g.name.eq_ignore_ascii_case(&r.name),
+    })
+}
+
+/// Whether record `r` registers in `scope`.
+fn in_scope(r: &RunnerRecord, scope: &Scope) -> bool {
+    match scope {
+        Scope::Org(_) => r.repo.is_none(),
+        Scope::Repo(repo) => r
+            .repo
+            .as_deref()
+            .is_some_and(|x| x.eq_ignore_ascii_case(&repo.name)),
+    }
+}
+
 impl Scheduler {
-    /// The scope whose runners are ours to sweep, if it is known without listing repositories.
-    fn sweep_scope(owner: &OwnerConfig) -> Option<Scope> {
-        match (&owner.repo_name, owner.all_repos) {
-            (Some(repo), _) => Some(Scope::Repo(RepoRef::new(owner.name.clone(), repo.clone()))),
-            (None, true) => Some(Scope::Org(owner.name.clone())),
-            (None, false) => None,
-        }
+    /// The scopes whose runners are ours to sweep.
+    async fn sweep_scopes(&self, owner: &OwnerConfig, now: i64) -> Result<Vec<Scope>, StoreError> {
+        Ok(match (&owner.repo_name, owner.all_repos) {
+            (Some(repo), _) => vec![Scope::Repo(RepoRef::new(owner.name.clone(), repo.clone()))],
+            (None, true) => match self.registrar.resolve_kind(owner).await {
+                Some(OwnerKind::Organization) => vec![Scope::Org(owner.name.clone())],
+                // Not known yet (GitHub could not be asked): the next sweep tries again.
+                None => Vec::new(),
+                Some(OwnerKind::User) => {
+                    let since = now - self.config.retention.as_millis() as i64;
+                    self.store
+                        .runner_repos(&owner.owner(), since, REPOS_PER_SWEEP)
+                        .await?
+                        .into_iter()
+                        .map(|repo| Scope::Repo(RepoRef::new(owner.name.clone(), repo)))
+                        .collect()
+                }
+            },
+            (None, false) => Vec::new(),
+        })
     }
 
     /// Sweeps every owner whose last sweep is older than the grace.
@@ -58,64 +123,42 @@ impl Scheduler {
         let grace = self.config.containment.offline_runner_grace.as_millis() as i64;
         for owner in &self.config.owners {
             let name = owner.name.to_ascii_lowercase();
-            let Some(scope) = Self::sweep_scope(owner) else {
-                continue;
-            };
             if !self.state.sweep_due(&name, now, grace) {
+                continue;
+            }
+            let scopes = self.sweep_scopes(owner, now).await?;
+            if scopes.is_empty() {
                 continue;
             }
             let mut report = SweepReport {
                 owner: name.clone(),
                 at_ms: now,
+                scopes: scopes.len(),
                 ..SweepReport::default()
             };
-            match self.github.list_runners(&scope).await {
-                Ok(runners) => {
-                    let mut seen: HashMap<u64, i64> = HashMap::new();
-                    for runner in &runners {
-                        let record = self.store.runner_by_name(&runner.name).await?;
-                        if runner
-                            .name
-                            .to_ascii_lowercase()
-                            .starts_with(&format!("{NAME_PREFIX}{name}-"))
-                        {
-                            report.ours += 1;
-                        }
-                        if !leftover(&name, runner, record.as_ref()) {
-                            continue;
-                        }
-                        report.leftovers += 1;
-                        let since = self.state.leftover_since(&name, runner.id, now);
-                        seen.insert(runner.id, since);
-                        if now - since < grace || !self.state.claim_delete(&name, runner.id, now) {
-                            continue;
-                        }
-                        match self.github.delete_runner(&scope, runner.id).await {
-                            Ok(()) => {
-                                info!(runner = %runner.name, owner = %name, "deleted an offline registration of ours that no runner uses");
-                                report.deleted += 1;
-                                self.metrics
-                                    .containment
-                                    .registrations_deleted
-                                    .get_or_create(&ReasonLabels {
-                                        reason: "offline".into(),
-                                    })
-                                    .inc();
-                            }
-                            Err(e) if e.is_not_found() => {}
-                            Err(e) => {
-                                warn!(runner = %runner.name, error = %e, "cannot delete an offline registration; next sweep retries");
-                                self.state.release_delete(&name, runner.id);
-                            }
-                        }
+            let active: Vec<RunnerRecord> = self
+                .store
+                .active_runners()
+                .await?
+                .into_iter()
+                .filter(|r| Owner::new(&r.owner) == owner.owner())
+                .collect();
+            let mut seen: HashMap<u64, i64> = HashMap::new();
+            for scope in &scopes {
+                match self.github.list_runners(scope).await {
+                    Ok(runners) => {
+                        self.sweep_leftovers(&name, scope, &runners, now, &mut seen, &mut report)
+                            .await?;
+                        self.stop_never_registered(scope, &runners, &active, now, &mut report)
+                            .await;
                     }
-                    self.state.keep_leftovers(&name, &seen);
-                }
-                Err(e) => {
-                    warn!(owner = %name, error = %e, "cannot list the owner's runners; next sweep retries");
-                    report.error = Some(e.to_string());
+                    Err(e) => {
+                        warn!(owner = %name, target = %scope, error = %e, "cannot list the owner's runners; next sweep retries");
+                        report.error = Some(format!("{scope}: {e}"));
+                    }
                 }
             }
+            self.state.keep_leftovers(&name, &seen);
             self.decisions.update(|d| {
                 d.sweeps.retain(|r| r.owner != name);
                 d.sweeps.push(report);
@@ -123,12 +166,109 @@ impl Scheduler {
         }
         Ok(())
     }
+
+    async fn sweep_leftovers(
+        &self,
+        name: &str,
+        scope: &Scope,
+        runners: &[Runner],
+        now: i64,
+        seen: &mut HashMap<u64, i64>,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let grace = self.config.containment.offline_runner_grace.as_millis() as i64;
+        let prefix = format!("{NAME_PREFIX}{name}-");
+        for runner in runners {
+            if !runner.name.to_ascii_lowercase().starts_with(&prefix) {
+                continue;
+            }
+            report.ours += 1;
+            // Keyed by owner: a record of another owner with the same name is not this one's.
+            let record = self
+                .store
+                .runner_by_name(&runner.name)
+                .await?
+                .filter(|r| r.owner.eq_ignore_ascii_case(name));
+            if !leftover(name, runner, record.as_ref()) {
+                continue;
+            }
+            report.leftovers += 1;
+            let since = self.state.leftover_since(name, runner.id, now);
+            seen.insert(runner.id, since);
+            if now - since < grace || !self.state.claim_delete(name, runner.id, now) {
+                continue;
+            }
+            match self.github.delete_runner(scope, runner.id).await {
+                Ok(()) => {
+                    info!(runner = %runner.name, owner = %name, "deleted an offline registration of ours that no runner uses");
+                    report.deleted += 1;
+                    self.metrics
+                        .containment
+                        .registrations_deleted
+                        .get_or_create(&ReasonLabels {
+                            reason: "offline".into(),
+                        })
+                        .inc();
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    warn!(runner = %runner.name, error = %e, "cannot delete an offline registration; next sweep retries");
+                    self.state.release_delete(name, runner.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the runners of `scope` that run but never came online (their registration is
+    /// deleted with the stop).
+    async fn stop_never_registered(
+        &self,
+        scope: &Scope,
+        runners: &[Runner],
+        active: &[RunnerRecord],
+        now: i64,
+        report: &mut SweepReport,
+    ) {
+        let timeout = self.config.containment.register_timeout.as_millis() as i64;
+        for r in active.iter().filter(|r| in_scope(r, scope)) {
+            if !never_registered(r, listed(r, runners), now, timeout) {
+                continue;
+            }
+            warn!(runner = %r.name, agent = %r.agent, "the runner runs but never came online at GitHub; stopping it");
+            report.never_registered += 1;
+            self.metrics
+                .containment
+                .registrations_deleted
+                .get_or_create(&ReasonLabels {
+                    reason: "never_registered".into(),
+                })
+                .inc();
+            self.stop_runner(r, StopReason::NeverRegistered, now).await;
+            // A runner image that cannot come online would do the same again: back off.
+            self.record_failure(
+                super::backoff::Key::Image {
+                    owner: r.owner.clone(),
+                    image: self.config.runners.image.clone(),
+                },
+                super::backoff::Failure {
+                    reason: format!(
+                        "owner {}: runner {} ran for {} s without coming online at GitHub",
+                        r.owner,
+                        r.name,
+                        (now - r.created_ms) / 1000
+                    ),
+                    permanent: false,
+                },
+                now,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RunnerLifecycle;
 
     fn runner(name: &str, status: &str, busy: bool) -> Runner {
         serde_json::from_value(serde_json::json!({
@@ -188,5 +328,52 @@ mod tests {
             !leftover("acme", &runner("gha-other-1", "offline", false), None),
             "another owner's prefix"
         );
+    }
+
+    #[test]
+    fn a_running_runner_that_never_came_online_is_found_after_the_timeout() {
+        let mut r = record(RunnerLifecycle::Running);
+        r.created_ms = 0;
+        let offline = runner("gha-acme-1", "offline", false);
+        let online = runner("gha-acme-1", "online", false);
+        let busy = runner("gha-acme-1", "offline", true);
+        assert!(never_registered(&r, Some(&offline), 1_001, 1_000));
+        assert!(
+            never_registered(&r, None, 1_001, 1_000),
+            "token mode: never registered at all"
+        );
+        assert!(
+            !never_registered(&r, Some(&offline), 1_000, 1_000),
+            "within the timeout"
+        );
+        assert!(!never_registered(&r, Some(&online), 5_000, 1_000));
+        assert!(!never_registered(&r, Some(&busy), 5_000, 1_000));
+        let mut working = r.clone();
+        working.job_id = Some(3);
+        assert!(
+            !never_registered(&working, Some(&offline), 5_000, 1_000),
+            "it took a job"
+        );
+        let starting = record(RunnerLifecycle::Starting);
+        assert!(
+            !never_registered(&starting, None, 5_000, 1_000),
+            "its container is not running yet"
+        );
+    }
+
+    #[test]
+    fn records_are_matched_by_github_id_else_by_name_and_by_scope() {
+        let mut jit = record(RunnerLifecycle::Running);
+        jit.github_id = Some(7);
+        let listing = [runner("something-else", "online", false)];
+        assert!(listed(&jit, &listing).is_some(), "id 7");
+        let mut token = jit.clone();
+        token.github_id = None;
+        assert!(listed(&token, &listing).is_none());
+        assert!(in_scope(&jit, &Scope::Org("acme".into())));
+        let mut repo = jit.clone();
+        repo.repo = Some("App".into());
+        assert!(in_scope(&repo, &Scope::Repo(RepoRef::new("acme", "app"))));
+        assert!(!in_scope(&repo, &Scope::Org("acme".into())));
     }
 }

@@ -107,6 +107,14 @@ pub trait StateStore: Send + Sync {
     /// Runners not finished.
     async fn active_runners(&self) -> Result<Vec<RunnerRecord>, StoreError>;
     async fn runner_by_name(&self, name: &str) -> Result<Option<RunnerRecord>, StoreError>;
+    /// The repositories `owner`'s repository-level runners registered to since `since_ms`, the
+    /// most recently used first, at most `limit`.
+    async fn runner_repos(
+        &self,
+        owner: &Owner,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     async fn insert_join_token(&self, token: NewJoinToken, now: i64) -> Result<(), StoreError>;
     /// Spends a join token: secret checked in constant time, unused, not expired, marked used in
     /// the same transaction. Returns the name it fixes, if any.
@@ -265,6 +273,28 @@ impl StateStore for SqliteStore {
                 runner_from_row,
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn runner_repos(
+        &self,
+        owner: &Owner,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let owner = owner.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT min(repo) FROM runners
+                 WHERE lower(owner) = ?1 AND repo IS NOT NULL AND updated_ms >= ?2
+                 GROUP BY lower(repo) ORDER BY max(updated_ms) DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![owner.as_str(), since_ms, limit], |r| {
+                r.get(0)
+            })?;
+            rows.collect()
         })
         .await
     }

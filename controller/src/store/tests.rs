@@ -435,3 +435,35 @@ async fn retention_forgets_old_deliveries_and_finished_jobs_only() {
         Recorded::New
     );
 }
+
+#[tokio::test]
+async fn runner_repos_are_an_owners_recent_repositories_most_recent_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let at = |name: &str, owner: &str, repo: Option<&str>, ms: i64| {
+        let mut r = runner_named(name, owner);
+        r.repo = repo.map(str::to_owned);
+        r.updated_ms = ms;
+        r
+    };
+    for r in [
+        at("gha-octocat-1", "octocat", Some("old"), 10),
+        at("gha-octocat-2", "octocat", Some("App"), 50),
+        at("gha-octocat-3", "Octocat", Some("app"), 60),
+        at("gha-octocat-4", "octocat", Some("lib"), 40),
+        at("gha-octocat-5", "octocat", None, 70),
+        at("gha-mallory-1", "mallory", Some("evil"), 80),
+    ] {
+        store.upsert_runner(r).await.unwrap();
+    }
+    let owner = Owner::new("OctoCat");
+    let repos = store.runner_repos(&owner, 20, 10).await.unwrap();
+    assert_eq!(
+        repos.len(),
+        2,
+        "{repos:?}: since 20, one per repository, this owner only"
+    );
+    assert!(repos[0].eq_ignore_ascii_case("app"));
+    assert_eq!(repos[1], "lib");
+    assert_eq!(store.runner_repos(&owner, 0, 1).await.unwrap().len(), 1);
+}

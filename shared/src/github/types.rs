@@ -279,6 +279,9 @@ pub struct Repository {
     pub html_url: Option<String>,
     #[serde(default)]
     pub permissions: Option<RepoPermissions>,
+    /// The last push (RFC 3339); `null` for an empty repository.
+    #[serde(default)]
+    pub pushed_at: Option<String>,
 }
 
 /// What the authenticated caller may do on a repository.

@@ -140,6 +140,7 @@ impl Controller {
         let registry = AgentRegistry::notifying(nudge.clone());
         let github_client = github::client(config)?;
         let github: Arc<dyn shared::github::GithubApi> = github_client.clone();
+        let github_budget = github_client.budget();
         let config = Arc::new(config.clone());
         let metrics = Arc::new(metrics::Metrics::new());
         let decisions = scheduler::DecisionsHandle::default();
@@ -203,7 +204,9 @@ impl Controller {
         ));
         {
             let registrar = registrar.clone();
-            tokio::spawn(async move { registrar.startup_check().await });
+            tokio::spawn(shared::github::CallKind::Background.scope(async move {
+                registrar.startup_check().await
+            }));
         }
         let scheduler = scheduler::Scheduler {
             config: config.clone(),
@@ -228,6 +231,7 @@ impl Controller {
                 config: config.clone(),
                 store: store.clone(),
                 github: github.clone(),
+                budget: github_budget,
                 registrar,
                 nudge: nudge.clone(),
                 interval,

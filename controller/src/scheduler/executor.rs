@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
-use shared::github::{GithubApi, RepoRef, Scope};
+use shared::github::{CallKind, GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::now_ms;
 use tokio::sync::Notify;
@@ -134,20 +134,30 @@ impl Scheduler {
 
     async fn activate(&self) -> Result<(), ActivationError> {
         let now = now_ms();
-        self.fetch_runs().await?;
+        CallKind::JobServing.scope(self.fetch_runs()).await?;
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
         self.stop_strays(&agents, &runners, now).await?;
-        self.sweep_registrations(now).await?;
+        // Every GitHub call is classified here, at its call site, for the API budget: sweeps and
+        // stale checks are background work (paused first when quota is low), registrations for
+        // queued jobs keep a reserve, the rest serves jobs.
+        CallKind::Background
+            .scope(self.sweep_registrations(now))
+            .await?;
         let mut jobs = self.store.queued_jobs().await?;
-        if self.recheck_stale(&jobs, now).await? {
+        if CallKind::Background
+            .scope(self.recheck_stale(&jobs, now))
+            .await?
+        {
             jobs = self.store.queued_jobs().await?;
         }
         let targets: Vec<(String, String)> = jobs
             .iter()
             .map(|j| (j.owner.to_string(), j.repo.clone()))
             .collect();
-        self.registrar.prepare(&targets).await;
+        CallKind::Registration
+            .scope(self.registrar.prepare(&targets))
+            .await;
 
         let owners: Vec<OwnerLimits> = self
             .config
@@ -243,7 +253,9 @@ impl Scheduler {
                 waiting.insert(start.for_job, containment::wait_reason(&held, now));
                 continue;
             }
-            self.start_runner(start, now).await?;
+            CallKind::Registration
+                .scope(self.start_runner(start, now))
+                .await?;
             if let Some(held) = self.held(start, now) {
                 waiting.insert(start.for_job, containment::wait_reason(&held, now));
             }

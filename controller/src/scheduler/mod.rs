@@ -9,6 +9,7 @@ pub mod executor;
 pub mod lifecycle;
 pub mod memory;
 pub mod planner;
+pub mod polling;
 pub mod reconcile;
 pub mod registrar;
 pub mod registration;

@@ -326,6 +326,15 @@ impl Budget {
         )
     }
 
+    /// The limit of `owner`'s core bucket, once a response said it.
+    pub fn limit(&self, owner: &str) -> Option<u64> {
+        let owner = owner.to_ascii_lowercase();
+        self.book()
+            .windows
+            .get(&(owner, CORE.to_owned()))
+            .map(|w| w.limit)
+    }
+
     /// The latest quota per owner and resource, for metrics.
     pub fn quotas(&self) -> Vec<(String, Quota)> {
         self.book()

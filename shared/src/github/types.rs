@@ -180,6 +180,9 @@ pub struct WorkflowRun {
     pub head_sha: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// Moves as the run's jobs change state.
+    #[serde(default)]
+    pub updated_at: Option<String>,
     #[serde(default)]
     pub html_url: Option<String>,
 }

@@ -117,8 +117,8 @@ mod tests {
             (Some(now - QUEUE_HORIZON_MS - 1), None, false), // pushed too long ago
             (None, None, false),            // never pushed
             (Some(now - 100), Some(polled(now - 60_000, false)), true), // pushed since the poll
-            (Some(now - 80_000), Some(polled(now - 60_000, false)), false),
-            (Some(now - 80_000), Some(polled(now - 60_000, true)), true), // active runs
+            (Some(now - 100_000), Some(polled(now - 60_000, false)), false),
+            (Some(now - 100_000), Some(polled(now - 60_000, true)), true), // active runs
             (
                 Some(now - 60_000 - RECENT_SLACK_MS),
                 Some(polled(now - 60_000, false)),
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn the_cycle_covers_every_cold_repository_in_turn() {
         let now = 1_000_000;
-        let repos: Vec<RepoSeen> = (0..10).map(|i| seen(&format!("r{i}"), Some(0))).collect();
+        let repos: Vec<RepoSeen> = (0..10).map(|i| seen(&format!("r{i}"), None)).collect();
         let mut memory = HashMap::new();
         let mut covered = std::collections::BTreeSet::new();
         for pass in 0..4 {

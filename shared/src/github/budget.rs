@@ -156,7 +156,8 @@ pub fn admit(
     let reserve = policy.reserve(w.limit);
     match kind {
         CallKind::Registration => Ok(()),
-        CallKind::JobServing if w.remaining <= reserve => Err(Deferral::QuotaLow {
+        // With no reserve, GitHub's own limit (the transport's) is the only one.
+        CallKind::JobServing if reserve > 0 && w.remaining <= reserve => Err(Deferral::QuotaLow {
             remaining: w.remaining,
             floor: reserve,
         }),
@@ -169,7 +170,7 @@ pub fn admit(
                     used: w.background_used,
                     allowed,
                 })
-            } else if w.remaining <= floor {
+            } else if floor > 0 && w.remaining <= floor {
                 Err(Deferral::QuotaLow {
                     remaining: w.remaining,
                     floor,

@@ -99,7 +99,7 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         };
         let bucket = st
             .buckets
-            .entry(token.unwrap_or_default())
+            .entry(token.clone().unwrap_or_default())
             .or_insert(Bucket {
                 limit,
                 used: 0,

@@ -219,6 +219,7 @@ impl Controller {
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
             state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
+            run_fetch_failures: Default::default(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         tokio::spawn(store::prune_periodically(

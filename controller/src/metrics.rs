@@ -93,6 +93,7 @@ pub struct Metrics {
     pub github_limit: Family<QuotaLabels, Gauge>,
     pub github_requests: Family<CallLabels, Counter>,
     pub github_background_used: Family<QuotaLabels, Gauge>,
+    pub run_fetches: Family<OutcomeLabels, Counter>,
     pub containment: ContainmentMetrics,
 }
 
@@ -167,8 +168,15 @@ impl Metrics {
             "Background calls counted against the current GitHub quota window, by owner and resource",
             github_background_used.clone(),
         );
+        let run_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "run_fetches",
+            "Fetches of a workflow run's jobs by outcome (fetched, failed, given_up)",
+            run_fetches.clone(),
+        );
         let containment = ContainmentMetrics::register(&mut registry);
         Self {
+            run_fetches,
             registry,
             containment,
             github_remaining,

@@ -171,10 +171,16 @@ pub async fn run(scale: &Scale) -> Report {
                     )
                 };
                 if drop {
+                    // The faults go to the next matching deliveries: let earlier jobs' go first,
+                    // so exactly this job's are the ones dropped.
+                    sim.deliveries_settled(Duration::from_secs(10)).await;
                     sim.fault_delivery("workflow_run", Some("requested"), DeliveryFault::Drop);
                     sim.fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
                 }
                 let (_, job) = sim.queue_job("acme", &repo, &["self-hosted"]);
+                if drop {
+                    sim.deliveries_settled(Duration::from_secs(10)).await;
+                }
                 if record {
                     queued.push(job);
                     if drop {
@@ -197,6 +203,11 @@ pub async fn run(scale: &Scale) -> Report {
     let measured = started.elapsed();
     let after = request_counts(&controller).await;
     let not_modified = sim.counters().not_modified - not_modified_before;
+    if std::env::var_os("QUOTA_ROUTES").is_some() {
+        for (route, n) in sim.counters().by_route {
+            eprintln!("{n:>8} {route}");
+        }
+    }
 
     // Lost jobs: time from queued to a runner taking it, polled until 4 intervals have passed.
     let mut worst = Duration::ZERO;

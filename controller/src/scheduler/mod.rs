@@ -13,6 +13,7 @@ pub mod polling;
 pub mod reconcile;
 pub mod registrar;
 pub mod registration;
+pub mod run_fetch;
 mod stale;
 pub mod sweep;
 

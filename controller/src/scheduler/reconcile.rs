@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, OwnerAuth, OwnerConfig};
-use crate::store::{RunKey, StateStore};
+use crate::store::{JobState, RunKey, StateStore};
 
 pub struct Reconciler {
     pub config: Arc<Config>,
@@ -192,12 +192,14 @@ impl Reconciler {
             let mut seen = HashMap::new();
             for run in runs {
                 let version: RunVersion = (run.status.clone(), run.updated_at.clone());
-                if polling::fetch_needed(last.get(&run.id), &version) {
-                    let key = RunKey {
-                        owner: owner.name.to_ascii_lowercase(),
-                        repo: repo.clone(),
-                        run_id: run.id,
-                    };
+                let key = RunKey {
+                    owner: owner.name.to_ascii_lowercase(),
+                    repo: repo.clone(),
+                    run_id: run.id,
+                };
+                if polling::fetch_needed(last.get(&run.id), &version)
+                    && !self.webhooks_cover(&key).await
+                {
                     debug!(run = run.id, %repo, "new or changed active run");
                     if let Err(e) = self
                         .store
@@ -220,6 +222,19 @@ impl Reconciler {
         mem.repos.retain(|name, _| names.contains(name.as_str()));
         mem.runs.retain(|name, _| names.contains(name.as_str()));
         Ok(report)
+    }
+
+    /// Whether webhooks already told us about this active run: a job of it we know is not
+    /// finished. Then fetching it again would spend a call to learn nothing; a run that is active
+    /// at GitHub while every job we know of it is finished (or none is known) hides a job.
+    async fn webhooks_cover(&self, key: &RunKey) -> bool {
+        match self.store.run_job_states(key).await {
+            Ok(states) => states.iter().any(|s| *s != JobState::Completed),
+            Err(e) => {
+                warn!(error = %e, "cannot read a run's jobs; fetching it");
+                false
+            }
+        }
     }
 
     /// The queued and in-progress runs of one repository; `None` when they cannot be read.

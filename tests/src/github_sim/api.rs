@@ -70,6 +70,14 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         })
         .flatten();
     let is_get = req.method() == axum::http::Method::GET;
+    let route = format!(
+        "{} {}",
+        req.method(),
+        path.split('/')
+            .map(|p| if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) { "{n}" } else { p })
+            .collect::<Vec<_>>()
+            .join("/")
+    );
     let version = req
         .headers()
         .get("x-github-api-version")
@@ -87,6 +95,7 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         let etags = st.conditional_requests;
         let enterprise = strict::enterprise_version(&st);
         st.counters.rest_requests += 1;
+        *st.counters.by_route.entry(route).or_default() += 1;
         let fault = st.faults.take_rest(&path);
         let scopes = match token.as_deref().and_then(|t| st.tokens.get(t)) {
             Some(TokenKind::Classic { scopes, .. }) => Some(scopes.join(", ")),

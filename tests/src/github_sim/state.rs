@@ -277,6 +277,8 @@ pub struct Counters {
     pub rest_requests: u64,
     /// Conditional requests answered `304 Not Modified`.
     pub not_modified: u64,
+    /// Requests by `METHOD /path` with numbers as `{n}`, for benchmarks.
+    pub by_route: BTreeMap<String, u64>,
     pub installation_tokens: u64,
 }
 

@@ -73,14 +73,18 @@ async fn setup(rate_limit: u64, extra: &[(&str, &str)], repos: usize) -> Setup {
 }
 
 impl Setup {
-    /// `gha_scaler_github_requests_total` for acme's `kind` and `outcome`.
-    async fn requests(&self, kind: &str, outcome: &str) -> u64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.controller.http_addr))
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.controller.http_addr))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `gha_scaler_github_requests_total` for acme's `kind` and `outcome`.
+    async fn requests(&self, kind: &str, outcome: &str) -> u64 {
+        let text = self.metrics().await;
         let wanted = format!(
             "gha_scaler_github_requests_total{{owner=\"acme\",kind=\"{kind}\",outcome=\"{outcome}\"}} "
         );
@@ -178,4 +182,40 @@ async fn a_lost_job_in_a_large_organization_is_found_through_its_push_while_the_
     let (_, job) = s.sim.queue_job("acme", "repo-013", &["self-hosted"]);
     assert!(s.sim.deliveries_settled(WAIT).await);
     wait_until(WAIT, "the lost job completed", || async { s.completed(job) }).await;
+}
+
+#[tokio::test]
+async fn permanently_failing_run_fetches_never_block_a_newer_one() {
+    let s = setup(5000, &[], 0).await;
+    // Every jobs list of repository `web` is a 404 (as for a repository deleted meanwhile).
+    s.sim.fail_rest(
+        "acme/web/actions/runs/",
+        100_000,
+        tests::github_sim::RestFault::ServerError(404),
+    );
+    // 40 runs in `web` and then one in `app` are known only from `workflow_run` webhooks: their
+    // `workflow_job` deliveries are lost, so only fetching the run finds the job. More failing
+    // runs than one activation fetches (32) come first.
+    for _ in 0..41 {
+        s.sim
+            .fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
+    }
+    for _ in 0..40 {
+        s.sim.queue_job("acme", "web", &["self-hosted"]);
+    }
+    let (_, job) = s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the newer run's job is served", || async {
+        s.completed(job)
+    })
+    .await;
+    // Served while the failing fetches still back off, not because they were given up.
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("gha_scaler_run_fetches_total{outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("gha_scaler_run_fetches_total{outcome=\"given_up\"}"),
+        "{metrics}"
+    );
 }

@@ -160,7 +160,8 @@ pub async fn run(scale: &Scale) -> Report {
         let names = names.clone();
         let lost_pct = scale.lost_pct;
         async move {
-            let mut lost = Vec::new();
+            let mut lost: Vec<(u64, Instant)> = Vec::new();
+            let mut taken: HashMap<u64, Duration> = HashMap::new();
             let mut queued = Vec::new();
             while Instant::now() < until {
                 let (drop, repo) = {
@@ -178,28 +179,37 @@ pub async fn run(scale: &Scale) -> Report {
                     sim.fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
                 }
                 let (_, job) = sim.queue_job("acme", &repo, &["self-hosted"]);
+                let at = Instant::now();
                 if drop {
                     sim.deliveries_settled(Duration::from_secs(10)).await;
                 }
                 if record {
                     queued.push(job);
                     if drop {
-                        lost.push((job, Instant::now()));
+                        lost.push((job, at));
+                    }
+                }
+                // Lost jobs: when a runner took each (checked at every job of the stream).
+                for (job, at) in &lost {
+                    if !taken.contains_key(job)
+                        && sim.job(*job).is_some_and(|j| j.started_at.is_some())
+                    {
+                        taken.insert(*job, at.elapsed());
                     }
                 }
                 tokio::time::sleep(job_gap).await;
             }
-            (queued, lost)
+            (queued, lost, taken)
         }
     };
     let warm_until = Instant::now()
         + interval * (scale.repos as u32 / 50 + 4)
         + Duration::from_secs(2);
-    let (_, _) = stream(warm_until, false).await;
+    let _ = stream(warm_until, false).await;
     let before = request_counts(&controller).await;
     let not_modified_before = sim.counters().not_modified;
     let started = Instant::now();
-    let (queued, lost) = stream(started + scale.measure, true).await;
+    let (queued, lost, mut taken) = stream(started + scale.measure, true).await;
     let measured = started.elapsed();
     let after = request_counts(&controller).await;
     let not_modified = sim.counters().not_modified - not_modified_before;
@@ -209,26 +219,19 @@ pub async fn run(scale: &Scale) -> Report {
         }
     }
 
-    // Lost jobs: time from queued to a runner taking it, polled until 4 intervals have passed.
-    let mut worst = Duration::ZERO;
-    let mut lost_served = 0;
-    let mut pending: Vec<(u64, Instant)> = lost.clone();
+    // Lost jobs still waiting: polled until 4 intervals have passed.
     let deadline = Instant::now() + interval * 4;
-    let mut taken: HashMap<u64, Duration> = HashMap::new();
-    while !pending.is_empty() && Instant::now() < deadline {
-        pending.retain(|(job, at)| {
-            let started = sim.job(*job).is_some_and(|j| j.started_at.is_some());
-            if started {
+    while Instant::now() < deadline && taken.len() < lost.len() {
+        for (job, at) in &lost {
+            if !taken.contains_key(job) && sim.job(*job).is_some_and(|j| j.started_at.is_some())
+            {
                 taken.insert(*job, at.elapsed());
             }
-            !started
-        });
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for (_, d) in taken.iter() {
-        lost_served += 1;
-        worst = worst.max(*d);
-    }
+    let lost_served = taken.len();
+    let worst = taken.values().copied().max().unwrap_or_default();
     let served = queued
         .iter()
         .filter(|j| sim.job(**j).is_some_and(|j| j.started_at.is_some()))

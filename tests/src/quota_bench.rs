@@ -25,6 +25,8 @@ use crate::pki::TestCa;
 
 /// How much faster than real time the bench runs.
 pub const COMPRESSION: u64 = 150;
+/// The label only lost jobs ask for.
+const LOST_LABEL: &str = "bench-lost";
 /// The default `RECONCILE_INTERVAL` (real seconds).
 pub const DEFAULT_RECONCILE_S: u64 = 300;
 
@@ -140,7 +142,7 @@ pub async fn run(scale: &Scale) -> Report {
             cert: cert.cert,
             key: cert.key,
         },
-        &[("MAX_RUNNERS", "50")],
+        &[("MAX_RUNNERS", "50"), ("LABELS", LOST_LABEL)],
     );
     agent
         .wait_status(Duration::from_secs(30), "connected", |st| st.connected)
@@ -178,7 +180,16 @@ pub async fn run(scale: &Scale) -> Report {
                     sim.fault_delivery("workflow_run", Some("requested"), DeliveryFault::Drop);
                     sim.fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
                 }
-                let (_, job) = sim.queue_job("acme", &repo, &["self-hosted"]);
+                // A lost job asks for a label only lost jobs have, so only a runner started for
+                // it (once the reconciler found it) can take it: any matching runner takes any
+                // queued job at GitHub, and a runner started for another job would hide the
+                // reconciler's delay.
+                let labels: &[&str] = if drop {
+                    &["self-hosted", LOST_LABEL]
+                } else {
+                    &["self-hosted"]
+                };
+                let (_, job) = sim.queue_job("acme", &repo, labels);
                 let at = Instant::now();
                 if drop {
                     sim.deliveries_settled(Duration::from_secs(10)).await;

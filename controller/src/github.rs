@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::github::{
-    AppCredentials, AppKey, BudgetPolicy, BuildError, Credentials, GithubClient, OwnerAuth, RetryPolicy,
-    parse_api_url,
+    AppCredentials, AppKey, BudgetPolicy, BuildError, Credentials, GithubClient, OwnerAuth,
+    RetryPolicy, parse_api_url,
 };
 
 use crate::config::Config;

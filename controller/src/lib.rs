@@ -204,9 +204,10 @@ impl Controller {
         ));
         {
             let registrar = registrar.clone();
-            tokio::spawn(shared::github::CallKind::Background.scope(async move {
-                registrar.startup_check().await
-            }));
+            tokio::spawn(
+                shared::github::CallKind::Background
+                    .scope(async move { registrar.startup_check().await }),
+            );
         }
         let scheduler = scheduler::Scheduler {
             config: config.clone(),

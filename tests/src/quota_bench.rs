@@ -125,7 +125,10 @@ pub async fn run(scale: &Scale) -> Report {
         ("MAX_RUNNERS", "20".into()),
         ("RECONCILE_INTERVAL", format!("{interval_ms}ms")),
         ("STALE_JOB_AGE", format!("{}ms", 600_000 / COMPRESSION)),
-        ("OFFLINE_RUNNER_GRACE", format!("{}ms", 600_000 / COMPRESSION)),
+        (
+            "OFFLINE_RUNNER_GRACE",
+            format!("{}ms", 600_000 / COMPRESSION),
+        ),
     ]);
     env.extend(controller_env(
         &dir.path().join("state"),
@@ -213,9 +216,8 @@ pub async fn run(scale: &Scale) -> Report {
             (queued, lost, taken)
         }
     };
-    let warm_until = Instant::now()
-        + interval * (scale.repos as u32 / 50 + 4)
-        + Duration::from_secs(2);
+    let warm_until =
+        Instant::now() + interval * (scale.repos as u32 / 50 + 4) + Duration::from_secs(2);
     let _ = stream(warm_until, false).await;
     let before = request_counts(&controller).await;
     let not_modified_before = sim.counters().not_modified;
@@ -234,8 +236,7 @@ pub async fn run(scale: &Scale) -> Report {
     let deadline = Instant::now() + interval * 4;
     while Instant::now() < deadline && taken.len() < lost.len() {
         for (job, at) in &lost {
-            if !taken.contains_key(job) && sim.job(*job).is_some_and(|j| j.started_at.is_some())
-            {
+            if !taken.contains_key(job) && sim.job(*job).is_some_and(|j| j.started_at.is_some()) {
                 taken.insert(*job, at.elapsed());
             }
         }

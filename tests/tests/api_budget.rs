@@ -147,7 +147,10 @@ async fn the_background_share_caps_reconciliation_within_a_window() {
     // 100-call window is 10 (API_BACKGROUND_SHARE=10).
     let s = setup(
         100,
-        &[("RECONCILE_INTERVAL", "100ms"), ("API_BACKGROUND_SHARE", "10")],
+        &[
+            ("RECONCILE_INTERVAL", "100ms"),
+            ("API_BACKGROUND_SHARE", "10"),
+        ],
         30,
     )
     .await;
@@ -167,8 +170,7 @@ async fn the_background_share_caps_reconciliation_within_a_window() {
 }
 
 #[tokio::test]
-async fn a_lost_job_in_a_large_organization_is_found_through_its_push_while_the_rest_answer_304()
-{
+async fn a_lost_job_in_a_large_organization_is_found_through_its_push_while_the_rest_answer_304() {
     let s = setup(5000, &[("RECONCILE_INTERVAL", "300ms")], 20).await;
     // Warm up: every repository polled once (a first poll is a counted 200), then 304s.
     wait_until(WAIT, "the unchanged lists answer 304", || async {
@@ -181,7 +183,10 @@ async fn a_lost_job_in_a_large_organization_is_found_through_its_push_while_the_
         .fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
     let (_, job) = s.sim.queue_job("acme", "repo-013", &["self-hosted"]);
     assert!(s.sim.deliveries_settled(WAIT).await);
-    wait_until(WAIT, "the lost job completed", || async { s.completed(job) }).await;
+    wait_until(WAIT, "the lost job completed", || async {
+        s.completed(job)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -566,7 +566,9 @@ async fn a_rate_limit_too_far_away_is_returned_not_waited() {
         .unwrap();
     // Three different reads (a repeated one would be a free 304).
     gh.get_owner("acme").await.unwrap();
-    gh.get_repository(&RepoRef::new("acme", "app")).await.unwrap();
+    gh.get_repository(&RepoRef::new("acme", "app"))
+        .await
+        .unwrap();
     gh.authenticated_user("acme").await.unwrap();
     let err = gh.get_owner("acme").await.unwrap_err();
     assert!(
@@ -761,18 +763,29 @@ async fn repeated_lists_are_conditional_and_a_304_costs_no_quota() {
             .map(|(_, q)| q.remaining)
             .unwrap()
     };
-    let first = gh.list_workflow_runs(&repo, Some(RunStatus::Queued)).await.unwrap();
+    let first = gh
+        .list_workflow_runs(&repo, Some(RunStatus::Queued))
+        .await
+        .unwrap();
     assert!(first.is_empty());
     let after_first = remaining(&gh);
     // Unchanged: answered 304, from the cache, and GitHub gives the unit back.
     for _ in 0..3 {
-        assert!(gh.list_workflow_runs(&repo, Some(RunStatus::Queued)).await.unwrap().is_empty());
+        assert!(
+            gh.list_workflow_runs(&repo, Some(RunStatus::Queued))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     assert_eq!(sim.counters().not_modified, 3);
     assert_eq!(remaining(&gh), after_first, "304s do not count");
     // A change is a 200 with the new content, and costs.
     let (run, _) = sim.queue_job("acme", "app", &["self-hosted"]);
-    let now = gh.list_workflow_runs(&repo, Some(RunStatus::Queued)).await.unwrap();
+    let now = gh
+        .list_workflow_runs(&repo, Some(RunStatus::Queued))
+        .await
+        .unwrap();
     assert_eq!(now.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run]);
     assert_eq!(sim.counters().not_modified, 3);
     assert_eq!(remaining(&gh), after_first - 1);
@@ -818,7 +831,11 @@ async fn the_simulator_answers_304_only_to_a_matching_etag() {
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     assert!(etag.starts_with("W/\""), "{etag}");
     let remaining = |r: &reqwest::Response| -> u64 {
-        r.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap()
+        r.headers()["x-ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let before = remaining(&first);
     let hit = get(Some(&etag), true).await.unwrap();

@@ -310,7 +310,10 @@ impl Scheduler {
             // the run whose webhook was lost is found by the reconciler once the run changes.)
             let known = self.store.run_job_states(&key).await?;
             if known.iter().any(|s| *s != JobState::Completed) {
-                debug!(run = key.run_id, "the run's jobs are known from webhooks; not fetched");
+                debug!(
+                    run = key.run_id,
+                    "the run's jobs are known from webhooks; not fetched"
+                );
                 self.forget_fetch_failure(&key);
                 self.metrics
                     .run_fetches

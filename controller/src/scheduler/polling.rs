@@ -117,7 +117,11 @@ mod tests {
             (Some(now - QUEUE_HORIZON_MS - 1), None, false), // pushed too long ago
             (None, None, false),            // never pushed
             (Some(now - 100), Some(polled(now - 60_000, false)), true), // pushed since the poll
-            (Some(now - 100_000), Some(polled(now - 60_000, false)), false),
+            (
+                Some(now - 100_000),
+                Some(polled(now - 60_000, false)),
+                false,
+            ),
             (Some(now - 100_000), Some(polled(now - 60_000, true)), true), // active runs
             (
                 Some(now - 60_000 - RECENT_SLACK_MS),

@@ -263,7 +263,10 @@ impl Budget {
         let key = (owner.clone(), CORE.to_owned());
         let verdict = admit(kind, book.windows.get(&key), &self.policy, now);
         if verdict.is_err() {
-            *book.counts.entry((owner, kind, Outcome::Deferred)).or_default() += 1;
+            *book
+                .counts
+                .entry((owner, kind, Outcome::Deferred))
+                .or_default() += 1;
         }
         verdict
     }
@@ -277,12 +280,12 @@ impl Budget {
         } else {
             Outcome::Sent
         };
-        *book.counts.entry((owner.clone(), kind, outcome)).or_default() += 1;
+        *book
+            .counts
+            .entry((owner.clone(), kind, outcome))
+            .or_default() += 1;
         if let Some(q) = quota {
-            let w = book
-                .windows
-                .entry((owner, q.resource.clone()))
-                .or_default();
+            let w = book.windows.entry((owner, q.resource.clone())).or_default();
             if w.reset != q.reset {
                 // A new window: GitHub refilled the bucket, the share starts again.
                 w.background_used = 0;
@@ -451,8 +454,24 @@ mod tests {
             background_share_pct: 100,
             ..BudgetPolicy::default()
         };
-        assert!(admit(CallKind::Background, Some(&window(5000, 1500, 3500)), &all, 0).is_ok());
-        assert!(admit(CallKind::Background, Some(&window(5000, 1000, 3500)), &all, 0).is_err());
+        assert!(
+            admit(
+                CallKind::Background,
+                Some(&window(5000, 1500, 3500)),
+                &all,
+                0
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                CallKind::Background,
+                Some(&window(5000, 1000, 3500)),
+                &all,
+                0
+            )
+            .is_err()
+        );
     }
 
     fn quota(remaining: u64, reset: u64) -> Quota {

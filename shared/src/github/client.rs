@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::auth::{AppCredentials, CachedToken, Credentials, TokenCache, parse_timestamp};
-use super::error::GithubError;
-use super::http::{ApiRequest, ApiResponse, RetryPolicy, Transport, into_error, next_link};
 use super::budget::{Budget, BudgetPolicy};
+use super::error::GithubError;
 use super::etag::EtagCache;
+use super::http::{ApiRequest, ApiResponse, RetryPolicy, Transport, into_error, next_link};
 use super::ratelimit::Quota;
 use super::types::Secret;
 

@@ -91,7 +91,11 @@ impl EtagCache {
         while !e.map.is_empty()
             && (e.map.len() >= self.max_entries || e.bytes + cached.body.len() > self.max_bytes)
         {
-            let Some(oldest) = e.map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| k.clone())
+            let Some(oldest) = e
+                .map
+                .iter()
+                .min_by_key(|(_, (_, u))| *u)
+                .map(|(k, _)| k.clone())
             else {
                 break;
             };
@@ -130,7 +134,10 @@ mod tests {
         assert!(cache.get("ACME", "/a").is_some()); // /a is now the most recent
         cache.put("acme", "/c", cached("\"3\"", 10));
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("acme", "/b").is_none(), "the least recently used went");
+        assert!(
+            cache.get("acme", "/b").is_none(),
+            "the least recently used went"
+        );
         assert!(cache.get("acme", "/a").is_some());
         assert!(cache.get("acme", "/c").is_some());
     }

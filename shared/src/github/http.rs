@@ -15,8 +15,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, HeaderMap, IF_NONE_MATCH, LIN
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::error::{GithubError, RateLimitKind};
 use super::budget::{Budget, CallKind};
+use super::error::{GithubError, RateLimitKind};
 use super::etag::{Cached, EtagCache};
 use super::ratelimit::{Quota, classify, header_str};
 use super::types::Secret;

@@ -21,11 +21,11 @@ mod ratelimit;
 mod types;
 
 pub use auth::{AppCredentials, AppKey, Credentials, KeyError};
+pub use budget::{BucketView, Budget, BudgetPolicy, CallKind, Deferral, Outcome, Window, admit};
 pub use client::{BuildError, ClientBuilder, GithubClient};
 pub use config::{DEFAULT_API_URL, OwnerAuth, parse_api_url};
 pub use error::{GithubError, RateLimitKind};
 pub use http::RetryPolicy;
-pub use budget::{Budget, BudgetPolicy, BucketView, CallKind, Deferral, Outcome, Window, admit};
 pub use ratelimit::Quota;
 pub use types::*;
 

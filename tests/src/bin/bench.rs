@@ -326,7 +326,10 @@ async fn bench_quota(scales: &str) {
         "| repos | ETags | background sent/h | background 304/h | background deferred/h | job-serving sent/h | registration sent/h | served | job-serving calls/job | registrations/job | lost jobs served | worst lost (x interval) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for repos in scales.split(',').filter_map(|s| s.trim().parse::<usize>().ok()) {
+    for repos in scales
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
         for etags in [true, false] {
             let r = run(&Scale {
                 repos,

@@ -74,7 +74,13 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         "{} {}",
         req.method(),
         path.split('/')
-            .map(|p| if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) { "{n}" } else { p })
+            .map(
+                |p| if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                    "{n}"
+                } else {
+                    p
+                }
+            )
             .collect::<Vec<_>>()
             .join("/")
     );
@@ -175,7 +181,9 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
             .await
             .unwrap_or_default();
         let tag = etag_of(&bytes);
-        let matches = conditional.as_deref().is_some_and(|h| etag_matches(h, &tag));
+        let matches = conditional
+            .as_deref()
+            .is_some_and(|h| etag_matches(h, &tag));
         if let Ok(v) = tag.parse() {
             parts.headers.insert(axum::http::header::ETAG, v);
         }

@@ -4,13 +4,16 @@
 //! Rate-limit waits are kept short (`MAX_RATE_LIMIT_WAIT`): the scheduler and the API must not
 //! sit for minutes on one request. A longer limit surfaces as `GithubError::RateLimited`, which
 //! the scheduler retries at a later activation and the API reports with `Retry-After`.
+//!
+//! The client's API budget shares each quota window per `API_BACKGROUND_SHARE` (see
+//! `shared::github::Budget`); callers classify their calls with `CallKind::scope`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shared::github::{
-    AppCredentials, AppKey, BuildError, Credentials, GithubClient, OwnerAuth, RetryPolicy,
-    parse_api_url,
+    AppCredentials, AppKey, BudgetPolicy, BuildError, Credentials, GithubClient, OwnerAuth,
+    RetryPolicy, parse_api_url,
 };
 
 use crate::config::Config;
@@ -36,10 +39,15 @@ pub enum GithubSetupError {
 pub fn client(config: &Config) -> Result<Arc<GithubClient>, GithubSetupError> {
     let api_url = parse_api_url(&config.github_api_url)
         .ok_or_else(|| GithubSetupError::Url(config.github_api_url.clone()))?;
-    let mut builder = GithubClient::builder(&api_url).retry_policy(RetryPolicy {
-        max_rate_limit_wait: MAX_RATE_LIMIT_WAIT,
-        ..RetryPolicy::default()
-    });
+    let mut builder = GithubClient::builder(&api_url)
+        .retry_policy(RetryPolicy {
+            max_rate_limit_wait: MAX_RATE_LIMIT_WAIT,
+            ..RetryPolicy::default()
+        })
+        .budget_policy(BudgetPolicy {
+            background_share_pct: config.api_background_share,
+            ..BudgetPolicy::default()
+        });
     for owner in &config.owners {
         let credentials = match &owner.auth {
             OwnerAuth::Token(token) => Credentials::Token(token.clone()),

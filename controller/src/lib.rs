@@ -142,6 +142,7 @@ impl Controller {
         let registry = AgentRegistry::notifying(nudge.clone());
         let github_client = github::client(config)?;
         let github: Arc<dyn shared::github::GithubApi> = github_client.clone();
+        let github_budget = github_client.budget();
         let config = Arc::new(config.clone());
         let metrics = Arc::new(metrics::Metrics::new());
         let decisions = scheduler::DecisionsHandle::default();
@@ -214,7 +215,10 @@ impl Controller {
         ));
         {
             let registrar = registrar.clone();
-            tokio::spawn(async move { registrar.startup_check().await });
+            tokio::spawn(
+                shared::github::CallKind::Background
+                    .scope(async move { registrar.startup_check().await }),
+            );
         }
         let scheduler = scheduler::Scheduler {
             config: config.clone(),
@@ -227,6 +231,7 @@ impl Controller {
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
             state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
+            run_fetch_failures: Default::default(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         tokio::spawn(store::prune_periodically(
@@ -239,6 +244,7 @@ impl Controller {
                 config: config.clone(),
                 store: store.clone(),
                 github: github.clone(),
+                budget: github_budget,
                 registrar,
                 nudge: nudge.clone(),
                 interval,

@@ -41,6 +41,15 @@ pub struct QuotaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub owner: String,
+    /// `registration`, `job_serving` or `background`.
+    pub kind: String,
+    /// `sent` (counted by GitHub), `not_modified` (a free 304) or `deferred` (not sent).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -83,6 +92,9 @@ pub struct Metrics {
     pub queued_to_started_seconds: Histogram,
     pub github_remaining: Family<QuotaLabels, Gauge>,
     pub github_limit: Family<QuotaLabels, Gauge>,
+    pub github_requests: Family<CallLabels, Counter>,
+    pub github_background_used: Family<QuotaLabels, Gauge>,
+    pub run_fetches: Family<OutcomeLabels, Counter>,
     pub containment: ContainmentMetrics,
 }
 
@@ -151,12 +163,33 @@ impl Metrics {
             "GitHub REST quota, by owner and resource",
             github_limit.clone(),
         );
+        let github_requests = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "github_requests",
+            "GitHub REST requests by owner, kind (registration, job_serving, background) and outcome (sent, not_modified, deferred)",
+            github_requests.clone(),
+        );
+        let github_background_used = Family::<QuotaLabels, Gauge>::default();
+        registry.register(
+            "github_background_used",
+            "Background calls counted against the current GitHub quota window, by owner and resource",
+            github_background_used.clone(),
+        );
+        let run_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "run_fetches",
+            "Fetches of a workflow run's jobs by outcome (fetched, failed, given_up)",
+            run_fetches.clone(),
+        );
         let containment = ContainmentMetrics::register(&mut registry);
         Self {
+            run_fetches,
             registry,
             containment,
             github_remaining,
             github_limit,
+            github_requests,
+            github_background_used,
             webhooks,
             webhook_seconds,
             jobs,
@@ -200,6 +233,29 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(q.remaining as i64);
             self.github_limit.get_or_create(&labels).set(q.limit as i64);
+        }
+    }
+
+    /// Brings the request counters and background spending in line with the API budget.
+    pub fn github_budget(&self, budget: &shared::github::Budget, now_epoch: u64) {
+        for (owner, kind, outcome, n) in budget.counts() {
+            let counter = self.github_requests.get_or_create(&CallLabels {
+                owner,
+                kind: kind.as_str().to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            });
+            let seen = counter.get();
+            if n > seen {
+                counter.inc_by(n - seen);
+            }
+        }
+        for b in budget.buckets(now_epoch) {
+            self.github_background_used
+                .get_or_create(&QuotaLabels {
+                    owner: b.owner,
+                    resource: b.resource,
+                })
+                .set(b.background_used as i64);
         }
     }
 

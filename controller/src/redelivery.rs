@@ -9,7 +9,8 @@
 //! Budget: at most [`HOOKS_PER_PASS`] hooks per pass, taken round-robin (so repository-level
 //! hooks of a large user account are covered in turn, well within GitHub's 3 days), at most
 //! [`PAGES_PER_HOOK`] pages each, at most [`REDELIVERIES_PER_PASS`] redeliveries; a pass stops at
-//! the first rate-limit refusal. The GUIDs asked for are remembered (bounded, for the window),
+//! the first rate-limit refusal or budget deferral (its calls are background work for the API
+//! budget, `API_BACKGROUND_SHARE`). The GUIDs asked for are remembered (bounded, for the window),
 //! since GitHub may list the new attempt only later.
 
 pub mod plan;
@@ -85,7 +86,10 @@ impl Redelivery {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(interval) => {}
                 }
-                self.pass().await;
+                // Background work for the API budget: paused first when quota runs low.
+                shared::github::CallKind::Background
+                    .scope(self.pass())
+                    .await;
             }
         });
     }
@@ -125,7 +129,10 @@ impl Redelivery {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(target = %scope, hook = hook_id, error = %e, "cannot list a webhook's deliveries; the next pass retries");
-                    let stop = matches!(e, GithubError::RateLimited { .. });
+                    let stop = matches!(
+                        e,
+                        GithubError::RateLimited { .. } | GithubError::Deferred { .. }
+                    );
                     report.errors.push(format!("{scope} hook {hook_id}: {e}"));
                     if stop {
                         break;
@@ -158,7 +165,10 @@ impl Redelivery {
                     Err(e) => {
                         self.metrics.redelivery("failed");
                         warn!(target = %scope, hook = hook_id, guid = %r.guid, error = %e, "cannot redeliver; the next pass retries");
-                        let stop = matches!(e, GithubError::RateLimited { .. });
+                        let stop = matches!(
+                            e,
+                            GithubError::RateLimited { .. } | GithubError::Deferred { .. }
+                        );
                         report
                             .errors
                             .push(format!("{scope} delivery {}: {e}", r.delivery_id));

@@ -185,7 +185,31 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
             "last_error": decisions.last_error,
         },
         "registration": decisions.registration,
+        "github_budget": budget_status(&state.github.budget()),
     }))
+}
+
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The API budget: each owner's quota buckets, what background work may still spend, and the
+/// requests made by kind and outcome.
+fn budget_status(budget: &shared::github::Budget) -> Value {
+    let calls: Vec<Value> = budget
+        .counts()
+        .into_iter()
+        .map(|(owner, kind, outcome, n)| {
+            json!({ "owner": owner, "kind": kind, "outcome": outcome.as_str(), "count": n })
+        })
+        .collect();
+    json!({
+        "background_share_pct": budget.policy().background_share_pct,
+        "buckets": budget.buckets(epoch_now()),
+        "calls": calls,
+    })
 }
 
 /// Ready once the store answers and the scheduler has run.
@@ -207,6 +231,9 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         return ApiError::Unauthorized.into_response();
     }
     state.metrics.github_quotas(state.github.quotas());
+    state
+        .metrics
+        .github_budget(&state.github.budget(), epoch_now());
     (
         [(
             header::CONTENT_TYPE,

@@ -540,7 +540,10 @@ pub fn spawn(
         );
         return None;
     }
-    Some(tokio::spawn(setup.run_forever(shutdown)))
+    // Webhook setup is background work for the API budget (an operator's request is not).
+    Some(tokio::spawn(
+        shared::github::CallKind::Background.scope(setup.run_forever(shutdown)),
+    ))
 }
 
 /// A std mutex's data, even after a panic elsewhere poisoned it (the maps stay consistent:

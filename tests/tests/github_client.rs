@@ -555,10 +555,21 @@ async fn a_rate_limit_too_far_away_is_returned_not_waited() {
     // The real primary limit, from the bucket itself.
     sim.set_rate_limit(3);
     let other = sim.classic_token("alice", &["repo"]);
-    let gh = client(&sim, "acme", &other);
-    for _ in 0..3 {
-        gh.get_owner("acme").await.unwrap();
-    }
+    // No reserve held back by the budget, so the client meets GitHub's own limit.
+    let gh = GithubClient::builder(&Url::parse(sim.api_url()).unwrap())
+        .owner("acme", Credentials::Token(Secret::new(&other)))
+        .budget_policy(shared::github::BudgetPolicy {
+            background_share_pct: 100,
+            reserve_pct: 0,
+        })
+        .build()
+        .unwrap();
+    // Three different reads (a repeated one would be a free 304).
+    gh.get_owner("acme").await.unwrap();
+    gh.get_repository(&RepoRef::new("acme", "app"))
+        .await
+        .unwrap();
+    gh.authenticated_user("acme").await.unwrap();
     let err = gh.get_owner("acme").await.unwrap_err();
     assert!(
         matches!(
@@ -737,4 +748,108 @@ async fn client_from_the_environment_contract() {
         .await
         .unwrap();
     assert!(repo.permissions.unwrap().admin);
+}
+
+#[tokio::test]
+async fn repeated_lists_are_conditional_and_a_304_costs_no_quota() {
+    let (sim, token) = acme().await;
+    sim.add_repo("acme", "web", true);
+    let gh = client(&sim, "acme", &token);
+    let repo = RepoRef::new("acme", "app");
+    let remaining = |gh: &GithubClient| {
+        gh.quotas()
+            .into_iter()
+            .find(|(_, q)| q.resource == "core")
+            .map(|(_, q)| q.remaining)
+            .unwrap()
+    };
+    let first = gh
+        .list_workflow_runs(&repo, Some(RunStatus::Queued))
+        .await
+        .unwrap();
+    assert!(first.is_empty());
+    let after_first = remaining(&gh);
+    // Unchanged: answered 304, from the cache, and GitHub gives the unit back.
+    for _ in 0..3 {
+        assert!(
+            gh.list_workflow_runs(&repo, Some(RunStatus::Queued))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(sim.counters().not_modified, 3);
+    assert_eq!(remaining(&gh), after_first, "304s do not count");
+    // A change is a 200 with the new content, and costs.
+    let (run, _) = sim.queue_job("acme", "app", &["self-hosted"]);
+    let now = gh
+        .list_workflow_runs(&repo, Some(RunStatus::Queued))
+        .await
+        .unwrap();
+    assert_eq!(now.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run]);
+    assert_eq!(sim.counters().not_modified, 3);
+    assert_eq!(remaining(&gh), after_first - 1);
+    // Paginated lists keep working from the cache: every page is its own conditional request.
+    let repos = gh.list_repositories("acme", RepoSource::Org).await.unwrap();
+    let again = gh.list_repositories("acme", RepoSource::Org).await.unwrap();
+    assert_eq!(repos.len(), 2);
+    assert_eq!(again.len(), 2);
+    assert_eq!(sim.counters().not_modified, 4);
+    let app = again.iter().find(|r| r.name == "app").unwrap();
+    assert!(app.pushed_at.is_some(), "queuing a run moved pushed_at");
+    let web = again.iter().find(|r| r.name == "web").unwrap();
+    assert_eq!(web.pushed_at, None, "never pushed");
+    // The budget counted by kind and outcome.
+    let counts = gh.budget().counts();
+    let n = |outcome: shared::github::Outcome| {
+        counts
+            .iter()
+            .filter(|c| c.2 == outcome)
+            .map(|c| c.3)
+            .sum::<u64>()
+    };
+    assert_eq!(n(shared::github::Outcome::NotModified), 4);
+}
+
+#[tokio::test]
+async fn the_simulator_answers_304_only_to_a_matching_etag() {
+    let (sim, token) = acme().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/repos/acme/app/actions/runs", sim.api_url());
+    let get = |etag: Option<&str>, auth: bool| {
+        let mut req = http.get(&url).header("user-agent", "t");
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        if let Some(e) = etag {
+            req = req.header("if-none-match", e);
+        }
+        req.send()
+    };
+    let first = get(None, true).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let remaining = |r: &reqwest::Response| -> u64 {
+        r.headers()["x-ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = remaining(&first);
+    let hit = get(Some(&etag), true).await.unwrap();
+    assert_eq!(hit.status(), 304);
+    assert_eq!(hit.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(remaining(&hit), before, "an authorized 304 is free");
+    assert!(hit.bytes().await.unwrap().is_empty());
+    // The strong form of the same tag matches too (weak comparison).
+    let strong = etag.trim_start_matches("W/");
+    assert_eq!(get(Some(strong), true).await.unwrap().status(), 304);
+    let miss = get(Some("W/\"other\""), true).await.unwrap();
+    assert_eq!(miss.status(), 200);
+    assert_eq!(remaining(&miss), before - 1);
+    assert_eq!(sim.counters().not_modified, 2);
+    // Without credentials the private repository is not there: no 304 for it.
+    assert_ne!(get(Some(&etag), false).await.unwrap().status(), 304);
 }

@@ -115,6 +115,11 @@ pub fn github_error_parts(err: &GithubError) -> (StatusCode, &'static str, Value
             "github_rate_limited",
             json!({ "limit": kind.to_string(), "until": until.map(rfc3339) }),
         ),
+        GithubError::Deferred { until, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "github_quota_reserved",
+            json!({ "until": until.map(rfc3339) }),
+        ),
         GithubError::Validation { details, .. } => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "github_validation_failed",

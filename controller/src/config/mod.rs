@@ -134,6 +134,9 @@ pub struct Config {
     /// `RECONCILE_INTERVAL`: how often queued runs are listed through the REST API to recover
     /// lost webhooks (`0` turns it off).
     pub reconcile_interval: Option<Duration>,
+    /// `API_BACKGROUND_SHARE`: percent (0–100, default 30) of each GitHub quota window that
+    /// background work (reconciler, stale-job checks, sweeps, webhook setup) may spend.
+    pub api_background_share: u8,
     pub containment: Containment,
 }
 
@@ -366,6 +369,19 @@ impl Config {
             Some("0" | "off" | "false") => None,
             _ => Some(vars.duration("RECONCILE_INTERVAL", Duration::from_secs(300))),
         };
+        let api_background_share = match vars.get("API_BACKGROUND_SHARE") {
+            None => 30,
+            Some(v) => match v.trim_end_matches('%').trim().parse::<u8>() {
+                Ok(n) if n <= 100 => n,
+                _ => {
+                    vars.problem(
+                        "API_BACKGROUND_SHARE",
+                        format!("{v:?} is not a percentage from 0 to 100"),
+                    );
+                    30
+                }
+            },
+        };
         let containment = Containment {
             backoff_initial: vars.duration("BACKOFF_INITIAL", Duration::from_secs(10)),
             backoff_max: vars.duration("BACKOFF_MAX", Duration::from_secs(300)),
@@ -409,6 +425,7 @@ impl Config {
             allow_unsigned_webhooks,
             webhook_url,
             reconcile_interval,
+            api_background_share,
             containment,
         })
     }
@@ -885,6 +902,22 @@ mod tests {
             Config::from_env(&with(SEED_SINGLE, &[("AGENT_HEARTBEAT_INTERVAL", "250ms")])).unwrap();
         assert_eq!(c.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn the_background_share_is_a_percentage() {
+        let c = Config::from_env(&with(SEED_SINGLE, &[])).unwrap();
+        assert_eq!(c.api_background_share, 30);
+        for (v, want) in [("0", 0), ("100", 100), ("45%", 45)] {
+            let c = Config::from_env(&with(SEED_SINGLE, &[("API_BACKGROUND_SHARE", v)])).unwrap();
+            assert_eq!(c.api_background_share, want, "{v}");
+        }
+        for bad in ["101", "-1", "thirty", "0.5"] {
+            let err = Config::from_env(&with(SEED_SINGLE, &[("API_BACKGROUND_SHARE", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("API_BACKGROUND_SHARE"), "{bad}: {err}");
+        }
     }
 
     #[test]

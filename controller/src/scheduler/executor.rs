@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
-use shared::github::{GithubApi, RepoRef, Scope};
+use shared::github::{CallKind, GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
 use shared::runner::now_ms;
 use tokio::sync::Notify;
@@ -29,6 +29,7 @@ use super::planner::{
     WaitReason,
 };
 use super::registrar::{RegisterError, Registrar, RegistrationStatus};
+use super::run_fetch;
 use crate::config::{Config, OwnerConfig, RegistrationMode};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
@@ -100,6 +101,9 @@ pub struct Scheduler {
     pub started_ms: i64,
     /// Stops, deletions and strays between activations (only the scheduler's task uses it).
     pub state: SchedulerMemory,
+    /// When each failing run fetch last failed (only the scheduler's task uses it; bounded by
+    /// the pending fetches, each forgotten when fetched or given up).
+    pub run_fetch_failures: Mutex<HashMap<RunKey, i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,21 +140,31 @@ impl Scheduler {
 
     async fn activate(&self) -> Result<(), ActivationError> {
         let now = now_ms();
-        self.fetch_runs().await?;
+        CallKind::JobServing.scope(self.fetch_runs()).await?;
         let agents = self.registry.snapshot();
         let runners = self.sync_runners(&agents, now).await?;
         let settling = self.settling(now).await?;
         self.stop_strays(&agents, &runners, now).await?;
-        self.sweep_registrations(now).await?;
+        // Every GitHub call is classified here, at its call site, for the API budget: sweeps and
+        // stale checks are background work (paused first when quota is low), registrations for
+        // queued jobs keep a reserve, the rest serves jobs.
+        CallKind::Background
+            .scope(self.sweep_registrations(now))
+            .await?;
         let mut jobs = self.store.queued_jobs().await?;
-        if self.recheck_stale(&jobs, now).await? {
+        if CallKind::Background
+            .scope(self.recheck_stale(&jobs, now))
+            .await?
+        {
             jobs = self.store.queued_jobs().await?;
         }
         let targets: Vec<(String, String)> = jobs
             .iter()
             .map(|j| (j.owner.to_string(), j.repo.clone()))
             .collect();
-        self.registrar.prepare(&targets).await;
+        CallKind::Registration
+            .scope(self.registrar.prepare(&targets))
+            .await;
 
         let owners: Vec<OwnerLimits> = self
             .config
@@ -259,7 +273,9 @@ impl Scheduler {
                 waiting.insert(start.for_job, containment::wait_reason(&held, now));
                 continue;
             }
-            self.start_runner(start, now).await?;
+            CallKind::Registration
+                .scope(self.start_runner(start, now))
+                .await?;
             if let Some(held) = self.held(start, now) {
                 waiting.insert(start.for_job, containment::wait_reason(&held, now));
             }
@@ -282,15 +298,48 @@ impl Scheduler {
     }
 
     /// Fetches the jobs of requested or running workflow runs (level-triggered: a failed fetch
-    /// stays pending and is retried at the next activation).
+    /// stays pending and is retried with its own back-off, then given up; see [`run_fetch`]).
     async fn fetch_runs(&self) -> Result<(), StoreError> {
-        for key in self
-            .store
-            .run_fetches()
-            .await?
-            .into_iter()
-            .take(RUN_FETCHES_PER_ACTIVATION)
-        {
+        let pending = self.store.run_fetch_attempts().await?;
+        let plan = {
+            let failed = self
+                .run_fetch_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            run_fetch::plan(&pending, &failed, now_ms(), RUN_FETCHES_PER_ACTIVATION)
+        };
+        for key in plan.give_up {
+            warn!(run = key.run_id, repo = %key.repo, attempts = run_fetch::MAX_ATTEMPTS,
+                  "giving up fetching a run's jobs; the reconciler asks again if the run changes");
+            self.forget_fetch_failure(&key);
+            self.metrics
+                .run_fetches
+                .get_or_create(&OutcomeLabels {
+                    outcome: "given_up".into(),
+                })
+                .inc();
+            self.store.finish_run_fetch(key).await?;
+        }
+        for key in plan.fetch {
+            // Webhooks already told us about a job of this run that is not finished: they are
+            // flowing for it, and fetching would spend a call to learn nothing. (A later job of
+            // the run whose webhook was lost is found by the reconciler once the run changes.)
+            let known = self.store.run_job_states(&key).await?;
+            if known.iter().any(|s| *s != JobState::Completed) {
+                debug!(
+                    run = key.run_id,
+                    "the run's jobs are known from webhooks; not fetched"
+                );
+                self.forget_fetch_failure(&key);
+                self.metrics
+                    .run_fetches
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "covered_by_webhooks".into(),
+                    })
+                    .inc();
+                self.store.finish_run_fetch(key).await?;
+                continue;
+            }
             let repo = RepoRef::new(key.owner.clone(), key.repo.clone());
             match self.github.list_run_jobs(&repo, key.run_id).await {
                 Ok(jobs) => {
@@ -305,15 +354,39 @@ impl Scheduler {
                         "fetched a run's jobs"
                     );
                     self.store.upsert_jobs(records).await?;
+                    self.forget_fetch_failure(&key);
+                    self.metrics
+                        .run_fetches
+                        .get_or_create(&OutcomeLabels {
+                            outcome: "fetched".into(),
+                        })
+                        .inc();
                     self.store.finish_run_fetch(key).await?;
                 }
                 Err(e) => {
-                    warn!(run = key.run_id, repo = %key.repo, error = %e, "cannot fetch a run's jobs; will retry");
+                    warn!(run = key.run_id, repo = %key.repo, error = %e, "cannot fetch a run's jobs; will retry after a back-off");
+                    self.run_fetch_failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone(), now_ms());
+                    self.metrics
+                        .run_fetches
+                        .get_or_create(&OutcomeLabels {
+                            outcome: "failed".into(),
+                        })
+                        .inc();
                     self.store.fail_run_fetch(key, e.to_string()).await?;
                 }
             }
         }
         Ok(())
+    }
+
+    fn forget_fetch_failure(&self, key: &RunKey) {
+        self.run_fetch_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Brings runner records in line with what agents report (the rules are

@@ -9,9 +9,11 @@ pub mod executor;
 pub mod lifecycle;
 pub mod memory;
 pub mod planner;
+pub mod polling;
 pub mod reconcile;
 pub mod registrar;
 pub mod registration;
+pub mod run_fetch;
 mod stale;
 pub mod sweep;
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use shared::github::RepoRef;
+use shared::github::{GithubError, RepoRef};
 use tracing::{info, warn};
 
 use super::executor::{Scheduler, job_from_rest};
@@ -85,6 +85,8 @@ impl Scheduler {
                         changed = true;
                         "not_found".to_owned()
                     }
+                    // The API budget keeps the quota for registrations: background checks wait.
+                    Err(GithubError::Deferred { .. }) => "deferred".to_owned(),
                     Err(e) => {
                         warn!(job = id, error = %e, "cannot re-check a stale job; next period retries");
                         "error".to_owned()

@@ -99,6 +99,10 @@ pub trait StateStore: Send + Sync {
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError>;
     /// Runs whose jobs must still be fetched.
     async fn run_fetches(&self) -> Result<Vec<RunKey>, StoreError>;
+    /// Runs whose jobs must still be fetched, oldest request first, with the failed attempts so far.
+    async fn run_fetch_attempts(&self) -> Result<Vec<(RunKey, u32)>, StoreError>;
+    /// The states of the jobs we know of a run (owner and repository compared case-insensitively).
+    async fn run_job_states(&self, key: &RunKey) -> Result<Vec<JobState>, StoreError>;
     /// Asks for a run's jobs to be fetched (the reconciler found it through the REST API).
     async fn request_run_fetch(&self, key: RunKey, now_ms: i64) -> Result<(), StoreError>;
     async fn finish_run_fetch(&self, key: RunKey) -> Result<(), StoreError>;
@@ -227,6 +231,44 @@ impl StateStore for SqliteStore {
                     run_id: r.get::<_, i64>(2)? as u64,
                 })
             })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn run_fetch_attempts(&self) -> Result<Vec<(RunKey, u32)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT owner, repo, run_id, attempts FROM run_fetches ORDER BY requested_ms",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    RunKey {
+                        owner: r.get(0)?,
+                        repo: r.get(1)?,
+                        run_id: r.get::<_, i64>(2)? as u64,
+                    },
+                    r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn run_job_states(&self, key: &RunKey) -> Result<Vec<JobState>, StoreError> {
+        let key = key.clone();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT state FROM jobs WHERE run_id = ?1 AND lower(owner) = lower(?2) AND lower(repo) = lower(?3)",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![key.run_id as i64, key.owner, key.repo],
+                |r| {
+                    let state: String = r.get(0)?;
+                    Ok(JobState::parse(&state).unwrap_or(JobState::Queued))
+                },
+            )?;
             rows.collect()
         })
         .await

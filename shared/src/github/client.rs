@@ -15,9 +15,11 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::auth::{AppCredentials, CachedToken, Credentials, TokenCache, parse_timestamp};
+use super::budget::{Budget, BudgetPolicy};
 use super::error::GithubError;
+use super::etag::EtagCache;
 use super::http::{ApiRequest, ApiResponse, RetryPolicy, Transport, into_error, next_link};
-use super::ratelimit::{Quota, QuotaBook};
+use super::ratelimit::Quota;
 use super::types::Secret;
 
 /// Refuse to walk more pages than this (100 000 items at `per_page=100`).
@@ -38,9 +40,23 @@ pub struct ClientBuilder {
     default: Option<Credentials>,
     policy: RetryPolicy,
     refresh_before: Duration,
+    budget: BudgetPolicy,
+    conditional_requests: bool,
 }
 
 impl ClientBuilder {
+    /// How the quota is shared between kinds of calls (default: 30 % background).
+    pub fn budget_policy(mut self, policy: BudgetPolicy) -> Self {
+        self.budget = policy;
+        self
+    }
+
+    /// Whether repeated `GET`s are sent with `If-None-Match` (default: on).
+    pub fn conditional_requests(mut self, on: bool) -> Self {
+        self.conditional_requests = on;
+        self
+    }
+
     /// Credentials for one owner (name compared case-insensitively).
     pub fn owner(mut self, owner: &str, credentials: Credentials) -> Self {
         self.owners.insert(owner.to_ascii_lowercase(), credentials);
@@ -76,7 +92,8 @@ impl ClientBuilder {
                 transport: Transport {
                     http,
                     policy: self.policy,
-                    quotas: QuotaBook::default(),
+                    budget: Arc::new(Budget::new(self.budget)),
+                    etags: self.conditional_requests.then(EtagCache::default),
                 },
                 base: self.api_url,
                 owners: self.owners,
@@ -119,12 +136,19 @@ impl GithubClient {
             default: None,
             policy: RetryPolicy::default(),
             refresh_before: Duration::from_secs(300),
+            budget: BudgetPolicy::default(),
+            conditional_requests: true,
         }
     }
 
     /// The latest `x-ratelimit-*` per owner and resource, for metrics.
     pub fn quotas(&self) -> Vec<(String, Quota)> {
-        self.inner.transport.quotas.snapshot()
+        self.inner.transport.budget.quotas()
+    }
+
+    /// The API budget every request asks and reports to.
+    pub fn budget(&self) -> Arc<Budget> {
+        self.inner.transport.budget.clone()
     }
 
     /// The API URL with `segments` appended, each percent-encoded.

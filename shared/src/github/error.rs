@@ -98,6 +98,16 @@ pub enum GithubError {
     /// A pagination `Link` pointed somewhere the credentials must not be sent.
     #[error("{request}: refusing to follow a pagination link to another host")]
     ForeignLink { request: String },
+
+    /// Not sent: the API budget keeps what is left of the quota for more important calls.
+    #[error("{request}: not sent ({kind} call): {reason}")]
+    Deferred {
+        request: String,
+        kind: super::budget::CallKind,
+        reason: super::budget::Deferral,
+        /// When the quota window resets.
+        until: Option<SystemTime>,
+    },
 }
 
 /// Which of GitHub's rate limits was hit.

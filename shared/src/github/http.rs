@@ -2,17 +2,23 @@
 //!
 //! A request is kept as method + URL + JSON body, so a retry resends exactly the same body. A 5xx
 //! answer to a POST is returned, not retried: GitHub may have acted before failing. Waits use
-//! `tokio::time`, so tests drive them with paused time. Every response's `x-ratelimit-*` headers
-//! land in the [`QuotaBook`] for metrics.
+//! `tokio::time`, so tests drive them with paused time.
+//!
+//! Before a request is sent the [`Budget`] is asked whether its [`CallKind`] may spend quota now
+//! (a refusal is [`GithubError::Deferred`]); every answer's `x-ratelimit-*` headers and cost land
+//! there. A `GET` whose URL was answered with an `ETag` before is sent with `If-None-Match`, and a
+//! `304` is answered from the [`EtagCache`] as the cached `200` (GitHub does not count it).
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, HeaderMap, IF_NONE_MATCH, LINK, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::budget::{Budget, CallKind};
 use super::error::{GithubError, RateLimitKind};
-use super::ratelimit::{Quota, QuotaBook, classify, header_str};
+use super::etag::{Cached, EtagCache};
+use super::ratelimit::{Quota, classify, header_str};
 use super::types::Secret;
 
 /// How hard the client tries before returning an error.
@@ -70,7 +76,10 @@ pub(crate) struct ApiResponse {
 pub(crate) struct Transport {
     pub http: reqwest::Client,
     pub policy: RetryPolicy,
-    pub quotas: QuotaBook,
+    /// Shared with every clone of the client and read by `/status` and `/metrics`.
+    pub budget: std::sync::Arc<Budget>,
+    /// `None` when conditional requests are off.
+    pub etags: Option<EtagCache>,
 }
 
 impl Transport {
@@ -83,6 +92,30 @@ impl Transport {
         bearer: &Secret,
     ) -> Result<ApiResponse, GithubError> {
         let label = req.label();
+        let kind = CallKind::current();
+        let epoch = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(reason) = self.budget.admit(owner, kind, epoch) {
+            let until = self
+                .budget
+                .quotas()
+                .into_iter()
+                .find(|(o, q)| o.eq_ignore_ascii_case(owner) && q.resource == "core")
+                .map(|(_, q)| std::time::UNIX_EPOCH + Duration::from_secs(q.reset));
+            tracing::debug!(request = %label, %kind, %reason, "GitHub request deferred by the API budget");
+            return Err(GithubError::Deferred {
+                request: label,
+                kind,
+                reason,
+                until,
+            });
+        }
+        let url_key = req.url.as_str();
+        let cached = match (&self.etags, req.method == Method::GET) {
+            (Some(cache), true) => cache.get(owner, url_key),
+            _ => None,
+        };
         let mut secondary_hits = 0u32;
         let mut attempt = 0u32;
         loop {
@@ -98,6 +131,9 @@ impl Transport {
                 .timeout(self.policy.request_timeout);
             if let Some(body) = &req.body {
                 builder = builder.json(body);
+            }
+            if let Some(c) = &cached {
+                builder = builder.header(IF_NONE_MATCH, c.etag.clone());
             }
             let response = match builder.send().await {
                 Ok(response) => response,
@@ -119,9 +155,19 @@ impl Transport {
                 }
             };
             let status = response.status();
-            let headers = response.headers().clone();
-            if let Some(quota) = Quota::from_headers(&headers) {
-                self.quotas.record(owner, quota);
+            let mut headers = response.headers().clone();
+            let not_modified = status == StatusCode::NOT_MODIFIED && cached.is_some();
+            self.budget
+                .record(owner, kind, Quota::from_headers(&headers), not_modified);
+            if let (true, Some(c)) = (not_modified, &cached) {
+                if let Some(link) = &c.link {
+                    headers.insert(LINK, link.clone());
+                }
+                return Ok(ApiResponse {
+                    status: StatusCode::OK,
+                    headers,
+                    body: c.body.clone(),
+                });
             }
             let body = match response.bytes().await {
                 Ok(bytes) => bytes.to_vec(),
@@ -165,6 +211,21 @@ impl Transport {
                 tracing::warn!(request = %label, status = status.as_u16(), attempt, "GitHub server error, retrying");
                 tokio::time::sleep(wait).await;
                 continue;
+            }
+            if let (Some(cache), Some(etag), true) = (
+                &self.etags,
+                headers.get(ETAG),
+                req.method == Method::GET && status == StatusCode::OK,
+            ) {
+                cache.put(
+                    owner,
+                    url_key,
+                    Cached {
+                        etag: etag.clone(),
+                        body: body.clone(),
+                        link: headers.get(LINK).cloned(),
+                    },
+                );
             }
             return Ok(ApiResponse {
                 status,

@@ -10,20 +10,23 @@
 //! Facts and citations for every behaviour: `shared/github-fixtures/GITHUB-API.md` in the work tree.
 
 mod auth;
+mod budget;
 mod client;
 mod config;
 mod error;
+mod etag;
 mod http;
 mod ops;
 mod ratelimit;
 mod types;
 
 pub use auth::{AppCredentials, AppKey, Credentials, KeyError};
+pub use budget::{BucketView, Budget, BudgetPolicy, CallKind, Deferral, Outcome, Window, admit};
 pub use client::{BuildError, ClientBuilder, GithubClient};
 pub use config::{DEFAULT_API_URL, OwnerAuth, parse_api_url};
 pub use error::{GithubError, RateLimitKind};
 pub use http::RetryPolicy;
-pub use ratelimit::{Quota, QuotaBook};
+pub use ratelimit::Quota;
 pub use types::*;
 
 /// The GitHub operations the controller needs. Every list is complete (all pages followed).

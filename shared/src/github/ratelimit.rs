@@ -6,8 +6,6 @@
 //! limit", is a secondary limit without a hint (wait a minute, then back off exponentially). Every
 //! other 403 is a permission problem and is **not** retried.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
@@ -88,33 +86,6 @@ pub fn classify(
         });
     }
     None
-}
-
-/// The last quota seen per (owner, resource), for `/metrics` and `/status`.
-#[derive(Debug, Default)]
-pub struct QuotaBook {
-    /// Written by every response of the client, read by metrics scrapes; held for one map operation.
-    by_owner: Mutex<BTreeMap<(String, String), Quota>>,
-}
-
-impl QuotaBook {
-    pub fn record(&self, owner: &str, quota: Quota) {
-        let key = (owner.to_ascii_lowercase(), quota.resource.clone());
-        if let Ok(mut map) = self.by_owner.lock() {
-            map.insert(key, quota);
-        }
-    }
-
-    /// Every owner's latest quota per resource, sorted by owner then resource.
-    pub fn snapshot(&self) -> Vec<(String, Quota)> {
-        match self.by_owner.lock() {
-            Ok(map) => map
-                .iter()
-                .map(|((owner, _), q)| (owner.clone(), q.clone()))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

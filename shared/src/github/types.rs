@@ -180,6 +180,9 @@ pub struct WorkflowRun {
     pub head_sha: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// Moves as the run's jobs change state.
+    #[serde(default)]
+    pub updated_at: Option<String>,
     #[serde(default)]
     pub html_url: Option<String>,
 }
@@ -279,6 +282,9 @@ pub struct Repository {
     pub html_url: Option<String>,
     #[serde(default)]
     pub permissions: Option<RepoPermissions>,
+    /// The last push (RFC 3339); `null` for an empty repository.
+    #[serde(default)]
+    pub pushed_at: Option<String>,
 }
 
 /// What the authenticated caller may do on a repository.

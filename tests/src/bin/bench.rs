@@ -1,9 +1,12 @@
-//! Benchmarks (not tests): `cargo run --release -p tests --bin bench -- <webhook|planner|all>`.
+//! Benchmarks (not tests): `cargo run --release -p tests --bin bench -- <webhook|planner|quota|all>`.
 //!
 //! - `webhook`: signed `workflow_job` deliveries (each a new queued job, persisted before the
 //!   answer) against the same server's bare `GET /health`, same client, same run. Throughput
 //!   and latency percentiles, median of 3 rounds, and the ratio webhook/bare.
 //! - `planner`: one planning pass over 10 000 queued jobs and 1 000 agents; median of rounds.
+//!
+//! - `quota`: GitHub calls per hour by kind for 10, 200 and 1 000 repositories, with ETags and
+//!   without (baseline), in compressed time (see `tests::quota_bench`). `quota 10,200` picks scales.
 //!
 //! Both share the machine's cores with their load generator: read ratios, not absolutes.
 
@@ -297,5 +300,62 @@ async fn main() {
     }
     if what == "webhook" || what == "all" {
         bench_webhook().await;
+    }
+    if what == "quota" || what == "all" {
+        let scales = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "10,200,1000".into());
+        bench_quota(&scales).await;
+    }
+}
+
+async fn bench_quota(scales: &str) {
+    use tests::quota_bench::{COMPRESSION, DEFAULT_RECONCILE_S, Scale, run};
+    let measure = Duration::from_secs(
+        std::env::var("QUOTA_MEASURE_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+    );
+    println!(
+        "quota: RECONCILE_INTERVAL {DEFAULT_RECONCILE_S}s compressed {COMPRESSION}x, {} s measured per run \
+         (= {:.1} real hours), 120 jobs/h, 5 % of jobs lose every queued webhook",
+        measure.as_secs(),
+        measure.as_secs_f64() * COMPRESSION as f64 / 3600.0
+    );
+    println!(
+        "| repos | ETags | background sent/h | background 304/h | background deferred/h | job-serving sent/h | registration sent/h | served | job-serving calls/job | registrations/job | lost jobs served | worst lost (x interval) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for repos in scales
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        for etags in [true, false] {
+            let r = run(&Scale {
+                repos,
+                jobs_per_hour: 120,
+                measure,
+                lost_pct: 5,
+                etags,
+            })
+            .await;
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {}/{} | {:.2} |",
+                r.repos,
+                if r.etags { "on" } else { "off (baseline)" },
+                r.rate("background", "sent"),
+                r.rate("background", "not_modified"),
+                r.rate("background", "deferred"),
+                r.rate("job_serving", "sent"),
+                r.rate("registration", "sent"),
+                r.served,
+                r.serving_per_job,
+                r.registration_per_job,
+                r.lost_served,
+                r.lost,
+                r.worst_lost_intervals,
+            );
+        }
     }
 }

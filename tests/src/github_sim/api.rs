@@ -48,10 +48,42 @@ pub fn router(sh: Shared) -> axum::Router {
 }
 
 /// Every API request: counts it, applies an injected fault, enforces and reports the primary rate
-/// limit (`x-ratelimit-*` on every response), and reports classic scopes (`x-oauth-scopes`).
+/// limit (`x-ratelimit-*` on every response), reports classic scopes (`x-oauth-scopes`), and
+/// answers conditional requests.
+///
+/// Conditional requests, as GitHub does them (GitHub docs, "Best practices for using the REST
+/// API", "Use conditional requests if appropriate"): every `200` to a `GET` carries an `ETag`
+/// (weak, `W/"…"`, as GitHub's are) computed from the body; a `GET` whose `If-None-Match` names
+/// the current one is answered `304 Not Modified` with no body, and "making a conditional request
+/// does not count against your primary rate limit if a 304 response is returned and the request
+/// was made while correctly authorized": an authorized 304 gives its unit back (counted in
+/// [`super::Counters::not_modified`]); an anonymous one still costs.
 async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let token = bearer(req.headers());
+    let conditional = (req.method() == axum::http::Method::GET)
+        .then(|| {
+            req.headers()
+                .get(axum::http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .flatten();
+    let is_get = req.method() == axum::http::Method::GET;
+    let route = format!(
+        "{} {}",
+        req.method(),
+        path.split('/')
+            .map(
+                |p| if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+                    "{n}"
+                } else {
+                    p
+                }
+            )
+            .collect::<Vec<_>>()
+            .join("/")
+    );
     let version = req
         .headers()
         .get("x-github-api-version")
@@ -64,10 +96,12 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         .into_response();
     }
     let now = epoch(SystemTime::now());
-    let (fault, bucket, exhausted, scopes, enterprise) = {
+    let (fault, bucket, exhausted, scopes, enterprise, etags) = {
         let mut st = sh.lock();
+        let etags = st.conditional_requests;
         let enterprise = strict::enterprise_version(&st);
         st.counters.rest_requests += 1;
+        *st.counters.by_route.entry(route).or_default() += 1;
         let fault = st.faults.take_rest(&path);
         let scopes = match token.as_deref().and_then(|t| st.tokens.get(t)) {
             Some(TokenKind::Classic { scopes, .. }) => Some(scopes.join(", ")),
@@ -80,7 +114,7 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         };
         let bucket = st
             .buckets
-            .entry(token.unwrap_or_default())
+            .entry(token.clone().unwrap_or_default())
             .or_insert(Bucket {
                 limit,
                 used: 0,
@@ -95,8 +129,9 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         if !exhausted && !path.ends_with("/rate_limit") {
             bucket.used += 1;
         }
-        (fault, bucket.clone(), exhausted, scopes, enterprise)
+        (fault, bucket.clone(), exhausted, scopes, enterprise, etags)
     };
+    let counted = !exhausted && !path.ends_with("/rate_limit");
     let mut rate = vec![
         ("x-ratelimit-limit", bucket.limit.to_string()),
         (
@@ -140,6 +175,36 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         Some(err) => err.into_response(),
         None => next.run(req).await,
     };
+    if etags && is_get && resp.status() == StatusCode::OK {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let tag = etag_of(&bytes);
+        let matches = conditional
+            .as_deref()
+            .is_some_and(|h| etag_matches(h, &tag));
+        if let Ok(v) = tag.parse() {
+            parts.headers.insert(axum::http::header::ETAG, v);
+        }
+        resp = if matches {
+            let mut st = sh.lock();
+            st.counters.not_modified += 1;
+            if let (Some(t), true) = (token.as_deref(), counted) {
+                if let Some(b) = st.buckets.get_mut(t) {
+                    b.used = b.used.saturating_sub(1);
+                    rate[1].1 = b.limit.saturating_sub(b.used).to_string();
+                    rate[2].1 = b.used.to_string();
+                }
+            }
+            parts.status = StatusCode::NOT_MODIFIED;
+            parts.headers.remove(axum::http::header::CONTENT_TYPE);
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::empty())
+        } else {
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        };
+    }
     let headers = resp.headers_mut();
     for (k, v) in rate {
         if let Ok(v) = v.parse() {
@@ -153,6 +218,21 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         headers.insert("x-github-enterprise-version", v);
     }
     resp
+}
+
+/// A weak validator of `body`, shaped like GitHub's (`W/"<hex>"`).
+fn etag_of(body: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("W/\"{:016x}{:x}\"", h.finish(), body.len())
+}
+
+/// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): a list of tags or `*`, `W/`
+/// ignored on both sides.
+fn etag_matches(header: &str, tag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    header.trim() == "*" || header.split(',').any(|t| bare(t) == bare(tag))
 }
 
 /// Query parameters of paginated lists.

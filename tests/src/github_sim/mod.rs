@@ -307,6 +307,7 @@ impl GithubSim {
                 name: name.to_owned(),
                 private,
                 collaborators: HashMap::new(),
+                pushed_at: None,
             },
         );
         id
@@ -429,6 +430,19 @@ impl GithubSim {
         let mut st = self.lock();
         st.default_rate_limit = limit;
         st.buckets.values_mut().for_each(|b| b.limit = limit);
+    }
+
+    /// Sets what is left of every credential's current window (as if other clients spent it).
+    pub fn set_quota_remaining(&self, remaining: u64) {
+        let mut st = self.lock();
+        st.buckets
+            .values_mut()
+            .for_each(|b| b.used = b.limit.saturating_sub(remaining));
+    }
+
+    /// Turns `ETag`s and `304`s off (GitHub always has them; for a baseline measurement only).
+    pub fn set_conditional_requests(&self, on: bool) {
+        self.lock().conditional_requests = on;
     }
 
     /// Adds a hook directly (no ping), on a repository or, with `repo = None`, an organization.

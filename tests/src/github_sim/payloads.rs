@@ -121,6 +121,9 @@ pub fn repository(state: &State, repo: &RepoRec, role: Option<Role>, rest: bool)
     set(&mut v, "name", json!(repo.name));
     set(&mut v, "full_name", json!(full));
     set(&mut v, "private", json!(repo.private));
+    if rest {
+        set(&mut v, "pushed_at", json!(repo.pushed_at));
+    }
     set(
         &mut v,
         "visibility",

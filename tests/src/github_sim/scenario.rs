@@ -128,6 +128,10 @@ fn queue_run_as(
     let workflow_id = st.next_id();
     let run_number = st.runs.values().filter(|r| r.repo_id == repo_id).count() as u64 + 1;
     let created = now();
+    // A run starts from a push (the `push` event): GitHub moves the repository's `pushed_at`.
+    if let Some(repo) = st.repos.get_mut(&repo_id) {
+        repo.pushed_at = Some(created.clone());
+    }
     let mut job_ids = Vec::new();
     for (name, labels) in jobs {
         let id = st.next_id();

@@ -36,6 +36,9 @@ pub struct RepoRec {
     pub private: bool,
     /// Collaborators (lower-cased login) and their role.
     pub collaborators: HashMap<String, Role>,
+    /// The last push (RFC 3339; `None`: never pushed, which GitHub shows as `null`). Queuing a
+    /// run sets it: runs come from pushes here, and the reconciler polls by it.
+    pub pushed_at: Option<String>,
 }
 
 /// Read or write access of a fine-grained token or an App installation.
@@ -270,7 +273,12 @@ pub struct Bucket {
 /// Counters tests read.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// Every REST request, 304s included.
     pub rest_requests: u64,
+    /// Conditional requests answered `304 Not Modified`.
+    pub not_modified: u64,
+    /// Requests by `METHOD /path` with numbers as `{n}`, for benchmarks.
+    pub by_route: BTreeMap<String, u64>,
     pub installation_tokens: u64,
 }
 
@@ -296,6 +304,9 @@ pub struct State {
     pub faults: FaultPlan,
     pub buckets: HashMap<String, Bucket>,
     pub default_rate_limit: u64,
+    /// Whether `GET`s carry an `ETag` and honour `If-None-Match` (GitHub always does; off only
+    /// to measure a baseline).
+    pub conditional_requests: bool,
     pub installation_token_ttl: Duration,
     pub counters: Counters,
     /// Registration refusals and after-create faults (`refusals.rs`).
@@ -349,6 +360,7 @@ impl State {
             faults: FaultPlan::default(),
             buckets: HashMap::new(),
             default_rate_limit: 5000,
+            conditional_requests: true,
             installation_token_ttl: Duration::from_secs(3600),
             counters: Counters::default(),
             refusals: Default::default(),

@@ -82,9 +82,11 @@ fn init_tracing(debug: bool) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 

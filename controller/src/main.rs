@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "gha-controller",
     version,
-    about = "Autoscales ephemeral GitHub Actions runners from webhooks"
+    about = "Autoscales ephemeral GitHub Actions runners from webhooks",
+    after_help = controller::config::describe::env_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -138,9 +139,11 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -163,6 +166,9 @@ async fn shutdown_signal(token: CancellationToken) {
 async fn serve() -> anyhow::Result<()> {
     let config = load_config()?;
     init_tracing(config.debug);
+    for w in &config.warnings {
+        tracing::warn!(variable = %w.variable, "{}", w.message);
+    }
     let http = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
         .await
         .with_context(|| format!("cannot listen on PORT {}", config.port))?;
@@ -203,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::CheckConfig => match Config::from_env(&environment()?) {
             Ok(config) => {
-                println!("{config:#?}");
+                print!("{}", config.table());
+                for warning in &config.warnings {
+                    println!("warning: {}: {}", warning.variable, warning.message);
+                }
                 for note in config.notes() {
                     println!("note: {note}");
                 }

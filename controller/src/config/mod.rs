@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod describe;
 pub mod file;
 pub mod owners;
 mod vars;
@@ -946,14 +947,14 @@ mod tests {
         let err = Config::from_env(&with(SEED_SINGLE, &[("MAX_RUNNERS", "many")])).unwrap_err();
         assert!(problem(&err, "MAX_RUNNERS").is_some(), "{err}");
         assert!(!err.to_string().contains("OWNER_OCTO_"), "{err}");
-        let err = Config::from_env(&map(&[("REPO_OWNER", "octo"), ("WEBHOOK_SECRET", "s")]))
-            .unwrap_err();
+        let err =
+            Config::from_env(&map(&[("REPO_OWNER", "octo"), ("WEBHOOK_SECRET", "s")])).unwrap_err();
         let creds = problem(&err, "GITHUB_TOKEN").expect("credentials named");
         assert!(!creds.message.contains("OWNER_OCTO_"), "{err}");
         assert!(problem(&err, "REPO_NAME").is_some(), "{err}");
         // With OWNERS, the per-owner names are the ones to use.
-        let err = Config::from_env(&map(&[("OWNERS", "octo"), ("WEBHOOK_SECRET", "s")]))
-            .unwrap_err();
+        let err =
+            Config::from_env(&map(&[("OWNERS", "octo"), ("WEBHOOK_SECRET", "s")])).unwrap_err();
         assert!(problem(&err, "OWNER_OCTO_GITHUB_TOKEN").is_some(), "{err}");
     }
 
@@ -1030,7 +1031,12 @@ mod tests {
             .find(|w| w.variable == "MIN_RUNNERS")
             .expect("a warning");
         assert!(w.message.contains("MAX_RUNNERS"), "{w:?}");
-        assert!(Config::from_env(&map(SEED_SINGLE)).unwrap().warnings.is_empty());
+        assert!(
+            Config::from_env(&map(SEED_SINGLE))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1044,8 +1050,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.tls_sans, vec!["10.0.0.5", "ci.example.com"]);
-        let c = Config::from_env(&with(SEED_SINGLE, &[("WEBHOOK_URL", "http://[fd00::1]/webhook")]))
-            .unwrap();
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("WEBHOOK_URL", "http://[fd00::1]/webhook")],
+        ))
+        .unwrap();
         assert_eq!(c.tls_sans, vec!["fd00::1"]);
     }
 }

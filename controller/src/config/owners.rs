@@ -135,12 +135,7 @@ struct Picked {
     own: bool,
 }
 
-fn parse_owner(
-    vars: &mut Vars<'_>,
-    name: &str,
-    allow_unsigned: bool,
-    legacy: bool,
-) -> OwnerConfig {
+fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool, legacy: bool) -> OwnerConfig {
     let prefix = env_prefix(name);
     // The owner's own key, else the unprefixed one.
     let pick = |vars: &Vars<'_>, k: &str| -> Picked {

@@ -269,7 +269,10 @@ pub async fn request_undrain(path: &Path) -> Result<String, ControlError> {
     let (read, mut write) = stream.into_split();
     write.write_all(b"undrain\n").await.map_err(io)?;
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await.map_err(io)?;
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io)?;
     Ok(line.trim_end().to_owned())
 }
 

@@ -17,36 +17,109 @@ const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 /// Every variable the agent reads: name, default and meaning (for `--help`).
 const VARIABLES: &[(&str, &str, &str)] = &[
-    ("CONTROLLER_URL", "-", "https://host:port of the controller's gRPC endpoint (required)"),
-    ("TLS_DIR", "-", "directory of ca.pem, agent.pem, agent-key.pem (what `join` wrote)"),
-    ("TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE", "TLS_DIR/...", "the files one by one"),
-    ("CONTROL_SOCKET", "TLS_DIR/control.sock", "where `gha-agent drain`/`undrain` reach it"),
+    (
+        "CONTROLLER_URL",
+        "-",
+        "https://host:port of the controller's gRPC endpoint (required)",
+    ),
+    (
+        "TLS_DIR",
+        "-",
+        "directory of ca.pem, agent.pem, agent-key.pem (what `join` wrote)",
+    ),
+    (
+        "TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE",
+        "TLS_DIR/...",
+        "the files one by one",
+    ),
+    (
+        "CONTROL_SOCKET",
+        "TLS_DIR/control.sock",
+        "where `gha-agent drain`/`undrain` reach it",
+    ),
     ("RUNTIME", "docker", "docker or kubernetes"),
     ("MAX_RUNNERS", "5", "runners at once on this host"),
     ("LABELS", "-", "extra labels this host offers"),
     ("AGENT_ARCH", "the host's", "amd64 or arm64"),
     ("AGENT_NAME", "the host name", "name asked for at `join`"),
-    ("RECONNECT_MIN_BACKOFF / RECONNECT_MAX_BACKOFF", "500ms / 30s", "reconnect back-off"),
+    (
+        "RECONNECT_MIN_BACKOFF / RECONNECT_MAX_BACKOFF",
+        "500ms / 30s",
+        "reconnect back-off",
+    ),
     ("DEBUG", "false", "debug logging (RUST_LOG overrides)"),
-    ("DOCKER_HOST", "unix:///var/run/docker.sock", "the engine (docker runtime)"),
-    ("RUNNER_NETWORK", "the default bridge", "network runners attach to"),
-    ("RUNNER_CPUS / RUNNER_MEMORY", "unlimited", "per-runner limits"),
-    ("CACHE_VOLUME_SHARING", "exclusive", "exclusive or shared cache volumes"),
-    ("CACHE_VOLUME_PREFIX", "gha-cache", "cache volume name prefix"),
-    ("RUNNER_DOCKER_SOCKET", "false", "mount the host's Docker socket (unsafe)"),
-    ("RUNNER_INIT", "true", "an init process in runner containers"),
+    (
+        "DOCKER_HOST",
+        "unix:///var/run/docker.sock",
+        "the engine (docker runtime)",
+    ),
+    (
+        "RUNNER_NETWORK",
+        "the default bridge",
+        "network runners attach to",
+    ),
+    (
+        "RUNNER_CPUS / RUNNER_MEMORY",
+        "unlimited",
+        "per-runner limits",
+    ),
+    (
+        "CACHE_VOLUME_SHARING",
+        "exclusive",
+        "exclusive or shared cache volumes",
+    ),
+    (
+        "CACHE_VOLUME_PREFIX",
+        "gha-cache",
+        "cache volume name prefix",
+    ),
+    (
+        "RUNNER_DOCKER_SOCKET",
+        "false",
+        "mount the host's Docker socket (unsafe)",
+    ),
+    (
+        "RUNNER_INIT",
+        "true",
+        "an init process in runner containers",
+    ),
     ("RUNNER_STOP_GRACE", "10s", "SIGTERM to SIGKILL on stop"),
-    ("STRAY_GRACE", "5m", "age before another controller's container is removed"),
-    ("RUNNER_CONTAINER_LABELS / RUNNER_ENV", "-", "extra labels and variables (key=value,...)"),
-    ("CONTROLLER_ID", "gha-scaler", "the controller's id (labels on what runners use)"),
-    ("INSTALLATION_ID", "the CA's fingerprint", "ownership label of runner containers"),
-    ("KUBERNETES_NAMESPACE", "the pod's", "namespace of runner pods (kubernetes runtime)"),
-    ("KUBERNETES_* (see deploy/kubernetes)", "-", "requests, limits, selectors, tolerations, PVCs"),
+    (
+        "STRAY_GRACE",
+        "5m",
+        "age before another controller's container is removed",
+    ),
+    (
+        "RUNNER_CONTAINER_LABELS / RUNNER_ENV",
+        "-",
+        "extra labels and variables (key=value,...)",
+    ),
+    (
+        "CONTROLLER_ID",
+        "gha-scaler",
+        "the controller's id (labels on what runners use)",
+    ),
+    (
+        "INSTALLATION_ID",
+        "the CA's fingerprint",
+        "ownership label of runner containers",
+    ),
+    (
+        "KUBERNETES_NAMESPACE",
+        "the pod's",
+        "namespace of runner pods (kubernetes runtime)",
+    ),
+    (
+        "KUBERNETES_* (see deploy/kubernetes)",
+        "-",
+        "requests, limits, selectors, tolerations, PVCs",
+    ),
 ];
 
 fn env_help() -> String {
     let width = VARIABLES.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
-    let mut out = String::from("Environment variables (also read from ./.env; default in brackets):\n");
+    let mut out =
+        String::from("Environment variables (also read from ./.env; default in brackets):\n");
     for (name, default, meaning) in VARIABLES {
         out.push_str(&format!("  {name:<width$}  {meaning} [{default}]\n"));
     }

@@ -159,7 +159,9 @@ impl<R: RunnerRuntime> Worker<R> {
     fn apply_hold(&mut self) -> bool {
         let held = *self.hold.borrow_and_update();
         if held && !self.draining {
-            info!("held drained (drained before a restart): accepting no runners until `gha-agent undrain`");
+            info!(
+                "held drained (drained before a restart): accepting no runners until `gha-agent undrain`"
+            );
             self.start_draining();
             return true;
         }

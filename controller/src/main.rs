@@ -53,6 +53,20 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Make a new server certificate from the same CA, with more names (agents keep working:
+    /// they trust the CA). Restart the controller to serve it.
+    Reissue {
+        /// The PKI directory [default: TLS_DIR, else STATE_DIR/pki].
+        #[arg(long, env = "TLS_DIR")]
+        dir: Option<PathBuf>,
+        /// A DNS name or IP address agents use to reach the controller (repeatable); added to
+        /// the certificate's current names.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Drop the current names (keep only localhost, 127.0.0.1, ::1 and --san).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// What an agent may serve: the operator's decision, not the agent's.
@@ -181,6 +195,17 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn describe(policy: &controller::agent_policy::AgentPolicy) -> String {
     let owners = match &policy.owners {
         None => "every owner".to_owned(),
@@ -234,6 +259,29 @@ async fn main() -> anyhow::Result<()> {
             println!("server key:         {}", made.server_key.display());
             println!("CA fingerprint:     {}", made.ca_fingerprint);
             println!("\nStart the controller with TLS_DIR={}", dir.display());
+            Ok(())
+        }
+        Command::Certs {
+            command: CertsCommand::Reissue { dir, sans, replace },
+        } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => {
+                    let vars = environment()?;
+                    let state = vars
+                        .get("STATE_DIR")
+                        .filter(|s| !s.trim().is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from(controller::config::DEFAULT_STATE_DIR));
+                    state.join("pki")
+                }
+            };
+            let made = controller::pki::reissue(&dir, &sans, replace)
+                .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+            println!("server certificate: {}", made.server_cert.display());
+            println!("names:              {}", made.names.join(", "));
+            println!("CA fingerprint:     {} (unchanged)", made.ca_fingerprint);
+            println!("\nRestart the controller to serve it; agents need nothing.");
             Ok(())
         }
         Command::Agents {

@@ -376,3 +376,49 @@ fn agents_revoke_and_policy_are_recorded_for_the_running_controller() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("labels gpu"));
 }
+
+#[test]
+fn certs_reissue_adds_names_with_the_same_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let out = controller()
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .args(["--san", "ctl.example.com"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ca_before = std::fs::read(pki.join("ca.pem")).unwrap();
+    let out = controller()
+        .args(["certs", "reissue", "--san", "10.1.2.3"])
+        .env("TLS_DIR", &pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ctl.example.com") && stdout.contains("10.1.2.3"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(pki.join("ca.pem")).unwrap(), ca_before);
+    let names = controller::pki::server_names(&pki.join("controller.pem")).unwrap();
+    assert!(names.contains(&"10.1.2.3".to_owned()), "{names:?}");
+    assert!(names.contains(&"ctl.example.com".to_owned()), "{names:?}");
+
+    // Without a CA key there is nothing to sign with: said, not a panic.
+    let out = controller()
+        .args(["certs", "reissue", "--dir"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ca.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,7 +30,11 @@ async fn agents_of_two_installations_sharing_a_name_never_touch_each_others_runn
     // Staging: its own CA and state, the same CONTROLLER_ID (the default) and agent name.
     let ca = TestCa::new(&prod.dir.path().join("pki-staging"), "staging CA");
     let server = ca.server();
-    let mut env = controller_env(&prod.dir.path().join("state-staging"), &ca.ca_file(), &server);
+    let mut env = controller_env(
+        &prod.dir.path().join("state-staging"),
+        &ca.ca_file(),
+        &server,
+    );
     env.insert("STRAY_GRACE".into(), "1s".into());
     let staging = TestController::start(env).await;
     let cert = ca.client("host-1", &[]);

@@ -115,7 +115,10 @@ async fn two_agents_on_one_host_are_drained_separately_and_a_drain_outlives_a_re
         agent_state(&s, "side-a").await == Some((true, true))
     })
     .await;
-    assert!(a.0.try_wait().unwrap().is_none(), "a held agent keeps running");
+    assert!(
+        a.0.try_wait().unwrap().is_none(),
+        "a held agent keeps running"
+    );
 
     let out = cli(&["undrain"], &a_dir);
     assert!(

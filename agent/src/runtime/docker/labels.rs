@@ -84,7 +84,11 @@ mod tests {
                 .unwrap_err()
                 .contains("INSTALLATION_ID")
         );
-        assert!(installation_id(None, none).unwrap_err().contains("TLS_CA_FILE"));
+        assert!(
+            installation_id(None, none)
+                .unwrap_err()
+                .contains("TLS_CA_FILE")
+        );
     }
 
     #[test]

@@ -388,3 +388,51 @@ pub async fn job(
     body.insert("explanation", Value::String(explanation));
     Ok(Json(serde_json::to_value(body).unwrap_or(Value::Null)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::backoff::{Blocked, Key};
+
+    fn blocked(owner: &str, reason: &str) -> Blocked {
+        Blocked {
+            key: Key::Owner {
+                owner: owner.into(),
+            },
+            cause: "github",
+            reason: reason.into(),
+            failures: 1,
+            circuit_open: false,
+            next_try_ms: 0,
+        }
+    }
+
+    #[test]
+    fn degraded_while_github_fails_and_not_ready_once_it_fails_for_every_owner() {
+        let mut d = Decisions::default();
+        assert!(!health(&d, 2).degraded);
+        d.containment.push(blocked(
+            "acme",
+            "owner acme: JIT registration: could not reach GitHub at https://api.github.com (…)",
+        ));
+        let h = health(&d, 2);
+        assert!(h.degraded && !h.github_down, "{h:?}");
+        assert!(
+            h.reason.as_deref().unwrap().contains("unreachable"),
+            "{h:?}"
+        );
+        assert!(
+            !h.reason.as_deref().unwrap().contains("acme"),
+            "no names: {h:?}"
+        );
+        assert!(h.last_error.as_deref().unwrap().contains("could not reach"));
+        d.containment.push(blocked(
+            "bob",
+            "owner bob: JIT registration refused 403 'x' — grant y",
+        ));
+        assert!(health(&d, 2).github_down);
+        d.last_error = Some("store: disk full".into());
+        let h = health(&d, 2);
+        assert_eq!(h.last_error.as_deref(), Some("store: disk full"));
+    }
+}

@@ -1,21 +1,26 @@
-//! The agent's local control socket (a Unix socket, `CONTROL_SOCKET`), behind `gha-agent drain`.
+//! The agent's local control socket (a Unix socket, `CONTROL_SOCKET`, by default
+//! `control.sock` in the agent's own directory), behind `gha-agent drain` and `undrain`.
 //!
 //! A line protocol, one request per connection:
 //! - `drain` → the agent drains (accepts no new runners) and answers one line each time its
 //!   count of unfinished runners changes (`draining: N runner(s) left`), then `drained` and
-//!   closes when the agent exits.
+//!   closes when the agent exits. The drain is written to a marker file first, so an agent
+//!   its supervisor restarts comes back drained (held, without exiting) until `undrain`.
+//! - `undrain` → the marker is removed and a held agent accepts runners again; one line.
 //! - `status` → one line, then close.
 //!
 //! Only local processes that can open the socket file can use it; its permissions are the
-//! access control (0600 by default).
+//! access control (0600 by default). Each agent needs its own socket: binding one that a live
+//! agent serves is refused ([`ControlError::InUse`]) rather than taken over.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::AgentStatus;
 
@@ -27,6 +32,11 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the control socket {path} is in use by another running agent; give each agent its own \
+         (its own TLS_DIR, or CONTROL_SOCKET)"
+    )]
+    InUse { path: PathBuf },
     #[error("cannot reach the agent's control socket {path} (is the agent running?)")]
     Connect {
         path: PathBuf,
@@ -43,7 +53,12 @@ pub enum ControlError {
 
 /// Binds `path`, replacing a stale socket file left by an agent that is gone.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    if path.exists() && UnixStream::connect(path).await.is_err() {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlError::InUse {
+                path: path.to_owned(),
+            });
+        }
         let _ = std::fs::remove_file(path);
     }
     if let Some(dir) = path.parent() {
@@ -74,12 +89,41 @@ fn status_line(s: &AgentStatus) -> String {
 /// How long an exiting agent waits for its control conversations to say their last word.
 const FAREWELL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What the control socket acts on.
+#[derive(Clone)]
+pub struct Controls {
+    /// Cancelled by `drain`: the agent drains and exits once empty.
+    pub drain: CancellationToken,
+    /// Set to false by `undrain` (see [`crate::Agent::drain_hold`]).
+    pub hold: Option<Arc<watch::Sender<bool>>>,
+    /// Where a drain is remembered across restarts.
+    pub marker: Option<PathBuf>,
+}
+
+/// The file in the agent's directory that says it was drained (see [`Controls::marker`]).
+pub const DRAIN_MARKER: &str = "drained";
+
 /// Serves the control socket until `done` is cancelled (the agent has exited), which also ends
 /// every open `drain` conversation with `drained`; returns once they have (bounded), so the
 /// process can exit without cutting that last line off.
 pub async fn serve(
     listener: UnixListener,
     drain: CancellationToken,
+    status: watch::Receiver<AgentStatus>,
+    done: CancellationToken,
+) {
+    let controls = Controls {
+        drain,
+        hold: None,
+        marker: None,
+    };
+    serve_controls(listener, controls, status, done).await
+}
+
+/// [`serve`] with undrain and a drain that outlives restarts.
+pub async fn serve_controls(
+    listener: UnixListener,
+    controls: Controls,
     status: watch::Receiver<AgentStatus>,
     done: CancellationToken,
 ) {
@@ -99,9 +143,9 @@ pub async fn serve(
                 }
             },
         };
-        let (drain, status, done) = (drain.clone(), status.clone(), done.clone());
+        let (controls, status, done) = (controls.clone(), status.clone(), done.clone());
         conversations.spawn(async move {
-            if let Err(e) = conversation(stream, drain, status, done).await {
+            if let Err(e) = conversation(stream, controls, status, done).await {
                 debug!(error = %e, "control connection ended");
             }
         });
@@ -110,7 +154,7 @@ pub async fn serve(
 
 async fn conversation(
     stream: UnixStream,
-    drain: CancellationToken,
+    controls: Controls,
     mut status: watch::Receiver<AgentStatus>,
     done: CancellationToken,
 ) -> std::io::Result<()> {
@@ -120,7 +164,13 @@ async fn conversation(
     match line.trim() {
         "drain" => {
             info!("drain requested on the control socket");
-            drain.cancel();
+            if let Some(marker) = &controls.marker
+                && let Err(e) = std::fs::write(marker, "drained with gha-agent drain\n")
+            {
+                warn!(error = %e, marker = %marker.display(),
+                      "cannot remember the drain: a restart will accept runners again");
+            }
+            controls.drain.cancel();
             // The first answer confirms the agent has taken the request.
             tokio::select! {
                 _ = done.cancelled() => {}
@@ -136,13 +186,39 @@ async fn conversation(
             }
             write.write_all(b"drained\n").await?;
         }
+        "undrain" => {
+            info!("undrain requested on the control socket");
+            if let Some(marker) = &controls.marker {
+                match std::fs::remove_file(marker) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        let text = format!("cannot remove {}: {e}\n", marker.display());
+                        write.write_all(text.as_bytes()).await?;
+                        return write.shutdown().await;
+                    }
+                }
+            }
+            if let Some(hold) = &controls.hold {
+                hold.send_replace(false);
+            }
+            let text = if controls.drain.is_cancelled() {
+                "undrained: the agent is finishing a drain and exits once its runners end; it \
+                 starts undrained\n"
+            } else {
+                "undrained: accepting runners\n"
+            };
+            write.write_all(text.as_bytes()).await?;
+        }
         "status" => {
             let text = status_line(&status.borrow());
             write.write_all(text.as_bytes()).await?;
         }
         other => {
             write
-                .write_all(format!("unknown request {other:?} (drain or status)\n").as_bytes())
+                .write_all(
+                    format!("unknown request {other:?} (drain, undrain or status)\n").as_bytes(),
+                )
                 .await?;
         }
     }
@@ -176,4 +252,44 @@ pub async fn request_drain(
         }
     }
     Ok(())
+}
+
+/// Asks the agent at `path` to accept runners again; returns its answer.
+pub async fn request_undrain(path: &Path) -> Result<String, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(b"undrain\n").await.map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io)?;
+    Ok(line.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_a_live_agent_serves_is_refused_as_in_use_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let first = bind(&path).await.expect("first bind");
+        let err = bind(&path).await.expect_err("in use");
+        assert!(matches!(err, ControlError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        // The file is left behind by a listener that is gone: taken over.
+        bind(&path).await.expect("a stale socket is replaced");
+    }
 }

@@ -55,6 +55,8 @@ pub struct Agent<R> {
     events: tokio::sync::mpsc::Receiver<shared::runner::RunnerState>,
     status: watch::Sender<AgentStatus>,
     drain: CancellationToken,
+    /// Held by [`Agent::drain_hold`]'s callers (the control socket); the worker reads it.
+    hold: Arc<watch::Sender<bool>>,
 }
 
 /// The agent stopped because its own TLS material is unusable.
@@ -68,6 +70,7 @@ impl<R: RunnerRuntime> Agent<R> {
         let (sink, events) = event_channel();
         let runtime = Arc::new(make_runtime(sink.clone()));
         let (status, _) = watch::channel(AgentStatus::default());
+        let (hold, _) = watch::channel(false);
         Self {
             config,
             runtime,
@@ -75,6 +78,7 @@ impl<R: RunnerRuntime> Agent<R> {
             events,
             status,
             drain: CancellationToken::new(),
+            hold: Arc::new(hold),
         }
     }
 
@@ -82,6 +86,13 @@ impl<R: RunnerRuntime> Agent<R> {
     /// returns once the last one has finished (what `gha-agent drain` does).
     pub fn drain_token(&self) -> CancellationToken {
         self.drain.clone()
+    }
+
+    /// Set to `true` to hold the agent drained without exiting (a drain that outlived a
+    /// restart), `false` to let it accept runners again (`gha-agent undrain`). Unlike
+    /// [`Agent::drain_token`] this is reversible and never makes the agent exit.
+    pub fn drain_hold(&self) -> Arc<watch::Sender<bool>> {
+        self.hold.clone()
     }
 
     /// Follows the agent's status.
@@ -99,7 +110,9 @@ impl<R: RunnerRuntime> Agent<R> {
             table: RunnerTable::default(),
             outbox: Vec::new(),
             draining: false,
+            controller_drain: false,
             drain: self.drain,
+            hold: self.hold.subscribe(),
             status: self.status,
         }
         .run(shutdown)

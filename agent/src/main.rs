@@ -10,14 +10,162 @@ use agent::runtime::docker::config::DockerSettings;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-/// Where the agent listens for `gha-agent drain` unless `CONTROL_SOCKET` says otherwise.
-const DEFAULT_CONTROL_SOCKET: &str = "/run/gha-agent/control.sock";
+/// The control socket's name in the agent's directory (its `TLS_DIR`, or the directory of its
+/// `TLS_CERT_FILE`) unless `CONTROL_SOCKET` says otherwise: one per agent, so agents side by side
+/// never share one.
+const CONTROL_SOCKET_NAME: &str = "control.sock";
+
+/// Every variable the agent reads: name, default and meaning (for `--help`).
+const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "CONTROLLER_URL",
+        "-",
+        "https://host:port of the controller's gRPC endpoint (required)",
+    ),
+    (
+        "TLS_DIR",
+        "-",
+        "directory of ca.pem, agent.pem, agent-key.pem (what `join` wrote)",
+    ),
+    (
+        "TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE",
+        "TLS_DIR/...",
+        "the files one by one",
+    ),
+    (
+        "CONTROL_SOCKET",
+        "TLS_DIR/control.sock",
+        "where `gha-agent drain`/`undrain` reach it",
+    ),
+    ("RUNTIME", "docker", "docker or kubernetes"),
+    ("MAX_RUNNERS", "5", "runners at once on this host"),
+    ("LABELS", "-", "extra labels this host offers"),
+    ("AGENT_ARCH", "the host's", "amd64 or arm64"),
+    ("AGENT_NAME", "the host name", "name asked for at `join`"),
+    (
+        "RECONNECT_MIN_BACKOFF / RECONNECT_MAX_BACKOFF",
+        "500ms / 30s",
+        "reconnect back-off",
+    ),
+    ("DEBUG", "false", "debug logging (RUST_LOG overrides)"),
+    (
+        "DOCKER_HOST",
+        "unix:///var/run/docker.sock",
+        "the engine (docker runtime)",
+    ),
+    (
+        "RUNNER_NETWORK",
+        "the default bridge",
+        "network runners attach to",
+    ),
+    (
+        "RUNNER_CPUS / RUNNER_MEMORY",
+        "unlimited",
+        "per-runner limits",
+    ),
+    (
+        "CACHE_VOLUME_SHARING",
+        "exclusive",
+        "exclusive or shared cache volumes",
+    ),
+    (
+        "CACHE_VOLUME_PREFIX",
+        "gha-cache",
+        "cache volume name prefix",
+    ),
+    (
+        "RUNNER_DOCKER_SOCKET",
+        "false",
+        "mount the host's Docker socket (unsafe)",
+    ),
+    (
+        "RUNNER_INIT",
+        "true",
+        "an init process in runner containers",
+    ),
+    ("RUNNER_STOP_GRACE", "10s", "SIGTERM to SIGKILL on stop"),
+    (
+        "STRAY_GRACE",
+        "5m",
+        "age before another controller's container is removed",
+    ),
+    (
+        "RUNNER_CONTAINER_LABELS / RUNNER_ENV",
+        "-",
+        "extra labels and variables (key=value,...)",
+    ),
+    (
+        "CONTROLLER_ID",
+        "gha-scaler",
+        "the controller's id (labels on what runners use)",
+    ),
+    (
+        "INSTALLATION_ID",
+        "the CA's fingerprint",
+        "ownership label of runner containers",
+    ),
+    (
+        "KUBERNETES_NAMESPACE",
+        "the pod's",
+        "namespace of runner pods (kubernetes runtime)",
+    ),
+    (
+        "KUBERNETES_* (see deploy/kubernetes)",
+        "-",
+        "requests, limits, selectors, tolerations, PVCs",
+    ),
+];
+
+fn env_help() -> String {
+    let width = VARIABLES.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+    let mut out =
+        String::from("Environment variables (also read from ./.env; default in brackets):\n");
+    for (name, default, meaning) in VARIABLES {
+        out.push_str(&format!("  {name:<width$}  {meaning} [{default}]\n"));
+    }
+    out
+}
+
+/// Which agent `drain`/`undrain` talk to.
+#[derive(clap::Args)]
+struct Target {
+    /// The running agent's control socket.
+    #[arg(long, env = "CONTROL_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The agent's directory (its TLS_DIR): the socket is control.sock in it.
+    #[arg(long, env = "TLS_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(self) -> anyhow::Result<PathBuf> {
+        match (self.socket, self.dir) {
+            (Some(socket), _) => Ok(socket),
+            (None, Some(dir)) => Ok(dir.join(CONTROL_SOCKET_NAME)),
+            (None, None) => match std::env::var_os("TLS_CERT_FILE") {
+                Some(cert) => Ok(agent_dir(std::path::Path::new(&cert)).join(CONTROL_SOCKET_NAME)),
+                None => anyhow::bail!(
+                    "which agent? pass --dir DIR (the agent's TLS_DIR) or --socket PATH (its CONTROL_SOCKET)"
+                ),
+            },
+        }
+    }
+}
+
+/// The directory an agent keeps its identity in: that of its certificate.
+fn agent_dir(cert_file: &std::path::Path) -> PathBuf {
+    match cert_file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
 
 #[derive(Parser)]
 #[command(
     name = "gha-agent",
     version,
-    about = "Runs ephemeral GitHub Actions runners for a gha-scaler controller"
+    about = "Runs ephemeral GitHub Actions runners for a gha-scaler controller",
+    after_help = env_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,14 +177,19 @@ enum Command {
     /// Connect to the controller and run runners when told (the default).
     Run,
     /// Ask the running agent to drain: it accepts no new runners and exits when its last runner
-    /// finishes. Waits for that and shows the progress (runners are never stopped).
+    /// finishes. Waits for that and shows the progress (runners are never stopped). The agent
+    /// stays drained across restarts until `gha-agent undrain`.
     Drain {
-        /// The running agent's control socket.
-        #[arg(long, env = "CONTROL_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Return as soon as the agent has accepted the request.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Let a drained agent accept runners again (also after it was restarted drained).
+    Undrain {
+        #[command(flatten)]
+        target: Target,
     },
     /// Enroll with a one-time join token: writes ca.pem, agent.pem and agent-key.pem into DIR.
     Join {
@@ -82,9 +235,11 @@ fn init_tracing(debug: bool) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -113,28 +268,48 @@ async fn shutdown_signal(token: CancellationToken) {
 /// Runs `agent` with the control socket (`gha-agent drain`) beside it.
 async fn run_agent<R: agent::runtime::RunnerRuntime>(
     agent: agent::Agent<R>,
+    dir: PathBuf,
     vars: &HashMap<String, String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let socket = vars
         .get("CONTROL_SOCKET")
+        .filter(|s| !s.trim().is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        .unwrap_or_else(|| dir.join(CONTROL_SOCKET_NAME));
+    let marker = dir.join(agent::control::DRAIN_MARKER);
+    let hold = agent.drain_hold();
+    if marker.exists() {
+        tracing::warn!(marker = %marker.display(),
+            "this agent was drained before it stopped: it accepts no runners until `gha-agent undrain`");
+        hold.send_replace(true);
+    }
     let done = CancellationToken::new();
+    let mut bound = false;
     let server = match agent::control::bind(&socket).await {
         Ok(listener) => {
+            bound = true;
             tracing::info!(socket = %socket.display(), "control socket ready (gha-agent drain)");
-            Some(tokio::spawn(agent::control::serve(
+            let controls = agent::control::Controls {
+                drain: agent.drain_token(),
+                hold: Some(hold),
+                marker: Some(marker),
+            };
+            Some(tokio::spawn(agent::control::serve_controls(
                 listener,
-                agent.drain_token(),
+                controls,
                 agent.status(),
                 done.clone(),
             )))
         }
+        Err(e @ agent::control::ControlError::InUse { .. }) => {
+            tracing::warn!(error = %e, "gha-agent drain will not reach this agent");
+            None
+        }
         Err(e) => {
             tracing::warn!(
                 error = %agent::connection::error_chain(&e),
-                "gha-agent drain will not reach this agent; set CONTROL_SOCKET to a writable path"
+                "gha-agent drain will not reach this agent; set CONTROL_SOCKET to a path it may create"
             );
             None
         }
@@ -145,7 +320,10 @@ async fn run_agent<R: agent::runtime::RunnerRuntime>(
     if let Some(server) = server {
         let _ = server.await;
     }
-    let _ = std::fs::remove_file(&socket);
+    // Never remove a socket another agent serves.
+    if bound {
+        let _ = std::fs::remove_file(&socket);
+    }
     outcome?;
     Ok(())
 }
@@ -166,6 +344,7 @@ async fn run() -> anyhow::Result<()> {
     let vars = environment();
     let config = AgentConfig::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.debug);
+    let dir = agent_dir(&config.tls.cert_file);
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     match config.runtime.as_str() {
@@ -173,14 +352,22 @@ async fn run() -> anyhow::Result<()> {
         "memory" => {
             tracing::warn!("RUNTIME=memory: runners are only simulated (development build)");
             let agent = agent::Agent::new(config, agent::runtime::memory::MemoryRuntime::new);
-            run_agent(agent, &vars, shutdown).await
+            run_agent(agent, dir.clone(), &vars, shutdown).await
         }
         "docker" => {
             let settings = DockerSettings::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
             let name = agent_name(&config)?;
             tracing::info!(docker = %settings.host.url(), agent = %name, "Docker runtime");
-            let agent = agent::Agent::new(config, |sink| DockerRuntime::new(settings, &name, sink));
-            run_agent(agent, &vars, shutdown).await
+            let installation = agent::runtime::docker::labels::installation_id(
+                vars.get("INSTALLATION_ID").map(String::as_str),
+                &config.tls.ca_file,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(%installation, "runner containers are labelled with this installation");
+            let agent = agent::Agent::new(config, |sink| {
+                DockerRuntime::for_installation(settings, &name, Some(installation), sink)
+            });
+            run_agent(agent, dir.clone(), &vars, shutdown).await
         }
         "kubernetes" => {
             use agent::runtime::kubernetes::{KubernetesRuntime, settings::KubernetesSettings};
@@ -197,7 +384,7 @@ async fn run() -> anyhow::Result<()> {
             let agent = agent::Agent::new(config, |sink| {
                 KubernetesRuntime::new(client, settings, name.as_str(), sink, child)
             });
-            run_agent(agent, &vars, shutdown).await
+            run_agent(agent, dir.clone(), &vars, shutdown).await
         }
         other => {
             anyhow::bail!("RUNTIME: unknown runtime {other:?} (expected docker or kubernetes)")
@@ -211,10 +398,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run().await,
-        Command::Drain { socket, no_wait } => {
+        Command::Drain { target, no_wait } => {
+            let socket = target.socket()?;
             agent::control::request_drain(&socket, !no_wait, |line| println!("{line}"))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))
+        }
+        Command::Undrain { target } => {
+            let socket = target.socket()?;
+            let answer = agent::control::request_undrain(&socket)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?;
+            println!("{answer}");
+            Ok(())
         }
         Command::Join {
             controller,

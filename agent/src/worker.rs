@@ -50,6 +50,12 @@ pub(crate) struct Worker<R> {
     /// Cancelled by `gha-agent drain` (through the control socket): drain, then exit once the
     /// last runner has finished.
     pub drain: CancellationToken,
+    /// The controller sent `Drain` (not persisted: a restart forgets it, the controller
+    /// sends it again).
+    pub controller_drain: bool,
+    /// `true` while the agent is held drained without exiting (a local drain that outlived a
+    /// restart); the sender is the [`crate::Agent`]'s, used by the control socket.
+    pub hold: watch::Receiver<bool>,
     pub status: watch::Sender<AgentStatus>,
 }
 
@@ -70,6 +76,7 @@ impl<R: RunnerRuntime> Worker<R> {
             }
             Err(e) => warn!(error = %e, "cannot list existing runners; starting with none"),
         }
+        self.apply_hold();
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
         loop {
             if self.drained() {
@@ -124,6 +131,9 @@ impl<R: RunnerRuntime> Worker<R> {
                 _ = shutdown.cancelled() => return false,
                 _ = &mut sleep => return true,
                 _ = self.drain.cancelled(), if !self.draining => self.start_draining(),
+                Ok(()) = self.hold.changed() => {
+                    self.apply_hold();
+                }
                 Some(state) = self.events.recv() => {
                     self.table.apply(state);
                     self.publish();
@@ -142,6 +152,26 @@ impl<R: RunnerRuntime> Worker<R> {
         }
         self.draining = true;
         self.publish();
+    }
+
+    /// Follows the hold: held means draining; released means accepting runners again unless
+    /// something else (the controller, a live local drain) still drains. True if it changed.
+    fn apply_hold(&mut self) -> bool {
+        let held = *self.hold.borrow_and_update();
+        if held && !self.draining {
+            info!(
+                "held drained (drained before a restart): accepting no runners until `gha-agent undrain`"
+            );
+            self.start_draining();
+            return true;
+        }
+        if !held && self.draining && !self.controller_drain && !self.drain.is_cancelled() {
+            info!("undrained: accepting runners again");
+            self.draining = false;
+            self.publish();
+            return true;
+        }
+        false
     }
 
     /// A local drain was asked for and no runner is left: the agent may exit.
@@ -283,6 +313,20 @@ impl<R: RunnerRuntime> Worker<R> {
                         return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
                     }
                 }
+                Ok(()) = self.hold.changed() => {
+                    if self.apply_hold() {
+                        let health = self.health().await;
+                        let beat = pb::Heartbeat {
+                            healthy: health.is_ok(),
+                            unhealthy_reason: health.err().unwrap_or_default(),
+                            draining: self.draining,
+                            capacity: Vec::new(),
+                        };
+                        if !send(&out, pb::agent_message::Msg::Heartbeat(beat)).await {
+                            return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                        }
+                    }
+                }
                 _ = ticker.tick() => {
                     self.table.prune(FINISHED_RETENTION);
                     let health = self.health().await;
@@ -367,7 +411,10 @@ impl<R: RunnerRuntime> Worker<R> {
         match command {
             AgentCommand::StartRunner(spec) => self.start(*spec).await,
             AgentCommand::StopRunner { id, reason } => self.stop(id, reason).await,
-            AgentCommand::Drain => self.start_draining(),
+            AgentCommand::Drain => {
+                self.controller_drain = true;
+                self.start_draining();
+            }
         }
     }
 

@@ -102,6 +102,28 @@ pub fn ensure_pki(config: &Config) -> Result<(), StartError> {
             ca_fingerprint = %made.ca_fingerprint,
             "created the built-in PKI; mint agent join tokens with `gha-controller agents join-token`"
         );
+        return Ok(());
+    }
+    // The built-in PKI follows TLS_SANS (and WEBHOOK_URL's host): names added since the
+    // certificate was made are added to a new one from the same CA (agents are unaffected).
+    if let Some(dir) = &config.tls.auto_init_dir
+        && !config.tls_sans.is_empty()
+        && config.tls.cert_file.exists()
+    {
+        let missing =
+            pki::missing_names(&config.tls.cert_file, &config.tls_sans).map_err(StartError::Pki)?;
+        if !missing.is_empty() {
+            let made = pki::reissue(dir, &missing, false).map_err(StartError::Pki)?;
+            info!(added = %missing.join(","), names = %made.names.join(","),
+                  "reissued the controller's server certificate for TLS_SANS (same CA)");
+        }
+    } else if config.tls.auto_init_dir.is_none()
+        && let Ok(missing) = pki::missing_names(&config.tls.cert_file, &config.tls_sans)
+        && !missing.is_empty()
+    {
+        warn!(missing = %missing.join(","), cert = %config.tls.cert_file.display(),
+              "the server certificate lacks names of TLS_SANS; agents dialing them are refused: \
+               `gha-controller certs reissue --san …` (built-in PKI) or reissue it from your CA");
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "gha-controller",
     version,
-    about = "Autoscales ephemeral GitHub Actions runners from webhooks"
+    about = "Autoscales ephemeral GitHub Actions runners from webhooks",
+    after_help = controller::config::describe::env_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +52,20 @@ enum CertsCommand {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// Make a new server certificate from the same CA, with more names (agents keep working:
+    /// they trust the CA). Restart the controller to serve it.
+    Reissue {
+        /// The PKI directory [default: TLS_DIR, else STATE_DIR/pki].
+        #[arg(long, env = "TLS_DIR")]
+        dir: Option<PathBuf>,
+        /// A DNS name or IP address agents use to reach the controller (repeatable); added to
+        /// the certificate's current names.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Drop the current names (keep only localhost, 127.0.0.1, ::1 and --san).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -138,9 +153,11 @@ fn init_tracing(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 }
 
@@ -163,6 +180,9 @@ async fn shutdown_signal(token: CancellationToken) {
 async fn serve() -> anyhow::Result<()> {
     let config = load_config()?;
     init_tracing(config.debug);
+    for w in &config.warnings {
+        tracing::warn!(variable = %w.variable, "{}", w.message);
+    }
     let http = tokio::net::TcpListener::bind(("0.0.0.0", config.port))
         .await
         .with_context(|| format!("cannot listen on PORT {}", config.port))?;
@@ -173,6 +193,17 @@ async fn serve() -> anyhow::Result<()> {
     tokio::spawn(shutdown_signal(shutdown.clone()));
     controller::run(&config, controller::Listeners { http, grpc }, shutdown).await?;
     Ok(())
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 fn describe(policy: &controller::agent_policy::AgentPolicy) -> String {
@@ -203,7 +234,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::CheckConfig => match Config::from_env(&environment()?) {
             Ok(config) => {
-                println!("{config:#?}");
+                print!("{}", config.table());
+                for warning in &config.warnings {
+                    println!("warning: {}: {}", warning.variable, warning.message);
+                }
                 for note in config.notes() {
                     println!("note: {note}");
                 }
@@ -225,6 +259,29 @@ async fn main() -> anyhow::Result<()> {
             println!("server key:         {}", made.server_key.display());
             println!("CA fingerprint:     {}", made.ca_fingerprint);
             println!("\nStart the controller with TLS_DIR={}", dir.display());
+            Ok(())
+        }
+        Command::Certs {
+            command: CertsCommand::Reissue { dir, sans, replace },
+        } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => {
+                    let vars = environment()?;
+                    let state = vars
+                        .get("STATE_DIR")
+                        .filter(|s| !s.trim().is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from(controller::config::DEFAULT_STATE_DIR));
+                    state.join("pki")
+                }
+            };
+            let made = controller::pki::reissue(&dir, &sans, replace)
+                .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+            println!("server certificate: {}", made.server_cert.display());
+            println!("names:              {}", made.names.join(", "));
+            println!("CA fingerprint:     {} (unchanged)", made.ca_fingerprint);
+            println!("\nRestart the controller to serve it; agents need nothing.");
             Ok(())
         }
         Command::Agents {

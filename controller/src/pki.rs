@@ -99,36 +99,139 @@ pub fn init(dir: &Path, sans: &[String], force: bool) -> Result<InitializedPki, 
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
-    let mut all_sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    for san in sans {
-        if !all_sans.iter().any(|s| s.eq_ignore_ascii_case(san)) {
-            all_sans.push(san.clone());
-        }
-    }
-    let server_key = KeyPair::generate()?;
-    let mut server_params = CertificateParams::default();
-    server_params.distinguished_name = name("gha-controller");
-    server_params.subject_alt_names = all_sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
-    server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server_params.not_before = now - Duration::minutes(5);
-    server_params.not_after = now + SERVER_VALIDITY;
-    server_params.use_authority_key_identifier_extension = true;
-    let server_cert = server_params.signed_by(&server_key, &issuer)?;
-
+    let (server_pem, server_key_pem) = server_certificate(&issuer, sans)?;
     write(&out.ca_cert, &ca_cert.pem(), false)?;
     write(&out.ca_key, &ca_key.serialize_pem(), true)?;
     // The served chain carries the CA too, so a joining agent can find the CA it pinned.
     write(
         &out.server_cert,
-        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        &format!("{server_pem}{}", ca_cert.pem()),
         false,
     )?;
-    write(&out.server_key, &server_key.serialize_pem(), true)?;
+    write(&out.server_key, &server_key_pem, true)?;
     Ok(InitializedPki {
         ca_fingerprint: shared::tls::fingerprint(ca_cert.der()),
         ..out
     })
+}
+
+/// The names every server certificate made here carries.
+const DEFAULT_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// `DEFAULT_SANS` followed by `sans`, without duplicates (compared case-insensitively).
+fn all_sans(sans: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
+    for san in sans {
+        let san = san.trim();
+        if !san.is_empty() && !all.iter().any(|s| s.eq_ignore_ascii_case(san)) {
+            all.push(san.to_owned());
+        }
+    }
+    all
+}
+
+/// A new server certificate (PEM, without the CA) and its key (PEM), signed by `issuer`.
+fn server_certificate(
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    sans: &[String],
+) -> Result<(String, String), PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let server_key = KeyPair::generate()?;
+    let mut server_params = CertificateParams::default();
+    server_params.distinguished_name = name("gha-controller");
+    server_params.subject_alt_names = all_sans(sans)
+        .iter()
+        .map(|s| san(s))
+        .collect::<Result<_, _>>()?;
+    server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server_params.not_before = now - Duration::minutes(5);
+    server_params.not_after = now + SERVER_VALIDITY;
+    server_params.use_authority_key_identifier_extension = true;
+    let server_cert = server_params.signed_by(&server_key, issuer)?;
+    Ok((server_cert.pem(), server_key.serialize_pem()))
+}
+
+/// The DNS names and IP addresses the server certificate at `path` (its first certificate)
+/// is valid for.
+pub fn server_names(path: &Path) -> Result<Vec<String>, PkiError> {
+    let invalid = |e: String| PkiError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    };
+    let certs = shared::tls::read_certs(path).map_err(|e| invalid(e.to_string()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| invalid("no certificate".into()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| invalid(e.to_string()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// What `certs reissue` made.
+#[derive(Debug, Clone)]
+pub struct Reissued {
+    pub server_cert: PathBuf,
+    pub names: Vec<String>,
+    pub ca_fingerprint: String,
+}
+
+/// A new server certificate in `dir` from the same CA (`ca.pem`, `ca-key.pem`), valid for the
+/// defaults, the names the current certificate has (unless `replace`), and `sans`. The CA is
+/// untouched, so enrolled agents keep trusting the controller; a running controller serves
+/// the new certificate after a restart.
+pub fn reissue(dir: &Path, sans: &[String], replace: bool) -> Result<Reissued, PkiError> {
+    let ca_cert = dir.join(CA_CERT_FILE);
+    let server_cert = dir.join(SERVER_CERT_FILE);
+    let mut wanted = if replace || !server_cert.exists() {
+        Vec::new()
+    } else {
+        server_names(&server_cert)?
+    };
+    wanted.extend(sans.iter().cloned());
+    let ca = CertificateAuthority::load(&ca_cert, &dir.join(CA_KEY_FILE))?;
+    let (pem, key) = server_certificate(&ca.issuer, &wanted)?;
+    write(&dir.join(SERVER_KEY_FILE), &key, true)?;
+    write(&server_cert, &format!("{pem}{}", ca.cert_pem), false)?;
+    let ca_der = shared::tls::read_certs(&ca_cert).map_err(|e| PkiError::Read {
+        path: ca_cert.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    Ok(Reissued {
+        server_cert,
+        names: all_sans(&wanted),
+        ca_fingerprint: ca_der
+            .first()
+            .map(shared::tls::fingerprint)
+            .unwrap_or_default(),
+    })
+}
+
+/// The names of `wanted` that the server certificate at `path` lacks.
+pub fn missing_names(path: &Path, wanted: &[String]) -> Result<Vec<String>, PkiError> {
+    let have = server_names(path)?;
+    Ok(wanted
+        .iter()
+        .filter(|w| !have.iter().any(|h| h.eq_ignore_ascii_case(w.trim())))
+        .cloned()
+        .collect())
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -295,6 +398,41 @@ mod tests {
         assert_eq!(parsed.validity().not_after.timestamp(), signed.expires_at);
         let life = signed.expires_at - parsed.validity().not_before.timestamp();
         assert_eq!(life, 3600 + 300, "an hour, backdated five minutes");
+    }
+
+    #[test]
+    fn reissue_keeps_the_ca_and_the_names_and_adds_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = init(dir.path(), &["ctl.example".into()], false).unwrap();
+        let ca_before = fs::read(&first.ca_cert).unwrap();
+        let made = reissue(
+            dir.path(),
+            &["10.0.0.7".into(), "CTL.example".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&first.ca_cert).unwrap(), ca_before, "same CA");
+        assert_eq!(made.ca_fingerprint, first.ca_fingerprint);
+        let names = server_names(&made.server_cert).unwrap();
+        for n in ["localhost", "127.0.0.1", "::1", "ctl.example", "10.0.0.7"] {
+            assert!(names.iter().any(|h| h == n), "{n} missing from {names:?}");
+        }
+        assert_eq!(names.len(), 5, "no duplicates: {names:?}");
+        assert!(
+            missing_names(&made.server_cert, &["10.0.0.7".into()])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            missing_names(&made.server_cert, &["other.example".into()]).unwrap(),
+            vec!["other.example"]
+        );
+        let replaced = reissue(dir.path(), &["new.example".into()], true).unwrap();
+        assert!(
+            !server_names(&replaced.server_cert)
+                .unwrap()
+                .contains(&"ctl.example".into())
+        );
     }
 
     #[test]

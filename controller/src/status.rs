@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::http::{ApiError, AppState, Bearer};
+use crate::scheduler::executor::Decisions;
 use crate::scheduler::planner::WaitReason;
 use crate::store::{JobState, Owner, RunnerLifecycle};
 
@@ -61,6 +62,64 @@ pub fn explain(reason: &WaitReason) -> String {
     }
 }
 
+/// How well the controller does its job, from the scheduler's latest decisions: `running`, or
+/// `degraded` with a reason (free of names, so the open `/status` may show it) and the last
+/// error in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub degraded: bool,
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    /// Every configured owner's starts are failing at GitHub: nothing can be served.
+    pub github_down: bool,
+}
+
+/// A pure function of the decisions and the number of owners served.
+pub fn health(decisions: &Decisions, owners: usize) -> Health {
+    let mut github: Vec<_> = decisions
+        .containment
+        .iter()
+        .filter(|b| b.cause == "github")
+        .collect();
+    github.sort_by_key(|b| std::cmp::Reverse(b.next_try_ms));
+    if let Some(e) = &decisions.last_error {
+        return Health {
+            degraded: true,
+            reason: Some("the scheduler's last activation failed".into()),
+            last_error: Some(e.clone()),
+            github_down: false,
+        };
+    }
+    match github.first() {
+        None => Health {
+            degraded: false,
+            reason: None,
+            last_error: None,
+            github_down: false,
+        },
+        Some(latest) => {
+            let down = github.len();
+            let unreachable = github
+                .iter()
+                .any(|b| b.reason.contains("could not reach GitHub"));
+            Health {
+                degraded: true,
+                reason: Some(format!(
+                    "runner registrations are failing at GitHub ({}) for {down} of {owners} \
+                     owner(s); jobs of those owners wait",
+                    if unreachable {
+                        "unreachable"
+                    } else {
+                        "refusing"
+                    }
+                )),
+                last_error: Some(latest.reason.clone()),
+                github_down: owners > 0 && down >= owners,
+            }
+        }
+    }
+}
+
 /// `GET /status`: the seed's shape. Details (names of repositories, jobs, runners, agents,
 /// and the scheduler's last error) only with the API token or `STATUS_TOKEN`; without one the
 /// same keys carry aggregates (counts) and no names; with a wrong one, 401.
@@ -82,6 +141,7 @@ fn aggregates(full: &Value) -> Value {
     let count = |v: &Value| v.as_array().map_or(0, Vec::len);
     json!({
         "status": full["status"],
+        "reason": full["reason"],
         "config": {
             "repository": Value::Null,
             "all_repos": full["config"]["all_repos"],
@@ -160,8 +220,11 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
             })
         })
         .collect();
+    let health = health(&decisions, config.owners.len());
     Ok(json!({
-        "status": "running",
+        "status": if health.degraded { "degraded" } else { "running" },
+        "reason": health.reason,
+        "last_error": health.last_error,
         "config": {
             "repository": repository,
             "all_repos": config.owners.iter().any(|o| o.all_repos),
@@ -212,13 +275,40 @@ fn budget_status(budget: &shared::github::Budget) -> Value {
     })
 }
 
-/// Ready once the store answers and the scheduler has run.
+/// The scheduler counts as stuck when it has not finished an activation for this long (it runs
+/// at least every few seconds).
+const SCHEDULER_STALE_MS: i64 = 60_000;
+
+/// `GET /ready`: 200 while the controller can do its job — the store answers, the scheduler
+/// has run and keeps running, and GitHub accepts registrations for at least one owner;
+/// otherwise 503 with what is wrong. Webhooks are still accepted and recorded while not
+/// ready, and lost ones are recovered by `RECONCILE_INTERVAL`.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let store_ok = state.store.job_states().await.is_ok();
-    let scheduled = state.decisions.get().activations > 0;
-    let body =
-        Json(json!({ "ready": store_ok && scheduled, "store": store_ok, "scheduler": scheduled }));
-    if store_ok && scheduled {
+    let decisions = state.decisions.get();
+    let scheduled = decisions.activations > 0;
+    let fresh = shared::runner::now_ms() - decisions.last_activation_ms < SCHEDULER_STALE_MS;
+    let health = health(&decisions, state.config.owners.len());
+    let ready = store_ok && scheduled && fresh && !health.github_down;
+    let reason = if !store_ok {
+        Some("the store does not answer".to_owned())
+    } else if !scheduled {
+        Some("the scheduler has not run yet".to_owned())
+    } else if !fresh {
+        Some("the scheduler has not finished an activation for a minute".to_owned())
+    } else if health.github_down {
+        health.reason.clone()
+    } else {
+        None
+    };
+    let body = Json(json!({
+        "ready": ready,
+        "store": store_ok,
+        "scheduler": scheduled && fresh,
+        "github": !health.github_down,
+        "reason": reason,
+    }));
+    if ready {
         (StatusCode::OK, body).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
@@ -329,4 +419,52 @@ pub async fn job(
     );
     body.insert("explanation", Value::String(explanation));
     Ok(Json(serde_json::to_value(body).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::backoff::{Blocked, Key};
+
+    fn blocked(owner: &str, reason: &str) -> Blocked {
+        Blocked {
+            key: Key::Owner {
+                owner: owner.into(),
+            },
+            cause: "github",
+            reason: reason.into(),
+            failures: 1,
+            circuit_open: false,
+            next_try_ms: 0,
+        }
+    }
+
+    #[test]
+    fn degraded_while_github_fails_and_not_ready_once_it_fails_for_every_owner() {
+        let mut d = Decisions::default();
+        assert!(!health(&d, 2).degraded);
+        d.containment.push(blocked(
+            "acme",
+            "owner acme: JIT registration: could not reach GitHub at https://api.github.com (…)",
+        ));
+        let h = health(&d, 2);
+        assert!(h.degraded && !h.github_down, "{h:?}");
+        assert!(
+            h.reason.as_deref().unwrap().contains("unreachable"),
+            "{h:?}"
+        );
+        assert!(
+            !h.reason.as_deref().unwrap().contains("acme"),
+            "no names: {h:?}"
+        );
+        assert!(h.last_error.as_deref().unwrap().contains("could not reach"));
+        d.containment.push(blocked(
+            "bob",
+            "owner bob: JIT registration refused 403 'x' — grant y",
+        ));
+        assert!(health(&d, 2).github_down);
+        d.last_error = Some("store: disk full".into());
+        let h = health(&d, 2);
+        assert_eq!(h.last_error.as_deref(), Some("store: disk full"));
+    }
 }

@@ -442,9 +442,14 @@ impl WebhookSetup {
                 };
                 let Some(report) = report else { return };
                 let s = &report.summary;
-                info!(owner = %owner.name, created = s.create, updated = s.update,
-                      unchanged = s.nothing, skipped = s.skip, failed = s.failed,
-                      "webhook setup finished");
+                match report.failure() {
+                    Some(failure) => warn!(owner = %owner.name, error = %failure,
+                          created = s.create, updated = s.update, failed = s.failed,
+                          "webhook setup failed; retrying soon"),
+                    None => info!(owner = %owner.name, created = s.create, updated = s.update,
+                          unchanged = s.nothing, skipped = s.skip, failed = s.failed,
+                          "webhook setup finished"),
+                }
                 if report.needs_retry() {
                     next = next.min(self.options.retry_interval);
                 }

@@ -136,10 +136,128 @@ fn check_config_reads_a_toml_file_and_the_environment_wins() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("port: 9002"), "{stdout}");
-    assert!(stdout.contains("\"my-org\""), "{stdout}");
-    assert!(stdout.contains("max_runners: 12"), "{stdout}");
+    assert!(table_has(&stdout, "PORT", "9002"), "{stdout}");
+    assert!(stdout.contains("owner my-org"), "{stdout}");
+    assert!(
+        table_has(&stdout, "OWNER_MY_ORG_MAX_RUNNERS", "12"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("ghp_file"), "{stdout}");
+}
+
+/// A `check-config` table row `VARIABLE  value`.
+fn table_has(table: &str, variable: &str, value: &str) -> bool {
+    table.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(variable) && words.next() == Some(value)
+    })
+}
+
+/// The seed's single-repository variables.
+fn seed(cmd: &mut Command) -> &mut Command {
+    cmd.env("GITHUB_TOKEN", "ghp_abc")
+        .env("REPO_OWNER", "octo")
+        .env("REPO_NAME", "hello")
+        .env("WEBHOOK_SECRET", "s3cret")
+}
+
+#[test]
+fn help_lists_the_environment_variables_with_defaults() {
+    let out = controller().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (var, default) in [
+        ("PORT", "[8080]"),
+        ("GRPC_PORT", "[9443]"),
+        ("MAX_RUNNERS", "[5]"),
+        ("STATE_DIR", "[/var/lib/gha-scaler]"),
+        ("TLS_SANS", "[WEBHOOK_URL's host]"),
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{var} ")) && l.ends_with(default)),
+            "{var} {default} missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_a_table_with_warnings() {
+    let out = seed(controller().arg("check-config"))
+        .env("MIN_RUNNERS", "2")
+        .env("WEBHOOK_URL", "https://ci.example.com/webhook")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(table_has(&stdout, "PORT", "8080"), "{stdout}");
+    assert!(
+        table_has(&stdout, "OWNER_OCTO_WEBHOOK_SECRET", "********"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("octo/hello only"), "{stdout}");
+    assert!(
+        stdout.contains("TLS_SANS") && stdout.contains("ci.example.com"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cret") && !stdout.contains("ghp_abc"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Config {"), "not a Debug dump: {stdout}");
+    assert!(stdout.contains("warning: MIN_RUNNERS"), "{stdout}");
+}
+
+#[test]
+fn check_config_reports_conflicts_with_the_names_written() {
+    let out = seed(controller().arg("check-config"))
+        .env("ALL_REPOS", "true")
+        .env("GRPC_PORT", "8080")
+        .env("MAX_RUNNERS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (var, says) in [
+        ("REPO_NAME", "ALL_REPOS=true"),
+        ("GRPC_PORT", "same as PORT"),
+        ("MAX_RUNNERS", "\"lots\""),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{var}:")) && l.contains(says)),
+            "{var} / {says} not in: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("OWNER_OCTO_"), "{stderr}");
+
+    let out = controller()
+        .arg("check-config")
+        .env("GITHUB_TOKEN", "ghp_abc")
+        .env("REPO_OWNER", "your_github_username")
+        .env("ALL_REPOS", "true")
+        .env("WEBHOOK_SECRET", "s3cret-long-enough")
+        .env("OWNERS", "acme")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("REPO_OWNER:"), "{stderr}");
+    assert!(stderr.contains("OWNERS"), "{stderr}");
+    let out = seed(controller().arg("check-config"))
+        .env("REPO_OWNER", "your_github_username")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("REPO_OWNER:") && stderr.contains("placeholder"),
+        "{stderr}"
+    );
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -257,4 +375,50 @@ fn agents_revoke_and_policy_are_recorded_for_the_running_controller() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("labels gpu"));
+}
+
+#[test]
+fn certs_reissue_adds_names_with_the_same_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let out = controller()
+        .args(["certs", "init", "--dir"])
+        .arg(&pki)
+        .args(["--san", "ctl.example.com"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ca_before = std::fs::read(pki.join("ca.pem")).unwrap();
+    let out = controller()
+        .args(["certs", "reissue", "--san", "10.1.2.3"])
+        .env("TLS_DIR", &pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ctl.example.com") && stdout.contains("10.1.2.3"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(pki.join("ca.pem")).unwrap(), ca_before);
+    let names = controller::pki::server_names(&pki.join("controller.pem")).unwrap();
+    assert!(names.contains(&"10.1.2.3".to_owned()), "{names:?}");
+    assert!(names.contains(&"ctl.example.com".to_owned()), "{names:?}");
+
+    // Without a CA key there is nothing to sign with: said, not a panic.
+    let out = controller()
+        .args(["certs", "reissue", "--dir"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ca.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -26,6 +26,7 @@ say() { printf '\n== %s\n' "$*"; }
 
 cleanup() {
   trap - EXIT INT TERM
+  STOPPING=1
   say "stopping (runner containers are removed by the demo, not by the agents)"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -39,7 +40,12 @@ cleanup() {
   rm -rf "$WORK"
   echo "nothing left behind"
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C and SIGTERM (docker stop, kill, a CI timeout) end the same way: clean up, then exit.
+# (A trap that only cleaned up would return into the display loop below.)
+STOPPING=0
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 docker version >/dev/null || { echo "the Docker engine is not reachable" >&2; exit 1; }
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
@@ -48,7 +54,7 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   exit 1
 fi
 
-say "building (first time: a few minutes)"
+say "building (the first time takes about 5-10 minutes on 2 cores: a debug build of the workspace and a static runner; later runs take seconds)"
 cargo build --locked -p controller -p agent -p tests \
   --bin gha-controller --bin gha-agent --bin github-sim
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
@@ -109,25 +115,45 @@ for i in $(seq "$JOBS"); do
 done
 
 say "serving (Ctrl-C to stop; logs in $WORK)"
-while true; do
+# Every 2 s: the runner containers, each agent's runners by phase, the jobs at GitHub (the
+# simulator) by status, and the controller's queue with each waiting job's reason; once every
+# job is completed it says so (and keeps watching, e.g. for jobs you queue yourself).
+ANNOUNCED=0
+while [ "$STOPPING" = 0 ]; do
   sleep 2
   echo "--- $(date +%T) runner containers:"
   docker ps --filter "label=$LABEL" --filter "label=dev.gha-scaler.managed-by" \
-    --format '{{.Names}}\t{{.Label "dev.gha-scaler.agent"}}\t{{.Status}}' || true
-  curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/api/v1/agents" | python3 -c '
+    --format '  {{.Names}}\t{{.Label "dev.gha-scaler.agent"}}\t{{.Status}}' 2>/dev/null || true
+  curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/api/v1/agents" 2>/dev/null | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
     phases = {}
     for r in a["runners"]:
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
     print("agent %-9s %-6s connected=%s healthy=%s runners=%s"
-          % (a["name"], a["arch"], a["connected"], a["healthy"], phases))
-' || true
+          % (a["name"], a["arch"], a["connected"], a["healthy"], phases or "none"))
+' 2>/dev/null || true
+  curl -fsS -H "Authorization: Bearer $GITHUB_TOKEN" \
+    "$API_URL/repos/acme/app/actions/runs?per_page=100" 2>/dev/null | python3 -c '
+import json, sys
+by = {}
+for r in json.load(sys.stdin)["workflow_runs"]:
+    by[r["status"]] = by.get(r["status"], 0) + 1
+print("jobs at GitHub: %s" % (", ".join("%d %s" % (n, s) for s, n in sorted(by.items())) or "none"))
+open(sys.argv[1], "w").write(str(by.get("completed", 0)))
+' "$WORK/completed" 2>/dev/null || true
+  done_jobs=$(cat "$WORK/completed" 2>/dev/null || echo 0)
   curl -fsS -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$PORT/status" 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-print("queue depth %d, runners %d/%d" % (s["queue"]["depth"], s["runners"]["current"], s["runners"]["max"]))
+print("controller %s: queue depth %d, runners %d/%d" % (s["status"], s["queue"]["depth"], s["runners"]["current"], s["runners"]["max"]))
+if s.get("reason"):
+    print("  degraded: %s" % s["reason"])
 for j in s["queue"]["jobs"][:5]:
     print("  job %s %s: %s" % (j["job"], j["labels"], j["explanation"]))
-' || true
+' 2>/dev/null || true
+  if [ "$ANNOUNCED" = 0 ] && [ "${done_jobs:-0}" -ge "$JOBS" ] 2>/dev/null; then
+    say "all $JOBS jobs completed and the queue is empty; runners finished and were removed. Ctrl-C to stop."
+    ANNOUNCED=1
+  fi
 done

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod describe;
 pub mod file;
 pub mod owners;
 mod vars;
@@ -138,6 +139,9 @@ pub struct Config {
     /// background work (reconciler, stale-job checks, sweeps, webhook setup) may spend.
     pub api_background_share: u8,
     pub containment: Containment,
+    /// Settings that do not stop the start but are probably a mistake (a removed Go-tool
+    /// variable, say); `check-config` prints them and `serve` logs them.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// How failures are contained and leftovers cleaned up.
@@ -271,9 +275,18 @@ impl Config {
         let mut vars = Vars::new(map);
         let port = vars.port("PORT", DEFAULT_PORT);
         let grpc_port = vars.port("GRPC_PORT", DEFAULT_GRPC_PORT);
+        if port == grpc_port && port != 0 {
+            vars.problem(
+                "GRPC_PORT",
+                format!(
+                    "is {grpc_port}, the same as PORT: webhooks (HTTP) and agents (gRPC) need                      two ports (defaults PORT={DEFAULT_PORT}, GRPC_PORT={DEFAULT_GRPC_PORT})"
+                ),
+            );
+        }
+        removed_variables(&mut vars);
         let state_dir = PathBuf::from(vars.get("STATE_DIR").unwrap_or(DEFAULT_STATE_DIR));
         let tls = tls_config(&mut vars, &state_dir);
-        let tls_sans = vars.list("TLS_SANS");
+        let mut tls_sans = vars.list("TLS_SANS");
         let api_token = token(&mut vars, "API_TOKEN");
         let status_token = token(&mut vars, "STATUS_TOKEN");
         let metrics_token = token(&mut vars, "METRICS_TOKEN");
@@ -365,6 +378,12 @@ impl Config {
         {
             vars.problem("WEBHOOK_URL", format!("{url:?} is not an http(s) URL"));
         }
+        // The host GitHub reaches the controller by is a name agents are likely to use too.
+        if let Some(host) = webhook_url.as_deref().and_then(webhook_host)
+            && !tls_sans.iter().any(|s| s.eq_ignore_ascii_case(&host))
+        {
+            tls_sans.push(host);
+        }
         let reconcile_interval = match vars.get("RECONCILE_INTERVAL") {
             Some("0" | "off" | "false") => None,
             _ => Some(vars.duration("RECONCILE_INTERVAL", Duration::from_secs(300))),
@@ -404,7 +423,9 @@ impl Config {
                 ),
             );
         }
+        let warnings = vars.take_warnings();
         vars.finish(Config {
+            warnings,
             port,
             grpc_port,
             tls,
@@ -428,6 +449,33 @@ impl Config {
             api_background_share,
             containment,
         })
+    }
+}
+
+/// Variables of the Go tool this replaces that mean nothing here: a warning each, naming what
+/// replaces it (the seed README's "Migration Steps" removed `MIN_RUNNERS`).
+const REMOVED_VARIABLES: &[(&str, &str)] = &[(
+    "MIN_RUNNERS",
+    "is not read: the Go tool removed it when scaling became webhook-driven, and so does \
+     gha-scaler; a runner starts per queued job (limit it with MAX_RUNNERS) and RECONCILE_INTERVAL \
+     recovers jobs whose webhook was lost",
+)];
+
+fn removed_variables(vars: &mut Vars<'_>) {
+    for (name, why) in REMOVED_VARIABLES {
+        if vars.get(name).is_some() {
+            vars.warn(*name, *why);
+        }
+    }
+}
+
+/// The host of `WEBHOOK_URL` (a DNS name or an IP address without brackets).
+fn webhook_host(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    match url.host()? {
+        url::Host::Domain(d) => Some(d.to_ascii_lowercase()),
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(ip.to_string()),
     }
 }
 
@@ -734,8 +782,9 @@ mod tests {
         assert!(
             err.0
                 .iter()
-                .any(|p| p.variable == "OWNER_OCTO_WEBHOOK_SECRET"
-                    && p.message.contains("ALLOW_UNSIGNED_WEBHOOKS"))
+                .any(|p| p.variable == "WEBHOOK_SECRET"
+                    && p.message.contains("ALLOW_UNSIGNED_WEBHOOKS")),
+            "a legacy REPO_OWNER set-up is told the variable it uses: {err}"
         );
         let c = Config::from_env(&with(&base, &[("ALLOW_UNSIGNED_WEBHOOKS", "true")])).unwrap();
         assert!(c.allow_unsigned_webhooks);
@@ -931,5 +980,125 @@ mod tests {
         for secret in ["super-secret", "ghp_abc", "s3cret"] {
             assert!(!printed.contains(secret), "{secret} printed");
         }
+    }
+
+    fn problem<'a>(err: &'a ConfigErrors, variable: &str) -> Option<&'a ConfigProblem> {
+        err.0.iter().find(|p| p.variable == variable)
+    }
+
+    #[test]
+    fn a_legacy_set_up_is_told_the_variables_it_wrote() {
+        let err = Config::from_env(&with(SEED_SINGLE, &[("MAX_RUNNERS", "many")])).unwrap_err();
+        assert!(problem(&err, "MAX_RUNNERS").is_some(), "{err}");
+        assert!(!err.to_string().contains("OWNER_OCTO_"), "{err}");
+        let err =
+            Config::from_env(&map(&[("REPO_OWNER", "octo"), ("WEBHOOK_SECRET", "s")])).unwrap_err();
+        let creds = problem(&err, "GITHUB_TOKEN").expect("credentials named");
+        assert!(!creds.message.contains("OWNER_OCTO_"), "{err}");
+        assert!(problem(&err, "REPO_NAME").is_some(), "{err}");
+        // With OWNERS, the per-owner names are the ones to use.
+        let err =
+            Config::from_env(&map(&[("OWNERS", "octo"), ("WEBHOOK_SECRET", "s")])).unwrap_err();
+        assert!(problem(&err, "OWNER_OCTO_GITHUB_TOKEN").is_some(), "{err}");
+    }
+
+    #[test]
+    fn the_example_placeholders_are_refused_with_a_hint() {
+        let err = Config::from_env(&map(&[
+            ("GITHUB_TOKEN", "your_github_personal_access_token"),
+            ("REPO_OWNER", "your_github_username"),
+            ("REPO_NAME", "your_repository_name"),
+            ("WEBHOOK_SECRET", "your_webhook_secret_optional"),
+        ]))
+        .unwrap_err();
+        let owner = problem(&err, "REPO_OWNER").expect("REPO_OWNER named");
+        assert!(owner.message.contains("placeholder"), "{err}");
+        assert!(owner.message.contains("GitHub login"), "{err}");
+        let err = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("GITHUB_TOKEN", "your_github_personal_access_token"),
+                ("WEBHOOK_SECRET", "your_webhook_secret_optional"),
+            ],
+        ))
+        .unwrap_err();
+        for v in ["GITHUB_TOKEN", "WEBHOOK_SECRET"] {
+            assert!(
+                problem(&err, v).is_some_and(|p| p.message.contains("placeholder")),
+                "{v}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicting_settings_are_reported() {
+        let err = Config::from_env(&with(SEED_SINGLE, &[("ALL_REPOS", "true")])).unwrap_err();
+        let p = problem(&err, "REPO_NAME").expect("REPO_NAME named");
+        assert!(p.message.contains("ALL_REPOS=true"), "{err}");
+
+        let err = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("OWNERS", "octo,other"), ("OWNER_OTHER_ALL_REPOS", "true")],
+        ))
+        .unwrap_err();
+        assert!(
+            problem(&err, "REPO_OWNER").is_some_and(|p| p.message.contains("OWNERS")),
+            "{err}"
+        );
+
+        let err = Config::from_env(&with(SEED_SINGLE, &[("GRPC_PORT", "8080")])).unwrap_err();
+        assert!(
+            problem(&err, "GRPC_PORT").is_some_and(|p| p.message.contains("same as PORT")),
+            "{err}"
+        );
+
+        // An owner's own REPO_NAME overrides a shared ALL_REPOS=true: not a conflict.
+        let c = Config::from_env(&map(&[
+            ("OWNERS", "acme,bob"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", "s"),
+            ("ALL_REPOS", "true"),
+            ("OWNER_BOB_REPO_NAME", "tool"),
+        ]))
+        .unwrap();
+        let bob = c.owner("bob").unwrap();
+        assert!(bob.serves_repo("tool") && !bob.serves_repo("other"));
+        assert!(c.owner("acme").unwrap().serves_repo("anything"));
+    }
+
+    #[test]
+    fn removed_go_tool_variables_are_warned_about() {
+        let c = Config::from_env(&with(SEED_SINGLE, &[("MIN_RUNNERS", "1")])).unwrap();
+        let w = c
+            .warnings
+            .iter()
+            .find(|w| w.variable == "MIN_RUNNERS")
+            .expect("a warning");
+        assert!(w.message.contains("MAX_RUNNERS"), "{w:?}");
+        assert!(
+            Config::from_env(&map(SEED_SINGLE))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_webhook_url_host_is_a_server_certificate_name() {
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("WEBHOOK_URL", "https://ci.example.com:8443/webhook"),
+                ("TLS_SANS", "10.0.0.5"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.tls_sans, vec!["10.0.0.5", "ci.example.com"]);
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("WEBHOOK_URL", "http://[fd00::1]/webhook")],
+        ))
+        .unwrap();
+        assert_eq!(c.tls_sans, vec!["fd00::1"]);
     }
 }

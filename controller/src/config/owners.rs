@@ -61,13 +61,30 @@ fn key(prefix: &str, key: &str) -> String {
 
 pub(crate) const DEFAULT_MAX_RUNNERS: u32 = 5;
 
+/// A GitHub login as the seed's example `.env` spells its placeholders (`your_github_username`).
+fn is_placeholder(value: &str) -> bool {
+    value.to_ascii_lowercase().starts_with("your_")
+}
+
 pub(crate) fn parse(vars: &mut Vars<'_>, allow_unsigned: bool) -> Vec<OwnerConfig> {
     let mut names = vars.list("OWNERS");
     let legacy = vars.get("REPO_OWNER").map(str::to_owned);
+    // A set-up is "legacy" (the seed's single owner) when only REPO_OWNER names the owner:
+    // its problems are then reported with the unprefixed names the user wrote.
+    let legacy_only = names.is_empty() && legacy.is_some();
     if let Some(owner) = &legacy
-        && !names.iter().any(|n| n.eq_ignore_ascii_case(owner))
+        && !names.is_empty()
     {
-        names.push(owner.clone());
+        vars.problem(
+            "REPO_OWNER",
+            format!(
+                "{owner:?} is set together with OWNERS; REPO_OWNER is the one-owner form: list \
+                 every owner in OWNERS (with OWNER_<NAME>_* variables) and remove REPO_OWNER"
+            ),
+        );
+    }
+    if let Some(owner) = legacy.filter(|_| legacy_only) {
+        names.push(owner);
     }
     if names.is_empty() {
         vars.problem(
@@ -76,66 +93,131 @@ pub(crate) fn parse(vars: &mut Vars<'_>, allow_unsigned: bool) -> Vec<OwnerConfi
         );
         return Vec::new();
     }
+    let names_var = if legacy_only { "REPO_OWNER" } else { "OWNERS" };
     let mut seen = std::collections::HashSet::new();
     let mut owners = Vec::new();
     for name in names {
         if !seen.insert(name.to_ascii_lowercase()) {
-            vars.problem("OWNERS", format!("owner {name:?} is listed twice"));
+            vars.problem(names_var, format!("owner {name:?} is listed twice"));
+            continue;
+        }
+        if is_placeholder(&name) {
+            vars.problem(
+                names_var,
+                format!(
+                    "{name:?} is the placeholder of the example .env: put the GitHub login of \
+                     the user or organisation whose runners this controller scales (e.g. octocat)"
+                ),
+            );
             continue;
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            vars.problem("OWNERS", format!("{name:?} is not a GitHub login"));
+            vars.problem(
+                names_var,
+                format!(
+                    "{name:?} is not a GitHub login (letters, digits and hyphens; the user or \
+                     organisation name as it appears in github.com/<login>)"
+                ),
+            );
             continue;
         }
-        owners.push(parse_owner(vars, &name, allow_unsigned));
+        owners.push(parse_owner(vars, &name, allow_unsigned, legacy_only));
     }
     owners
 }
 
-fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool) -> OwnerConfig {
+/// One setting of an owner: its value and the variable it came from (or, when unset, the one
+/// to name in a problem: the unprefixed one for a legacy single-owner set-up).
+struct Picked {
+    value: Option<String>,
+    var: String,
+    /// Read from the owner's own `OWNER_<NAME>_*` variable.
+    own: bool,
+}
+
+fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool, legacy: bool) -> OwnerConfig {
     let prefix = env_prefix(name);
     // The owner's own key, else the unprefixed one.
-    let pick = |vars: &Vars<'_>, k: &str| -> (Option<String>, String) {
+    let pick = |vars: &Vars<'_>, k: &str| -> Picked {
         let own = key(&prefix, k);
-        match vars.get(&own) {
-            Some(v) => (Some(v.to_owned()), own),
-            None => (vars.get(k).map(str::to_owned), own),
+        if let Some(v) = vars.get(&own) {
+            return Picked {
+                value: Some(v.to_owned()),
+                var: own,
+                own: true,
+            };
+        }
+        match vars.get(k) {
+            Some(v) => Picked {
+                value: Some(v.to_owned()),
+                var: k.to_owned(),
+                own: false,
+            },
+            None => Picked {
+                value: None,
+                var: if legacy { k.to_owned() } else { own },
+                own: false,
+            },
+        }
+    };
+    // "set X (or Y)" for a missing setting.
+    let either = |k: &str| -> String {
+        if legacy {
+            k.to_owned()
+        } else {
+            format!("{} (or {k})", key(&prefix, k))
         }
     };
 
-    let (token, token_var) = pick(vars, "GITHUB_TOKEN");
-    let (app_id, app_var) = pick(vars, "APP_ID");
-    let (key_file, key_var) = pick(vars, "APP_PRIVATE_KEY_FILE");
-    let (installation, installation_var) = pick(vars, "APP_INSTALLATION_ID");
-    if app_id.is_some() && vars.get(&token_var).is_some() {
+    let token = pick(vars, "GITHUB_TOKEN");
+    let app = pick(vars, "APP_ID");
+    let key_file = pick(vars, "APP_PRIVATE_KEY_FILE");
+    let installation = pick(vars, "APP_INSTALLATION_ID");
+    // A global GITHUB_TOKEN beside an owner's own App is not ambiguous: the App is that
+    // owner's; two credentials at one level are.
+    if let (Some(_), Some(_)) = (&app.value, &token.value)
+        && (token.own || !app.own)
+    {
         vars.problem(
-            &token_var,
-            format!("owner {name} has both {token_var} and {app_var}; choose one"),
+            &token.var,
+            format!(
+                "owner {name} has both {} and {}; choose one",
+                token.var, app.var
+            ),
         );
     }
-    let auth = match (app_id, token) {
+    if let Some(t) = &token.value
+        && is_placeholder(t)
+    {
+        vars.problem(
+            &token.var,
+            "is the placeholder of the example .env: put a personal access token (ghp_… or \
+             github_pat_…) or use a GitHub App (APP_ID, APP_PRIVATE_KEY_FILE)",
+        );
+    }
+    let auth = match (app.value, token.value) {
         (Some(app_id), _) => {
             if app_id.parse::<u64>().is_err() {
                 vars.problem(
-                    &app_var,
+                    &app.var,
                     format!("{app_id:?} is not a numeric GitHub App id"),
                 );
             }
-            let private_key_file = match key_file {
+            let private_key_file = match key_file.value {
                 Some(f) => PathBuf::from(f),
                 None => {
                     vars.problem(
-                        &key_var,
+                        &key_file.var,
                         "is required with an App id (the App's PEM private key)",
                     );
                     PathBuf::new()
                 }
             };
-            let installation_id = installation.and_then(|i| match i.parse::<u64>() {
+            let installation_id = installation.value.and_then(|i| match i.parse::<u64>() {
                 Ok(id) => Some(id),
                 Err(_) => {
                     vars.problem(
-                        &installation_var,
+                        &installation.var,
                         format!("{i:?} is not a numeric installation id"),
                     );
                     None
@@ -150,52 +232,103 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool) -> OwnerCo
         (None, Some(token)) => OwnerAuth::Token(Secret::new(token)),
         (None, None) => {
             vars.problem(
-                &token_var,
-                format!("owner {name} has no credentials: set {token_var} (or GITHUB_TOKEN), or {app_var} with {key_var}"),
+                &token.var,
+                format!(
+                    "owner {name} has no credentials: set {}, or {} with {}",
+                    either("GITHUB_TOKEN"),
+                    either("APP_ID"),
+                    either("APP_PRIVATE_KEY_FILE")
+                ),
             );
             OwnerAuth::Token(Secret::new(""))
         }
     };
 
-    let (repo_name, repo_var) = pick(vars, "REPO_NAME");
-    let (all_repos, all_var) = pick(vars, "ALL_REPOS");
-    let all_repos = match all_repos.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let repo = pick(vars, "REPO_NAME");
+    let all = pick(vars, "ALL_REPOS");
+    let all_repos = match all.value.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("false" | "0" | "no" | "off") => false,
         Some("true" | "1" | "yes" | "on") => true,
         Some(other) => {
             vars.problem(
-                &all_var,
+                &all.var,
                 format!("{other:?} is not a boolean (true or false)"),
             );
             false
         }
     };
-    if repo_name.is_none() && !all_repos {
+    if let Some(r) = &repo.value
+        && is_placeholder(r)
+    {
         vars.problem(
-            &repo_var,
-            format!("owner {name}: set {repo_var} or {all_var}=true"),
+            &repo.var,
+            "is the placeholder of the example .env: put the repository's name (without the \
+             owner), or remove it and set ALL_REPOS=true",
         );
     }
-
-    let (secret, secret_var) = pick(vars, "WEBHOOK_SECRET");
-    if secret.is_none() && !allow_unsigned {
+    // REPO_NAME and ALL_REPOS=true at one level contradict each other; at different levels
+    // the owner's own setting overrides the shared default.
+    let mut repo_name = repo.value.clone();
+    let mut all_repos = all_repos;
+    if all_repos && repo_name.is_some() {
+        if repo.own == all.own {
+            vars.problem(
+                &repo.var,
+                format!(
+                    "{}={:?} conflicts with {}=true: remove {} to serve every repository of \
+                     {name}, or {} to serve only that one",
+                    repo.var,
+                    repo_name.as_deref().unwrap_or_default(),
+                    all.var,
+                    repo.var,
+                    all.var
+                ),
+            );
+        } else if repo.own {
+            all_repos = false;
+        } else {
+            repo_name = None;
+        }
+    }
+    if repo_name.is_none() && !all_repos {
         vars.problem(
-            &secret_var,
+            &repo.var,
             format!(
-                "owner {name} has no webhook secret: set {secret_var} (or WEBHOOK_SECRET); to accept \
-                 unsigned webhooks anyway set ALLOW_UNSIGNED_WEBHOOKS=true (not recommended)"
+                "owner {name}: set {} to serve one repository, or {}=true for all of them",
+                repo.var, all.var
             ),
         );
     }
 
-    let (max, max_var) = pick(vars, "MAX_RUNNERS");
-    let max_runners = match max {
+    let secret = pick(vars, "WEBHOOK_SECRET");
+    if secret.value.is_none() && !allow_unsigned {
+        vars.problem(
+            &secret.var,
+            format!(
+                "owner {name} has no webhook secret: set {}; to accept unsigned webhooks anyway \
+                 set ALLOW_UNSIGNED_WEBHOOKS=true (not recommended)",
+                either("WEBHOOK_SECRET")
+            ),
+        );
+    }
+    if let Some(s) = &secret.value
+        && is_placeholder(s)
+    {
+        vars.problem(
+            &secret.var,
+            "is the placeholder of the example .env: use a long random value (e.g. `openssl \
+             rand -hex 32`) and give GitHub the same one",
+        );
+    }
+
+    let max = pick(vars, "MAX_RUNNERS");
+    let max_runners = match max.value {
         None => DEFAULT_MAX_RUNNERS,
         Some(v) => match v.parse::<u32>() {
             Ok(n) if n > 0 => n,
             _ => {
                 vars.problem(
-                    &max_var,
+                    &max.var,
                     format!("{v:?} is not a whole number of at least 1"),
                 );
                 DEFAULT_MAX_RUNNERS
@@ -203,14 +336,14 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool) -> OwnerCo
         },
     };
     let labels = vars.list(&key(&prefix, "LABELS"));
-    let (runner_group, _) = pick(vars, "RUNNER_GROUP");
+    let runner_group = pick(vars, "RUNNER_GROUP").value;
 
     OwnerConfig {
         name: name.to_owned(),
         auth,
         repo_name,
         all_repos,
-        webhook_secret: secret.map(Secret::new),
+        webhook_secret: secret.value.map(Secret::new),
         max_runners,
         labels,
         runner_group,

@@ -10,6 +10,7 @@ use super::{ConfigErrors, ConfigProblem};
 pub(crate) struct Vars<'a> {
     vars: &'a HashMap<String, String>,
     problems: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
 }
 
 impl<'a> Vars<'a> {
@@ -17,6 +18,7 @@ impl<'a> Vars<'a> {
         Self {
             vars,
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -33,6 +35,18 @@ impl<'a> Vars<'a> {
             variable: variable.into(),
             message: message.into(),
         });
+    }
+
+    /// Something that does not stop the start but the user should hear about.
+    pub(crate) fn warn(&mut self, variable: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigProblem {
+            variable: variable.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn take_warnings(&mut self) -> Vec<ConfigProblem> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub(crate) fn port(&mut self, name: &'static str, default: u16) -> u16 {

@@ -148,6 +148,58 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
+/// Which side ended a failed handshake (`agent` or `controller`, or `unknown`) and what to do
+/// about it: an agent that refuses the *server's* certificate (most often because the name it
+/// dials is not among the certificate's names) is not an agent with a bad certificate.
+pub fn handshake_failure(error: &io::Error) -> (&'static str, String) {
+    use rustls::AlertDescription as A;
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return (
+            "unknown",
+            "agent TLS handshake failed (the connection broke or is not TLS)".into(),
+        );
+    };
+    match tls {
+        rustls::Error::AlertReceived(alert) => {
+            let why = match alert {
+                A::BadCertificate | A::CertificateUnknown => {
+                    "most often the name the agent dials (its CONTROLLER_URL host) is not among \
+                     the server certificate's names: add it to TLS_SANS (built-in PKI: it is \
+                     reissued at start) or run `gha-controller certs reissue --san <name>`"
+                }
+                A::UnknownCA => {
+                    "the agent does not trust this controller's CA: its TLS_CA_FILE (ca.pem) is \
+                     from another installation"
+                }
+                A::CertificateExpired => {
+                    "the agent finds the server certificate expired (or its clock is wrong)"
+                }
+                _ => "see the agent's log",
+            };
+            (
+                "agent",
+                format!("the agent refused the controller's certificate ({alert:?}): {why}"),
+            )
+        }
+        rustls::Error::InvalidCertificate(why) => (
+            "controller",
+            format!(
+                "agent rejected during the TLS handshake: its client certificate is not valid \
+                 ({why:?}); it must be signed by this controller's CA and be within its \
+                 validity period"
+            ),
+        ),
+        rustls::Error::NoCertificatesPresented => (
+            "controller",
+            "agent rejected during the TLS handshake: it presented no client certificate".into(),
+        ),
+        other => ("unknown", format!("agent TLS handshake failed: {other}")),
+    }
+}
+
 /// Accepts TCP connections until `shutdown`, runs each handshake in its own task (bounded by a
 /// timeout) and hands finished connections to tonic through the returned channel.
 pub fn accept(
@@ -177,12 +229,10 @@ pub fn accept(
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Err(_) => warn!(peer = %addr, "agent TLS handshake timed out"),
-                    Ok(Err(error)) => warn!(
-                        peer = %addr,
-                        %error,
-                        "agent rejected during the TLS handshake (a client certificate must be \
-                         signed by this controller's CA and be within its validity period)"
-                    ),
+                    Ok(Err(error)) => {
+                        let (side, hint) = handshake_failure(&error);
+                        warn!(peer = %addr, %error, refused_by = side, "{hint}");
+                    }
                     Ok(Ok(stream)) => {
                         let leaf = stream
                             .get_ref()
@@ -205,4 +255,38 @@ pub fn accept(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn an_agent_refusing_the_server_name_is_not_blamed_on_its_certificate() {
+        let (side, hint) = handshake_failure(&tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadCertificate,
+        )));
+        assert_eq!(side, "agent");
+        assert!(hint.contains("TLS_SANS"), "{hint}");
+        assert!(!hint.contains("client certificate"), "{hint}");
+
+        let (side, hint) = handshake_failure(&tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert_eq!(side, "controller");
+        assert!(hint.contains("client certificate"), "{hint}");
+
+        let (side, _) = handshake_failure(&tls(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        )));
+        assert_eq!(side, "agent");
+        assert_eq!(
+            handshake_failure(&io::Error::from(io::ErrorKind::ConnectionReset)).0,
+            "unknown"
+        );
+    }
 }

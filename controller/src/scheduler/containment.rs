@@ -51,7 +51,26 @@ fn grant_hint(permissions: &str) -> String {
 }
 
 /// A GitHub refusal, worded for the operator: what failed, GitHub's words, what to do.
-pub fn github_failure(owner: &str, what: &str, err: &GithubError) -> Failure {
+pub fn github_failure(owner: &str, what: &str, api_url: &str, err: &GithubError) -> Failure {
+    // No answer at all is not a refusal: say so, with where we tried and why it failed.
+    if let Some(cause) = unreachable(err) {
+        return Failure {
+            reason: format!(
+                "owner {owner}: {what}: could not reach GitHub at {api_url} ({cause}) — retrying \
+                 with back-off"
+            ),
+            permanent: false,
+        };
+    }
+    if let GithubError::Server { status, .. } = err {
+        return Failure {
+            reason: format!(
+                "owner {owner}: {what}: GitHub answered {status} (a server error) — retrying \
+                 with back-off"
+            ),
+            permanent: false,
+        };
+    }
     let status = err.status().map(|s| format!(" {s}")).unwrap_or_default();
     let (said, hint) = match err {
         GithubError::Forbidden {
@@ -92,6 +111,27 @@ pub fn github_failure(owner: &str, what: &str, err: &GithubError) -> Failure {
     Failure {
         reason: format!("owner {owner}: {what} refused{status}{said} — {hint}"),
         permanent: err.is_permanent(),
+    }
+}
+
+/// Why GitHub gave no answer (connection refused, DNS, TLS, time-out), if that is what `err`
+/// is, also under an App's authentication.
+fn unreachable(err: &GithubError) -> Option<String> {
+    match err {
+        GithubError::Transport { source, .. } => {
+            let mut text = String::new();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+            while let Some(c) = cause {
+                if !text.is_empty() {
+                    text.push_str(": ");
+                }
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            Some(text)
+        }
+        GithubError::AppAuth { source, .. } => unreachable(source),
+        _ => None,
     }
 }
 
@@ -218,7 +258,7 @@ mod tests {
             accepted_permissions: Some("administration=write".into()),
             accepted_scopes: None,
         };
-        let f = github_failure("acme", "JIT registration", &err);
+        let f = github_failure("acme", "JIT registration", "https://api.github.com", &err);
         assert_eq!(
             f.reason,
             "owner acme: JIT registration refused 403 'Resource not accessible by integration' — grant Administration: write"
@@ -240,13 +280,26 @@ mod tests {
             request: "POST /x".into(),
             status: 502,
         };
-        assert!(!github_failure("acme", "JIT registration", &server).permanent);
+        let f = github_failure(
+            "acme",
+            "JIT registration",
+            "https://api.github.com",
+            &server,
+        );
+        assert!(!f.permanent);
+        assert!(f.reason.contains("GitHub answered 502"), "{}", f.reason);
+        assert!(!f.reason.contains("refused"), "{}", f.reason);
         let invalid = GithubError::Validation {
             request: "POST /x".into(),
             message: "Validation Failed".into(),
             details: vec!["Runner group not found".into()],
         };
-        let f = github_failure("acme", "JIT registration", &invalid);
+        let f = github_failure(
+            "acme",
+            "JIT registration",
+            "https://api.github.com",
+            &invalid,
+        );
         assert!(f.permanent);
         assert!(
             f.reason

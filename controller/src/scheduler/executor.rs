@@ -654,7 +654,12 @@ impl Scheduler {
                 }
             }
             Err(RegisterError::Github { what, source }) => {
-                let failure = containment::github_failure(&start.owner, what, &source);
+                let failure = containment::github_failure(
+                    &start.owner,
+                    what,
+                    &self.config.github_api_url,
+                    &source,
+                );
                 let reason = failure.reason.clone();
                 self.record_failure(owner_key, failure, now);
                 Err(reason)

@@ -127,8 +127,62 @@ impl OwnerReport {
         self
     }
 
+    /// What went wrong with the run as a whole, if anything did: its targets could not be
+    /// listed (then `failed` counts nothing, since there were no targets to fail), or some
+    /// targets failed.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!(
+                "could not list the repositories and hooks to set up: {}",
+                e.message
+            ));
+        }
+        (self.summary.failed > 0).then(|| {
+            format!(
+                "{} of {} target(s) failed",
+                self.summary.failed,
+                self.targets.len()
+            )
+        })
+    }
+
     /// Whether the next run should come soon rather than at the resync interval.
     pub(super) fn needs_retry(&self) -> bool {
         self.error.is_some() || self.rate_limited_until.is_some() || self.summary.failed > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(error: Option<ErrorReport>) -> OwnerReport {
+        OwnerReport {
+            owner: "acme".into(),
+            webhook_url: "https://ci.example.com/webhook".into(),
+            mode: "apply",
+            started_at: String::new(),
+            finished_at: String::new(),
+            summary: Summary::default(),
+            targets: Vec::new(),
+            error,
+            rate_limited_until: None,
+        }
+        .finish()
+    }
+
+    #[test]
+    fn a_run_that_could_not_list_its_targets_is_a_failure_not_zero_failures() {
+        assert_eq!(report(None).failure(), None);
+        let err = GithubError::Server {
+            request: "GET /orgs/acme/repos".into(),
+            status: 502,
+        };
+        let failed = report(Some(ErrorReport::from_github(&err)));
+        assert_eq!(failed.summary.failed, 0);
+        let said = failed.failure().expect("a failure");
+        assert!(said.contains("could not list"), "{said}");
+        assert!(said.contains("502"), "{said}");
+        assert!(failed.needs_retry());
     }
 }

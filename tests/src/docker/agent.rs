@@ -55,7 +55,15 @@ impl DockerAgent {
         let tokio = agent_runtime();
         let agent = {
             let _inside = tokio.enter();
-            agent::Agent::new(config, |sink| DockerRuntime::new(settings, name, sink))
+            // As `gha-agent` does: the installation from the CA the agent trusts.
+            let installation = agent::runtime::docker::labels::installation_id(
+                env.get("INSTALLATION_ID").map(String::as_str),
+                &config.tls.ca_file,
+            )
+            .expect("an installation id");
+            agent::Agent::new(config, |sink| {
+                DockerRuntime::for_installation(settings, name, Some(installation), sink)
+            })
         };
         Self {
             agent: IsolatedAgent::spawn(name, tokio, agent),

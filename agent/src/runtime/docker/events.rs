@@ -106,7 +106,7 @@ async fn watch_from(
     since: &mut Option<i64>,
     backoff: &mut Backoff,
 ) -> String {
-    let mut filters = labels::agent_filter(&inner.agent);
+    let mut filters = labels::agent_filter(&inner.agent, inner.installation.as_deref());
     filters.insert("type".into(), vec!["container".into()]);
     filters.insert(
         "event".into(),

@@ -96,6 +96,9 @@ pub(crate) struct Inner {
     engine: Engine,
     settings: DockerSettings,
     agent: String,
+    /// The installation whose objects are ours (see [`labels::installation_id`]); `None` for
+    /// runtimes made without one (then ownership is by agent name alone).
+    installation: Option<String>,
     sink: EventSink,
     // Short sections only, never across an await.
     state: Mutex<State>,
@@ -132,8 +135,26 @@ fn unix_now() -> i64 {
 }
 
 impl DockerRuntime {
-    /// A runtime for the agent named `agent` (its certificate identity), reporting on `sink`.
+    /// A runtime for the agent named `agent` (its certificate identity), reporting on `sink`,
+    /// that tells its objects apart by agent name alone; see [`DockerRuntime::for_installation`].
     pub fn new(settings: DockerSettings, agent: &str, sink: EventSink) -> Self {
+        Self::for_installation(settings, agent, None, sink)
+    }
+
+    /// A runtime whose objects carry `installation` as well as the agent's name, and which
+    /// lists, adopts and removes only objects that carry both.
+    pub fn for_installation(
+        mut settings: DockerSettings,
+        agent: &str,
+        installation: Option<String>,
+        sink: EventSink,
+    ) -> Self {
+        if let Some(id) = &installation {
+            // On everything we create, like RUNNER_CONTAINER_LABELS.
+            settings
+                .extra_labels
+                .insert(labels::INSTALLATION.to_owned(), id.clone());
+        }
         if settings.mount_docker_socket {
             warn!(
                 "RUNNER_DOCKER_SOCKET=true: every job can control this host's Docker engine (root \
@@ -144,6 +165,7 @@ impl DockerRuntime {
             engine: Engine::new(settings.host.clone()),
             settings,
             agent: agent.to_owned(),
+            installation,
             sink,
             state: Mutex::new(State::default()),
             puller: image::Puller::default(),
@@ -162,7 +184,10 @@ impl Inner {
     fn list_options(&self) -> ListContainersOptions {
         ListContainersOptions {
             all: true,
-            filters: Some(labels::agent_filter(&self.agent)),
+            filters: Some(labels::agent_filter(
+                &self.agent,
+                self.installation.as_deref(),
+            )),
             ..Default::default()
         }
     }

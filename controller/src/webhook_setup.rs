@@ -315,7 +315,10 @@ impl WebhookSetup {
         let targets = match self.targets(owner, &mut report).await {
             Ok(targets) => targets,
             Err(err) => {
-                if let GithubError::RateLimited { until, .. } = &err {
+                // The API budget holding background work back is the same wait as a rate limit.
+                if let GithubError::RateLimited { until, .. }
+                | GithubError::Deferred { until, .. } = &err
+                {
                     report.rate_limited_until = Some(until.map_or_else(String::new, rfc3339));
                 }
                 warn!(owner = %owner.name, error = %chain(&err), "webhook setup cannot list its targets");
@@ -342,7 +345,9 @@ impl WebhookSetup {
             }
             let hooks = match self.github.list_hooks(scope).await {
                 Ok(hooks) => hooks,
-                Err(GithubError::RateLimited { until, .. }) => {
+                Err(
+                    GithubError::RateLimited { until, .. } | GithubError::Deferred { until, .. },
+                ) => {
                     report.rate_limited_until = Some(until.map_or_else(String::new, rfc3339));
                     stopped = Some(index);
                     break;

@@ -317,9 +317,10 @@ async fn the_startup_task_leaves_the_rate_limit_to_scaling() {
             .ends_with('Z'),
         "{report}"
     );
-    for name in ["alice/a", "alice/b"] {
-        let t = target(&report, name);
-        assert_eq!(t["action"], "skip");
+    // The API budget (issue 11 §4) may hold the background setup back before it lists its
+    // targets (a 3-call window has no background share); any target it listed is not attempted.
+    for t in report["targets"].as_array().into_iter().flatten() {
+        assert_eq!(t["action"], "skip", "{t}");
         assert!(t["reasons"].to_string().contains("not attempted"), "{t}");
     }
     assert!(sim.hooks().is_empty());

@@ -153,9 +153,8 @@ mod tests {
             ("b".to_owned(), polled(now - 100_000, false)),
             ("d".to_owned(), polled(now - 200_000, false)),
         ]);
-        let names = |v: Vec<(String, bool)>| v.into_iter().map(|(n, h)| (n, h)).collect::<Vec<_>>();
         assert_eq!(
-            names(order(&repos, &memory, now, 10)),
+            order(&repos, &memory, now, 10),
             vec![
                 ("c".to_owned(), true),
                 ("b".to_owned(), true),

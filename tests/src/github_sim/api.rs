@@ -190,12 +190,13 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         resp = if matches {
             let mut st = sh.lock();
             st.counters.not_modified += 1;
-            if let (Some(t), true) = (token.as_deref(), counted) {
-                if let Some(b) = st.buckets.get_mut(t) {
-                    b.used = b.used.saturating_sub(1);
-                    rate[1].1 = b.limit.saturating_sub(b.used).to_string();
-                    rate[2].1 = b.used.to_string();
-                }
+            if let (Some(b), true) = (
+                token.as_deref().and_then(|t| st.buckets.get_mut(t)),
+                counted,
+            ) {
+                b.used = b.used.saturating_sub(1);
+                rate[1].1 = b.limit.saturating_sub(b.used).to_string();
+                rate[2].1 = b.used.to_string();
             }
             parts.status = StatusCode::NOT_MODIFIED;
             parts.headers.remove(axum::http::header::CONTENT_TYPE);

@@ -179,7 +179,14 @@ async fn a_runner_becomes_a_pod_with_the_exact_spec_and_an_owned_secret() {
     assert_eq!(c.command, Some(vec!["/home/runner/run.sh".to_owned()]));
     assert_eq!(c.args, None, "no image CMD follows our entry point");
     let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
-    assert_eq!(security, json!({"runAsUser": 1001, "runAsNonRoot": true}));
+    // The default sandbox (`RUNNER_SANDBOX=strict`): no privilege gain, few capabilities.
+    assert_eq!(
+        security,
+        json!({"runAsUser": 1001, "runAsNonRoot": true, "allowPrivilegeEscalation": false, "privileged": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID",
+                "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]},
+            "seccompProfile": {"type": "RuntimeDefault"}})
+    );
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
@@ -257,7 +264,13 @@ async fn token_registration_is_referenced_from_the_secret() {
     assert_eq!(c.command, None, "the image's ENTRYPOINT and CMD");
     assert_eq!(c.args, None);
     let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
-    assert_eq!(security, json!({"runAsUser": 0, "runAsNonRoot": false}));
+    assert_eq!(
+        security,
+        json!({"runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false, "privileged": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID",
+                "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]},
+            "seccompProfile": {"type": "RuntimeDefault"}})
+    );
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
@@ -325,7 +338,9 @@ async fn the_image_flavor_decides_command_and_user_and_auto_needs_a_known_refere
         c.command,
         Some(vec!["/opt/runner/start".to_owned(), "--once".to_owned()])
     );
-    assert_eq!(c.security_context, None);
+    let sc = c.security_context.unwrap();
+    assert_eq!(sc.run_as_user, None, "the image's own user");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
 
     // The official image refuses a registration token before anything is created.
     let mut token = spec("r-tok", Arch::Amd64);

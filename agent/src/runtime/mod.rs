@@ -11,6 +11,7 @@ pub mod kubernetes;
 pub mod launch;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
+pub mod sandbox;
 
 use std::future::Future;
 

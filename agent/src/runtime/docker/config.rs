@@ -3,8 +3,11 @@
 //!
 //! - `DOCKER_HOST` (`unix:///var/run/docker.sock`): the engine, `unix://PATH` or
 //!   `tcp://HOST:PORT`.
-//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` and `RUNNER_MEMORY`
-//!   (unlimited): where runners attach and what each may use.
+//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` (`2`, at most the engine's
+//!   CPUs), `RUNNER_MEMORY` (`7g`) and `RUNNER_PIDS_LIMIT` (`4096`), each `unlimited` to lift it:
+//!   where runners attach and what each may use (GitHub's standard Linux runner has 2 CPUs and
+//!   7 GB).
+//! - `RUNNER_SANDBOX` (`strict`): see [`crate::runtime::sandbox`].
 //! - `CACHE_VOLUME_SHARING` (`exclusive`: one runner at a time per cache volume; `shared`: every
 //!   runner of an owner and architecture mounts the same volumes) and `CACHE_VOLUME_PREFIX`.
 //! - `RUNNER_DOCKER_SOCKET` (`false`): mount the host's Docker socket into runners; **unsafe**,
@@ -20,6 +23,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigErrors, ConfigProblem};
+use crate::runtime::sandbox::{self, Sandbox};
+
+/// `RUNNER_CPUS`, `RUNNER_MEMORY` and `RUNNER_PIDS_LIMIT` unless set (GitHub's standard Linux
+/// runner has 2 CPUs and 7 GB; 4096 tasks is far above a build's needs and far below a fork
+/// bomb's).
+pub const DEFAULT_NANO_CPUS: i64 = 2_000_000_000;
+pub const DEFAULT_MEMORY_BYTES: i64 = 7 << 30;
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+/// The value that lifts a limit.
+const UNLIMITED: &str = "unlimited";
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -75,6 +88,9 @@ pub struct DockerSettings {
     /// In units of 10⁻⁹ CPUs (Docker's `NanoCpus`).
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
+    /// The most processes and threads one runner may have (`PidsLimit`).
+    pub pids_limit: Option<i64>,
+    pub sandbox: Sandbox,
     pub cache_sharing: CacheSharing,
     pub cache_prefix: String,
     pub mount_docker_socket: bool,
@@ -91,8 +107,10 @@ impl Default for DockerSettings {
         Self {
             host: DockerHost::Unix(PathBuf::from("/var/run/docker.sock")),
             network: None,
-            nano_cpus: None,
-            memory_bytes: None,
+            nano_cpus: Some(DEFAULT_NANO_CPUS),
+            memory_bytes: Some(DEFAULT_MEMORY_BYTES),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            sandbox: Sandbox::Strict,
             cache_sharing: CacheSharing::Exclusive,
             cache_prefix: "gha-cache".into(),
             mount_docker_socket: false,
@@ -155,8 +173,10 @@ impl DockerSettings {
             }
         }
         s.network = get("RUNNER_NETWORK").map(str::to_owned);
+        let unlimited = |v: &str| v.eq_ignore_ascii_case(UNLIMITED);
         if let Some(v) = get("RUNNER_CPUS") {
             match v.parse::<f64>() {
+                _ if unlimited(v) => s.nano_cpus = None,
                 Ok(cpus) if cpus > 0.0 && cpus < 100_000.0 => {
                     s.nano_cpus = Some((cpus * 1e9) as i64)
                 }
@@ -168,6 +188,7 @@ impl DockerSettings {
         }
         if let Some(v) = get("RUNNER_MEMORY") {
             match parse_memory(v) {
+                _ if unlimited(v) => s.memory_bytes = None,
                 Some(bytes) if bytes >= 6 << 20 => s.memory_bytes = Some(bytes),
                 Some(_) => problem(
                     "RUNNER_MEMORY",
@@ -178,6 +199,20 @@ impl DockerSettings {
                     format!("{v:?} is not a size (e.g. 4g, 512m)"),
                 ),
             }
+        }
+        if let Some(v) = get("RUNNER_PIDS_LIMIT") {
+            match v.parse::<i64>() {
+                _ if unlimited(v) => s.pids_limit = None,
+                Ok(n) if n >= 16 => s.pids_limit = Some(n),
+                _ => problem(
+                    "RUNNER_PIDS_LIMIT",
+                    format!("{v:?} is not a number of processes of at least 16, or unlimited"),
+                ),
+            }
+        }
+        match Sandbox::parse(get(sandbox::VARIABLE)) {
+            Ok(mode) => s.sandbox = mode,
+            Err(e) => problem(sandbox::VARIABLE, e),
         }
         match get("CACHE_VOLUME_SHARING")
             .map(str::to_ascii_lowercase)
@@ -282,6 +317,24 @@ mod tests {
         );
         assert_eq!(s.cache_sharing, CacheSharing::Exclusive);
         assert!(s.init);
+        assert_eq!(s.sandbox, Sandbox::Strict);
+        assert_eq!(s.nano_cpus, Some(2_000_000_000));
+        assert_eq!(s.memory_bytes, Some(7 << 30));
+        assert_eq!(s.pids_limit, Some(4096));
+    }
+
+    #[test]
+    fn limits_can_be_lifted() {
+        let s = DockerSettings::from_env(&map(&[
+            ("RUNNER_CPUS", "unlimited"),
+            ("RUNNER_MEMORY", "Unlimited"),
+            ("RUNNER_PIDS_LIMIT", "unlimited"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.nano_cpus, s.memory_bytes, s.pids_limit),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -299,8 +352,12 @@ mod tests {
             ("STRAY_GRACE", "30"),
             ("RUNNER_CONTAINER_LABELS", "team=ci, env = test"),
             ("RUNNER_ENV", "DOCKER_HOST=tcp://dind:2375"),
+            ("RUNNER_PIDS_LIMIT", "512"),
+            ("RUNNER_SANDBOX", "privileged"),
         ]))
         .unwrap();
+        assert_eq!(s.pids_limit, Some(512));
+        assert_eq!(s.sandbox, Sandbox::Privileged);
         assert_eq!(s.host, DockerHost::Tcp("10.0.0.1:2375".into()));
         assert_eq!(s.network.as_deref(), Some("ci"));
         assert_eq!(s.nano_cpus, Some(1_500_000_000));
@@ -327,6 +384,8 @@ mod tests {
             ("CACHE_VOLUME_SHARING", "sometimes"),
             ("RUNNER_DOCKER_SOCKET", "perhaps"),
             ("STRAY_GRACE", "soon"),
+            ("RUNNER_PIDS_LIMIT", "3"),
+            ("RUNNER_SANDBOX", "off"),
             ("RUNNER_CONTAINER_LABELS", "novalue"),
             ("RUNNER_ENV", "ACCESS_TOKEN=ghp_x"),
         ]))
@@ -338,6 +397,8 @@ mod tests {
                 "DOCKER_HOST",
                 "RUNNER_CPUS",
                 "RUNNER_MEMORY",
+                "RUNNER_PIDS_LIMIT",
+                "RUNNER_SANDBOX",
                 "CACHE_VOLUME_SHARING",
                 "RUNNER_DOCKER_SOCKET",
                 "STRAY_GRACE",

@@ -318,6 +318,7 @@ impl Inner {
                 source,
             })?;
         info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
+        let engine_nano_cpus = self.engine.nano_cpus(&docker).await;
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
             return Err(DockerError::StoppedBeforeStart {
@@ -330,6 +331,7 @@ impl Inner {
             deadline_ms: shared::runner::now_ms()
                 .saturating_add(spec.timeout.as_millis().min(i64::MAX as u128) as i64),
             caches,
+            engine_nano_cpus,
         };
         let outcome = self
             .create_and_start(&docker, &spec, &placement, &plan, &facts)

@@ -9,6 +9,9 @@
 //! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner, architecture and cache
 //!   name; exclusive volumes get a slot number so that concurrent runners never share one.
 //! - **Labels** on everything ([`super::labels`]), so ownership is found by label.
+//! - **Sandbox** ([`crate::runtime::sandbox`], `RUNNER_SANDBOX`): by default
+//!   `no-new-privileges`, capabilities dropped but for the few a runner needs, a PID limit and
+//!   CPU (at most the engine's) and memory limits.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +22,8 @@ use shared::command::RunnerSpec;
 use super::config::DockerSettings;
 use super::labels;
 use crate::runtime::launch::Plan;
+use crate::runtime::sandbox::{KEPT_CAPABILITIES, Sandbox};
+
 /// The cache used when a runner asks for caching without naming volumes.
 pub const DEFAULT_CACHE: (&str, &str) = ("toolcache", "/opt/hostedtoolcache");
 /// Where the Docker socket is mounted in a runner that asks for it (unsafe, see the README).
@@ -55,6 +60,8 @@ pub struct Placement {
     /// When the runner is stopped, in milliseconds since the Unix epoch.
     pub deadline_ms: i64,
     pub caches: Vec<CacheMount>,
+    /// The engine's CPUs in units of 10⁻⁹ (it refuses a larger `NanoCpus`), when known.
+    pub engine_nano_cpus: Option<i64>,
 }
 
 /// The caches a spec asks for: (cache name, mount path).
@@ -200,10 +207,36 @@ pub fn container_body(
         });
     }
 
+    let nano_cpus = match (settings.nano_cpus, placement.engine_nano_cpus) {
+        (Some(want), Some(engine)) if engine > 0 => Some(want.min(engine)),
+        (want, _) => want,
+    };
+    let (security_opt, cap_drop, cap_add, privileged) = match settings.sandbox {
+        Sandbox::Strict => (
+            Some(vec!["no-new-privileges:true".to_owned()]),
+            Some(vec!["ALL".to_owned()]),
+            Some(
+                KEPT_CAPABILITIES
+                    .iter()
+                    .map(|c| format!("CAP_{c}"))
+                    .collect(),
+            ),
+            None,
+        ),
+        Sandbox::None => (None, None, None, None),
+        Sandbox::Privileged => (None, None, None, Some(true)),
+    };
     let host_config = HostConfig {
         network_mode: settings.network.clone(),
-        nano_cpus: settings.nano_cpus,
+        nano_cpus,
         memory: settings.memory_bytes,
+        // No swap beyond the memory limit (the engine's default would double it).
+        memory_swap: settings.memory_bytes,
+        pids_limit: settings.pids_limit,
+        security_opt,
+        cap_drop,
+        cap_add,
+        privileged,
         mounts: (!mounts.is_empty()).then_some(mounts),
         init: Some(settings.init),
         // We remove containers ourselves, after their exit code is reported.
@@ -264,6 +297,7 @@ mod tests {
             controller: "ctl".into(),
             deadline_ms: 1_000,
             caches,
+            engine_nano_cpus: None,
         }
     }
 
@@ -382,6 +416,58 @@ mod tests {
             env["FOO"], "bar",
             "the spec's variables win over the agent's"
         );
+    }
+
+    #[test]
+    fn runners_are_sandboxed_by_default() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let settings = DockerSettings::default();
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        let hc = body.host_config.unwrap();
+        assert_eq!(
+            hc.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        let kept = hc.cap_add.unwrap();
+        assert!(kept.contains(&"CAP_SETUID".to_owned()));
+        assert!(
+            !kept
+                .iter()
+                .any(|c| c.contains("NET_RAW") || c.contains("SYS_ADMIN"))
+        );
+        assert_eq!(hc.privileged, None);
+        assert_eq!(hc.pids_limit, Some(4096));
+        assert_eq!(hc.nano_cpus, Some(2_000_000_000));
+        assert_eq!(hc.memory, Some(7 << 30));
+        assert_eq!(hc.memory_swap, Some(7 << 30));
+
+        // More CPUs than the engine has would be refused: the limit is the engine's count.
+        let mut one_cpu = placement(vec![]);
+        one_cpu.engine_nano_cpus = Some(1_000_000_000);
+        let (body, _) = container_body(&s, &settings, &one_cpu, &plan);
+        assert_eq!(body.host_config.unwrap().nano_cpus, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn the_sandbox_can_be_opted_out_of() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let mut settings = DockerSettings {
+            sandbox: Sandbox::None,
+            ..Default::default()
+        };
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        let hc = body.host_config.unwrap();
+        assert_eq!(
+            (hc.security_opt, hc.cap_drop, hc.cap_add),
+            (None, None, None)
+        );
+        assert_eq!(hc.pids_limit, Some(4096), "limits stay");
+        settings.sandbox = Sandbox::Privileged;
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        assert_eq!(body.host_config.unwrap().privileged, Some(true));
     }
 
     #[test]

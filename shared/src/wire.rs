@@ -165,6 +165,7 @@ fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
         owner: spec.owner.clone(),
         flavor: flavor_to_wire(spec.launch.flavor) as i32,
         command: spec.launch.command.clone(),
+        repository: spec.repository.clone().unwrap_or_default(),
     }
 }
 
@@ -251,6 +252,7 @@ fn start_runner_from_wire(start: pb::StartRunner) -> Result<RunnerSpec, WireErro
         },
         arch: arch_from_wire(start.arch, "start_runner.arch")?,
         owner: start.owner,
+        repository: (!start.repository.is_empty()).then_some(start.repository),
     })
 }
 
@@ -300,6 +302,7 @@ mod tests {
             },
             arch: Arch::Arm64,
             owner: "acme".into(),
+            repository: Some("app".into()),
         };
         for command in [
             AgentCommand::StartRunner(Box::new(spec)),

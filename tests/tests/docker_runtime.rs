@@ -251,7 +251,7 @@ async fn limits_network_and_exclusive_cache_volumes_are_applied() {
         volumes.push(c.mounts[0].name.clone().expect("a named volume"));
     }
     volumes.sort();
-    let prefix = format!("gha-test-{}-acme-amd64-toolcache", s.run.id);
+    let prefix = format!("gha-test-{}-acme.app-amd64-toolcache", s.run.id);
     assert_eq!(
         volumes,
         vec![format!("{prefix}-0"), format!("{prefix}-1")],

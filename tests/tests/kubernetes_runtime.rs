@@ -37,6 +37,7 @@ fn spec(id: &str, arch: Arch) -> RunnerSpec {
         cache: CacheSettings::default(),
         arch,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }
 
@@ -355,6 +356,45 @@ async fn the_image_flavor_decides_command_and_user_and_auto_needs_a_known_refere
 }
 
 #[tokio::test]
+async fn cache_claims_are_per_repository_by_default() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let rig = Rig::start(&fake, "k8s-1", &[]);
+    rig.runtime.start(cached("c1", true)).await.unwrap();
+    let mut site = cached("c2", true);
+    site.repository = Some("site".into());
+    rig.runtime.start(site).await.unwrap();
+    let claim_of = |name: &str| {
+        let ps = fake.pod(NS, name).unwrap().spec.unwrap();
+        let volumes = ps.volumes.unwrap();
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name
+            .clone()
+    };
+    let (app, site) = (claim_of("gha-c1"), claim_of("gha-c2"));
+    assert!(app.starts_with("gha-cache-acme-app-amd64-0-"), "{app}");
+    assert!(
+        site.starts_with("gha-cache-acme-site-amd64-0-"),
+        "another repository's first slot, not the app's: {site}"
+    );
+    // Without a repository (an older controller), the pod's own emptyDir, never a claim.
+    let mut unknown = cached("c3", true);
+    unknown.repository = None;
+    rig.runtime.start(unknown).await.unwrap();
+    let ps = fake.pod(NS, "gha-c3").unwrap().spec.unwrap();
+    assert!(
+        ps.volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.empty_dir.is_some() && v.persistent_volume_claim.is_none())
+    );
+    assert_eq!(fake.claims(NS).len(), 2);
+}
+
+#[tokio::test]
 async fn cache_claims_are_exclusive_and_reused_and_empty_dirs_without_pvcs() {
     init();
     let fake = FakeApiServer::start().await;
@@ -364,6 +404,8 @@ async fn cache_claims_are_exclusive_and_reused_and_empty_dirs_without_pvcs() {
         &[
             ("KUBERNETES_PVC_SIZE", "20Gi"),
             ("KUBERNETES_PVC_STORAGE_CLASS", "fast-ssd"),
+            // The opt-in to caches shared by the owner's repositories, for readable names.
+            ("CACHE_VOLUME_SCOPE", "owner"),
         ],
     );
     rig.runtime.start(cached("c1", true)).await.unwrap();

@@ -6,6 +6,7 @@
 //! and local demos only) records commands in memory. [`launch`] decides, for both, how a runner
 //! image is started.
 
+pub mod cache_scope;
 pub mod docker;
 pub mod kubernetes;
 pub mod launch;

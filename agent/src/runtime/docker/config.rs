@@ -9,7 +9,9 @@
 //!   7 GB).
 //! - `RUNNER_SANDBOX` (`strict`): see [`crate::runtime::sandbox`].
 //! - `CACHE_VOLUME_SHARING` (`exclusive`: one runner at a time per cache volume; `shared`: every
-//!   runner of an owner and architecture mounts the same volumes) and `CACHE_VOLUME_PREFIX`.
+//!   runner of an owner and architecture mounts the same volumes), `CACHE_VOLUME_SCOPE`
+//!   (`repository`; `owner` to share caches between an owner's repositories, see
+//!   [`crate::runtime::cache_scope`]) and `CACHE_VOLUME_PREFIX`.
 //! - `RUNNER_DOCKER_SOCKET` (`false`): mount the host's Docker socket into runners; **unsafe**,
 //!   it is root on the host for any job.
 //! - `RUNNER_INIT` (`true`), `RUNNER_STOP_GRACE` (`10s`), `STRAY_GRACE` (`5m`).
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigErrors, ConfigProblem};
+use crate::runtime::cache_scope::{self, CacheScope};
 use crate::runtime::sandbox::{self, Sandbox};
 
 /// `RUNNER_CPUS`, `RUNNER_MEMORY` and `RUNNER_PIDS_LIMIT` unless set (GitHub's standard Linux
@@ -92,6 +95,8 @@ pub struct DockerSettings {
     pub pids_limit: Option<i64>,
     pub sandbox: Sandbox,
     pub cache_sharing: CacheSharing,
+    /// Whose caches are whose (`CACHE_VOLUME_SCOPE`).
+    pub cache_scope: CacheScope,
     pub cache_prefix: String,
     pub mount_docker_socket: bool,
     pub init: bool,
@@ -112,6 +117,7 @@ impl Default for DockerSettings {
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
             sandbox: Sandbox::Strict,
             cache_sharing: CacheSharing::Exclusive,
+            cache_scope: CacheScope::Repository,
             cache_prefix: "gha-cache".into(),
             mount_docker_socket: false,
             init: true,
@@ -225,6 +231,10 @@ impl DockerSettings {
                 format!("{other:?} is neither exclusive nor shared"),
             ),
         }
+        match CacheScope::parse(get(cache_scope::VARIABLE)) {
+            Ok(scope) => s.cache_scope = scope,
+            Err(e) => problem(cache_scope::VARIABLE, e),
+        }
         if let Some(v) = get("CACHE_VOLUME_PREFIX") {
             if v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -316,6 +326,7 @@ mod tests {
             "the host socket is never mounted by default"
         );
         assert_eq!(s.cache_sharing, CacheSharing::Exclusive);
+        assert_eq!(s.cache_scope, CacheScope::Repository);
         assert!(s.init);
         assert_eq!(s.sandbox, Sandbox::Strict);
         assert_eq!(s.nano_cpus, Some(2_000_000_000));
@@ -345,6 +356,7 @@ mod tests {
             ("RUNNER_CPUS", "1.5"),
             ("RUNNER_MEMORY", "2g"),
             ("CACHE_VOLUME_SHARING", "Shared"),
+            ("CACHE_VOLUME_SCOPE", "owner"),
             ("CACHE_VOLUME_PREFIX", "ci-cache"),
             ("RUNNER_DOCKER_SOCKET", "true"),
             ("RUNNER_INIT", "false"),
@@ -363,6 +375,7 @@ mod tests {
         assert_eq!(s.nano_cpus, Some(1_500_000_000));
         assert_eq!(s.memory_bytes, Some(2 << 30));
         assert_eq!(s.cache_sharing, CacheSharing::Shared);
+        assert_eq!(s.cache_scope, CacheScope::Owner);
         assert_eq!(s.cache_prefix, "ci-cache");
         assert!(s.mount_docker_socket);
         assert!(!s.init);
@@ -382,6 +395,7 @@ mod tests {
             ("RUNNER_CPUS", "-1"),
             ("RUNNER_MEMORY", "lots"),
             ("CACHE_VOLUME_SHARING", "sometimes"),
+            ("CACHE_VOLUME_SCOPE", "everyone"),
             ("RUNNER_DOCKER_SOCKET", "perhaps"),
             ("STRAY_GRACE", "soon"),
             ("RUNNER_PIDS_LIMIT", "3"),
@@ -400,6 +414,7 @@ mod tests {
                 "RUNNER_PIDS_LIMIT",
                 "RUNNER_SANDBOX",
                 "CACHE_VOLUME_SHARING",
+                "CACHE_VOLUME_SCOPE",
                 "RUNNER_DOCKER_SOCKET",
                 "STRAY_GRACE",
                 "RUNNER_CONTAINER_LABELS",

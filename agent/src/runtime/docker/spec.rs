@@ -6,8 +6,9 @@
 //!   with `RUNNER_TOKEN`, `REPO_URL`, …, or its `run.sh` with a JIT config; custom:
 //!   `RUNNER_COMMAND`). The owner's PAT is never given: the controller never sends it, and
 //!   variables that would carry one are dropped here as well.
-//! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner, architecture and cache
-//!   name; exclusive volumes get a slot number so that concurrent runners never share one.
+//! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner and repository (or per
+//!   owner, `CACHE_VOLUME_SCOPE=owner`), architecture and cache name; exclusive volumes get a
+//!   slot number so that concurrent runners never share one.
 //! - **Labels** on everything ([`super::labels`]), so ownership is found by label.
 //! - **Sandbox** ([`crate::runtime::sandbox`], `RUNNER_SANDBOX`): by default
 //!   `no-new-privileges`, capabilities dropped but for the few a runner needs, a PID limit and
@@ -79,7 +80,7 @@ pub fn requested_caches(spec: &RunnerSpec) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Keeps only `[a-z0-9_.-]`, so owners and names are safe in volume names.
+/// Keeps only `[a-z0-9_.-]`, so cache names are safe in volume names.
 fn clean(part: &str) -> String {
     part.to_ascii_lowercase()
         .chars()
@@ -93,14 +94,17 @@ fn clean(part: &str) -> String {
         .collect()
 }
 
-/// `<prefix>-<owner>-<arch>-<cache>[-<slot>]`.
-pub fn volume_name(prefix: &str, spec: &RunnerSpec, cache: &str, slot: Option<u32>) -> String {
-    let base = format!(
-        "{prefix}-{}-{}-{}",
-        clean(&spec.owner),
-        spec.arch.as_str(),
-        clean(cache)
-    );
+/// `<prefix>-<whose>-<arch>-<cache>[-<slot>]`, where `whose` is
+/// [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key): `owner.repository`
+/// (`gha-cache-acme.app-amd64-toolcache-0`) or `owner` (`gha-cache-acme-amd64-toolcache-0`).
+pub fn volume_name(
+    prefix: &str,
+    whose: &str,
+    spec: &RunnerSpec,
+    cache: &str,
+    slot: Option<u32>,
+) -> String {
+    let base = format!("{prefix}-{whose}-{}-{}", spec.arch.as_str(), clean(cache));
     match slot {
         Some(n) => format!("{base}-{n}"),
         None => base,
@@ -288,6 +292,7 @@ mod tests {
             cache: CacheSettings::default(),
             arch: Arch::Amd64,
             owner: "Acme".into(),
+            repository: Some("app".into()),
         }
     }
 
@@ -471,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_volumes_are_per_owner_arch_and_slot() {
+    fn cache_volumes_are_per_owner_repository_arch_and_slot() {
         let mut s = spec(Registration::JitConfig("j".into()));
         assert!(requested_caches(&s).is_empty());
         s.cache.enabled = true;
@@ -480,12 +485,12 @@ mod tests {
             vec![("toolcache".to_owned(), "/opt/hostedtoolcache".to_owned())]
         );
         assert_eq!(
-            volume_name("gha-cache", &s, "toolcache", Some(2)),
-            "gha-cache-acme-amd64-toolcache-2"
+            volume_name("gha-cache", "acme.app", &s, "toolcache", Some(2)),
+            "gha-cache-acme.app-amd64-toolcache-2"
         );
         s.arch = Arch::Arm64;
         assert_eq!(
-            volume_name("gha-cache", &s, "npm cache", None),
+            volume_name("gha-cache", "acme", &s, "npm cache", None),
             "gha-cache-acme-arm64-npm-cache"
         );
     }

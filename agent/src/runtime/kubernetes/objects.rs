@@ -108,13 +108,12 @@ pub fn secret_name(pod: &str) -> String {
     format!("{pod}{SECRET_SUFFIX}")
 }
 
-/// The claim of cache slot `slot` for an owner and architecture.
-pub fn claim_name(owner: &str, arch: Arch, slot: u32) -> String {
-    // GitHub owner names are case-insensitive.
-    dns_label(&format!(
-        "gha-cache-{}-{arch}-{slot}",
-        owner.to_ascii_lowercase()
-    ))
+/// The claim of cache slot `slot` for `whose` (an owner, or an owner and repository: see
+/// [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key), already lower-cased) and
+/// an architecture: `gha-cache-acme-amd64-0`, or with a repository (whose `.` a label cannot
+/// hold) `gha-cache-acme-app-amd64-0-<hash>`.
+pub fn claim_name(whose: &str, arch: Arch, slot: u32) -> String {
+    dns_label(&format!("gha-cache-{whose}-{arch}-{slot}"))
 }
 
 /// The Secret with the runner's registration material (a JIT config or a registration token,
@@ -338,12 +337,13 @@ fn resources(settings: &KubernetesSettings) -> Option<ResourceRequirements> {
     })
 }
 
-/// A cache claim: `ReadWriteOnce`, per owner, architecture and slot, never owned by a pod (it
+/// A cache claim: `ReadWriteOnce`, per owner (and repository), architecture and slot, never owned by a pod (it
 /// outlives runners: that is the point of a cache).
 pub fn claim(
     who: &Ownership,
     settings: &KubernetesSettings,
     owner: &str,
+    whose: &str,
     arch: Arch,
     slot: u32,
     namespace: &str,
@@ -353,7 +353,7 @@ pub fn claim(
     labels.insert(ARCH_LABEL.into(), arch.as_str().into());
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(claim_name(owner, arch, slot)),
+            name: Some(claim_name(whose, arch, slot)),
             namespace: Some(namespace.into()),
             labels: Some(labels),
             ..ObjectMeta::default()
@@ -459,6 +459,9 @@ mod tests {
         assert_eq!(label_value("r1"), "r1");
         let weird = label_value("host.example.com/with space");
         assert!(is_label_value(&weird), "{weird}");
-        assert_eq!(claim_name("Acme", Arch::Arm64, 0), "gha-cache-acme-arm64-0");
+        assert_eq!(claim_name("acme", Arch::Arm64, 0), "gha-cache-acme-arm64-0");
+        let app = claim_name("acme.app", Arch::Arm64, 0);
+        assert!(is_dns_label(&app) && app.starts_with("gha-cache-acme-app-arm64-0-"));
+        assert_ne!(app, claim_name("acme-app", Arch::Arm64, 0));
     }
 }

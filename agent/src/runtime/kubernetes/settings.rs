@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Toleration;
 
 use crate::config::{ConfigErrors, ConfigProblem};
+use crate::runtime::cache_scope::{self, CacheScope};
 use crate::runtime::sandbox::{self, Sandbox};
 
 /// How runner pods are shaped and looked after. (Whether a runner gets caches, and whether they
@@ -27,6 +28,8 @@ pub struct KubernetesSettings {
     pub resources: Resources,
     /// `RUNNER_SANDBOX`: the runner container's `securityContext`.
     pub sandbox: Sandbox,
+    /// `CACHE_VOLUME_SCOPE`: whose cache claims are whose.
+    pub cache_scope: CacheScope,
     /// `KUBERNETES_NODE_SELECTOR`: `key=value,...`, added to the architecture selector.
     pub node_selector: BTreeMap<String, String>,
     /// `KUBERNETES_TOLERATIONS`: `key[=value]:Effect,...` (kubectl's taint syntax).
@@ -71,6 +74,7 @@ impl Default for KubernetesSettings {
                 memory_limit: Some(DEFAULT_RESOURCES[1].2.into()),
             },
             sandbox: Sandbox::Strict,
+            cache_scope: CacheScope::Repository,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             service_account: None,
@@ -188,6 +192,10 @@ impl KubernetesSettings {
         match Sandbox::parse(get(sandbox::VARIABLE)) {
             Ok(mode) => s.sandbox = mode,
             Err(e) => problem(sandbox::VARIABLE, e),
+        }
+        match CacheScope::parse(get(cache_scope::VARIABLE)) {
+            Ok(scope) => s.cache_scope = scope,
+            Err(e) => problem(cache_scope::VARIABLE, e),
         }
         if problems.is_empty() {
             Ok(s)

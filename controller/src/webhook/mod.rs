@@ -14,6 +14,8 @@
 //! (`ignored_no_owner`, `ignored_unknown_owner`, counted in `/metrics`), since GitHub shows any
 //! 4xx as a failure the operator cannot fix.
 
+#[cfg(test)]
+mod fuzz;
 pub mod payload;
 pub mod secrets;
 pub mod signature;

@@ -15,6 +15,7 @@ use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::github::{GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
+use shared::logsafe::Untrusted;
 use shared::runner::now_ms;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -292,7 +293,7 @@ impl Scheduler {
                     self.store.finish_run_fetch(key).await?;
                 }
                 Err(e) => {
-                    warn!(run = key.run_id, repo = %key.repo, error = %e, "cannot fetch a run's jobs; will retry");
+                    warn!(run = key.run_id, repo = %Untrusted(&key.repo), error = %e, "cannot fetch a run's jobs; will retry");
                     self.store.fail_run_fetch(key, e.to_string()).await?;
                 }
             }
@@ -342,7 +343,8 @@ impl Scheduler {
                 r.exit_code = change.exit_code;
                 r.reason = change.reason;
                 r.updated_ms = now;
-                info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %r.reason, "runner state");
+                // The reason is the agent's words.
+                info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %Untrusted(&r.reason), "runner state");
                 self.store.upsert_runner(r.clone()).await?;
                 if !r.lifecycle.is_active() {
                     self.runner_ended(&r, lifecycle::ending(&r, &obs, &LIMITS), now)
@@ -452,7 +454,7 @@ impl Scheduler {
                 if !self.state.stray_due(state.id.as_str(), now) {
                     continue;
                 }
-                warn!(runner = %state.name, agent = %agent.name, "stopping a runner this controller does not know");
+                warn!(runner = %Untrusted(&state.name), agent = %agent.name, "stopping a runner this controller does not know");
                 if let Err(e) = self.registry.send(
                     &agent.name,
                     AgentCommand::StopRunner {

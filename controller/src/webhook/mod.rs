@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
+use shared::logsafe::Untrusted;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, warn};
 
@@ -263,7 +264,7 @@ async fn handle(
     };
     // An owner we do not serve: 2xx (a 4xx would show as a failed delivery), counted.
     let Some(owner) = intake.config.owner(owner_login) else {
-        debug!(owner = %owner_login.chars().take(39).collect::<String>(), "delivery for an owner not configured");
+        debug!(owner = %Untrusted(owner_login), "delivery for an owner not configured");
         return Ok((StatusCode::ACCEPTED, "ignored_unknown_owner"));
     };
     authority

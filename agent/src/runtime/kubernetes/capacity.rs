@@ -144,8 +144,10 @@ mod tests {
             node("arm64", "110", "4", true, true),
             node("s390x", "110", "4", true, false),
         ];
-        let mut s = KubernetesSettings::default();
-        s.resources = Default::default();
+        let s = KubernetesSettings {
+            resources: Default::default(),
+            ..Default::default()
+        };
         assert_eq!(
             by_arch(&nodes, &s, 10),
             vec![(Arch::Amd64, 5), (Arch::Arm64, 10)]

@@ -515,7 +515,8 @@ fn classify_early(status: tonic::Status) -> AttemptError {
     if std::error::Error::source(&status).is_some() {
         return AttemptError::Rejected(format!(
             "the connection broke before the controller registered us; it most likely refused \
-             our client certificate (signed by another CA, expired, or not a client certificate): \
+             our client certificate (signed by another CA, expired, revoked by the operator, or \
+             not a client certificate): \
              see the controller's log ({})",
             status_text(&status)
         ));

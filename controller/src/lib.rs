@@ -152,10 +152,16 @@ impl Controller {
         shutdown: CancellationToken,
     ) -> Result<Controller, StartError> {
         ensure_pki(config)?;
+        let directory = store::agents::AgentDirectory::open(&config.state_dir)?;
+        let revoked = grpc::revocation::RevokedNames::load(&directory).await?;
+        revoked
+            .clone()
+            .keep_fresh(directory.clone(), shutdown.clone());
         let tls = grpc::tls::server_config(
             &config.tls.ca_file,
             &config.tls.cert_file,
             &config.tls.key_file,
+            revoked,
         )?;
         let ca = load_ca(config)?;
         let store: Arc<dyn store::StateStore> =
@@ -219,7 +225,6 @@ impl Controller {
                 .map_err(RunError::Http)
         });
 
-        let directory = store::agents::AgentDirectory::open(&config.state_dir)?;
         let sessions = grpc::SessionService {
             registry: registry.clone(),
             directory: directory.clone(),

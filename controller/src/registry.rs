@@ -538,6 +538,7 @@ mod tests {
             cache: Default::default(),
             arch: Arch::Amd64,
             owner: owner.into(),
+            repository: None,
             launch: Default::default(),
         }))
     }

@@ -36,7 +36,7 @@ impl fmt::Debug for Registration {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheSettings {
     pub enabled: bool,
-    /// Volume (or claim) name → mount path.
+    /// Cache name (`toolcache`) → mount path; the agent names the volumes or claims.
     pub volumes: BTreeMap<String, String>,
     pub kubernetes_pvcs: bool,
 }
@@ -109,6 +109,10 @@ pub struct RunnerSpec {
     pub cache: CacheSettings,
     pub arch: Arch,
     pub owner: String,
+    /// The repository (name only) of the job the runner was started for; `None` when the
+    /// controller did not say (an older one). An organisation-level runner may still be given
+    /// a job of another repository by GitHub.
+    pub repository: Option<String>,
 }
 
 /// A command from the controller to one agent.

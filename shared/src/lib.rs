@@ -16,6 +16,7 @@ pub mod command;
 pub mod github;
 pub mod ids;
 pub mod join_token;
+pub mod logsafe;
 pub mod owner;
 pub mod private_files;
 pub mod runner;

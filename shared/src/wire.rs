@@ -165,6 +165,7 @@ fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
         owner: spec.owner.clone(),
         flavor: flavor_to_wire(spec.launch.flavor) as i32,
         command: spec.launch.command.clone(),
+        repository: spec.repository.clone().unwrap_or_default(),
     }
 }
 
@@ -251,6 +252,7 @@ fn start_runner_from_wire(start: pb::StartRunner) -> Result<RunnerSpec, WireErro
         },
         arch: arch_from_wire(start.arch, "start_runner.arch")?,
         owner: start.owner,
+        repository: (!start.repository.is_empty()).then_some(start.repository),
     })
 }
 
@@ -300,6 +302,7 @@ mod tests {
             },
             arch: Arch::Arm64,
             owner: "acme".into(),
+            repository: Some("app".into()),
         };
         for command in [
             AgentCommand::StartRunner(Box::new(spec)),
@@ -362,5 +365,144 @@ mod tests {
                 ..
             })
         ));
+    }
+}
+
+/// Property tests for the agent's decoding of controller commands: arbitrary bytes and
+/// arbitrary (generated) messages never panic, and a start without the fields an agent needs
+/// is a typed error naming the field.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    fn registration() -> impl Strategy<Value = Option<pb::RegistrationMaterial>> {
+        use pb::registration_material::Kind;
+        prop_oneof![
+            Just(None),
+            Just(Some(pb::RegistrationMaterial { kind: None })),
+            ".{0,20}".prop_map(|j| Some(pb::RegistrationMaterial {
+                kind: Some(Kind::JitConfig(j))
+            })),
+            (".{0,10}", ".{0,20}").prop_map(|(token, url)| Some(pb::RegistrationMaterial {
+                kind: Some(Kind::RegistrationToken(pb::RegistrationToken {
+                    token,
+                    url,
+                    runner_group: String::new(),
+                }))
+            })),
+        ]
+    }
+
+    fn start() -> impl Strategy<Value = pb::StartRunner> {
+        (
+            ".{0,70}",
+            ".{0,20}",
+            registration(),
+            any::<i32>(),
+            any::<i32>(),
+            any::<u32>(),
+            proptest::collection::vec(".{0,10}", 0..3),
+            proptest::option::of(proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..3)),
+        )
+            .prop_map(
+                |(runner_id, image, registration, arch, flavor, timeout, labels, cache)| {
+                    pb::StartRunner {
+                        runner_id,
+                        name: "n".into(),
+                        image,
+                        registration,
+                        labels,
+                        timeout_seconds: timeout,
+                        cache: cache.map(|volumes| pb::CacheSettings {
+                            enabled: true,
+                            volumes: volumes.into_iter().collect(),
+                            kubernetes_pvcs: false,
+                        }),
+                        arch: arch % 4,
+                        flavor: flavor % 5,
+                        ..Default::default()
+                    }
+                },
+            )
+    }
+
+    fn message() -> impl Strategy<Value = pb::ControllerMessage> {
+        use pb::controller_message::Msg;
+        prop_oneof![
+            Just(pb::ControllerMessage { msg: None }),
+            start().prop_map(|s| pb::ControllerMessage {
+                msg: Some(Msg::StartRunner(s))
+            }),
+            (".{0,70}", ".{0,20}").prop_map(|(runner_id, reason)| pb::ControllerMessage {
+                msg: Some(Msg::StopRunner(pb::StopRunner { runner_id, reason }))
+            }),
+            Just(pb::ControllerMessage {
+                msg: Some(Msg::Drain(pb::Drain {}))
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(message) = pb::ControllerMessage::decode(bytes.as_slice()) {
+                let _ = command_from_wire(message);
+            }
+        }
+
+        #[test]
+        fn arbitrary_messages_decode_or_name_what_is_wrong(message in message()) {
+            use pb::controller_message::Msg;
+            let expect_start = match &message.msg {
+                Some(Msg::StartRunner(s)) => Some(s.clone()),
+                _ => None,
+            };
+            match command_from_wire(message) {
+                Ok(Some(AgentCommand::StartRunner(spec))) => {
+                    // Accepted only with everything an agent needs.
+                    let s = expect_start.expect("a start");
+                    prop_assert!(!spec.image.is_empty());
+                    prop_assert_eq!(spec.id.as_str(), s.runner_id.as_str());
+                    let registered = match &spec.registration {
+                        Registration::JitConfig(j) => !j.is_empty(),
+                        Registration::Token { token, .. } => !token.is_empty(),
+                    };
+                    prop_assert!(registered, "registration material is never empty");
+                }
+                Ok(_) => {}
+                Err(WireError::Missing { field } | WireError::Unknown { field, .. }
+                    | WireError::Invalid { field, .. }) => {
+                    prop_assert!(!field.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn a_start_missing_a_needed_field_names_it(s in start()) {
+            let missing_registration = !matches!(
+                s.registration.as_ref().and_then(|r| r.kind.as_ref()),
+                Some(pb::registration_material::Kind::JitConfig(j)) if !j.is_empty()
+            ) && !matches!(
+                s.registration.as_ref().and_then(|r| r.kind.as_ref()),
+                Some(pb::registration_material::Kind::RegistrationToken(t)) if !t.token.is_empty()
+            );
+            let no_image = s.image.is_empty();
+            let result = command_from_wire(pb::ControllerMessage {
+                msg: Some(pb::controller_message::Msg::StartRunner(s)),
+            });
+            if missing_registration {
+                prop_assert_eq!(
+                    result,
+                    Err(WireError::Missing { field: "start_runner.registration" })
+                );
+            } else if no_image {
+                prop_assert_eq!(result, Err(WireError::Missing { field: "start_runner.image" }));
+            }
+        }
     }
 }

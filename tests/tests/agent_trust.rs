@@ -131,6 +131,81 @@ async fn a_token_is_bound_to_one_name_and_an_enrolled_name_needs_replace() {
     assert!(second.status.borrow().connected);
 }
 
+/// A raw mutual-TLS connection with an agent's files: `Ok` when the controller serves it (its
+/// HTTP/2 server speaks first), `Err` with the reason when the handshake is refused.
+async fn raw_mtls(c: &TestController, tls: &AgentTls) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in shared::tls::read_certs(&tls.ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            shared::tls::read_certs(&tls.cert).unwrap(),
+            shared::tls::read_key(&tls.key).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(c.grpc_addr).await.unwrap();
+    let server = rustls_pki_types::ServerName::IpAddress(c.grpc_addr.ip().into());
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    // With TLS 1.3 the server's verdict on our certificate comes after our Finished: read it.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed without a word".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_does_not_complete_the_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = controller(dir.path()).await;
+    let agent_dir = dir.path().join("agent");
+    join(&options(&c, &mint_for(&c, "gone").await, &agent_dir, "x"))
+        .await
+        .unwrap();
+    let tls = AgentTls::in_dir(&agent_dir);
+    assert_eq!(
+        raw_mtls(&c, &tls).await,
+        Ok(()),
+        "an enrolled agent is served"
+    );
+    assert!(
+        controller::join_tokens::revoke(&c.config, &name("gone"))
+            .await
+            .unwrap()
+    );
+    // The CLI revokes through the database; the endpoint re-reads the list every 2 s.
+    wait_until(
+        WAIT,
+        "the handshake refuses the revoked certificate",
+        || async {
+            raw_mtls(&c, &tls)
+                .await
+                .is_err_and(|e| e.contains("CertificateRevoked"))
+        },
+    )
+    .await;
+    // Also right after a restart, before any session could check it.
+    c.restart().await;
+    let refused = raw_mtls(&c, &tls).await.unwrap_err();
+    assert!(refused.contains("CertificateRevoked"), "{refused}");
+}
+
 #[tokio::test]
 async fn a_revoked_agent_is_refused_at_once_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();

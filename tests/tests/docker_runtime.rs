@@ -76,6 +76,21 @@ async fn a_jit_runner_runs_its_job_reports_its_exit_and_is_removed() {
         c.labels.get("dev.gha-scaler.controller"),
         Some(&format!("ctl-{}", s.run.id))
     );
+    // The default sandbox, as the engine recorded it (and the job still ran under it).
+    let hc = c.host_config.clone().expect("host config");
+    assert_eq!(
+        hc.security_opt,
+        Some(vec!["no-new-privileges:true".to_owned()])
+    );
+    assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+    let kept = hc.cap_add.clone().unwrap_or_default();
+    assert!(kept.iter().any(|c| c.ends_with("SETUID")), "{kept:?}");
+    assert!(!kept.iter().any(|c| c.ends_with("NET_RAW")), "{kept:?}");
+    assert_ne!(hc.privileged, Some(true));
+    assert_eq!(hc.pids_limit, Some(4096));
+    assert_eq!(hc.memory, Some(7 << 30));
+    let cpus = hc.nano_cpus.expect("a CPU limit by default");
+    assert!(cpus > 0 && cpus <= 2_000_000_000, "{cpus}");
     census.assert_never_given(&s.sim.pat);
 }
 
@@ -236,7 +251,7 @@ async fn limits_network_and_exclusive_cache_volumes_are_applied() {
         volumes.push(c.mounts[0].name.clone().expect("a named volume"));
     }
     volumes.sort();
-    let prefix = format!("gha-test-{}-acme-amd64-toolcache", s.run.id);
+    let prefix = format!("gha-test-{}-acme.app-amd64-toolcache", s.run.id);
     assert_eq!(
         volumes,
         vec![format!("{prefix}-0"), format!("{prefix}-1")],

@@ -34,6 +34,7 @@ fn runner(id: &str, arch: Arch) -> RunnerSpec {
         cache: CacheSettings::default(),
         arch,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }
 

@@ -389,6 +389,7 @@ fn runner(id: &str, pvcs: bool) -> RunnerSpec {
         },
         arch: Arch::Amd64,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }
 

@@ -34,6 +34,7 @@ fn spec(id: &str) -> RunnerSpec {
         cache: CacheSettings::default(),
         arch: Arch::Amd64,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }
 

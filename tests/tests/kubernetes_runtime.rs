@@ -37,6 +37,7 @@ fn spec(id: &str, arch: Arch) -> RunnerSpec {
         cache: CacheSettings::default(),
         arch,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }
 
@@ -179,7 +180,14 @@ async fn a_runner_becomes_a_pod_with_the_exact_spec_and_an_owned_secret() {
     assert_eq!(c.command, Some(vec!["/home/runner/run.sh".to_owned()]));
     assert_eq!(c.args, None, "no image CMD follows our entry point");
     let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
-    assert_eq!(security, json!({"runAsUser": 1001, "runAsNonRoot": true}));
+    // The default sandbox (`RUNNER_SANDBOX=strict`): no privilege gain, few capabilities.
+    assert_eq!(
+        security,
+        json!({"runAsUser": 1001, "runAsNonRoot": true, "allowPrivilegeEscalation": false, "privileged": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID",
+                "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]},
+            "seccompProfile": {"type": "RuntimeDefault"}})
+    );
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
@@ -257,7 +265,13 @@ async fn token_registration_is_referenced_from_the_secret() {
     assert_eq!(c.command, None, "the image's ENTRYPOINT and CMD");
     assert_eq!(c.args, None);
     let security = serde_json::to_value(c.security_context.clone().unwrap()).unwrap();
-    assert_eq!(security, json!({"runAsUser": 0, "runAsNonRoot": false}));
+    assert_eq!(
+        security,
+        json!({"runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false, "privileged": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID",
+                "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"]},
+            "seccompProfile": {"type": "RuntimeDefault"}})
+    );
     let env = serde_json::to_value(c.env.clone().unwrap()).unwrap();
     assert_eq!(
         env,
@@ -325,7 +339,9 @@ async fn the_image_flavor_decides_command_and_user_and_auto_needs_a_known_refere
         c.command,
         Some(vec!["/opt/runner/start".to_owned(), "--once".to_owned()])
     );
-    assert_eq!(c.security_context, None);
+    let sc = c.security_context.unwrap();
+    assert_eq!(sc.run_as_user, None, "the image's own user");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
 
     // The official image refuses a registration token before anything is created.
     let mut token = spec("r-tok", Arch::Amd64);
@@ -340,6 +356,45 @@ async fn the_image_flavor_decides_command_and_user_and_auto_needs_a_known_refere
 }
 
 #[tokio::test]
+async fn cache_claims_are_per_repository_by_default() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let rig = Rig::start(&fake, "k8s-1", &[]);
+    rig.runtime.start(cached("c1", true)).await.unwrap();
+    let mut site = cached("c2", true);
+    site.repository = Some("site".into());
+    rig.runtime.start(site).await.unwrap();
+    let claim_of = |name: &str| {
+        let ps = fake.pod(NS, name).unwrap().spec.unwrap();
+        let volumes = ps.volumes.unwrap();
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name
+            .clone()
+    };
+    let (app, site) = (claim_of("gha-c1"), claim_of("gha-c2"));
+    assert!(app.starts_with("gha-cache-acme-app-amd64-0-"), "{app}");
+    assert!(
+        site.starts_with("gha-cache-acme-site-amd64-0-"),
+        "another repository's first slot, not the app's: {site}"
+    );
+    // Without a repository (an older controller), the pod's own emptyDir, never a claim.
+    let mut unknown = cached("c3", true);
+    unknown.repository = None;
+    rig.runtime.start(unknown).await.unwrap();
+    let ps = fake.pod(NS, "gha-c3").unwrap().spec.unwrap();
+    assert!(
+        ps.volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.empty_dir.is_some() && v.persistent_volume_claim.is_none())
+    );
+    assert_eq!(fake.claims(NS).len(), 2);
+}
+
+#[tokio::test]
 async fn cache_claims_are_exclusive_and_reused_and_empty_dirs_without_pvcs() {
     init();
     let fake = FakeApiServer::start().await;
@@ -349,6 +404,8 @@ async fn cache_claims_are_exclusive_and_reused_and_empty_dirs_without_pvcs() {
         &[
             ("KUBERNETES_PVC_SIZE", "20Gi"),
             ("KUBERNETES_PVC_STORAGE_CLASS", "fast-ssd"),
+            // The opt-in to caches shared by the owner's repositories, for readable names.
+            ("CACHE_VOLUME_SCOPE", "owner"),
         ],
     );
     rig.runtime.start(cached("c1", true)).await.unwrap();

@@ -385,6 +385,7 @@ async fn a_runner_the_controller_does_not_know_is_stopped_after_the_grace() {
         cache: Default::default(),
         arch: shared::arch::Arch::Amd64,
         owner: "acme".into(),
+        repository: Some("app".into()),
     };
     s.controller
         .registry

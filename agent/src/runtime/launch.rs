@@ -295,6 +295,7 @@ mod tests {
             cache: CacheSettings::default(),
             arch: Arch::Amd64,
             owner: "acme".into(),
+            repository: Some("app".into()),
         }
     }
 

@@ -6,11 +6,13 @@
 //! and local demos only) records commands in memory. [`launch`] decides, for both, how a runner
 //! image is started.
 
+pub mod cache_scope;
 pub mod docker;
 pub mod kubernetes;
 pub mod launch;
 #[cfg(feature = "memory-runtime")]
 pub mod memory;
+pub mod sandbox;
 
 use std::future::Future;
 

@@ -2,6 +2,7 @@
 //! enrollment services until shutdown.
 
 pub mod enrollment;
+pub mod revocation;
 pub mod session;
 pub mod tls;
 

@@ -22,6 +22,7 @@ use proto::v1 as pb;
 use proto::v1::agent_service_server::AgentService;
 use shared::arch::Arch;
 use shared::ids::AgentName;
+use shared::logsafe::Untrusted;
 use shared::wire::{self, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -218,7 +219,7 @@ impl AgentService for SessionService {
             runtime = %registration.runtime,
             capacity = ?registration.capacity,
             runners = registration.inventory.len(),
-            version = %registration.version,
+            version = %Untrusted(&registration.version),
             "agent connected"
         );
         let handle = self.registry.connect(&name, registration, known, cmd_tx);

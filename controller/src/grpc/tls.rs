@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
+use super::revocation::{RevocationVerifier, RevokedNames};
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +47,13 @@ pub enum TlsSetupError {
 }
 
 /// Builds the server configuration: our certificate chain (with the CA appended, so joining
-/// agents can find the CA they pinned), and client certificates checked against the CA.
+/// agents can find the CA they pinned), and client certificates checked against the CA and
+/// then against the `revoked` names ([`super::revocation`]).
 pub fn server_config(
     ca_file: &Path,
     cert_file: &Path,
     key_file: &Path,
+    revoked: Arc<RevokedNames>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let ca_certs = read_certs(ca_file)?;
     let mut roots = RootCertStore::empty();
@@ -73,6 +77,10 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(TlsSetupError::Verifier)?;
+    let verifier = Arc::new(RevocationVerifier {
+        inner: verifier,
+        revoked,
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsSetupError::ServerCert)?
@@ -188,8 +196,8 @@ pub fn handshake_failure(error: &io::Error) -> (&'static str, String) {
             "controller",
             format!(
                 "agent rejected during the TLS handshake: its client certificate is not valid \
-                 ({why:?}); it must be signed by this controller's CA and be within its \
-                 validity period"
+                 ({why:?}); it must be signed by this controller's CA, be within its \
+                 validity period and not be revoked"
             ),
         ),
         rustls::Error::NoCertificatesPresented => (

@@ -15,6 +15,7 @@ use rand::RngCore;
 use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::github::{CallKind, GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
+use shared::logsafe::Untrusted;
 use shared::runner::now_ms;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ use super::planner::{
 };
 use super::registrar::{RegisterError, Registrar, RegistrationStatus};
 use super::run_fetch;
-use crate::config::{Config, OwnerConfig, RegistrationMode};
+use crate::config::{Config, OwnerConfig, RegistrationMode, RunnerDefaults};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
 use crate::store::{
@@ -364,7 +365,7 @@ impl Scheduler {
                     self.store.finish_run_fetch(key).await?;
                 }
                 Err(e) => {
-                    warn!(run = key.run_id, repo = %key.repo, error = %e, "cannot fetch a run's jobs; will retry after a back-off");
+                    warn!(run = key.run_id, repo = %Untrusted(&key.repo), error = %e, "cannot fetch a run's jobs; will retry after a back-off");
                     self.run_fetch_failures
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -432,7 +433,8 @@ impl Scheduler {
                 r.exit_code = change.exit_code;
                 r.reason = change.reason;
                 r.updated_ms = now;
-                info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %r.reason, "runner state");
+                // The reason is the agent's words.
+                info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %Untrusted(&r.reason), "runner state");
                 self.store.upsert_runner(r.clone()).await?;
                 if !r.lifecycle.is_active() {
                     if settles {
@@ -564,7 +566,7 @@ impl Scheduler {
                 if !self.state.stray_due(state.id.as_str(), now) {
                     continue;
                 }
-                warn!(runner = %state.name, agent = %agent.name, "stopping a runner this controller does not know");
+                warn!(runner = %Untrusted(&state.name), agent = %agent.name, "stopping a runner this controller does not know");
                 if let Err(e) = self.registry.send(
                     &agent.name,
                     AgentCommand::StopRunner {
@@ -626,7 +628,7 @@ impl Scheduler {
             Ok((registration, github_id)) => {
                 self.record_success(&owner_key);
                 record.github_id = github_id;
-                let spec = self.spec(&record, registration);
+                let spec = self.spec(&record, registration, &start.job_repo);
                 let sent = self
                     .registry
                     .send(&start.agent, AgentCommand::StartRunner(Box::new(spec)));
@@ -711,32 +713,13 @@ impl Scheduler {
         self.registrar.register(owner, record, &self.metrics).await
     }
 
-    fn spec(&self, record: &RunnerRecord, registration: Registration) -> RunnerSpec {
-        let defaults = &self.config.runners;
-        let mut volumes = BTreeMap::new();
-        if defaults.cache_volumes {
-            volumes.insert(
-                format!("gha-cache-{}-{}-toolcache", record.owner, record.arch),
-                "/opt/hostedtoolcache".to_owned(),
-            );
-        }
-        RunnerSpec {
-            id: RunnerId::parse(&record.id).expect("runner ids are generated valid"),
-            name: record.name.clone(),
-            image: defaults.image.clone(),
-            launch: defaults.launch.clone(),
-            registration,
-            labels: record.labels.clone(),
-            env: BTreeMap::new(),
-            timeout: defaults.timeout,
-            cache: CacheSettings {
-                enabled: defaults.cache_volumes,
-                volumes,
-                kubernetes_pvcs: defaults.kubernetes_pvcs,
-            },
-            arch: record.arch,
-            owner: record.owner.clone(),
-        }
+    fn spec(
+        &self,
+        record: &RunnerRecord,
+        registration: Registration,
+        job_repo: &str,
+    ) -> RunnerSpec {
+        runner_spec(&self.config.runners, record, registration, job_repo)
     }
 
     pub(super) async fn stop_runner(&self, r: &RunnerRecord, why: StopReason, now: i64) {
@@ -931,4 +914,98 @@ pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) ->
         queued_ms: (state == JobState::Queued).then_some(now),
         updated_ms: now,
     })
+}
+
+/// The cache every runner gets when `CACHE_VOLUMES` is on: its name and mount path. The agent
+/// names the volume (per repository by default, see `CACHE_VOLUME_SCOPE` on the agent).
+pub const TOOL_CACHE: (&str, &str) = ("toolcache", "/opt/hostedtoolcache");
+
+/// What an agent is told to start for `record`, whose job is in `job_repo`.
+pub fn runner_spec(
+    defaults: &RunnerDefaults,
+    record: &RunnerRecord,
+    registration: Registration,
+    job_repo: &str,
+) -> RunnerSpec {
+    let mut volumes = BTreeMap::new();
+    if defaults.cache_volumes {
+        volumes.insert(TOOL_CACHE.0.to_owned(), TOOL_CACHE.1.to_owned());
+    }
+    RunnerSpec {
+        id: RunnerId::parse(&record.id).expect("runner ids are generated valid"),
+        name: record.name.clone(),
+        image: defaults.image.clone(),
+        launch: defaults.launch.clone(),
+        registration,
+        labels: record.labels.clone(),
+        env: BTreeMap::new(),
+        timeout: defaults.timeout,
+        cache: CacheSettings {
+            enabled: defaults.cache_volumes,
+            volumes,
+            kubernetes_pvcs: defaults.kubernetes_pvcs,
+        },
+        arch: record.arch,
+        owner: record.owner.clone(),
+        repository: (!job_repo.is_empty()).then(|| job_repo.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shared::arch::Arch;
+    use shared::command::ImageLaunch;
+
+    use super::*;
+
+    #[test]
+    fn a_spec_names_the_cache_and_the_jobs_repository_and_the_agent_names_the_volume() {
+        let defaults = RunnerDefaults {
+            image: "runner".into(),
+            launch: ImageLaunch::default(),
+            timeout: Duration::from_secs(60),
+            cache_volumes: true,
+            kubernetes_pvcs: false,
+            labels: vec![],
+            registration: RegistrationMode::Jit,
+            idle_grace: Duration::from_secs(60),
+            stray_grace: Duration::from_secs(60),
+        };
+        let record = RunnerRecord {
+            id: "r-1".into(),
+            name: "gha-acme-1".into(),
+            owner: "acme".into(),
+            repo: None,
+            agent: "host-1".into(),
+            arch: Arch::Amd64,
+            labels: vec![],
+            lifecycle: RunnerLifecycle::Requested,
+            for_job: Some(7),
+            job_id: None,
+            github_id: None,
+            exit_code: None,
+            reason: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let spec = runner_spec(
+            &defaults,
+            &record,
+            Registration::JitConfig("j".into()),
+            "app",
+        );
+        // The cache's name only: a volume name here was prefixed again by the agent
+        // (`gha-cache-acme-amd64-gha-cache-acme-amd64-toolcache-0`).
+        assert_eq!(
+            spec.cache.volumes,
+            BTreeMap::from([("toolcache".to_owned(), "/opt/hostedtoolcache".to_owned())])
+        );
+        assert_eq!(spec.repository.as_deref(), Some("app"));
+        assert_eq!(
+            runner_spec(&defaults, &record, Registration::JitConfig("j".into()), "").repository,
+            None
+        );
+    }
 }

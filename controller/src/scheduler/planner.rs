@@ -105,6 +105,8 @@ pub struct Start {
     pub owner: String,
     /// Set for repository-level registration.
     pub repo: Option<String>,
+    /// The repository of `for_job` (the runner's caches are kept per repository).
+    pub job_repo: String,
     pub agent: AgentName,
     pub arch: Arch,
     /// Every label the runner registers with.
@@ -617,6 +619,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
                     for_job: job.id,
                     owner: owner.name.clone(),
                     repo: owner.repo_level.then(|| job.repo.clone()),
+                    job_repo: job.repo.clone(),
                     agent: agent.name.clone(),
                     arch,
                     labels,

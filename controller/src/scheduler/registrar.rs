@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::command::Registration;
 use shared::github::{GithubApi, GithubError, JitConfigRequest, RepoRef, Scope};
+use shared::logsafe::Untrusted;
 use shared::runner::now_ms;
 use tracing::{error, info, warn};
 
@@ -262,7 +263,7 @@ impl Registrar {
             }
             Err(e) => {
                 // Remembered as private until the next refresh, so it is not asked every activation.
-                warn!(repo = %repo_ref, error = %e, "cannot read the repository's visibility");
+                warn!(repo = %Untrusted(&repo_ref.to_string()), error = %e, "cannot read the repository's visibility");
                 self.caches().public.insert(key, (false, now));
                 false
             }

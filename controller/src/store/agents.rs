@@ -360,6 +360,19 @@ impl AgentDirectory {
         .await
     }
 
+    /// Every revoked name, for the TLS handshake's check ([`crate::grpc::revocation`]).
+    pub async fn revoked_names(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT name FROM enrolled_agents WHERE revoked_at IS NOT NULL")?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(names)
+        })
+        .await
+    }
+
     /// Sets (or, with `None`, clears) the policy of `name`, enrolled or not.
     pub async fn set_policy(
         &self,

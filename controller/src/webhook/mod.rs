@@ -14,6 +14,8 @@
 //! (`ignored_no_owner`, `ignored_unknown_owner`, counted in `/metrics`), since GitHub shows any
 //! 4xx as a failure the operator cannot fix.
 
+#[cfg(test)]
+mod fuzz;
 pub mod payload;
 pub mod secrets;
 pub mod signature;
@@ -29,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
+use shared::logsafe::Untrusted;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, warn};
 
@@ -265,7 +268,7 @@ async fn handle(
     };
     // An owner we do not serve: 2xx (a 4xx would show as a failed delivery), counted.
     let Some(owner) = intake.config.owner(owner_login) else {
-        debug!(owner = %owner_login.chars().take(39).collect::<String>(), "delivery for an owner not configured");
+        debug!(owner = %Untrusted(owner_login), "delivery for an owner not configured");
         return Ok((StatusCode::ACCEPTED, "ignored_unknown_owner"));
     };
     authority

@@ -139,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             controller: "bench".into(),
             deadline_ms: i64::MAX / 2,
             caches: Vec::new(),
+            engine_nano_cpus: None,
         };
         // The bench image has the myoung34 layout; a JIT runner starts its `run.sh`.
         let plan = agent::runtime::launch::plan(agent::runtime::launch::Layout::Myoung34, &spec)

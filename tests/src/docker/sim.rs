@@ -116,7 +116,7 @@ impl SimRunners {
     }
 }
 
-/// A spec with a one-hour timeout, no caches, for owner `acme` on amd64.
+/// A spec with a one-hour timeout, no caches, for owner `acme`'s repository `app` on amd64.
 pub fn runner_spec(
     id: &str,
     name: &str,
@@ -136,5 +136,6 @@ pub fn runner_spec(
         cache: CacheSettings::default(),
         arch: Arch::Amd64,
         owner: "acme".into(),
+        repository: Some("app".into()),
     }
 }

@@ -3,10 +3,15 @@
 //!
 //! - `DOCKER_HOST` (`unix:///var/run/docker.sock`): the engine, `unix://PATH` or
 //!   `tcp://HOST:PORT`.
-//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` and `RUNNER_MEMORY`
-//!   (unlimited): where runners attach and what each may use.
+//! - `RUNNER_NETWORK` (the engine's default bridge), `RUNNER_CPUS` (`2`, at most the engine's
+//!   CPUs), `RUNNER_MEMORY` (`7g`) and `RUNNER_PIDS_LIMIT` (`4096`), each `unlimited` to lift it:
+//!   where runners attach and what each may use (GitHub's standard Linux runner has 2 CPUs and
+//!   7 GB).
+//! - `RUNNER_SANDBOX` (`strict`): see [`crate::runtime::sandbox`].
 //! - `CACHE_VOLUME_SHARING` (`exclusive`: one runner at a time per cache volume; `shared`: every
-//!   runner of an owner and architecture mounts the same volumes) and `CACHE_VOLUME_PREFIX`.
+//!   runner of an owner and architecture mounts the same volumes), `CACHE_VOLUME_SCOPE`
+//!   (`repository`; `owner` to share caches between an owner's repositories, see
+//!   [`crate::runtime::cache_scope`]) and `CACHE_VOLUME_PREFIX`.
 //! - `RUNNER_DOCKER_SOCKET` (`false`): mount the host's Docker socket into runners; **unsafe**,
 //!   it is root on the host for any job.
 //! - `RUNNER_INIT` (`true`), `RUNNER_STOP_GRACE` (`10s`), `STRAY_GRACE` (`5m`).
@@ -20,6 +25,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{ConfigErrors, ConfigProblem};
+use crate::runtime::cache_scope::{self, CacheScope};
+use crate::runtime::sandbox::{self, Sandbox};
+
+/// `RUNNER_CPUS`, `RUNNER_MEMORY` and `RUNNER_PIDS_LIMIT` unless set (GitHub's standard Linux
+/// runner has 2 CPUs and 7 GB; 4096 tasks is far above a build's needs and far below a fork
+/// bomb's).
+pub const DEFAULT_NANO_CPUS: i64 = 2_000_000_000;
+pub const DEFAULT_MEMORY_BYTES: i64 = 7 << 30;
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+/// The value that lifts a limit.
+const UNLIMITED: &str = "unlimited";
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -75,7 +91,12 @@ pub struct DockerSettings {
     /// In units of 10⁻⁹ CPUs (Docker's `NanoCpus`).
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
+    /// The most processes and threads one runner may have (`PidsLimit`).
+    pub pids_limit: Option<i64>,
+    pub sandbox: Sandbox,
     pub cache_sharing: CacheSharing,
+    /// Whose caches are whose (`CACHE_VOLUME_SCOPE`).
+    pub cache_scope: CacheScope,
     pub cache_prefix: String,
     pub mount_docker_socket: bool,
     pub init: bool,
@@ -91,9 +112,12 @@ impl Default for DockerSettings {
         Self {
             host: DockerHost::Unix(PathBuf::from("/var/run/docker.sock")),
             network: None,
-            nano_cpus: None,
-            memory_bytes: None,
+            nano_cpus: Some(DEFAULT_NANO_CPUS),
+            memory_bytes: Some(DEFAULT_MEMORY_BYTES),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            sandbox: Sandbox::Strict,
             cache_sharing: CacheSharing::Exclusive,
+            cache_scope: CacheScope::Repository,
             cache_prefix: "gha-cache".into(),
             mount_docker_socket: false,
             init: true,
@@ -155,8 +179,10 @@ impl DockerSettings {
             }
         }
         s.network = get("RUNNER_NETWORK").map(str::to_owned);
+        let unlimited = |v: &str| v.eq_ignore_ascii_case(UNLIMITED);
         if let Some(v) = get("RUNNER_CPUS") {
             match v.parse::<f64>() {
+                _ if unlimited(v) => s.nano_cpus = None,
                 Ok(cpus) if cpus > 0.0 && cpus < 100_000.0 => {
                     s.nano_cpus = Some((cpus * 1e9) as i64)
                 }
@@ -168,6 +194,7 @@ impl DockerSettings {
         }
         if let Some(v) = get("RUNNER_MEMORY") {
             match parse_memory(v) {
+                _ if unlimited(v) => s.memory_bytes = None,
                 Some(bytes) if bytes >= 6 << 20 => s.memory_bytes = Some(bytes),
                 Some(_) => problem(
                     "RUNNER_MEMORY",
@@ -179,6 +206,20 @@ impl DockerSettings {
                 ),
             }
         }
+        if let Some(v) = get("RUNNER_PIDS_LIMIT") {
+            match v.parse::<i64>() {
+                _ if unlimited(v) => s.pids_limit = None,
+                Ok(n) if n >= 16 => s.pids_limit = Some(n),
+                _ => problem(
+                    "RUNNER_PIDS_LIMIT",
+                    format!("{v:?} is not a number of processes of at least 16, or unlimited"),
+                ),
+            }
+        }
+        match Sandbox::parse(get(sandbox::VARIABLE)) {
+            Ok(mode) => s.sandbox = mode,
+            Err(e) => problem(sandbox::VARIABLE, e),
+        }
         match get("CACHE_VOLUME_SHARING")
             .map(str::to_ascii_lowercase)
             .as_deref()
@@ -189,6 +230,10 @@ impl DockerSettings {
                 "CACHE_VOLUME_SHARING",
                 format!("{other:?} is neither exclusive nor shared"),
             ),
+        }
+        match CacheScope::parse(get(cache_scope::VARIABLE)) {
+            Ok(scope) => s.cache_scope = scope,
+            Err(e) => problem(cache_scope::VARIABLE, e),
         }
         if let Some(v) = get("CACHE_VOLUME_PREFIX") {
             if v.chars()
@@ -281,7 +326,26 @@ mod tests {
             "the host socket is never mounted by default"
         );
         assert_eq!(s.cache_sharing, CacheSharing::Exclusive);
+        assert_eq!(s.cache_scope, CacheScope::Repository);
         assert!(s.init);
+        assert_eq!(s.sandbox, Sandbox::Strict);
+        assert_eq!(s.nano_cpus, Some(2_000_000_000));
+        assert_eq!(s.memory_bytes, Some(7 << 30));
+        assert_eq!(s.pids_limit, Some(4096));
+    }
+
+    #[test]
+    fn limits_can_be_lifted() {
+        let s = DockerSettings::from_env(&map(&[
+            ("RUNNER_CPUS", "unlimited"),
+            ("RUNNER_MEMORY", "Unlimited"),
+            ("RUNNER_PIDS_LIMIT", "unlimited"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.nano_cpus, s.memory_bytes, s.pids_limit),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -292,6 +356,7 @@ mod tests {
             ("RUNNER_CPUS", "1.5"),
             ("RUNNER_MEMORY", "2g"),
             ("CACHE_VOLUME_SHARING", "Shared"),
+            ("CACHE_VOLUME_SCOPE", "owner"),
             ("CACHE_VOLUME_PREFIX", "ci-cache"),
             ("RUNNER_DOCKER_SOCKET", "true"),
             ("RUNNER_INIT", "false"),
@@ -299,13 +364,18 @@ mod tests {
             ("STRAY_GRACE", "30"),
             ("RUNNER_CONTAINER_LABELS", "team=ci, env = test"),
             ("RUNNER_ENV", "DOCKER_HOST=tcp://dind:2375"),
+            ("RUNNER_PIDS_LIMIT", "512"),
+            ("RUNNER_SANDBOX", "privileged"),
         ]))
         .unwrap();
+        assert_eq!(s.pids_limit, Some(512));
+        assert_eq!(s.sandbox, Sandbox::Privileged);
         assert_eq!(s.host, DockerHost::Tcp("10.0.0.1:2375".into()));
         assert_eq!(s.network.as_deref(), Some("ci"));
         assert_eq!(s.nano_cpus, Some(1_500_000_000));
         assert_eq!(s.memory_bytes, Some(2 << 30));
         assert_eq!(s.cache_sharing, CacheSharing::Shared);
+        assert_eq!(s.cache_scope, CacheScope::Owner);
         assert_eq!(s.cache_prefix, "ci-cache");
         assert!(s.mount_docker_socket);
         assert!(!s.init);
@@ -325,8 +395,11 @@ mod tests {
             ("RUNNER_CPUS", "-1"),
             ("RUNNER_MEMORY", "lots"),
             ("CACHE_VOLUME_SHARING", "sometimes"),
+            ("CACHE_VOLUME_SCOPE", "everyone"),
             ("RUNNER_DOCKER_SOCKET", "perhaps"),
             ("STRAY_GRACE", "soon"),
+            ("RUNNER_PIDS_LIMIT", "3"),
+            ("RUNNER_SANDBOX", "off"),
             ("RUNNER_CONTAINER_LABELS", "novalue"),
             ("RUNNER_ENV", "ACCESS_TOKEN=ghp_x"),
         ]))
@@ -338,7 +411,10 @@ mod tests {
                 "DOCKER_HOST",
                 "RUNNER_CPUS",
                 "RUNNER_MEMORY",
+                "RUNNER_PIDS_LIMIT",
+                "RUNNER_SANDBOX",
                 "CACHE_VOLUME_SHARING",
+                "CACHE_VOLUME_SCOPE",
                 "RUNNER_DOCKER_SOCKET",
                 "STRAY_GRACE",
                 "RUNNER_CONTAINER_LABELS",

@@ -77,6 +77,8 @@ pub struct Engine {
     host: DockerHost,
     // Short sections only: the client is cloned out before any request.
     client: Mutex<Option<Docker>>,
+    /// The engine's CPU count, once read (short sections only, like `client`).
+    cpus: Mutex<Option<i64>>,
 }
 
 impl Engine {
@@ -84,6 +86,7 @@ impl Engine {
         Self {
             host,
             client: Mutex::new(None),
+            cpus: Mutex::new(None),
         }
     }
 
@@ -125,6 +128,18 @@ impl Engine {
             .map_err(|e| self.unreachable(e))?;
         *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(negotiated.clone());
         Ok(negotiated)
+    }
+
+    /// The engine's CPUs in units of 10⁻⁹ (`NanoCpus` above this is refused), read once;
+    /// `None` when the engine does not say (the configured limit is then used as it is).
+    pub async fn nano_cpus(&self, docker: &Docker) -> Option<i64> {
+        if let Some(n) = *self.cpus.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Some(n);
+        }
+        let n = docker.info().await.ok()?.ncpu.filter(|n| *n > 0)?;
+        let nano = n.saturating_mul(1_000_000_000);
+        *self.cpus.lock().unwrap_or_else(|p| p.into_inner()) = Some(nano);
+        Some(nano)
     }
 
     /// `Ok` when the engine answers a ping.

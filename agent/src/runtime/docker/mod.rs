@@ -195,8 +195,19 @@ impl Inner {
     /// Starts tracking a new runner: picks its cache volumes and leases them (exclusive: the
     /// lowest free slot of each cache; shared: the one volume). `None` when the runner was
     /// stopped before it got here.
+    /// Caches are keyed by [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key);
+    /// a runner whose repository is not known in the repository scope gets none.
     fn lease_caches(&self, spec: &RunnerSpec) -> Option<Vec<CacheMount>> {
-        let requested = spec::requested_caches(spec);
+        let mut requested = spec::requested_caches(spec);
+        let whose = self.settings.cache_scope.key(spec);
+        if whose.is_none() && !requested.is_empty() {
+            warn!(
+                runner = %spec.id,
+                "no cache volumes: the controller did not say which repository the runner is for"
+            );
+            requested.clear();
+        }
+        let whose = whose.unwrap_or_default();
         let mut st = self.lock();
         if st.cancelled.remove(&spec.id) {
             return None;
@@ -211,9 +222,9 @@ impl Inner {
             .map(|(cache, path)| {
                 let prefix = &self.settings.cache_prefix;
                 let volume = match self.settings.cache_sharing {
-                    CacheSharing::Shared => spec::volume_name(prefix, spec, &cache, None),
+                    CacheSharing::Shared => spec::volume_name(prefix, &whose, spec, &cache, None),
                     CacheSharing::Exclusive => (0u32..)
-                        .map(|slot| spec::volume_name(prefix, spec, &cache, Some(slot)))
+                        .map(|slot| spec::volume_name(prefix, &whose, spec, &cache, Some(slot)))
                         .find(|name| !taken.contains(name))
                         .unwrap_or_default(),
                 };
@@ -343,6 +354,7 @@ impl Inner {
                 source,
             })?;
         info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
+        let engine_nano_cpus = self.engine.nano_cpus(&docker).await;
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
             return Err(DockerError::StoppedBeforeStart {
@@ -355,6 +367,7 @@ impl Inner {
             deadline_ms: shared::runner::now_ms()
                 .saturating_add(spec.timeout.as_millis().min(i64::MAX as u128) as i64),
             caches,
+            engine_nano_cpus,
         };
         let outcome = self
             .create_and_start(&docker, &spec, &placement, &plan, &facts)
@@ -660,6 +673,7 @@ mod tests {
 
     use super::config::DockerHost;
     use super::*;
+    use crate::runtime::cache_scope::CacheScope;
 
     fn spec(id: &str, arch: Arch) -> RunnerSpec {
         RunnerSpec {
@@ -677,14 +691,20 @@ mod tests {
             },
             arch,
             owner: "acme".into(),
+            repository: Some("app".into()),
         }
     }
 
     fn runtime(sharing: CacheSharing) -> DockerRuntime {
+        scoped(sharing, CacheScope::Owner)
+    }
+
+    fn scoped(sharing: CacheSharing, scope: CacheScope) -> DockerRuntime {
         let settings = DockerSettings {
             // Never contacted by these tests.
             host: DockerHost::Unix("/nonexistent/docker.sock".into()),
             cache_sharing: sharing,
+            cache_scope: scope,
             ..Default::default()
         };
         DockerRuntime::new(settings, "host-1", crate::runtime::event_channel().0)
@@ -711,6 +731,21 @@ mod tests {
             "gha-cache-acme-amd64-toolcache-0",
             "slot 0 is free again"
         );
+    }
+
+    #[tokio::test]
+    async fn caches_are_per_repository_by_default() {
+        let rt = scoped(CacheSharing::Shared, CacheScope::default());
+        let app = rt.inner.lease_caches(&spec("a", Arch::Amd64)).unwrap();
+        let mut other = spec("b", Arch::Amd64);
+        other.repository = Some("Site".into());
+        let site = rt.inner.lease_caches(&other).unwrap();
+        assert_eq!(volume(&app), "gha-cache-acme.app-amd64-toolcache");
+        assert_eq!(volume(&site), "gha-cache-acme.site-amd64-toolcache");
+        // Without the repository (an older controller), no cache rather than a shared one.
+        let mut unknown = spec("c", Arch::Amd64);
+        unknown.repository = None;
+        assert_eq!(rt.inner.lease_caches(&unknown).unwrap(), vec![]);
     }
 
     #[tokio::test]

@@ -6,9 +6,13 @@
 //!   with `RUNNER_TOKEN`, `REPO_URL`, …, or its `run.sh` with a JIT config; custom:
 //!   `RUNNER_COMMAND`). The owner's PAT is never given: the controller never sends it, and
 //!   variables that would carry one are dropped here as well.
-//! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner, architecture and cache
-//!   name; exclusive volumes get a slot number so that concurrent runners never share one.
+//! - **Cache volumes** (`CacheSettings.enabled`): named volumes per owner and repository (or per
+//!   owner, `CACHE_VOLUME_SCOPE=owner`), architecture and cache name; exclusive volumes get a
+//!   slot number so that concurrent runners never share one.
 //! - **Labels** on everything ([`super::labels`]), so ownership is found by label.
+//! - **Sandbox** ([`crate::runtime::sandbox`], `RUNNER_SANDBOX`): by default
+//!   `no-new-privileges`, capabilities dropped but for the few a runner needs, a PID limit and
+//!   CPU (at most the engine's) and memory limits.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +23,8 @@ use shared::command::RunnerSpec;
 use super::config::DockerSettings;
 use super::labels;
 use crate::runtime::launch::Plan;
+use crate::runtime::sandbox::{KEPT_CAPABILITIES, Sandbox};
+
 /// The cache used when a runner asks for caching without naming volumes.
 pub const DEFAULT_CACHE: (&str, &str) = ("toolcache", "/opt/hostedtoolcache");
 /// Where the Docker socket is mounted in a runner that asks for it (unsafe, see the README).
@@ -55,6 +61,8 @@ pub struct Placement {
     /// When the runner is stopped, in milliseconds since the Unix epoch.
     pub deadline_ms: i64,
     pub caches: Vec<CacheMount>,
+    /// The engine's CPUs in units of 10⁻⁹ (it refuses a larger `NanoCpus`), when known.
+    pub engine_nano_cpus: Option<i64>,
 }
 
 /// The caches a spec asks for: (cache name, mount path).
@@ -72,7 +80,7 @@ pub fn requested_caches(spec: &RunnerSpec) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Keeps only `[a-z0-9_.-]`, so owners and names are safe in volume names.
+/// Keeps only `[a-z0-9_.-]`, so cache names are safe in volume names.
 fn clean(part: &str) -> String {
     part.to_ascii_lowercase()
         .chars()
@@ -86,14 +94,17 @@ fn clean(part: &str) -> String {
         .collect()
 }
 
-/// `<prefix>-<owner>-<arch>-<cache>[-<slot>]`.
-pub fn volume_name(prefix: &str, spec: &RunnerSpec, cache: &str, slot: Option<u32>) -> String {
-    let base = format!(
-        "{prefix}-{}-{}-{}",
-        clean(&spec.owner),
-        spec.arch.as_str(),
-        clean(cache)
-    );
+/// `<prefix>-<whose>-<arch>-<cache>[-<slot>]`, where `whose` is
+/// [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key): `owner.repository`
+/// (`gha-cache-acme.app-amd64-toolcache-0`) or `owner` (`gha-cache-acme-amd64-toolcache-0`).
+pub fn volume_name(
+    prefix: &str,
+    whose: &str,
+    spec: &RunnerSpec,
+    cache: &str,
+    slot: Option<u32>,
+) -> String {
+    let base = format!("{prefix}-{whose}-{}-{}", spec.arch.as_str(), clean(cache));
     match slot {
         Some(n) => format!("{base}-{n}"),
         None => base,
@@ -200,10 +211,36 @@ pub fn container_body(
         });
     }
 
+    let nano_cpus = match (settings.nano_cpus, placement.engine_nano_cpus) {
+        (Some(want), Some(engine)) if engine > 0 => Some(want.min(engine)),
+        (want, _) => want,
+    };
+    let (security_opt, cap_drop, cap_add, privileged) = match settings.sandbox {
+        Sandbox::Strict => (
+            Some(vec!["no-new-privileges:true".to_owned()]),
+            Some(vec!["ALL".to_owned()]),
+            Some(
+                KEPT_CAPABILITIES
+                    .iter()
+                    .map(|c| format!("CAP_{c}"))
+                    .collect(),
+            ),
+            None,
+        ),
+        Sandbox::None => (None, None, None, None),
+        Sandbox::Privileged => (None, None, None, Some(true)),
+    };
     let host_config = HostConfig {
         network_mode: settings.network.clone(),
-        nano_cpus: settings.nano_cpus,
+        nano_cpus,
         memory: settings.memory_bytes,
+        // No swap beyond the memory limit (the engine's default would double it).
+        memory_swap: settings.memory_bytes,
+        pids_limit: settings.pids_limit,
+        security_opt,
+        cap_drop,
+        cap_add,
+        privileged,
         mounts: (!mounts.is_empty()).then_some(mounts),
         init: Some(settings.init),
         // We remove containers ourselves, after their exit code is reported.
@@ -255,6 +292,7 @@ mod tests {
             cache: CacheSettings::default(),
             arch: Arch::Amd64,
             owner: "Acme".into(),
+            repository: Some("app".into()),
         }
     }
 
@@ -264,6 +302,7 @@ mod tests {
             controller: "ctl".into(),
             deadline_ms: 1_000,
             caches,
+            engine_nano_cpus: None,
         }
     }
 
@@ -385,7 +424,59 @@ mod tests {
     }
 
     #[test]
-    fn cache_volumes_are_per_owner_arch_and_slot() {
+    fn runners_are_sandboxed_by_default() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let settings = DockerSettings::default();
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        let hc = body.host_config.unwrap();
+        assert_eq!(
+            hc.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        let kept = hc.cap_add.unwrap();
+        assert!(kept.contains(&"CAP_SETUID".to_owned()));
+        assert!(
+            !kept
+                .iter()
+                .any(|c| c.contains("NET_RAW") || c.contains("SYS_ADMIN"))
+        );
+        assert_eq!(hc.privileged, None);
+        assert_eq!(hc.pids_limit, Some(4096));
+        assert_eq!(hc.nano_cpus, Some(2_000_000_000));
+        assert_eq!(hc.memory, Some(7 << 30));
+        assert_eq!(hc.memory_swap, Some(7 << 30));
+
+        // More CPUs than the engine has would be refused: the limit is the engine's count.
+        let mut one_cpu = placement(vec![]);
+        one_cpu.engine_nano_cpus = Some(1_000_000_000);
+        let (body, _) = container_body(&s, &settings, &one_cpu, &plan);
+        assert_eq!(body.host_config.unwrap().nano_cpus, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn the_sandbox_can_be_opted_out_of() {
+        let s = spec(Registration::JitConfig("j".into()));
+        let plan = launch::plan(Layout::Official, &s).unwrap();
+        let mut settings = DockerSettings {
+            sandbox: Sandbox::None,
+            ..Default::default()
+        };
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        let hc = body.host_config.unwrap();
+        assert_eq!(
+            (hc.security_opt, hc.cap_drop, hc.cap_add),
+            (None, None, None)
+        );
+        assert_eq!(hc.pids_limit, Some(4096), "limits stay");
+        settings.sandbox = Sandbox::Privileged;
+        let (body, _) = container_body(&s, &settings, &placement(vec![]), &plan);
+        assert_eq!(body.host_config.unwrap().privileged, Some(true));
+    }
+
+    #[test]
+    fn cache_volumes_are_per_owner_repository_arch_and_slot() {
         let mut s = spec(Registration::JitConfig("j".into()));
         assert!(requested_caches(&s).is_empty());
         s.cache.enabled = true;
@@ -394,12 +485,12 @@ mod tests {
             vec![("toolcache".to_owned(), "/opt/hostedtoolcache".to_owned())]
         );
         assert_eq!(
-            volume_name("gha-cache", &s, "toolcache", Some(2)),
-            "gha-cache-acme-amd64-toolcache-2"
+            volume_name("gha-cache", "acme.app", &s, "toolcache", Some(2)),
+            "gha-cache-acme.app-amd64-toolcache-2"
         );
         s.arch = Arch::Arm64;
         assert_eq!(
-            volume_name("gha-cache", &s, "npm cache", None),
+            volume_name("gha-cache", "acme", &s, "npm cache", None),
             "gha-cache-acme-arm64-npm-cache"
         );
     }

@@ -144,10 +144,18 @@ mod tests {
             node("arm64", "110", "4", true, true),
             node("s390x", "110", "4", true, false),
         ];
-        let s = KubernetesSettings::default();
+        let s = KubernetesSettings {
+            resources: Default::default(),
+            ..Default::default()
+        };
         assert_eq!(
             by_arch(&nodes, &s, 10),
             vec![(Arch::Amd64, 5), (Arch::Arm64, 10)]
+        );
+        // The default requests (500m CPU, 1Gi): 8 fit a 4-CPU node.
+        assert_eq!(
+            by_arch(&nodes, &KubernetesSettings::default(), 10),
+            vec![(Arch::Amd64, 5), (Arch::Arm64, 8)]
         );
     }
 

@@ -1,5 +1,6 @@
 //! Exclusive cache claims: a runner with `KUBERNETES_PVCS` gets the lowest-numbered claim of its
-//! owner and architecture that no live runner pod mounts, created if missing.
+//! owner and repository (or owner only, `CACHE_VOLUME_SCOPE=owner`) and architecture that no
+//! live runner pod mounts, created if missing.
 //!
 //! Claims are `ReadWriteOnce`, and two pods on one node could still both mount such a volume, so
 //! exclusivity is ours to keep: a claim is "in use" while any unfinished pod of ours (any agent
@@ -34,7 +35,13 @@ impl ClaimPicker {
 
     /// Picks and reserves a free claim for `spec`, creating it if needed. Release it with
     /// [`release`](Self::release) once the pod is created (or was not).
-    pub async fn reserve(&self, ctx: &Context, spec: &RunnerSpec) -> Result<String, KubeError> {
+    /// `whose` is the runner's [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key).
+    pub async fn reserve(
+        &self,
+        ctx: &Context,
+        spec: &RunnerSpec,
+        whose: &str,
+    ) -> Result<String, KubeError> {
         let pods = ctx
             .pods()
             .list(&ListParams::default().labels(&Ownership::all_runners_selector()))
@@ -53,7 +60,7 @@ impl ClaimPicker {
         let (slot, name) = {
             let mut reserved = self.reserved();
             let Some((slot, name)) = (0..MAX_SLOTS)
-                .map(|slot| (slot, objects::claim_name(&spec.owner, spec.arch, slot)))
+                .map(|slot| (slot, objects::claim_name(whose, spec.arch, slot)))
                 .find(|(_, name)| !in_use.contains(name) && !reserved.contains(name))
             else {
                 return Err(KubeError::NoFreeClaim {
@@ -69,6 +76,7 @@ impl ClaimPicker {
             &ctx.who,
             &ctx.settings,
             &spec.owner,
+            whose,
             spec.arch,
             slot,
             &ctx.namespace,

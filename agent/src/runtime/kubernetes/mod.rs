@@ -199,10 +199,14 @@ impl KubernetesRuntime {
             })?;
         let caches = if !spec.cache.enabled || spec.cache.volumes.is_empty() {
             CacheVolumes::None
-        } else if spec.cache.kubernetes_pvcs {
-            let claim = self.claims.reserve(ctx, spec).await?;
+        } else if spec.cache.kubernetes_pvcs
+            && let Some(whose) = ctx.settings.cache_scope.key(spec)
+        {
+            let claim = self.claims.reserve(ctx, spec, &whose).await?;
             CacheVolumes::Claim(claim)
         } else {
+            // Without claims, or without the repository the claim would be keyed by (an older
+            // controller): the pod's own emptyDir, which no other job ever mounts.
             CacheVolumes::EmptyDir
         };
         let result = self.create_pod_with(spec, &name, &caches, &plan).await;

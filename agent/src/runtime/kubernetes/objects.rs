@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaim,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -20,6 +20,7 @@ use shared::ids::RunnerId;
 
 use super::settings::{KubernetesSettings, is_dns_label, is_label_value};
 use crate::runtime::launch::{self, Plan};
+use crate::runtime::sandbox::{KEPT_CAPABILITIES, Sandbox};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "gha-scaler";
@@ -107,13 +108,12 @@ pub fn secret_name(pod: &str) -> String {
     format!("{pod}{SECRET_SUFFIX}")
 }
 
-/// The claim of cache slot `slot` for an owner and architecture.
-pub fn claim_name(owner: &str, arch: Arch, slot: u32) -> String {
-    // GitHub owner names are case-insensitive.
-    dns_label(&format!(
-        "gha-cache-{}-{arch}-{slot}",
-        owner.to_ascii_lowercase()
-    ))
+/// The claim of cache slot `slot` for `whose` (an owner, or an owner and repository: see
+/// [`CacheScope::key`](crate::runtime::cache_scope::CacheScope::key), already lower-cased) and
+/// an architecture: `gha-cache-acme-amd64-0`, or with a repository (whose `.` a label cannot
+/// hold) `gha-cache-acme-app-amd64-0-<hash>`.
+pub fn claim_name(whose: &str, arch: Arch, slot: u32) -> String {
+    dns_label(&format!("gha-cache-{whose}-{arch}-{slot}"))
 }
 
 /// The Secret with the runner's registration material (a JIT config or a registration token,
@@ -204,11 +204,7 @@ pub fn pod(
     // `command` replaces the image's ENTRYPOINT and, without `args`, its CMD too.
     let command = plan.entrypoint.clone();
     let args = plan.cmd.clone().filter(|a| !a.is_empty());
-    let security_context = plan.uid.map(|uid| SecurityContext {
-        run_as_user: Some(uid),
-        run_as_non_root: Some(uid != 0),
-        ..SecurityContext::default()
-    });
+    let security_context = security_context(settings.sandbox, plan.uid);
     let (volumes, mounts) = cache_volumes(spec, caches);
     let mut node_selector = settings.node_selector.clone();
     node_selector.insert(NODE_ARCH_LABEL.into(), spec.arch.as_str().into());
@@ -244,6 +240,34 @@ pub fn pod(
         }),
         ..Pod::default()
     }
+}
+
+/// The runner container's `securityContext`: the user the layout needs, and the sandbox
+/// ([`crate::runtime::sandbox`]); strict is what the "restricted" Pod Security Standard asks,
+/// except that the few capabilities a runner needs are kept.
+fn security_context(sandbox: Sandbox, uid: Option<i64>) -> Option<SecurityContext> {
+    let mut sc = SecurityContext {
+        run_as_user: uid,
+        run_as_non_root: uid.map(|uid| uid != 0),
+        ..SecurityContext::default()
+    };
+    match sandbox {
+        Sandbox::Strict => {
+            sc.allow_privilege_escalation = Some(false);
+            sc.privileged = Some(false);
+            sc.capabilities = Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(KEPT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+            });
+            sc.seccomp_profile = Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            });
+        }
+        Sandbox::None => {}
+        Sandbox::Privileged => sc.privileged = Some(true),
+    }
+    (sc != SecurityContext::default()).then_some(sc)
 }
 
 fn annotations(spec: &RunnerSpec) -> BTreeMap<String, String> {
@@ -313,12 +337,13 @@ fn resources(settings: &KubernetesSettings) -> Option<ResourceRequirements> {
     })
 }
 
-/// A cache claim: `ReadWriteOnce`, per owner, architecture and slot, never owned by a pod (it
+/// A cache claim: `ReadWriteOnce`, per owner (and repository), architecture and slot, never owned by a pod (it
 /// outlives runners: that is the point of a cache).
 pub fn claim(
     who: &Ownership,
     settings: &KubernetesSettings,
     owner: &str,
+    whose: &str,
     arch: Arch,
     slot: u32,
     namespace: &str,
@@ -328,7 +353,7 @@ pub fn claim(
     labels.insert(ARCH_LABEL.into(), arch.as_str().into());
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(claim_name(owner, arch, slot)),
+            name: Some(claim_name(whose, arch, slot)),
             namespace: Some(namespace.into()),
             labels: Some(labels),
             ..ObjectMeta::default()
@@ -406,6 +431,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strict_runner_containers_cannot_gain_privileges() {
+        let sc = security_context(Sandbox::Strict, Some(1001)).unwrap();
+        let json = serde_json::to_value(&sc).unwrap();
+        assert_eq!(json["allowPrivilegeEscalation"], false);
+        assert_eq!(json["privileged"], false);
+        assert_eq!(json["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert_eq!(json["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(json["runAsUser"], 1001);
+        let added = json["capabilities"]["add"].as_array().unwrap();
+        assert!(!added.iter().any(|c| c == "NET_RAW" || c == "SYS_ADMIN"));
+
+        assert_eq!(security_context(Sandbox::None, None), None);
+        let dind = security_context(Sandbox::Privileged, None).unwrap();
+        assert_eq!(dind.privileged, Some(true));
+    }
+
+    #[test]
     fn names_are_valid_and_stay_distinct() {
         assert_eq!(dns_label("gha-r1"), "gha-r1");
         let a = dns_label("Gha_R1");
@@ -417,6 +459,9 @@ mod tests {
         assert_eq!(label_value("r1"), "r1");
         let weird = label_value("host.example.com/with space");
         assert!(is_label_value(&weird), "{weird}");
-        assert_eq!(claim_name("Acme", Arch::Arm64, 0), "gha-cache-acme-arm64-0");
+        assert_eq!(claim_name("acme", Arch::Arm64, 0), "gha-cache-acme-arm64-0");
+        let app = claim_name("acme.app", Arch::Arm64, 0);
+        assert!(is_dns_label(&app) && app.starts_with("gha-cache-acme-app-arm64-0-"));
+        assert_ne!(app, claim_name("acme-app", Arch::Arm64, 0));
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Toleration;
 
 use crate::config::{ConfigErrors, ConfigProblem};
+use crate::runtime::cache_scope::{self, CacheScope};
+use crate::runtime::sandbox::{self, Sandbox};
 
 /// How runner pods are shaped and looked after. (Whether a runner gets caches, and whether they
 /// are PersistentVolumeClaims, comes with each runner spec from the controller.)
@@ -21,8 +23,13 @@ pub struct KubernetesSettings {
     /// `CONTROLLER_ID`: written on every object as a label, so two controllers sharing a
     /// namespace never adopt each other's runners. Same default as the controller's.
     pub controller_id: String,
-    /// `KUBERNETES_CPU_REQUEST` / `_CPU_LIMIT` / `_MEMORY_REQUEST` / `_MEMORY_LIMIT`.
+    /// `KUBERNETES_CPU_REQUEST` / `_CPU_LIMIT` / `_MEMORY_REQUEST` / `_MEMORY_LIMIT`. For a
+    /// resource where neither is set, [`DEFAULT_RESOURCES`] apply.
     pub resources: Resources,
+    /// `RUNNER_SANDBOX`: the runner container's `securityContext`.
+    pub sandbox: Sandbox,
+    /// `CACHE_VOLUME_SCOPE`: whose cache claims are whose.
+    pub cache_scope: CacheScope,
     /// `KUBERNETES_NODE_SELECTOR`: `key=value,...`, added to the architecture selector.
     pub node_selector: BTreeMap<String, String>,
     /// `KUBERNETES_TOLERATIONS`: `key[=value]:Effect,...` (kubectl's taint syntax).
@@ -47,6 +54,11 @@ pub struct Resources {
     pub memory_limit: Option<String>,
 }
 
+/// Requests and limits of a resource the operator says nothing about: GitHub's standard Linux
+/// runner has 2 CPUs and 7 GB; the requests are what a typical job uses, for scheduling.
+pub const DEFAULT_RESOURCES: [(&str, &str, &str); 2] =
+    [("cpu", "500m", "2"), ("memory", "1Gi", "7Gi")];
+
 pub const DEFAULT_PVC_SIZE: &str = "10Gi";
 pub const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -55,7 +67,14 @@ impl Default for KubernetesSettings {
         Self {
             namespace: None,
             controller_id: "gha-scaler".into(),
-            resources: Resources::default(),
+            resources: Resources {
+                cpu_request: Some(DEFAULT_RESOURCES[0].1.into()),
+                cpu_limit: Some(DEFAULT_RESOURCES[0].2.into()),
+                memory_request: Some(DEFAULT_RESOURCES[1].1.into()),
+                memory_limit: Some(DEFAULT_RESOURCES[1].2.into()),
+            },
+            sandbox: Sandbox::Strict,
+            cache_scope: CacheScope::Repository,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             service_account: None,
@@ -106,12 +125,30 @@ impl KubernetesSettings {
                 None
             }
         };
-        s.resources = Resources {
+        let given = Resources {
             cpu_request: quantity("KUBERNETES_CPU_REQUEST"),
             cpu_limit: quantity("KUBERNETES_CPU_LIMIT"),
             memory_request: quantity("KUBERNETES_MEMORY_REQUEST"),
             memory_limit: quantity("KUBERNETES_MEMORY_LIMIT"),
         };
+        // A default only for a resource the operator says nothing about: a default limit
+        // below a given request (or the reverse) would make every pod invalid.
+        let defaults = std::mem::take(&mut s.resources);
+        let cpu_given = given.cpu_request.is_some() || given.cpu_limit.is_some();
+        let memory_given = given.memory_request.is_some() || given.memory_limit.is_some();
+        s.resources = if cpu_given {
+            Resources {
+                cpu_request: given.cpu_request,
+                cpu_limit: given.cpu_limit,
+                ..defaults.clone()
+            }
+        } else {
+            defaults.clone()
+        };
+        if memory_given {
+            s.resources.memory_request = given.memory_request;
+            s.resources.memory_limit = given.memory_limit;
+        }
         if let Some(size) = quantity("KUBERNETES_PVC_SIZE") {
             s.pvc_size = size;
         }
@@ -151,6 +188,14 @@ impl KubernetesSettings {
                     format!("{v:?} is not a positive duration (e.g. 10m)"),
                 ),
             }
+        }
+        match Sandbox::parse(get(sandbox::VARIABLE)) {
+            Ok(mode) => s.sandbox = mode,
+            Err(e) => problem(sandbox::VARIABLE, e),
+        }
+        match CacheScope::parse(get(cache_scope::VARIABLE)) {
+            Ok(scope) => s.cache_scope = scope,
+            Err(e) => problem(cache_scope::VARIABLE, e),
         }
         if problems.is_empty() {
             Ok(s)
@@ -249,7 +294,11 @@ mod tests {
         assert_eq!(s.controller_id, "prod");
         assert_eq!(s.resources.cpu_request.as_deref(), Some("500m"));
         assert_eq!(s.resources.memory_limit.as_deref(), Some("4Gi"));
-        assert_eq!(s.resources.cpu_limit, None);
+        assert_eq!(
+            s.resources.cpu_limit, None,
+            "no default next to a given request"
+        );
+        assert_eq!(s.resources.memory_request, None);
         assert_eq!(s.node_selector.len(), 2);
         assert_eq!(s.node_selector["disk"], "ssd");
         assert_eq!(s.tolerations.len(), 2);
@@ -263,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn runner_resources_and_sandbox_have_defaults() {
+        let s = KubernetesSettings::from_env(&map(&[])).unwrap();
+        assert_eq!(
+            s.resources,
+            Resources {
+                cpu_request: Some("500m".into()),
+                cpu_limit: Some("2".into()),
+                memory_request: Some("1Gi".into()),
+                memory_limit: Some("7Gi".into()),
+            }
+        );
+        assert_eq!(s.sandbox, Sandbox::Strict);
+        let s = KubernetesSettings::from_env(&map(&[
+            ("KUBERNETES_CPU_LIMIT", "4"),
+            ("RUNNER_SANDBOX", "none"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.resources.cpu_request, s.resources.cpu_limit.as_deref()),
+            (None, Some("4"))
+        );
+        assert_eq!(s.resources.memory_limit.as_deref(), Some("7Gi"));
+        assert_eq!(s.sandbox, Sandbox::None);
+    }
+
+    #[test]
     fn problems_name_their_variables() {
         let err = KubernetesSettings::from_env(&map(&[
             ("KUBERNETES_NAMESPACE", "Not_A_Namespace"),
@@ -270,6 +345,7 @@ mod tests {
             ("KUBERNETES_NODE_SELECTOR", "novalue"),
             ("KUBERNETES_TOLERATIONS", "key=v:Sometimes"),
             ("KUBERNETES_PENDING_TIMEOUT", "0"),
+            ("RUNNER_SANDBOX", "loose"),
         ]))
         .unwrap_err();
         let vars: Vec<_> = err.0.iter().map(|p| p.variable).collect();
@@ -280,7 +356,8 @@ mod tests {
                 "KUBERNETES_CPU_REQUEST",
                 "KUBERNETES_NODE_SELECTOR",
                 "KUBERNETES_TOLERATIONS",
-                "KUBERNETES_PENDING_TIMEOUT"
+                "KUBERNETES_PENDING_TIMEOUT",
+                "RUNNER_SANDBOX"
             ]
         );
     }

@@ -82,10 +82,11 @@ fn init_tracing(debug: bool) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
-    tracing_subscriber::fmt()
+    // try_init: an agent that enrolls at start has installed it already.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .init();
+        .try_init();
 }
 
 fn host_name() -> String {
@@ -164,6 +165,17 @@ fn agent_name(config: &AgentConfig) -> anyhow::Result<String> {
 
 async fn run() -> anyhow::Result<()> {
     let vars = environment();
+    // JOIN_TOKEN / JOIN_TOKEN_FILE with no identity yet in TLS_DIR: enroll first (compose).
+    let exists = |p: &std::path::Path| p.exists();
+    if let Some(plan) = agent::bootstrap::plan(&vars, exists, &host_name())
+        .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?
+    {
+        init_tracing(vars.get("DEBUG").is_some_and(|d| d.trim() == "true"));
+        let joined = agent::bootstrap::run(&plan)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?;
+        tracing::info!(agent = %joined.agent_name, dir = %joined.dir.display(), "enrolled");
+    }
     let config = AgentConfig::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.debug);
     let shutdown = CancellationToken::new();

@@ -307,7 +307,8 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
     let arches = ["amd64", "amd64", "arm64"];
     let mut agent_names = Vec::new();
     for (i, net) in agent_nets.iter().enumerate() {
-        let agent = format!("agent-{}", i + 1);
+        // Names unique to the run: an agent only ever touches containers labelled with its name.
+        let agent = format!("mh-{}-{}", run.id, i + 1);
         let token = docker(&[
             "exec",
             &controller_name,
@@ -322,8 +323,8 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
             "10m",
         ])
         .await;
-        let container = format!("gha-mh-{}-{agent}", run.id);
-        let identity = host_volume(&run, &agent).await;
+        let container = format!("gha-{agent}");
+        let identity = host_volume(&run, &format!("identity-{}", i + 1)).await;
         docker(&[
             "run",
             "-d",
@@ -453,6 +454,7 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
     }
     let mut runners_seen = HashSet::new();
     let started = census.started();
+    let arm64_agent = agent_names[2].0.clone();
     let agent_of: HashMap<String, String> = started
         .iter()
         .filter_map(|c| {
@@ -473,13 +475,13 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
         if *mix == 2 {
             assert_eq!(
                 agent_of.get(&runner).map(String::as_str),
-                Some("agent-3"),
+                Some(arm64_agent.as_str()),
                 "arm64 job {job} ran on the arm64 agent"
             );
         } else if *mix == 1 {
             assert_ne!(
                 agent_of.get(&runner).map(String::as_str),
-                Some("agent-3"),
+                Some(arm64_agent.as_str()),
                 "x64 job {job} stayed off the arm64 agent"
             );
         }

@@ -104,7 +104,9 @@ struct Down<'a>(&'a Project);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let _ = self.0.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+        let _ = self
+            .0
+            .compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
     }
 }
 
@@ -119,7 +121,10 @@ fn a_missing_env_file_says_to_copy_the_example() {
     let run = TestRun::new();
     let project = Project::new(&run);
     let out = project.compose(&["config"]);
-    assert!(!out.status.success(), "compose accepted a project without .env");
+    assert!(
+        !out.status.success(),
+        "compose accepted a project without .env"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("copy deploy/.env.example to .env"),
@@ -223,7 +228,7 @@ async fn wait_local_agent_connected(project: &Project, port: u16, token: &str, w
 
 #[tokio::test]
 async fn compose_up_with_a_seed_env_gives_a_controller_and_an_enrolled_agent_that_survive_restarts()
- {
+{
     let run = TestRun::new();
     // The images carry the run's label: `run` removes them when dropped, after `down -v`.
     let images: Images = build_images(&run);

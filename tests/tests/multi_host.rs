@@ -117,14 +117,7 @@ struct Net {
 
 async fn network(run: &TestRun, suffix: &str) -> Net {
     let name = format!("gha-mh-{}-{suffix}", run.id);
-    docker(&[
-        "network",
-        "create",
-        "--label",
-        &run.label_pair(),
-        &name,
-    ])
-    .await;
+    docker(&["network", "create", "--label", &run.label_pair(), &name]).await;
     let gateway = docker(&[
         "network",
         "inspect",
@@ -182,12 +175,16 @@ impl Controller {
     }
 
     async fn wait_agent(&self, name: &str, connected: bool) {
-        wait_until(WAIT, &format!("agent {name} connected={connected}"), || async {
-            self.agents()
-                .await
-                .iter()
-                .any(|a| a["name"] == name && a["connected"] == connected)
-        })
+        wait_until(
+            WAIT,
+            &format!("agent {name} connected={connected}"),
+            || async {
+                self.agents()
+                    .await
+                    .iter()
+                    .any(|a| a["name"] == name && a["connected"] == connected)
+            },
+        )
         .await;
     }
 
@@ -385,10 +382,7 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
             sim.sim
                 .fault_delivery("workflow_job", Some("queued"), DeliveryFault::Drop);
         }
-        jobs.push((
-            sim.queue(mixes[i % 3], Duration::from_millis(300)),
-            i % 3,
-        ));
+        jobs.push((sim.queue(mixes[i % 3], Duration::from_millis(300)), i % 3));
         match i {
             20 => {
                 docker(&["network", "disconnect", a1, a1_container]).await;

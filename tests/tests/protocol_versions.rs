@@ -53,7 +53,9 @@ async fn an_agent_one_minor_revision_older_is_served() {
         "{first:?}"
     );
     for message in messages {
-        tx.send(message).await.expect("send the fixture's heartbeat");
+        tx.send(message)
+            .await
+            .expect("send the fixture's heartbeat");
     }
     wait_until(WAIT, "the 1.0 agent is listed, connected", || async {
         s.controller

@@ -229,6 +229,7 @@ async fn wait_local_agent_connected(project: &Project, port: u16, token: &str, w
 #[tokio::test]
 async fn compose_up_with_a_seed_env_gives_a_controller_and_an_enrolled_agent_that_survive_restarts()
 {
+    tests::harness::init();
     let run = TestRun::new();
     // The images carry the run's label: `run` removes them when dropped, after `down -v`.
     let images: Images = build_images(&run);

@@ -22,6 +22,19 @@ fi
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
   --manifest-path tests/runner-image/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}/runner-image"
 
+# One static build of the shipped binaries for every test that runs them as users do (the
+# images of deploy/build-images.sh for the compose test, the agent process of the Docker process
+# tests): built once here, found by the tests through GHA_SCALER_STATIC_BIN_DIR (a test run on
+# its own without it builds the same thing itself). --target: with crt-static on the host
+# target proc macros could not be built.
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+STATIC_TARGET="${CARGO_TARGET_DIR:-target}/static"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
+  --target "$HOST" --target-dir "$STATIC_TARGET" -p controller -p agent -p tests \
+  --bin gha-controller --bin gha-agent --bin github-sim
+GHA_SCALER_STATIC_BIN_DIR="$(cd "$STATIC_TARGET/$HOST/release" && pwd)"
+export GHA_SCALER_STATIC_BIN_DIR
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else

@@ -11,6 +11,7 @@
 //! - [`backoff`]: capped, jittered exponential backoff.
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod config;
 pub mod connection;
 pub mod control;

@@ -105,6 +105,26 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         "ownership label of runner containers",
     ),
     (
+        "JOIN_TOKEN / JOIN_TOKEN_FILE",
+        "-",
+        "enroll at the first start when TLS_DIR holds no identity yet",
+    ),
+    (
+        "RUNNER_SANDBOX",
+        "strict",
+        "strict, none or privileged (Docker-in-Docker): how runners are confined",
+    ),
+    (
+        "RUNNER_CPUS / RUNNER_MEMORY / RUNNER_PIDS_LIMIT",
+        "2 / 7g / 4096",
+        "limits of each Docker runner (`unlimited` lifts one)",
+    ),
+    (
+        "CACHE_VOLUME_SCOPE",
+        "repository",
+        "`owner` shares cache volumes across an owner's repositories",
+    ),
+    (
         "KUBERNETES_NAMESPACE",
         "the pod's",
         "namespace of runner pods (kubernetes runtime)",
@@ -236,11 +256,12 @@ fn init_tracing(debug: bool) {
         Err(_) => filter,
     };
     // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
-    tracing_subscriber::fmt()
+    // try_init: an agent that enrolls at start has installed it already.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .try_init();
 }
 
 fn host_name() -> String {
@@ -342,6 +363,17 @@ fn agent_name(config: &AgentConfig) -> anyhow::Result<String> {
 
 async fn run() -> anyhow::Result<()> {
     let vars = environment();
+    // JOIN_TOKEN / JOIN_TOKEN_FILE with no identity yet in TLS_DIR: enroll first (compose).
+    let exists = |p: &std::path::Path| p.exists();
+    if let Some(plan) = agent::bootstrap::plan(&vars, exists, &host_name())
+        .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?
+    {
+        init_tracing(vars.get("DEBUG").is_some_and(|d| d.trim() == "true"));
+        let joined = agent::bootstrap::run(&plan)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?;
+        tracing::info!(agent = %joined.agent_name, dir = %joined.dir.display(), "enrolled");
+    }
     let config = AgentConfig::from_env(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.debug);
     let dir = agent_dir(&config.tls.cert_file);

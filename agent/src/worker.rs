@@ -209,6 +209,7 @@ impl<R: RunnerRuntime> Worker<R> {
             .unwrap_or_else(|| vec![(self.config.arch, self.config.max_runners)]);
         let register = pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
+            protocol_minor: pb::PROTOCOL_MINOR,
             capacity: capacity_to_wire(capacity),
             runtime: wire::runtime_to_wire(self.runtime.kind()) as i32,
             max_runners: self.config.max_runners,

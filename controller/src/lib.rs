@@ -16,6 +16,7 @@
 
 pub mod agent_policy;
 pub mod api;
+pub mod bootstrap;
 pub mod config;
 pub mod edge;
 pub mod github;

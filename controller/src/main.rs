@@ -189,6 +189,20 @@ async fn serve() -> anyhow::Result<()> {
     let grpc = tokio::net::TcpListener::bind(("0.0.0.0", config.grpc_port))
         .await
         .with_context(|| format!("cannot listen on GRPC_PORT {}", config.grpc_port))?;
+    // compose: a one-time join token for the local agent, on a volume only the two share.
+    if let Some(agent) = controller::bootstrap::BootstrapAgent::from_env(&environment()?)? {
+        controller::ensure_pki(&config)?;
+        match controller::bootstrap::ensure(&config, &agent).await? {
+            controller::bootstrap::Outcome::Written => tracing::info!(
+                agent = %agent.name, file = %agent.file.display(),
+                "wrote a one-time join token for the local agent"
+            ),
+            controller::bootstrap::Outcome::AlreadyEnrolled => tracing::info!(
+                agent = %agent.name,
+                "the local agent is enrolled already; no bootstrap token written"
+            ),
+        }
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     controller::run(&config, controller::Listeners { http, grpc }, shutdown).await?;

@@ -9,4 +9,28 @@ pub mod v1 {
 
     /// The protocol version an agent announces in `Register.protocol_version`.
     pub const PROTOCOL_VERSION: u32 = 1;
+    /// This revision within [`PROTOCOL_VERSION`] (`Register.protocol_minor`): 1.0 had no minor
+    /// field (on the wire: 0); 1.1 added it.
+    pub const PROTOCOL_MINOR: u32 = 1;
+
+    /// Whether a controller of this revision serves an agent that announces `major.minor`:
+    /// the same major version, and this minor revision or the one before it. (Agents are
+    /// upgraded after their controller; see the README's "Upgrades".)
+    pub fn accepts(major: u32, minor: u32) -> bool {
+        major == PROTOCOL_VERSION && minor <= PROTOCOL_MINOR && minor + 1 >= PROTOCOL_MINOR
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn one_minor_revision_older_is_served_newer_and_other_majors_are_not() {
+            assert!(accepts(PROTOCOL_VERSION, PROTOCOL_MINOR));
+            assert!(accepts(PROTOCOL_VERSION, PROTOCOL_MINOR - 1));
+            assert!(!accepts(PROTOCOL_VERSION, PROTOCOL_MINOR + 1));
+            assert!(!accepts(PROTOCOL_VERSION + 1, PROTOCOL_MINOR));
+            assert!(!accepts(0, PROTOCOL_MINOR));
+        }
+    }
 }

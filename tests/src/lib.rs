@@ -9,6 +9,7 @@ pub mod docker;
 pub mod emulator;
 pub mod github_sim;
 pub mod harness;
+pub mod images;
 pub mod kube_fake;
 pub mod pki;
 pub mod process;

@@ -37,6 +37,7 @@ pub fn register(arch: pb::Arch) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {
             protocol_version: pb::PROTOCOL_VERSION,
+            protocol_minor: pb::PROTOCOL_MINOR,
             capacity: vec![pb::ArchCapacity {
                 arch: arch as i32,
                 max_runners: 1,

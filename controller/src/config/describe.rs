@@ -203,6 +203,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "failed deliveries of our hooks are redelivered (0 = off)",
     ),
     (
+        "AGENT_BOOTSTRAP_TOKEN_FILE / AGENT_BOOTSTRAP_NAME",
+        "- / local",
+        "write a one-time join token for a local agent (compose)",
+    ),
+    (
         "API_BACKGROUND_SHARE",
         "30",
         "percent of each GitHub quota window background work may use",

@@ -167,13 +167,10 @@ impl AgentService for SessionService {
                 ));
             }
         };
-        if register.protocol_version != pb::PROTOCOL_VERSION {
-            warn!(agent = %name, version = register.protocol_version, "agent speaks another protocol version");
-            return Err(Status::failed_precondition(format!(
-                "protocol version {} is not supported; this controller speaks {}",
-                register.protocol_version,
-                pb::PROTOCOL_VERSION
-            )));
+        if !pb::accepts(register.protocol_version, register.protocol_minor) {
+            let refusal = protocol_refusal(register.protocol_version, register.protocol_minor);
+            warn!(agent = %name, version = register.protocol_version, minor = register.protocol_minor, "refused: {refusal}");
+            return Err(Status::failed_precondition(refusal));
         }
         let mut registration = registration_from_wire(register).map_err(|e| {
             warn!(agent = %name, error = %e, "agent sent an invalid registration");
@@ -366,5 +363,24 @@ impl SessionTask {
             Some(Msg::Register(_)) => warn!("ignoring a second registration on one session"),
             None => warn!("ignoring an empty agent message"),
         }
+    }
+}
+
+/// Why an agent's protocol revision cannot be served, and which side to upgrade.
+fn protocol_refusal(major: u32, minor: u32) -> String {
+    let (ours, oldest) = (pb::PROTOCOL_MINOR, pb::PROTOCOL_MINOR.saturating_sub(1));
+    let serves = format!(
+        "this controller serves protocol {v}.{oldest} to {v}.{ours}",
+        v = pb::PROTOCOL_VERSION
+    );
+    if major == pb::PROTOCOL_VERSION && minor > ours {
+        format!(
+            "protocol version {major}.{minor} is newer than this controller: {serves}; \
+             upgrade the controller first, then its agents"
+        )
+    } else if major == pb::PROTOCOL_VERSION {
+        format!("protocol version {major}.{minor} is too old: {serves}; upgrade the agent")
+    } else {
+        format!("protocol version {major}.{minor} is not supported: {serves}")
     }
 }

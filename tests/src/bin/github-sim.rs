@@ -32,6 +32,10 @@ struct Args {
     /// The hook's secret.
     #[arg(long, env = "GITHUB_SIM_HOOK_SECRET")]
     hook_secret: Option<String>,
+    /// The owner's classic PAT, chosen here (`ghp_` + 36 letters or digits) so that a `.env`
+    /// written before the simulator starts can name it; otherwise a random one is printed.
+    #[arg(long, env = "GITHUB_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The hook's content type (`json` or `form`).
     #[arg(long, default_value = "json")]
     content_type: String,
@@ -50,7 +54,15 @@ async fn main() -> anyhow::Result<()> {
     for repo in &args.repos {
         sim.add_repo(&args.org, repo, true);
     }
-    let token = sim.classic_token(&args.owner, &["repo", "admin:org", "admin:org_hook"]);
+    let scopes = ["repo", "admin:org", "admin:org_hook"];
+    let token = match &args.token {
+        Some(token) => {
+            sim.classic_token_with_value(token, &args.owner, &scopes)
+                .map_err(anyhow::Error::msg)?;
+            token.clone()
+        }
+        None => sim.classic_token(&args.owner, &scopes),
+    };
     let hook_id = args.hook_url.as_deref().map(|url| {
         sim.add_hook(
             &args.org,

@@ -21,6 +21,10 @@ pub struct StartedContainer {
 struct CensusState {
     alive: std::collections::HashSet<String>,
     max_alive: usize,
+    /// The alive ones that are runners (carry a runner id): a run's images, and so the hosts
+    /// started from them, carry the run's label too.
+    runners_alive: std::collections::HashSet<String>,
+    max_runners_alive: usize,
     started: Vec<StartedContainer>,
 }
 
@@ -61,6 +65,10 @@ impl Census {
                         let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                         st.alive.insert(id.clone());
                         st.max_alive = st.max_alive.max(st.alive.len());
+                        if attributes.contains_key(agent::runtime::docker::labels::RUNNER_ID) {
+                            st.runners_alive.insert(id.clone());
+                            st.max_runners_alive = st.max_runners_alive.max(st.runners_alive.len());
+                        }
                         // Gone before we could look (the census lags on a loaded machine):
                         // still counted, with what the event itself says.
                         let inspected = inspected.or_else(|| {
@@ -92,11 +100,9 @@ impl Census {
                         }
                     }
                     Some("die") => {
-                        shared
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .alive
-                            .remove(&id);
+                        let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        st.alive.remove(&id);
+                        st.runners_alive.remove(&id);
                     }
                     _ => {}
                 }
@@ -112,6 +118,11 @@ impl Census {
     /// The most containers of the run alive at once so far.
     pub fn max_alive(&self) -> usize {
         self.lock().max_alive
+    }
+
+    /// The most runner containers (those with a runner id label) alive at once so far.
+    pub fn max_runners_alive(&self) -> usize {
+        self.lock().max_runners_alive
     }
 
     /// Containers alive now.

@@ -31,6 +31,7 @@ use bollard::Docker;
 pub use agent::DockerAgent;
 pub use census::{Census, StartedContainer};
 pub use proxy::SocketProxy;
+pub(crate) use run::cargo_command;
 pub use run::{
     CUSTOM_COMMAND, RunnerLayout, TestRun, fake_runner_binary, gha_agent_binary, test_network,
 };

@@ -240,7 +240,7 @@ fn workspace_root() -> PathBuf {
 /// A `cargo` command as if run from a shell: without the variables cargo sets for a test
 /// process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `OUT_DIR`, …). Build scripts (ring's) rerun
 /// when those change, so passing them on would rebuild half the tree on every alternation.
-fn cargo_command() -> std::process::Command {
+pub(crate) fn cargo_command() -> std::process::Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
     for (key, _) in std::env::vars_os() {
@@ -433,11 +433,16 @@ pub async fn test_network(run: &TestRun) -> (String, std::net::IpAddr) {
     (name, gateway.parse().expect("gateway address"))
 }
 
-/// The `gha-agent` binary of this workspace, built once per test process (with the features
-/// the test build already uses, so nothing is rebuilt twice).
+/// The `gha-agent` binary: the static one `scripts/test.sh` built once for every Docker test
+/// (`GHA_SCALER_STATIC_BIN_DIR`, see [`crate::images`]); without it, this workspace's debug
+/// build, built once per test process (with the features the test build already uses, so
+/// nothing is rebuilt twice).
 pub fn gha_agent_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        if std::env::var_os(crate::images::STATIC_BIN_DIR_VAR).is_some_and(|d| !d.is_empty()) {
+            return crate::images::static_binary("gha-agent");
+        }
         let root = workspace_root();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)

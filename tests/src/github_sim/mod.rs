@@ -343,6 +343,30 @@ impl GithubSim {
         self.add_token("ghp_", kind)
     }
 
+    /// A classic PAT of `user` with a value chosen by the caller (the `github-sim` binary's
+    /// `--token`, so a `.env` can name it before the simulator starts). Refused unless it has the
+    /// shape of a classic PAT (`ghp_` and 36 letters or digits, as GitHub issues them), the
+    /// stricter choice.
+    pub fn classic_token_with_value(
+        &self,
+        token: &str,
+        user: &str,
+        scopes: &[&str],
+    ) -> Result<(), String> {
+        let body = token.strip_prefix("ghp_").unwrap_or_default();
+        if body.len() != 36 || !body.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{token:?} is not a classic PAT (ghp_ followed by 36 letters or digits)"
+            ));
+        }
+        let kind = TokenKind::Classic {
+            user: user.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        self.lock().tokens.insert(token.to_owned(), kind);
+        Ok(())
+    }
+
     /// A fine-grained PAT (`github_pat_…`) of `user` with `permissions`, on `repos` (`None` = all).
     pub fn fine_grained_token(
         &self,

@@ -16,6 +16,7 @@ use shared::command::{AgentCommand, CacheSettings, Registration, RunnerSpec};
 use shared::github::{CallKind, GithubApi, RepoRef, Scope};
 use shared::ids::{AgentName, RunnerId};
 use shared::logsafe::Untrusted;
+use shared::owner::Owner;
 use shared::runner::now_ms;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,7 @@ use super::containment;
 use super::lifecycle::{self, AgentSeen, Ending, Observation, Report};
 use super::memory::SchedulerMemory;
 use super::planner::{
-    self, ActiveRunner, AgentSupply, OwnerLimits, PendingJob, PlanInput, Start, StopReason,
+    self, ActiveRunner, AgentSupply, JobKey, OwnerLimits, PendingJob, PlanInput, Start, StopReason,
     WaitReason,
 };
 use super::registrar::{RegisterError, Registrar, RegistrationStatus};
@@ -59,7 +60,8 @@ const LIMITS: lifecycle::Limits = lifecycle::Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Decisions {
     /// Why each queued job is not running yet.
-    pub waiting: BTreeMap<u64, WaitReason>,
+    /// Keyed by owner and job id.
+    pub waiting: BTreeMap<JobKey, WaitReason>,
     pub activations: u64,
     pub last_activation_ms: i64,
     pub last_error: Option<String>,
@@ -242,7 +244,10 @@ impl Scheduler {
                     .and_then(|o| self.registrar.blocked(o, &j.repo, now));
                 match problem {
                     Some(problem) => {
-                        blocked.insert(j.id, WaitReason::Registration { problem });
+                        blocked.insert(
+                            (j.owner.clone(), j.id),
+                            WaitReason::Registration { problem },
+                        );
                         false
                     }
                     None => true,
@@ -271,14 +276,20 @@ impl Scheduler {
         for start in &plan.starts {
             // Checked before each start: a failure in this activation holds the next ones.
             if let Some(held) = self.held(start, now) {
-                waiting.insert(start.for_job, containment::wait_reason(&held, now));
+                waiting.insert(
+                    (Owner::new(&start.owner), start.for_job),
+                    containment::wait_reason(&held, now),
+                );
                 continue;
             }
             CallKind::Registration
                 .scope(self.start_runner(start, now))
                 .await?;
             if let Some(held) = self.held(start, now) {
-                waiting.insert(start.for_job, containment::wait_reason(&held, now));
+                waiting.insert(
+                    (Owner::new(&start.owner), start.for_job),
+                    containment::wait_reason(&held, now),
+                );
             }
         }
         if let Some(held) = held_agents.first() {
@@ -807,7 +818,7 @@ impl Scheduler {
         &self,
         jobs: &[JobRecord],
         runners: &[RunnerRecord],
-        waiting: BTreeMap<u64, WaitReason>,
+        waiting: BTreeMap<JobKey, WaitReason>,
         now: i64,
     ) -> Result<(), StoreError> {
         for (state, count) in self.store.job_states().await? {

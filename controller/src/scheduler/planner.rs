@@ -67,6 +67,15 @@ pub struct PendingJob {
     pub queued_ms: i64,
 }
 
+/// A job as owners see it: GitHub's job id within one owner.
+pub type JobKey = (shared::owner::Owner, u64);
+
+impl PendingJob {
+    pub fn key(&self) -> JobKey {
+        (shared::owner::Owner::new(&self.owner), self.id)
+    }
+}
+
 /// A runner that exists (not finished).
 #[derive(Debug, Clone)]
 pub struct ActiveRunner {
@@ -191,7 +200,8 @@ pub struct Plan {
     pub starts: Vec<Start>,
     pub stops: Vec<Stop>,
     /// For every queued job: why it is not yet running.
-    pub waiting: BTreeMap<u64, WaitReason>,
+    /// Keyed by owner and job id: job ids of two owners never share an entry.
+    pub waiting: BTreeMap<JobKey, WaitReason>,
 }
 
 fn lower(labels: &[String]) -> BTreeSet<String> {
@@ -564,7 +574,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
                 } else {
                     WaitReason::RunnerStarting { runner }
                 };
-                plan.waiting.insert(job.id, reason);
+                plan.waiting.insert(job.key(), reason);
             }
             None => deficit.push((job, wanted)),
         }
@@ -575,7 +585,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
     for (job, wanted) in deficit {
         let Some(owner) = owners.get(job.owner.as_str()) else {
             plan.waiting.insert(
-                job.id,
+                job.key(),
                 WaitReason::UnknownOwner {
                     owner: job.owner.clone(),
                 },
@@ -591,13 +601,13 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
             | WaitReason::NoAgentOfArch { .. }),
         ) = &choice
         {
-            plan.waiting.insert(job.id, reason.clone());
+            plan.waiting.insert(job.key(), reason.clone());
             continue;
         }
         let used = owner_used.get(owner.name.as_str()).copied().unwrap_or(0);
         if used >= owner.max_runners {
             plan.waiting.insert(
-                job.id,
+                job.key(),
                 WaitReason::OwnerAtLimit {
                     owner: owner.name.clone(),
                     max_runners: owner.max_runners,
@@ -610,7 +620,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
                 placement.take(agent, arch);
                 *owner_used.entry(owner.name.as_str()).or_default() += 1;
                 plan.waiting.insert(
-                    job.id,
+                    job.key(),
                     WaitReason::RunnerPlanned {
                         agent: agent.name.to_string(),
                     },
@@ -626,7 +636,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
                 });
             }
             Err(reason) => {
-                plan.waiting.insert(job.id, reason);
+                plan.waiting.insert(job.key(), reason);
             }
         }
     }

@@ -49,6 +49,39 @@ fn runner(id: &str, owner: &str, agent: &str, labels: &[&str], busy: bool) -> Ac
 
 const LINUX: &[&str] = &["self-hosted", "linux", "x64", "docker"];
 
+/// The wait reason of job `id` (ids are unique within these tests).
+fn reason(p: &Plan, id: u64) -> WaitReason {
+    let found: Vec<_> = p.waiting.iter().filter(|((_, j), _)| *j == id).collect();
+    assert_eq!(found.len(), 1, "job {id}: {:?}", p.waiting);
+    found[0].1.clone()
+}
+
+#[test]
+fn two_owners_jobs_with_one_id_keep_their_own_reasons() {
+    // Job ids are GitHub's, but a sender can claim any id for its own owner: one owner's
+    // explanation must never be shown for another's job.
+    let p = run(
+        &[owner("acme", 0), owner("globex", 5)],
+        &[agent("a1", Arch::Amd64, 4)],
+        &[
+            job(7, "acme", &["self-hosted"], 0),
+            job(7, "globex", &["self-hosted"], 1),
+        ],
+        &[],
+    );
+    assert_eq!(
+        p.waiting[&(shared::owner::Owner::new("acme"), 7)],
+        WaitReason::OwnerAtLimit {
+            owner: "acme".into(),
+            max_runners: 0
+        }
+    );
+    assert!(matches!(
+        p.waiting[&(shared::owner::Owner::new("globex"), 7)],
+        WaitReason::RunnerPlanned { .. }
+    ));
+}
+
 fn run(
     owners: &[OwnerLimits],
     agents: &[AgentSupply],
@@ -83,7 +116,7 @@ fn a_queued_job_gets_a_runner_with_githubs_labels() {
     );
     assert_eq!(s.labels, vec!["self-hosted", "linux", "x64", "docker"]);
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::RunnerPlanned { agent: "a1".into() }
     );
 }
@@ -121,7 +154,7 @@ fn an_idle_runner_absorbs_one_job_and_no_more() {
         &runners,
     );
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::RunnerStarting {
             runner: "r1".into()
         }
@@ -167,7 +200,7 @@ fn a_runner_that_just_ended_absorbs_one_job_holds_no_slot_and_is_never_stopped()
         vec![2]
     );
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::AwaitingJobReport {
             runner: "r1".into()
         }
@@ -197,7 +230,7 @@ fn the_owner_limit_counts_existing_runners_and_is_never_exceeded() {
     );
     for id in [3, 4] {
         assert_eq!(
-            p.waiting[&id],
+            reason(&p, id),
             WaitReason::OwnerAtLimit {
                 owner: "acme".into(),
                 max_runners: 3
@@ -243,7 +276,7 @@ fn no_agent_of_the_wanted_architecture_says_so() {
     );
     assert!(p.starts.is_empty());
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::NoAgentOfArch { arch: Arch::Arm64 }
     );
 }
@@ -258,7 +291,7 @@ fn github_hosted_labels_are_never_served() {
     );
     assert!(p.starts.is_empty());
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::LabelsNotOffered {
             missing: vec!["ubuntu-latest".into()]
         }
@@ -294,7 +327,7 @@ fn full_and_unavailable_agents_are_told_apart() {
         &[job(1, "acme", &["self-hosted"], 0)],
         &runners,
     );
-    assert_eq!(p.waiting[&1], WaitReason::AgentsFull);
+    assert_eq!(reason(&p, 1), WaitReason::AgentsFull);
     let mut draining = agent("a", Arch::Amd64, 4);
     draining.available = false;
     let p = run(
@@ -303,14 +336,14 @@ fn full_and_unavailable_agents_are_told_apart() {
         &[job(1, "acme", &["self-hosted"], 0)],
         &[],
     );
-    assert_eq!(p.waiting[&1], WaitReason::AgentsUnavailable);
+    assert_eq!(reason(&p, 1), WaitReason::AgentsUnavailable);
     let p = run(
         &[owner("acme", 10)],
         &[],
         &[job(1, "acme", &["self-hosted"], 0)],
         &[],
     );
-    assert_eq!(p.waiting[&1], WaitReason::NoAgentConnected);
+    assert_eq!(reason(&p, 1), WaitReason::NoAgentConnected);
 }
 
 #[test]
@@ -478,7 +511,7 @@ proptest! {
             prop_assert!(agent.capacity.contains_key(&s.arch));
         }
         for j in &pending {
-            prop_assert!(p.waiting.contains_key(&j.id));
+            prop_assert!(p.waiting.contains_key(&j.key()));
         }
     }
 }
@@ -511,7 +544,7 @@ fn an_owner_an_agent_may_not_serve_never_gets_a_placement_there() {
         );
     }
     assert_eq!(p.starts.len(), 2, "{p:?}");
-    assert_eq!(p.waiting[&2], WaitReason::AgentsFull);
+    assert_eq!(reason(&p, 2), WaitReason::AgentsFull);
 
     let agents = [agents[0].clone()];
     let p = plan(&PlanInput {
@@ -526,7 +559,7 @@ fn an_owner_an_agent_may_not_serve_never_gets_a_placement_there() {
     });
     assert!(p.starts.is_empty());
     assert_eq!(
-        p.waiting[&1],
+        reason(&p, 1),
         WaitReason::NoAgentForOwner {
             owner: "globex".into()
         }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::backoff::{Backoffs, Policy};
+use super::planner::JobKey;
 use crate::store::RunnerRecord;
 
 /// Entries older than this are dropped (a runner cannot live this long without ending).
@@ -30,8 +31,8 @@ struct Books {
     deleted: HashMap<(String, u64), i64>,
     /// Stray runner id → when it was last told to stop.
     strays: HashMap<String, i64>,
-    /// Job id → when it was last re-checked as stale (`stale.rs`).
-    stale: HashMap<u64, i64>,
+    /// (owner, job id) → when it was last re-checked as stale (`stale.rs`).
+    stale: HashMap<JobKey, i64>,
     /// Owner → when its registrations were last swept (`sweep.rs`).
     sweeps: HashMap<String, i64>,
     /// (owner, GitHub runner id) → since when it has been seen as a leftover.
@@ -112,16 +113,16 @@ impl SchedulerMemory {
     }
 
     /// The last stale checks of `queued` jobs; others are forgotten.
-    pub fn stale_checks(&self, queued: impl Iterator<Item = u64>) -> HashMap<u64, i64> {
-        let keep: std::collections::HashSet<u64> = queued.collect();
+    pub fn stale_checks(&self, queued: impl Iterator<Item = JobKey>) -> HashMap<JobKey, i64> {
+        let keep: std::collections::HashSet<JobKey> = queued.collect();
         self.with(|b| {
             b.stale.retain(|id, _| keep.contains(id));
             b.stale.clone()
         })
     }
 
-    pub fn mark_stale_checked(&self, id: u64, now: i64) {
-        self.with(|b| b.stale.insert(id, now));
+    pub fn mark_stale_checked(&self, key: JobKey, now: i64) {
+        self.with(|b| b.stale.insert(key, now));
     }
 
     /// Whether `owner`'s registrations are due for a sweep (every `period_ms`, the first one

@@ -12,6 +12,7 @@ use shared::github::{GithubError, RepoRef};
 use tracing::{info, warn};
 
 use super::executor::{Scheduler, job_from_rest};
+use super::planner::JobKey;
 use crate::metrics::OutcomeLabels;
 use crate::store::{JobRecord, JobState, RunKey, StoreError};
 
@@ -28,18 +29,25 @@ fn queued_since(j: &JobRecord) -> i64 {
 /// not checked within `age_ms` (`checked`: job id → last check).
 pub fn due(
     jobs: &[JobRecord],
-    checked: &HashMap<u64, i64>,
+    checked: &HashMap<JobKey, i64>,
     now_ms: i64,
     age_ms: i64,
     per_pass: usize,
-) -> Vec<u64> {
+) -> Vec<JobKey> {
     let mut due: Vec<&JobRecord> = jobs
         .iter()
         .filter(|j| j.state == JobState::Queued && now_ms - queued_since(j) > age_ms)
-        .filter(|j| checked.get(&j.id).is_none_or(|at| now_ms - at >= age_ms))
+        .filter(|j| {
+            checked
+                .get(&(j.owner.clone(), j.id))
+                .is_none_or(|at| now_ms - at >= age_ms)
+        })
         .collect();
     due.sort_by_key(|j| (queued_since(j), j.id));
-    due.into_iter().take(per_pass).map(|j| j.id).collect()
+    due.into_iter()
+        .take(per_pass)
+        .map(|j| (j.owner.clone(), j.id))
+        .collect()
 }
 
 impl Scheduler {
@@ -50,13 +58,17 @@ impl Scheduler {
         now: i64,
     ) -> Result<bool, StoreError> {
         let age = self.config.containment.stale_job_age.as_millis() as i64;
-        let checked = self.state.stale_checks(jobs.iter().map(|j| j.id));
+        let checked = self
+            .state
+            .stale_checks(jobs.iter().map(|j| (j.owner.clone(), j.id)));
         let mut changed = false;
-        for id in due(jobs, &checked, now, age, PER_PASS) {
-            let Some(job) = jobs.iter().find(|j| j.id == id) else {
+        for key in due(jobs, &checked, now, age, PER_PASS) {
+            // By owner and id: another owner's job of the same id is not this one.
+            let Some(job) = jobs.iter().find(|j| j.owner == key.0 && j.id == key.1) else {
                 continue;
             };
-            self.state.mark_stale_checked(id, now);
+            let id = job.id;
+            self.state.mark_stale_checked(key, now);
             let outcome = if now - queued_since(job) > CLOSE_AFTER_MS {
                 self.close(job, now).await?;
                 changed = true;
@@ -118,6 +130,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::owner::Owner;
 
     fn job(id: u64, queued_ms: i64) -> JobRecord {
         JobRecord {
@@ -141,14 +154,19 @@ mod tests {
         let jobs: Vec<JobRecord> = (1..=8).map(|i| job(i, 100 * i as i64)).collect();
         let none = HashMap::new();
         // At 1_000 with an age of 450: jobs queued before 550 (ids 1..=5) are stale.
-        assert_eq!(due(&jobs, &none, 1_000, 450, 3), vec![1, 2, 3]);
-        assert_eq!(due(&jobs, &none, 1_000, 450, 10), vec![1, 2, 3, 4, 5]);
-        let checked = HashMap::from([(1, 900), (2, 500)]);
+        let ids = |keys: Vec<JobKey>| keys.into_iter().map(|(_, id)| id).collect::<Vec<_>>();
+        assert_eq!(ids(due(&jobs, &none, 1_000, 450, 3)), vec![1, 2, 3]);
+        assert_eq!(ids(due(&jobs, &none, 1_000, 450, 10)), vec![1, 2, 3, 4, 5]);
+        let acme = |id| (Owner::new("acme"), id);
+        let checked = HashMap::from([(acme(1), 900), (acme(2), 500)]);
         assert_eq!(
-            due(&jobs, &checked, 1_000, 450, 3),
+            ids(due(&jobs, &checked, 1_000, 450, 3)),
             vec![2, 3, 4],
             "1 was checked within the period, 2 before it"
         );
+        // Another owner's check of the same id does not count for acme's job.
+        let other = HashMap::from([((Owner::new("globex"), 1), 900)]);
+        assert_eq!(ids(due(&jobs, &other, 1_000, 450, 1)), vec![1]);
     }
 
     #[test]

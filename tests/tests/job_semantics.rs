@@ -22,7 +22,17 @@ struct Setup {
     controller: TestController,
 }
 
-async fn setup() -> Setup {
+/// Where the controller's webhooks come from.
+enum Hooks {
+    /// An org hook with both events, added by the test.
+    Both,
+    /// None yet: the test adds its own.
+    None,
+    /// Webhook setup makes one (`WEBHOOK_URL` is the controller's own `/webhook`).
+    Setup,
+}
+
+async fn start(extra: &[(&str, &str)], hooks: Hooks) -> Setup {
     init();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(&dir.path().join("pki"), "test CA");
@@ -34,14 +44,26 @@ async fn setup() -> Setup {
         &server,
     ));
     env.insert("MAX_RUNNERS".into(), "10".into());
-    let controller = TestController::start(env).await;
-    hook_to(&sim, "acme", &controller);
+    for (k, v) in extra {
+        env.insert((*k).into(), (*v).into());
+    }
+    let controller = match hooks {
+        Hooks::Setup => TestController::start_self_hooked(env).await,
+        Hooks::Both | Hooks::None => TestController::start(env).await,
+    };
+    if matches!(hooks, Hooks::Both) {
+        hook_to(&sim, "acme", &controller);
+    }
     Setup {
         _dir: dir,
         ca,
         sim,
         controller,
     }
+}
+
+async fn setup() -> Setup {
+    start(&[], Hooks::Both).await
 }
 
 impl Setup {
@@ -56,6 +78,29 @@ impl Setup {
             },
             &[("MAX_RUNNERS", "10")],
         )
+    }
+
+    /// Waits until the controller knows `job`.
+    async fn known(&self, job: u64, what: &str) {
+        wait_until(WAIT, what, || async {
+            get_json(&self.controller, &format!("/api/v1/jobs/{job}"))
+                .await
+                .0
+                == 200
+        })
+        .await;
+    }
+
+    /// Adds an org hook of `acme` to the controller for `events`.
+    fn hook(&self, events: &[&str]) {
+        self.sim.add_hook(
+            "acme",
+            None,
+            &format!("http://{}/webhook", self.controller.http_addr),
+            Some(tests::harness::TEST_WEBHOOK_SECRET),
+            "json",
+            events,
+        );
     }
 
     async fn activations(&self) -> u64 {
@@ -128,37 +173,14 @@ fn run_answers(sim: &GithubSim, run_id: u64) -> Vec<String> {
 
 #[tokio::test]
 async fn workflow_run_is_fetched_only_where_it_is_the_only_signal() {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
-    let server = ca.server();
-    let (sim, mut env) = simulated_github().await;
-    env.extend(controller_env(
-        &dir.path().join("state"),
-        &ca.ca_file(),
-        &server,
-    ));
-    let controller = TestController::start(env).await;
-    let url = format!("http://{}/webhook", controller.http_addr);
+    let s = start(&[], Hooks::None).await;
+    let sim = &s.sim;
     // The Go tool's hooks send `workflow_run` only: the run's jobs must be fetched.
-    sim.add_hook(
-        "acme",
-        None,
-        &url,
-        Some(tests::harness::TEST_WEBHOOK_SECRET),
-        "json",
-        &["workflow_run"],
-    );
+    s.hook(&["workflow_run"]);
     let (run1, job1) = sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(WAIT, "job 1 known from its run's jobs", || async {
-        get_json(&controller, &format!("/api/v1/jobs/{job1}"))
-            .await
-            .0
-            == 200
-    })
-    .await;
+    s.known(job1, "job 1 known from its run's jobs").await;
     assert!(sim.deliveries_settled(WAIT).await);
-    let answers = run_answers(&sim, run1);
+    let answers = run_answers(sim, run1);
     assert!(!answers.is_empty());
     assert!(
         answers.iter().all(|a| a.contains("\"accepted\"")),
@@ -167,37 +189,15 @@ async fn workflow_run_is_fetched_only_where_it_is_the_only_signal() {
 
     // Once `workflow_job` deliveries arrive for the owner they carry each job: a run's jobs
     // are not fetched as well.
-    sim.add_hook(
-        "acme",
-        None,
-        &url,
-        Some(tests::harness::TEST_WEBHOOK_SECRET),
-        "json",
-        &["workflow_job"],
-    );
+    s.hook(&["workflow_job"]);
     let (_, warmup) = sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(WAIT, "the warm-up job known", || async {
-        get_json(&controller, &format!("/api/v1/jobs/{warmup}"))
-            .await
-            .0
-            == 200
-    })
-    .await;
+    s.known(warmup, "the warm-up job known").await;
     assert!(sim.deliveries_settled(WAIT).await);
     let (run2, job2) = sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(
-        WAIT,
-        "job 2 known from its workflow_job delivery",
-        || async {
-            get_json(&controller, &format!("/api/v1/jobs/{job2}"))
-                .await
-                .0
-                == 200
-        },
-    )
-    .await;
+    s.known(job2, "job 2 known from its workflow_job delivery")
+        .await;
     assert!(sim.deliveries_settled(WAIT).await);
-    let answers = run_answers(&sim, run2);
+    let answers = run_answers(sim, run2);
     assert!(!answers.is_empty());
     assert!(
         answers
@@ -209,31 +209,17 @@ async fn workflow_run_is_fetched_only_where_it_is_the_only_signal() {
 
 #[tokio::test]
 async fn lost_deliveries_are_redelivered_once_and_their_job_is_served() {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
-    let server = ca.server();
-    let (sim, mut env) = simulated_github().await;
-    env.extend(controller_env(
-        &dir.path().join("state"),
-        &ca.ca_file(),
-        &server,
-    ));
     // No REST sweep: the job can only become known through the redelivered webhook.
-    env.insert("RECONCILE_INTERVAL".into(), "0".into());
-    env.insert("REDELIVERY_INTERVAL".into(), "1s".into());
-    env.insert("MAX_RUNNERS".into(), "10".into());
-    let controller = TestController::start_self_hooked(env).await;
+    let s = start(
+        &[("RECONCILE_INTERVAL", "0"), ("REDELIVERY_INTERVAL", "1s")],
+        Hooks::Setup,
+    )
+    .await;
+    let sim = s.sim.clone();
     wait_until(WAIT, "webhook setup created our hook", || async {
         !sim.hooks().is_empty()
     })
     .await;
-    let s = Setup {
-        _dir: dir,
-        ca,
-        sim: sim.clone(),
-        controller,
-    };
     let agent = s.agent("host-1");
     agent
         .wait_status(WAIT, "connected", |st| st.connected)

@@ -410,11 +410,25 @@ async fn run() -> anyhow::Result<()> {
                 .map_err(|e| {
                     anyhow::Error::new(e).context("RUNTIME=kubernetes: no Kubernetes client")
                 })?;
-            // Pods are labelled with the name the controller knows us by: our certificate's.
+            // Pods are labelled with the name the controller knows us by: our certificate's,
+            // and with our installation (as the Docker runtime's containers are).
             let name = agent_name(&config)?;
+            let installation = agent::runtime::docker::labels::installation_id(
+                vars.get("INSTALLATION_ID").map(String::as_str),
+                &config.tls.ca_file,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(%installation, "runner pods are labelled with this installation");
             let child = shutdown.child_token();
             let agent = agent::Agent::new(config, |sink| {
-                KubernetesRuntime::new(client, settings, name.as_str(), sink, child)
+                KubernetesRuntime::for_installation(
+                    client,
+                    settings,
+                    name.as_str(),
+                    Some(installation),
+                    sink,
+                    child,
+                )
             });
             run_agent(agent, dir.clone(), &vars, shutdown).await
         }

@@ -416,6 +416,20 @@ impl<R: RunnerRuntime> Worker<R> {
                 self.controller_drain = true;
                 self.start_draining();
             }
+            AgentCommand::Undrain => {
+                self.controller_drain = false;
+                let held = *self.hold.borrow();
+                if self.draining && !held && !self.drain.is_cancelled() {
+                    info!("undrained by the controller: accepting runners again");
+                    self.draining = false;
+                    self.publish();
+                } else if self.draining {
+                    info!(
+                        "the controller lifted its drain; still draining (a local `gha-agent drain`, \
+                         lifted by `gha-agent undrain`)"
+                    );
+                }
+            }
         }
     }
 

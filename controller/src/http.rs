@@ -40,6 +40,8 @@ pub struct AppState {
     pub github: Arc<shared::github::GithubClient>,
     /// The management endpoints' state (hooks, token validation, webhook setup).
     pub management: crate::api::ApiState,
+    /// The operator's drains (kept across restarts).
+    pub drains: crate::drain::Drains,
 }
 
 /// A bearer token as kept in memory: its SHA-256 digest only.
@@ -151,6 +153,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Ambiguous(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the state store is unavailable")]
     Store(#[from] crate::store::StoreError),
 }
@@ -163,6 +169,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         let body = Json(json!({ "error": code, "message": self.to_string() }));
@@ -179,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(list_agents))
         .route("/agents/{name}", get(get_agent))
         .route("/agents/{name}/drain", post(drain_agent))
+        .route("/agents/{name}/undrain", post(undrain_agent))
         .route("/jobs/{id}", get(crate::status::job))
         .merge(crate::api::router(state.management.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -238,23 +247,44 @@ async fn get_agent(
 }
 
 /// `POST /api/v1/agents/{name}/drain`: the agent takes no new runners; its current ones finish.
+/// Kept until `/undrain`, across restarts of the agent and of the controller; an agent not
+/// connected now is drained when it connects (`"connected": false`).
 async fn drain_agent(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    match state
-        .registry
-        .send(&name, shared::command::AgentCommand::Drain)
-    {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "agent": name, "draining": true })),
-        )),
-        Err(crate::registry::SendError::NotConnected(_)) => {
-            Err(ApiError::NotFound(format!("agent {name} is not connected")))
+    let applied = state.drains.drain(&name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "agent": name, "draining": true, "connected": applied.sent })),
+    ))
+}
+
+/// `POST /api/v1/agents/{name}/undrain`: lifts a drain set through the API (a local
+/// `gha-agent drain` is lifted by `gha-agent undrain`). 409 for a connected agent older than
+/// protocol 1.2, which cannot be told.
+async fn undrain_agent(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let applied = state.drains.undrain(&name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "agent": name, "draining": false, "connected": applied.sent })),
+    ))
+}
+
+impl From<crate::drain::DrainError> for ApiError {
+    fn from(e: crate::drain::DrainError) -> Self {
+        use crate::drain::DrainError;
+        match e {
+            DrainError::UnknownAgent(_) => ApiError::NotFound(e.to_string()),
+            DrainError::Unsupported(_) => ApiError::Conflict(e.to_string()),
+            DrainError::Send(_) => ApiError::Unavailable(e.to_string()),
+            DrainError::Store(e) => ApiError::Store(e),
         }
-        Err(e) => Err(ApiError::BadRequest(e.to_string())),
     }
 }
 
@@ -297,16 +327,22 @@ mod tests {
             github.clone(),
             Default::default(),
         ));
-        let store = crate::store::SqliteStore::open(&dir.keep()).unwrap();
+        let state_dir = dir.keep();
+        let store = crate::store::SqliteStore::open(&state_dir).unwrap();
+        let registry = AgentRegistry::new();
         router(AppState {
             config: Arc::new(config.clone()),
-            registry: AgentRegistry::new(),
+            registry: registry.clone(),
             tokens: Tokens::from_config(&config),
             store: Arc::new(store),
             decisions: DecisionsHandle::default(),
             metrics: Arc::new(Metrics::new()),
             github: crate::github::client(&config).unwrap(),
             management: crate::api::ApiState::new(&config, github, setup),
+            drains: crate::drain::Drains::new(
+                registry,
+                crate::store::agents::AgentDirectory::open(&state_dir).unwrap(),
+            ),
         })
     }
 

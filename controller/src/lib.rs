@@ -10,7 +10,7 @@
 //! - [`redelivery`]: failed deliveries of our webhooks, found and redelivered once each.
 //! - [`grpc`]: the agents' mutual-TLS endpoint (tonic): sessions and enrollment.
 //! - [`registry`]: connected agents and their runners; [`agent_policy`]: what the operator
-//!   lets each agent serve.
+//!   lets each agent serve; [`drain`]: the operator's drains, kept across restarts.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
 
@@ -18,6 +18,7 @@ pub mod agent_policy;
 pub mod api;
 pub mod bootstrap;
 pub mod config;
+pub mod drain;
 pub mod edge;
 pub mod github;
 pub mod grpc;
@@ -34,6 +35,7 @@ pub mod webhook;
 pub mod webhook_setup;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -66,6 +68,8 @@ pub enum StartError {
     Github(#[from] github::GithubSetupError),
     #[error("cannot read a listener's address")]
     Listener(#[source] std::io::Error),
+    #[error("cannot read the CA certificate {0} (TLS_CA_FILE)")]
+    CaCert(PathBuf, #[source] shared::tls::PemError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,20 @@ pub struct Controller {
     http: JoinHandle<Result<(), RunError>>,
     grpc: JoinHandle<Result<(), RunError>>,
     scheduler: JoinHandle<()>,
+}
+
+/// This installation's runner names: from the CA the agents trust and `CONTROLLER_ID`.
+fn runner_names(config: &Config) -> Result<scheduler::naming::RunnerNames, StartError> {
+    let ca = &config.tls.ca_file;
+    let certs = shared::tls::read_certs(ca).map_err(|e| StartError::CaCert(ca.to_path_buf(), e))?;
+    let fingerprint = certs
+        .first()
+        .map(shared::tls::fingerprint)
+        .unwrap_or_default();
+    Ok(scheduler::naming::RunnerNames::for_installation(
+        &fingerprint,
+        &config.controller_id,
+    ))
 }
 
 /// Creates the built-in PKI on first start when the configuration asks for it.
@@ -175,6 +193,8 @@ impl Controller {
         let config = Arc::new(config.clone());
         let metrics = Arc::new(metrics::Metrics::new());
         let decisions = scheduler::DecisionsHandle::default();
+        let names = runner_names(&config)?;
+        decisions.update(|d| d.installation = names.installation().to_owned());
         let http_addr = listeners.http.local_addr().map_err(StartError::Listener)?;
         let grpc_addr = listeners.grpc.local_addr().map_err(StartError::Listener)?;
         if config.allow_unsigned_webhooks {
@@ -211,6 +231,7 @@ impl Controller {
             metrics: metrics.clone(),
             github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
+            drains: drain::Drains::new(registry.clone(), directory.clone()),
         })
         .merge(webhook::router(Arc::new(webhook::Intake::new(
             config.clone(),
@@ -258,6 +279,7 @@ impl Controller {
             nudge: nudge.clone(),
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
+            names,
             state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
             run_fetch_failures: Default::default(),
         };

@@ -50,6 +50,9 @@ pub struct AgentRegistration {
     /// The operator's policy for this agent; `None` when none was set (a certificate from the
     /// operator's own CA), in which case the report stands.
     pub policy: Option<AgentPolicy>,
+    /// The agent's protocol revision within the major version (`Register.protocol_minor`):
+    /// commands newer than it are not sent.
+    pub protocol_minor: u32,
 }
 
 /// An agent's liveness signal from its heartbeat.
@@ -71,6 +74,15 @@ pub enum SendError {
     QueueFull(AgentName),
     #[error("agent {agent} may not serve owner {owner}")]
     OwnerNotAllowed { agent: AgentName, owner: String },
+    #[error(
+        "agent {agent} speaks protocol 1.{minor}, which has no such command (since 1.{since}): \
+         upgrade the agent"
+    )]
+    Unsupported {
+        agent: AgentName,
+        minor: u32,
+        since: u32,
+    },
 }
 
 /// The commands a live session forwards to its agent.
@@ -164,6 +176,21 @@ impl AgentEntry {
             }
         }
     }
+}
+
+/// Why `command` cannot go to an agent of `registration`'s protocol revision, if it cannot.
+fn unsupported(
+    name: &AgentName,
+    registration: &AgentRegistration,
+    command: &AgentCommand,
+) -> Option<SendError> {
+    (*command == AgentCommand::Undrain
+        && registration.protocol_minor < proto::v1::UNDRAIN_SINCE_MINOR)
+        .then(|| SendError::Unsupported {
+            agent: name.clone(),
+            minor: registration.protocol_minor,
+            since: proto::v1::UNDRAIN_SINCE_MINOR,
+        })
 }
 
 /// A read-only view of one agent, as `GET /api/v1/agents` shows it.
@@ -363,6 +390,17 @@ impl AgentRegistry {
 
     /// Queues a command for a connected agent. A full queue is an error, not a wait, and a
     /// runner for an owner the agent may not serve is refused.
+    /// Whether `command` could be sent to `name` as its session stands (connected, and of a
+    /// protocol revision that has the command), without sending it.
+    pub fn check(&self, name: &AgentName, command: &AgentCommand) -> Result<(), SendError> {
+        let agents = self.lock();
+        let entry = agents
+            .get(name)
+            .filter(|e| e.session.is_some())
+            .ok_or_else(|| SendError::NotConnected(name.clone()))?;
+        unsupported(name, &entry.registration, command).map_or(Ok(()), Err)
+    }
+
     pub fn send(&self, name: &AgentName, command: AgentCommand) -> Result<(), SendError> {
         let sender = {
             let mut agents = self.lock();
@@ -370,6 +408,9 @@ impl AgentRegistry {
                 .get_mut(name)
                 .filter(|e| e.session.is_some())
                 .ok_or_else(|| SendError::NotConnected(name.clone()))?;
+            if let Some(e) = unsupported(name, &entry.registration, &command) {
+                return Err(e);
+            }
             if let AgentCommand::StartRunner(spec) = &command {
                 if let Some(policy) = &entry.registration.policy
                     && !policy.serves(&spec.owner)
@@ -466,7 +507,25 @@ mod tests {
             healthy: true,
             unhealthy_reason: String::new(),
             policy: None,
+            protocol_minor: proto::v1::PROTOCOL_MINOR,
         }
+    }
+
+    #[test]
+    fn undrain_is_never_sent_to_an_agent_of_a_revision_without_it() {
+        let reg = AgentRegistry::new();
+        let name = AgentName::parse("old").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let mut old = registration(vec![]);
+        old.protocol_minor = proto::v1::UNDRAIN_SINCE_MINOR - 1;
+        let _session = reg.connect(&name, old, [], tx);
+        assert!(matches!(
+            reg.send(&name, AgentCommand::Undrain),
+            Err(SendError::Unsupported { .. })
+        ));
+        reg.send(&name, AgentCommand::Drain).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), AgentCommand::Drain);
+        assert!(rx.try_recv().is_err());
     }
 
     fn runner(id: &str, phase: RunnerPhase) -> RunnerState {

@@ -230,6 +230,8 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
             "all_repos": config.owners.iter().any(|o| o.all_repos),
             "architecture": architectures.join(","),
             "max_runners": max_total,
+            // Runner registrations of this installation are named gha-{owner}-{installation}-….
+            "installation": decisions.installation,
         },
         "runners": {
             "current": runners.iter().filter(|r| r.lifecycle != RunnerLifecycle::Requested).count(),

@@ -125,4 +125,6 @@ pub enum AgentCommand {
     },
     /// Accept no new runners; finish the current ones.
     Drain,
+    /// Lift a drain the controller sent (protocol 1.2 and later).
+    Undrain,
 }

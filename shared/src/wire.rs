@@ -130,6 +130,7 @@ pub fn command_to_wire(command: &AgentCommand) -> pb::ControllerMessage {
             reason: reason.clone(),
         }),
         AgentCommand::Drain => Msg::Drain(pb::Drain {}),
+        AgentCommand::Undrain => Msg::Undrain(pb::Undrain {}),
     };
     pb::ControllerMessage { msg: Some(msg) }
 }
@@ -202,6 +203,7 @@ pub fn command_from_wire(
         }),
         Some(Msg::Registered(_)) => Ok(None),
         Some(Msg::Drain(_)) => Ok(Some(AgentCommand::Drain)),
+        Some(Msg::Undrain(_)) => Ok(Some(AgentCommand::Undrain)),
         Some(Msg::StopRunner(stop)) => Ok(Some(AgentCommand::StopRunner {
             id: runner_id(&stop.runner_id, "stop_runner.runner_id")?,
             reason: stop.reason,
@@ -311,6 +313,7 @@ mod tests {
                 reason: "timeout".into(),
             },
             AgentCommand::Drain,
+            AgentCommand::Undrain,
         ] {
             assert_eq!(
                 command_from_wire(command_to_wire(&command)).unwrap(),

@@ -364,14 +364,37 @@ async fn a_busy_runner_whose_webhooks_were_lost_is_not_stopped() {
 async fn an_offline_registration_of_ours_is_deleted_and_a_foreign_one_kept() {
     let s = setup(&[("OFFLINE_RUNNER_GRACE", "300ms")]).await;
     let _agent = s.agent("host-1", &[]).await;
+    // This installation's tag in runner names (gha-{owner}-{installation}-{id}).
+    let (_, status) = get_json(&s.controller, "/status").await;
+    let installation = status["config"]["installation"]
+        .as_str()
+        .expect("the installation tag in /status")
+        .to_owned();
+    assert_eq!(installation.len(), 6, "{status}");
     // Left by a start that failed half-way (or a controller that lost its state).
-    let ours = s
+    let ours = s.sim.add_offline_runner(
+        "acme",
+        None,
+        &format!("gha-acme-{installation}-0123456789ab"),
+    );
+    let foreign = s.sim.add_offline_runner("acme", None, "build-box-1");
+    let other_owner = s.sim.add_offline_runner(
+        "acme",
+        None,
+        &format!("gha-globex-{installation}-0123456789ab"),
+    );
+    // A staging controller on the same organization: its JIT registrations are offline until
+    // their runners connect, and must never be deleted by this one.
+    let mut staging = installation.clone().into_bytes();
+    staging[5] = if staging[5] == b'0' { b'1' } else { b'0' };
+    let staging = String::from_utf8(staging).unwrap();
+    let other_installation =
+        s.sim
+            .add_offline_runner("acme", None, &format!("gha-acme-{staging}-0123456789ab"));
+    // Untagged, with no record of ours: proves nothing.
+    let untagged = s
         .sim
         .add_offline_runner("acme", None, "gha-acme-0123456789ab");
-    let foreign = s.sim.add_offline_runner("acme", None, "build-box-1");
-    let other_owner = s
-        .sim
-        .add_offline_runner("acme", None, "gha-globex-0123456789ab");
     wait_until(WAIT, "our leftover deleted", || async {
         s.sim.runners().iter().all(|r| r.id != ours)
     })
@@ -381,6 +404,14 @@ async fn an_offline_registration_of_ours_is_deleted_and_a_foreign_one_kept() {
     assert!(
         left.contains(&other_owner),
         "another owner's prefix was deleted"
+    );
+    assert!(
+        left.contains(&other_installation),
+        "another installation's registration was deleted"
+    );
+    assert!(
+        left.contains(&untagged),
+        "an untagged registration was deleted"
     );
     let (_, status) = get_json(&s.controller, "/status").await;
     let sweep = &status["registration_sweeps"][0];

@@ -46,11 +46,23 @@ struct Rig {
 
 impl Rig {
     fn start(fake: &FakeApiServer, agent: &str) -> Self {
+        Self::of_installation(fake, agent, None)
+    }
+
+    /// An agent of `installation` (its CA's fingerprint or `INSTALLATION_ID`).
+    fn of_installation(fake: &FakeApiServer, agent: &str, installation: Option<&str>) -> Self {
         let settings =
             KubernetesSettings::from_env(&vars(&[("KUBERNETES_NAMESPACE", NS.into())])).unwrap();
         let (sink, events) = event_channel();
         let stop = CancellationToken::new();
-        let runtime = KubernetesRuntime::new(fake.client(NS), settings, agent, sink, stop.clone());
+        let runtime = KubernetesRuntime::for_installation(
+            fake.client(NS),
+            settings,
+            agent,
+            installation.map(str::to_owned),
+            sink,
+            stop.clone(),
+        );
         Self {
             runtime,
             events,
@@ -118,6 +130,60 @@ fn by_id(states: &[RunnerState]) -> BTreeMap<String, (RunnerPhase, Option<i32>)>
         .iter()
         .map(|s| (s.id.to_string(), (s.phase, s.exit_code)))
         .collect()
+}
+
+/// Two installations (staging and production controllers, each with its own CA) whose agents
+/// share a name and the default `CONTROLLER_ID` in one namespace: each adopts and cleans only
+/// its own pods.
+#[tokio::test]
+async fn agents_of_two_installations_with_one_name_keep_to_their_own_pods() {
+    init();
+    let fake = FakeApiServer::start().await;
+    let mut staging = Rig::of_installation(&fake, "k8s-1", Some("staging-ca"));
+    staging.runtime.start(spec("s1")).await.unwrap();
+    fake.set_pod_status(NS, "gha-s1", phase("Running"));
+    staging
+        .expect("s1", "running", |s| s.phase == RunnerPhase::Running)
+        .await;
+    let pod = fake.pod(NS, "gha-s1").expect("staging's pod");
+    assert_eq!(
+        pod.metadata
+            .labels
+            .unwrap_or_default()
+            .get("gha-scaler/installation")
+            .map(String::as_str),
+        Some("staging-ca")
+    );
+    drop(staging);
+    // Staging's runner finishes while production's agent of the same name starts.
+    fake.set_pod_status(NS, "gha-s1", phase("Succeeded"));
+    let mut production = Rig::of_installation(&fake, "k8s-1", Some("production-ca"));
+    assert!(
+        production.runtime.inventory().await.unwrap().is_empty(),
+        "production adopted staging's pod"
+    );
+    production.runtime.start(spec("p1")).await.unwrap();
+    fake.set_pod_status(NS, "gha-p1", phase("Succeeded"));
+    production
+        .expect("p1", "its end reported", |s| s.phase.is_terminal())
+        .await;
+    wait_until(WAIT, "production's finished pod deleted", || async {
+        fake.pod(NS, "gha-p1").is_none()
+    })
+    .await;
+    assert!(
+        fake.pod(NS, "gha-s1").is_some(),
+        "production deleted staging's finished pod"
+    );
+    // Staging's agent, back, cleans its own.
+    let mut staging = Rig::of_installation(&fake, "k8s-1", Some("staging-ca"));
+    staging
+        .expect("s1", "its end reported", |s| s.phase.is_terminal())
+        .await;
+    wait_until(WAIT, "staging's finished pod deleted", || async {
+        fake.pod(NS, "gha-s1").is_none()
+    })
+    .await;
 }
 
 #[tokio::test]

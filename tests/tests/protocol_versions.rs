@@ -1,7 +1,8 @@
 //! Agents and a controller of different versions (issue 13 §5): an agent of the previous
-//! protocol revision (1.0, replayed from a fixture of its wire messages) is served; one newer
-//! than the controller, or of another major version, is refused with a message that says which
-//! side to upgrade.
+//! protocol revision (1.1: the messages of a 1.0 agent, replayed from a fixture of its wire
+//! bytes, with the one field 1.1 added, `protocol_minor`) is served; one two revisions older
+//! (1.0 itself), one newer than the controller, or of another major version, is refused with a
+//! message that says which side to upgrade.
 
 use std::time::Duration;
 
@@ -25,24 +26,52 @@ fn previous_revision_session() -> Vec<pb::AgentMessage> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_agent_one_minor_revision_older_is_served() {
-    let s = Secured::start(Default::default()).await;
-    let mut messages = previous_revision_session().into_iter();
-    let register = messages.next().expect("the fixture's registration");
-    match &register.msg {
+/// A 1.1 agent's session: 1.1 added `Register.protocol_minor` to 1.0 and nothing else an agent
+/// sends (1.2 added the controller's `Undrain`).
+fn one_revision_older_session() -> Vec<pb::AgentMessage> {
+    let mut messages = previous_revision_session();
+    match messages.first_mut().and_then(|m| m.msg.as_mut()) {
         Some(pb::agent_message::Msg::Register(r)) => {
-            assert_eq!(r.protocol_minor, 0, "1.0 had no minor field")
+            assert_eq!(r.protocol_minor, 0, "1.0 had no minor field");
+            r.protocol_minor = pb::PROTOCOL_MINOR - 1;
         }
         other => panic!("the fixture starts with a registration: {other:?}"),
     }
+    messages
+}
+
+#[tokio::test]
+async fn an_agent_two_minor_revisions_older_is_told_to_upgrade() {
+    let s = Secured::start(Default::default()).await;
+    let register = previous_revision_session().remove(0);
+    let cert = s.ca.client("older-agent", &[]);
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
+        .await
+        .unwrap();
+    let status = raw_agent::session(channel, register)
+        .await
+        .expect_err("a 1.0 agent is refused by a 1.2 controller");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("protocol version 1.0 is too old")
+            && status.message().contains("upgrade the agent"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn an_agent_one_minor_revision_older_is_served() {
+    let s = Secured::start(Default::default()).await;
+    let mut messages = one_revision_older_session().into_iter();
+    let register = messages.next().expect("the fixture's registration");
     let cert = s.ca.client("old-agent", &[]);
     let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
         .await
         .unwrap();
     let (tx, mut inbound) = raw_agent::session(channel, register)
         .await
-        .expect("a 1.0 agent is accepted");
+        .expect("a 1.1 agent is accepted");
     let first = tokio::time::timeout(WAIT, inbound.message())
         .await
         .expect("an answer in time")
@@ -57,7 +86,7 @@ async fn an_agent_one_minor_revision_older_is_served() {
             .await
             .expect("send the fixture's heartbeat");
     }
-    wait_until(WAIT, "the 1.0 agent is listed, connected", || async {
+    wait_until(WAIT, "the 1.1 agent is listed, connected", || async {
         s.controller
             .agent("old-agent")
             .await

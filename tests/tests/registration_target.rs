@@ -432,10 +432,17 @@ async fn a_users_leftover_registrations_are_swept_in_the_repositories_its_runner
     // A job in `app` makes it a repository our runners use.
     let (_, a) = s.sim.queue_job("carol", "app", &["self-hosted"]);
     s.completed(a).await;
-    // Left in `app` by a start that failed half-way; a foreign one beside it.
-    let ours = s
-        .sim
-        .add_offline_runner("carol", Some("app"), "gha-carol-0123456789ab");
+    // Left in `app` by a start that failed half-way (named with this installation's tag); a
+    // foreign one beside it.
+    let (_, status) = get_json(&s.controller, "/status").await;
+    let installation = status["config"]["installation"]
+        .as_str()
+        .unwrap_or_default();
+    let ours = s.sim.add_offline_runner(
+        "carol",
+        Some("app"),
+        &format!("gha-carol-{installation}-0123456789ab"),
+    );
     let foreign = s
         .sim
         .add_offline_runner("carol", Some("app"), "build-box-1");

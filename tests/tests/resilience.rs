@@ -308,6 +308,80 @@ async fn a_drained_agent_takes_no_new_runner_but_keeps_its_own() {
     assert_eq!(code, 404);
 }
 
+async fn draining(s: &Secured, want: bool) {
+    wait_until(
+        WAIT,
+        &format!("the agent reports draining={want}"),
+        || async {
+            s.controller
+                .agent("kept")
+                .await
+                .is_some_and(|a| a["connected"] == true && a["draining"] == want)
+        },
+    )
+    .await;
+}
+
+/// A drain through the API outlives restarts of the agent and of the controller, until
+/// `/undrain`; then the agent takes runners again.
+#[tokio::test]
+async fn an_api_drain_outlives_restarts_until_undrained() {
+    let mut s = setup().await;
+    let agent = s.agent("kept", &[("MAX_RUNNERS", "4")]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    let (code, body) = tests::harness::post_json(&s.controller, "/api/v1/agents/kept/drain").await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["connected"], true, "{body}");
+    draining(&s, true).await;
+
+    // The agent restarts (its supervisor starts it again): drained at once.
+    drop(agent);
+    wait_until(WAIT, "the agent is gone", || async {
+        s.controller
+            .agent("kept")
+            .await
+            .is_some_and(|a| a["connected"] == false)
+    })
+    .await;
+    let agent = s.agent("kept", &[("MAX_RUNNERS", "4")]);
+    draining(&s, true).await;
+    agent
+        .wait_status(WAIT, "the agent itself drains", |st| st.draining)
+        .await;
+
+    // The controller restarts, then the agent again: the drain is in the controller's state
+    // (neither remembers it in memory any more).
+    s.controller.restart().await;
+    drop(agent);
+    let agent = s.agent("kept", &[("MAX_RUNNERS", "4")]);
+    draining(&s, true).await;
+    agent
+        .wait_status(WAIT, "the agent itself drains", |st| st.draining)
+        .await;
+
+    let (code, body) =
+        tests::harness::post_json(&s.controller, "/api/v1/agents/kept/undrain").await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["draining"], false, "{body}");
+    draining(&s, false).await;
+    let name = AgentName::parse("kept").unwrap();
+    s.controller
+        .registry
+        .send(&name, AgentCommand::StartRunner(Box::new(spec("u1"))))
+        .unwrap();
+    wait_until(WAIT, "u1 running", || async {
+        s.controller
+            .agent("kept")
+            .await
+            .is_some_and(|a| phases(&a) == vec![("u1".into(), "running".into())])
+    })
+    .await;
+    let (code, _) = tests::harness::post_json(&s.controller, "/api/v1/agents/nobody/undrain").await;
+    assert_eq!(code, 404);
+}
+
 #[tokio::test]
 async fn a_capacity_change_reaches_the_controller_without_a_reconnect() {
     let s = setup().await;

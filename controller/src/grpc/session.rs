@@ -141,6 +141,7 @@ fn registration_from_wire(reg: pb::Register) -> Result<AgentRegistration, WireEr
         healthy: reg.healthy,
         unhealthy_reason: reg.unhealthy_reason,
         policy: None,
+        protocol_minor: reg.protocol_minor,
     })
 }
 
@@ -220,6 +221,9 @@ impl AgentService for SessionService {
             "agent connected"
         );
         let handle = self.registry.connect(&name, registration, known, cmd_tx);
+        crate::drain::Drains::new(self.registry.clone(), self.directory.clone())
+            .on_connect(&name)
+            .await;
         let task = SessionTask {
             name: name.clone(),
             session: handle.id,

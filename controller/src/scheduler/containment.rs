@@ -15,8 +15,7 @@ use super::planner::{Start, WaitReason};
 use crate::config::Config;
 use crate::metrics::{CauseLabels, Metrics};
 
-/// The prefix of every runner name this controller registers (`gha-{owner}-{id}`).
-pub const NAME_PREFIX: &str = "gha-";
+pub use super::naming::NAME_PREFIX;
 
 /// The back-off policy of the configuration.
 pub fn policy(config: &Config) -> Policy {

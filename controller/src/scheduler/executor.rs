@@ -73,6 +73,9 @@ pub struct Decisions {
     pub registration: Option<RegistrationStatus>,
     /// The latest pass of failed-delivery recovery (`redelivery`).
     pub redelivery: Option<crate::redelivery::PassReport>,
+    /// This installation's tag in runner names (`gha-{owner}-{installation}-…`, see
+    /// [`super::naming`]).
+    pub installation: String,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -102,6 +105,8 @@ pub struct Scheduler {
     pub decisions: DecisionsHandle,
     /// When this controller started (ms): agents not seen since are "away since" then.
     pub started_ms: i64,
+    /// The names of this installation's runner registrations.
+    pub names: super::naming::RunnerNames,
     /// Stops, deletions and strays between activations (only the scheduler's task uses it).
     pub state: SchedulerMemory,
     /// When each failing run fetch last failed (only the scheduler's task uses it; bounded by
@@ -615,7 +620,7 @@ impl Scheduler {
         let short = hex::encode(id_bytes);
         let mut record = RunnerRecord {
             id: format!("r-{short}"),
-            name: format!("gha-{}-{short}", start.owner),
+            name: self.names.name(&start.owner, &short),
             owner: start.owner.clone(),
             repo: start.repo.clone(),
             agent: start.agent.to_string(),

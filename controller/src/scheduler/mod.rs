@@ -8,6 +8,7 @@ pub mod containment;
 pub mod executor;
 pub mod lifecycle;
 pub mod memory;
+pub mod naming;
 pub mod planner;
 pub mod polling;
 pub mod reconcile;

@@ -2,11 +2,12 @@
 //! that never came online.
 //!
 //! Once per `OFFLINE_RUNNER_GRACE` per owner, the owner's runners are listed (`GET
-//! …/actions/runners`, every page) and filtered by our name prefix for that owner
-//! (`gha-{owner}-`). One that is offline and idle, whose runner record is missing or finished,
+//! …/actions/runners`, every page) and filtered to ours: a runner record of ours carries the
+//! name, or the name carries this installation's tag (`gha-{owner}-{installation}-`, see
+//! [`super::naming`]). One that is offline and idle, whose runner record is missing or finished,
 //! is deleted once it has been seen so for the grace: left by a start that failed half-way, a
 //! controller that lost its state, or a runner that crashed before taking its job. Foreign
-//! runners (other names) are never touched. The decision is the pure [`leftover`].
+//! runners (other names, or another installation's) are never touched. The decision is the pure [`leftover`].
 //!
 //! The same listing shows runners of ours whose container runs but that never came online at
 //! GitHub within `RUNNER_REGISTER_TIMEOUT` (a runner that cannot reach GitHub, a wrong command,
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 use super::containment::NAME_PREFIX;
 use super::executor::Scheduler;
+use super::naming::RunnerNames;
 use super::planner::StopReason;
 use super::registration::OwnerKind;
 use crate::config::OwnerConfig;
@@ -52,10 +54,16 @@ pub struct SweepReport {
     pub error: Option<String>,
 }
 
-/// Whether `runner` is a leftover of `owner`'s: our name, offline, idle, with no live record.
-pub fn leftover(owner: &str, runner: &Runner, record: Option<&RunnerRecord>) -> bool {
-    let prefix = format!("{NAME_PREFIX}{}-", owner.to_ascii_lowercase());
-    runner.name.to_ascii_lowercase().starts_with(&prefix)
+/// Whether `runner` is a leftover of `owner`'s: ours (a record of ours carries its name, or its
+/// name carries this installation's tag: [`RunnerNames`]), offline, idle, with no live record.
+/// A name of another installation on the same owner is never ours, even with our prefix.
+pub fn leftover(
+    names: &RunnerNames,
+    owner: &str,
+    runner: &Runner,
+    record: Option<&RunnerRecord>,
+) -> bool {
+    (record.is_some() || names.is_ours(owner, &runner.name))
         && runner.status == "offline"
         && !runner.busy
         && record.is_none_or(|r| !r.lifecycle.is_active())
@@ -177,19 +185,25 @@ impl Scheduler {
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
         let grace = self.config.containment.offline_runner_grace.as_millis() as i64;
+        // Any installation's prefix: a record of ours may carry a name of the format before
+        // installation tags.
         let prefix = format!("{NAME_PREFIX}{name}-");
         for runner in runners {
             if !runner.name.to_ascii_lowercase().starts_with(&prefix) {
                 continue;
             }
-            report.ours += 1;
             // Keyed by owner: a record of another owner with the same name is not this one's.
             let record = self
                 .store
                 .runner_by_name(&runner.name)
                 .await?
                 .filter(|r| r.owner.eq_ignore_ascii_case(name));
-            if !leftover(name, runner, record.as_ref()) {
+            if record.is_none() && !self.names.is_ours(name, &runner.name) {
+                // Another installation's (a staging controller on the same organization).
+                continue;
+            }
+            report.ours += 1;
+            if !leftover(&self.names, name, runner, record.as_ref()) {
                 continue;
             }
             report.leftovers += 1;
@@ -299,34 +313,74 @@ mod tests {
 
     #[test]
     fn only_our_offline_idle_registrations_without_a_live_runner_are_leftovers() {
-        let ours = runner("gha-acme-1", "offline", false);
-        assert!(leftover("Acme", &ours, None), "no record");
+        let names = RunnerNames::for_installation("ca", "gha-scaler");
+        let ours_name = names.name("acme", "0123456789ab");
+        let ours = runner(&ours_name, "offline", false);
+        assert!(leftover(&names, "Acme", &ours, None), "no record");
         assert!(leftover(
+            &names,
             "acme",
             &ours,
             Some(&record(RunnerLifecycle::Finished))
         ));
         assert!(
-            !leftover("acme", &ours, Some(&record(RunnerLifecycle::Starting))),
+            !leftover(
+                &names,
+                "acme",
+                &ours,
+                Some(&record(RunnerLifecycle::Starting))
+            ),
             "starting: registered, not yet online"
         );
         assert!(!leftover(
+            &names,
             "acme",
-            &runner("gha-acme-1", "online", false),
+            &runner(&ours_name, "online", false),
             None
         ));
         assert!(!leftover(
+            &names,
             "acme",
-            &runner("gha-acme-1", "offline", true),
+            &runner(&ours_name, "offline", true),
             None
         ));
         assert!(
-            !leftover("acme", &runner("build-box", "offline", false), None),
+            !leftover(&names, "acme", &runner("build-box", "offline", false), None),
             "foreign"
         );
+        let other_owner = names.name("other", "0123456789ab");
         assert!(
-            !leftover("acme", &runner("gha-other-1", "offline", false), None),
+            !leftover(
+                &names,
+                "acme",
+                &runner(&other_owner, "offline", false),
+                None
+            ),
             "another owner's prefix"
+        );
+        let staging = RunnerNames::for_installation("another ca", "gha-scaler");
+        let theirs = runner(&staging.name("acme", "0123456789ab"), "offline", false);
+        assert!(
+            !leftover(&names, "acme", &theirs, None),
+            "another installation's registration on the same owner"
+        );
+        assert!(
+            leftover(
+                &names,
+                "acme",
+                &runner("gha-acme-0123456789ab", "offline", false),
+                Some(&record(RunnerLifecycle::Finished))
+            ),
+            "an untagged name of ours (before installation tags) with a finished record of ours"
+        );
+        assert!(
+            !leftover(
+                &names,
+                "acme",
+                &runner("gha-acme-0123456789ab", "offline", false),
+                None
+            ),
+            "an untagged name without a record proves nothing"
         );
     }
 

@@ -44,6 +44,10 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             cert_expires_at INTEGER,
             enrolled_at INTEGER,
             revoked_at INTEGER
+        );
+        CREATE TABLE IF NOT EXISTS drained_agents (
+            name TEXT PRIMARY KEY,
+            since_ms INTEGER NOT NULL
         );",
     )
 }
@@ -369,6 +373,50 @@ impl AgentDirectory {
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<_, _>>()?;
             Ok(names)
+        })
+        .await
+    }
+
+    /// Records that the operator drained `name` through the API (`true`) or lifted it
+    /// (`false`): a drained agent is told again at each session, so the drain outlives
+    /// restarts of the agent and of the controller.
+    pub async fn set_drained(
+        &self,
+        name: &AgentName,
+        drained: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let name = name.clone();
+        self.run(move |conn| {
+            if drained {
+                conn.execute(
+                    "INSERT INTO drained_agents (name, since_ms) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name.as_str(), now_ms],
+                )?;
+            } else {
+                conn.execute(
+                    "DELETE FROM drained_agents WHERE name = ?1",
+                    params![name.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the operator drained `name` through the API and has not lifted it.
+    pub async fn is_drained(&self, name: &AgentName) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.run(move |conn| {
+            let found: Option<i64> = conn
+                .query_row(
+                    "SELECT since_ms FROM drained_agents WHERE name = ?1",
+                    params![name.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(found.is_some())
         })
         .await
     }

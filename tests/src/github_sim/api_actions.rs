@@ -167,6 +167,16 @@ fn jit(
         .ok_or_else(|| {
             ApiError::validation("Runner", "name", "missing_field", "name is required")
         })?;
+    // "Runner names can only be 64 characters in length" (actions/runner#1710); the runner
+    // refuses to configure with a longer one.
+    if name.chars().count() > 64 {
+        return Err(ApiError::validation(
+            "Runner",
+            "name",
+            "invalid",
+            "name must be 64 characters or fewer",
+        ));
+    }
     let group = body["runner_group_id"].as_u64().ok_or_else(|| {
         ApiError::validation(
             "Runner",

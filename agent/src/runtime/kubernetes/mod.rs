@@ -159,12 +159,27 @@ impl KubernetesRuntime {
         sink: EventSink,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::for_installation(client, settings, agent, None, sink, shutdown)
+    }
+
+    /// [`KubernetesRuntime::new`] for an agent of `installation`: its objects carry the
+    /// installation as well as `CONTROLLER_ID` and the agent's name, and only such objects are
+    /// adopted or removed (see [`objects::INSTALLATION_LABEL`]).
+    pub fn for_installation(
+        client: Client,
+        settings: KubernetesSettings,
+        agent: &str,
+        installation: Option<String>,
+        sink: EventSink,
+        shutdown: CancellationToken,
+    ) -> Self {
         let namespace = settings
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let who = Ownership {
             controller_id: settings.controller_id.clone(),
+            installation,
             agent: agent.to_owned(),
         };
         info!(%namespace, selector = %who.selector(), "Kubernetes runtime ready");

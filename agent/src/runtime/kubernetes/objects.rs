@@ -26,6 +26,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "gha-scaler";
 pub const CONTROLLER_LABEL: &str = "gha-scaler/controller";
 pub const AGENT_LABEL: &str = "gha-scaler/agent";
+/// The installation (the CA the agent trusts, or `INSTALLATION_ID`): two installations whose
+/// agents share a name and a `CONTROLLER_ID` in one namespace never touch each other's pods.
+pub const INSTALLATION_LABEL: &str = "gha-scaler/installation";
 pub const OWNER_LABEL: &str = "gha-scaler/owner";
 pub const RUNNER_LABEL: &str = "gha-scaler/runner-id";
 pub const ARCH_LABEL: &str = "gha-scaler/arch";
@@ -46,6 +49,9 @@ pub const CACHE_CLAIM_VOLUME: &str = "cache";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     pub controller_id: String,
+    /// The installation (see [`INSTALLATION_LABEL`]); `None` for a runtime that tells its
+    /// objects apart by `CONTROLLER_ID` and agent name alone.
+    pub installation: Option<String>,
     /// The agent's name, as the controller knows it (from its certificate).
     pub agent: String,
 }
@@ -53,11 +59,18 @@ pub struct Ownership {
 impl Ownership {
     /// The label selector for every object of this agent.
     pub fn selector(&self) -> String {
-        format!(
+        let mut selector = format!(
             "{MANAGED_BY}={MANAGED_BY_VALUE},{CONTROLLER_LABEL}={},{AGENT_LABEL}={}",
             label_value(&self.controller_id),
             label_value(&self.agent)
-        )
+        );
+        if let Some(installation) = &self.installation {
+            selector.push_str(&format!(
+                ",{INSTALLATION_LABEL}={}",
+                label_value(installation)
+            ));
+        }
+        selector
     }
 
     /// The selector for every runner object in the namespace, whichever agent made it (used to
@@ -67,14 +80,18 @@ impl Ownership {
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
             (
                 CONTROLLER_LABEL.to_owned(),
                 label_value(&self.controller_id),
             ),
             (AGENT_LABEL.to_owned(), label_value(&self.agent)),
-        ])
+        ]);
+        if let Some(installation) = &self.installation {
+            labels.insert(INSTALLATION_LABEL.to_owned(), label_value(installation));
+        }
+        labels
     }
 }
 

@@ -3,7 +3,8 @@
 //! database of a unique name, dropped when the value is dropped, also when the test panics.
 //!
 //! Without a server the PostgreSQL tests are skipped with a message, except on CI
-//! (`CI=true`), where they fail: a green CI must mean they ran.
+//! (`CI=true`), where they fail: a green CI must mean they ran. (The system tests have the
+//! same helper in `tests/src/postgres.rs`, for databases that real controller processes use.)
 
 use tokio_postgres::NoTls;
 

@@ -23,6 +23,7 @@ pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod join_tokens;
+pub mod leader;
 pub mod metrics;
 pub mod pki;
 pub mod redelivery;

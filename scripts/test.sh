@@ -9,6 +9,8 @@ need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # deploy/systemd units are checked with systemd-analyze; the compose test uses the compose tool.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The store suite and the failover tests run on a real PostgreSQL (scripts/test-postgres.sh).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
   need_apt+=(docker-compose)
 fi
@@ -16,6 +18,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# A throwaway PostgreSQL server on loopback for the tests (GHA_TEST_PG_URL), stopped on exit.
+# shellcheck source=scripts/test-postgres.sh
+source scripts/test-postgres.sh
+start_test_postgres
 
 # The Docker tests (tests/tests/docker_*.rs) run on the real engine with a runner image they
 # make themselves from a static fake runner; build it once up front (the tests would otherwise

@@ -24,6 +24,7 @@ pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod join_tokens;
+pub mod leader;
 pub mod metrics;
 pub mod pki;
 pub mod redelivery;
@@ -183,8 +184,10 @@ impl Controller {
             revoked,
         )?;
         let ca = load_ca(config)?;
-        let store: Arc<dyn store::StateStore> =
-            Arc::new(store::SqliteStore::open(&config.state_dir)?);
+        let store = store::open(config).await?;
+        if let Some(url) = &config.database_url {
+            info!(database = %url.redacted(), "state in PostgreSQL");
+        }
         let nudge = Arc::new(tokio::sync::Notify::new());
         let registry = AgentRegistry::notifying(nudge.clone());
         let github_client = github::client(config)?;

@@ -2,7 +2,7 @@
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
 //! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
 //! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
-//! server ([`kube_fake`]). The tests themselves live in `tests/tests/`; [`quota_bench`] is the
+//! server ([`kube_fake`]), and throwaway PostgreSQL databases ([`postgres`]). The tests themselves live in `tests/tests/`; [`quota_bench`] is the
 //! body of `bench quota`.
 
 pub mod docker;
@@ -12,6 +12,7 @@ pub mod harness;
 pub mod images;
 pub mod kube_fake;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod quota_bench;
 pub mod raw_agent;

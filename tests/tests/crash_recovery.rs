@@ -1,5 +1,6 @@
 //! `kill -9` of the controller during a burst of queued jobs: every delivery it answered 2xx
-//! is served after the restart, and no job is served twice.
+//! is served after the restart, and no job is served twice. Once with the default SQLite
+//! store, once with `DATABASE_URL` on a PostgreSQL database of its own.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,12 +8,34 @@ use std::time::Duration;
 use tests::emulator::RunnerEmulator;
 use tests::harness::{AgentTls, TestAgent, controller_env, init, simulated_github, wait_until};
 use tests::pki::TestCa;
+use tests::postgres::TestDb;
 use tests::process::ControllerProcess;
 
 const JOBS: usize = 500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_a_burst_loses_no_accepted_job() {
+    burst_kill_restart(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_a_burst_loses_no_accepted_job_on_postgres() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    burst_kill_restart(Some(&db)).await;
+    // The state really was in PostgreSQL: the accepted jobs are rows there.
+    let completed = db
+        .query_strings("SELECT count(*)::text FROM jobs WHERE state = 'completed'")
+        .await;
+    assert_ne!(
+        completed,
+        vec!["0".to_string()],
+        "no job rows in PostgreSQL"
+    );
+}
+
+async fn burst_kill_restart(db: Option<&TestDb>) {
     init();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(&dir.path().join("pki"), "test CA");
@@ -24,6 +47,9 @@ async fn a_kill_9_during_a_burst_loses_no_accepted_job() {
         &server,
     ));
     env.insert("MAX_RUNNERS".into(), "40".into());
+    if let Some(db) = db {
+        env.insert("DATABASE_URL".into(), db.url.clone());
+    }
     env.insert("API_TOKEN".into(), "crash-test-api-token-0123".into());
     let mut controller = ControllerProcess::start(env, dir.path().join("controller.log")).await;
     sim.add_hook(

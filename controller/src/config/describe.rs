@@ -112,6 +112,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "database and built-in PKI",
     ),
     (
+        "DATABASE_URL",
+        "SQLite in STATE_DIR",
+        "postgres://USER:PASSWORD@HOST:PORT/DB: the PostgreSQL store",
+    ),
+    (
         "TLS_DIR",
         "STATE_DIR/pki",
         "directory of ca.pem, controller.pem and keys",
@@ -273,6 +278,16 @@ impl Config {
             ("PORT".into(), self.port.to_string()),
             ("GRPC_PORT".into(), self.grpc_port.to_string()),
             ("STATE_DIR".into(), self.state_dir.display().to_string()),
+            (
+                "DATABASE_URL".into(),
+                match &self.database_url {
+                    Some(url) => format!("PostgreSQL {}", url.redacted()),
+                    None => format!(
+                        "(not set): SQLite in {}",
+                        self.state_dir.join(crate::store::DB_FILE).display()
+                    ),
+                },
+            ),
             (
                 "TLS".into(),
                 match &self.tls.auto_init_dir {

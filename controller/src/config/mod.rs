@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod database;
 pub mod describe;
 pub mod file;
 pub mod owners;
@@ -106,6 +107,8 @@ pub struct Config {
     pub tls_sans: Vec<String>,
     /// Durable state (`STATE_DIR`).
     pub state_dir: PathBuf,
+    /// `DATABASE_URL`: the PostgreSQL store instead of SQLite in `STATE_DIR`.
+    pub database_url: Option<database::DatabaseUrl>,
     /// Bearer token for `/api/v1` (`API_TOKEN`); also shows `/status` in full.
     pub api_token: Option<Secret>,
     /// Read-only bearer token that shows `/status` in full (`STATUS_TOKEN`).
@@ -285,6 +288,16 @@ impl Config {
         }
         removed_variables(&mut vars);
         let state_dir = PathBuf::from(vars.get("STATE_DIR").unwrap_or(DEFAULT_STATE_DIR));
+        let database_url = match vars.get("DATABASE_URL") {
+            None => None,
+            Some(value) => match database::DatabaseUrl::parse(value) {
+                Ok(url) => Some(url),
+                Err(problem) => {
+                    vars.problem("DATABASE_URL", problem);
+                    None
+                }
+            },
+        };
         let tls = tls_config(&mut vars, &state_dir);
         let mut tls_sans = vars.list("TLS_SANS");
         let api_token = token(&mut vars, "API_TOKEN");
@@ -431,6 +444,7 @@ impl Config {
             tls,
             tls_sans,
             state_dir,
+            database_url,
             api_token,
             status_token,
             metrics_token,
@@ -937,6 +951,27 @@ mod tests {
         ] {
             assert!(vars.contains(&v), "{v} missing from {err}");
         }
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_a_bad_one_is_a_problem_naming_it() {
+        let c = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert_eq!(c.database_url, None, "SQLite in STATE_DIR by default");
+        assert!(c.table().contains("SQLite in"));
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("DATABASE_URL", "postgres://gha:pw-secret@db:5432/gha")],
+        ))
+        .unwrap();
+        let url = c.database_url.as_ref().expect("PostgreSQL selected");
+        assert_eq!(url.redacted(), "postgres://gha:****@db:5432/gha");
+        assert!(!c.table().contains("pw-secret"), "{}", c.table());
+        let err = Config::from_env(&with(
+            SEED_SINGLE,
+            &[("DATABASE_URL", "sqlite:///var/lib/gha.db")],
+        ))
+        .unwrap_err();
+        assert!(err.0.iter().any(|p| p.variable == "DATABASE_URL"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The controller's durable state, behind the [`StateStore`] trait the controller owns, so a
-//! server database can replace the embedded one later. [`SqliteStore`] is the implementation.
+//! The controller's durable state, behind the [`StateStore`] trait the controller owns.
+//! [`SqliteStore`] (in `STATE_DIR`, the default) and [`PgStore`] (`DATABASE_URL=postgres://…`,
+//! which several replicas can share) implement it; [`open`] picks one from the configuration.
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
 //! whose jobs must still be fetched, runners the controller created, and agent join tokens;
@@ -8,11 +9,15 @@
 //! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
 pub mod agents;
+mod postgres;
 pub mod records;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testdb;
 
 use std::path::PathBuf;
 
+pub use self::postgres::{POOL_SIZE as PG_POOL_SIZE, PgStore};
 pub use self::records::*;
 pub use self::sqlite::{DB_FILE, SqliteStore, db_path};
 use self::sqlite::{
@@ -29,6 +34,10 @@ pub enum StoreError {
     },
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL error")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL is unreachable: {0}")]
+    Unreachable(String),
     #[error(
         "the database {path} has schema version {found}, newer than this build knows ({known}); \
          run a newer gha-controller"
@@ -365,6 +374,17 @@ impl StateStore for SqliteStore {
             _ => Err(StoreError::Unexpected),
         }
     }
+}
+
+/// The store the configuration names: PostgreSQL when `DATABASE_URL` is set, else SQLite in
+/// `STATE_DIR`.
+pub async fn open(
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    Ok(match &config.database_url {
+        Some(url) => std::sync::Arc::new(PgStore::connect(url).await?),
+        None => std::sync::Arc::new(SqliteStore::open(&config.state_dir)?),
+    })
 }
 
 /// How often the retention pass runs.

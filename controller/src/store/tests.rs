@@ -1,4 +1,66 @@
+//! The store's behaviour, the same on both implementations: every test of
+//! [`on_both_stores!`] runs once on SQLite and once on a fresh PostgreSQL database
+//! ([`testdb`](super::testdb)). What only one of them has (SQLite's old schemas, PostgreSQL's
+//! shared database) is tested below the list.
+
+use std::sync::Arc;
+
+use super::testdb::TestDb;
 use super::*;
+
+/// Where a test's store lives; [`Backend::open`] may be called again to reopen it.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDb),
+}
+
+impl Backend {
+    async fn open(&self) -> Arc<dyn StateStore> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path()).unwrap()),
+            Backend::Postgres(db) => Arc::new(PgStore::connect(&db.url).await.unwrap()),
+        }
+    }
+}
+
+/// One test per store for each named `async fn(Backend)`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite(tempfile::tempdir().unwrap())).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(db) = super::TestDb::create().await {
+                        super::$name(super::Backend::Postgres(db)).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    a_delivery_is_recorded_once,
+    job_states_only_move_forward,
+    queued_jobs_come_oldest_first,
+    concurrent_writes_are_all_durable_after_reopening,
+    run_fetches_are_kept_until_finished,
+    runners_round_trip,
+    a_join_token_works_once,
+    an_expired_join_token_is_refused,
+    another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id,
+    waiting_moves_to_queued_but_nothing_moves_back,
+    retention_forgets_old_deliveries_and_finished_jobs_only,
+    runner_repos_are_an_owners_recent_repositories_most_recent_first,
+);
 
 fn job(id: u64, state: JobState, at: i64) -> JobRecord {
     JobRecord {
@@ -35,10 +97,8 @@ fn token(expires_at: i64) -> NewJoinToken {
     }
 }
 
-#[tokio::test]
-async fn a_delivery_is_recorded_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn a_delivery_is_recorded_once(backend: Backend) {
+    let store = backend.open().await;
     let effect = WebhookEffect::Job(job(1, JobState::Queued, 10));
     assert_eq!(
         store
@@ -54,10 +114,8 @@ async fn a_delivery_is_recorded_once() {
     assert_eq!(store.queued_jobs().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn job_states_only_move_forward() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn job_states_only_move_forward(backend: Backend) {
+    let store = backend.open().await;
     let mut done = job(1, JobState::Completed, 30);
     done.conclusion = Some("success".into());
     done.runner_name = Some("gha-r1".into());
@@ -79,10 +137,8 @@ async fn job_states_only_move_forward() {
     assert!(store.queued_jobs().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn queued_jobs_come_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn queued_jobs_come_oldest_first(backend: Backend) {
+    let store = backend.open().await;
     store
         .upsert_jobs(vec![
             job(3, JobState::Queued, 30),
@@ -114,11 +170,9 @@ async fn queued_jobs_come_oldest_first() {
     assert_eq!(ids, vec![1, 3, 2]);
 }
 
-#[tokio::test]
-async fn concurrent_writes_are_all_durable_after_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+async fn concurrent_writes_are_all_durable_after_reopening(backend: Backend) {
     {
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = backend.open().await;
         let mut tasks = Vec::new();
         for i in 0..500u64 {
             let store = store.clone();
@@ -135,14 +189,12 @@ async fn concurrent_writes_are_all_durable_after_reopening() {
             assert_eq!(t.await.unwrap().unwrap(), Recorded::New);
         }
     }
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = backend.open().await;
     assert_eq!(store.queued_jobs().await.unwrap().len(), 500);
 }
 
-#[tokio::test]
-async fn run_fetches_are_kept_until_finished() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn run_fetches_are_kept_until_finished(backend: Backend) {
+    let store = backend.open().await;
     let key = RunKey {
         owner: "acme".into(),
         repo: "app".into(),
@@ -161,10 +213,8 @@ async fn run_fetches_are_kept_until_finished() {
     assert!(store.run_fetches().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn runners_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn runners_round_trip(backend: Backend) {
+    let store = backend.open().await;
     let mut r = RunnerRecord {
         id: "r1".into(),
         name: "gha-acme-r1".into(),
@@ -191,10 +241,8 @@ async fn runners_round_trip() {
     assert_eq!(store.runner_by_name("gha-acme-r1").await.unwrap(), Some(r));
 }
 
-#[tokio::test]
-async fn a_join_token_works_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn a_join_token_works_once(backend: Backend) {
+    let store = backend.open().await;
     store.insert_join_token(token(100), 0).await.unwrap();
     assert_eq!(
         store
@@ -226,10 +274,8 @@ async fn a_join_token_works_once() {
     );
 }
 
-#[tokio::test]
-async fn an_expired_join_token_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn an_expired_join_token_is_refused(backend: Backend) {
+    let store = backend.open().await;
     store.insert_join_token(token(100), 0).await.unwrap();
     assert_eq!(
         store
@@ -260,10 +306,8 @@ fn runner_named(name: &str, owner: &str) -> RunnerRecord {
     }
 }
 
-#[tokio::test]
-async fn another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id(backend: Backend) {
+    let store = backend.open().await;
     let acme = Owner::new("acme");
     store
         .upsert_runner(runner_named("gha-acme-1", "acme"))
@@ -301,10 +345,8 @@ async fn another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id() {
     assert_eq!(store.active_runners().await.unwrap()[0].job_id, Some(9));
 }
 
-#[tokio::test]
-async fn waiting_moves_to_queued_but_nothing_moves_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn waiting_moves_to_queued_but_nothing_moves_back(backend: Backend) {
+    let store = backend.open().await;
     let acme = Owner::new("acme");
     store
         .upsert_jobs(vec![job(3, JobState::Waiting, 1)])
@@ -359,10 +401,8 @@ async fn a_database_of_the_previous_schema_is_migrated_with_its_jobs() {
     assert_eq!(store.jobs_with_id(41).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn retention_forgets_old_deliveries_and_finished_jobs_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn retention_forgets_old_deliveries_and_finished_jobs_only(backend: Backend) {
+    let store = backend.open().await;
     let old = NewDelivery {
         received_ms: 100,
         ..delivery("old")
@@ -436,10 +476,8 @@ async fn retention_forgets_old_deliveries_and_finished_jobs_only() {
     );
 }
 
-#[tokio::test]
-async fn runner_repos_are_an_owners_recent_repositories_most_recent_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+async fn runner_repos_are_an_owners_recent_repositories_most_recent_first(backend: Backend) {
+    let store = backend.open().await;
     let at = |name: &str, owner: &str, repo: Option<&str>, ms: i64| {
         let mut r = runner_named(name, owner);
         r.repo = repo.map(str::to_owned);
@@ -466,4 +504,103 @@ async fn runner_repos_are_an_owners_recent_repositories_most_recent_first() {
     assert!(repos[0].eq_ignore_ascii_case("app"));
     assert_eq!(repos[1], "lib");
     assert_eq!(store.runner_repos(&owner, 0, 1).await.unwrap().len(), 1);
+}
+
+/// A PostgreSQL database of its own for a test of what only PostgreSQL has; `None`: skipped.
+async fn pg() -> Option<TestDb> {
+    TestDb::create().await
+}
+
+#[tokio::test]
+async fn two_replicas_starting_together_migrate_one_database_once() {
+    let Some(db) = pg().await else { return };
+    let (a, b) = tokio::join!(PgStore::connect(&db.url), PgStore::connect(&db.url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.upsert_jobs(vec![job(1, JobState::Queued, 1)])
+        .await
+        .unwrap();
+    assert_eq!(b.queued_jobs().await.unwrap().len(), 1, "one shared schema");
+    // A third start finds the schema current and changes nothing.
+    let c = PgStore::connect(&db.url).await.unwrap();
+    assert_eq!(c.queued_jobs().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_postgres_database_of_a_newer_build_is_refused() {
+    let Some(db) = pg().await else { return };
+    drop(PgStore::connect(&db.url).await.unwrap());
+    db.execute("INSERT INTO gha_schema_migrations (version, applied_ms) VALUES (999, 0)")
+        .await;
+    match PgStore::connect(&db.url).await {
+        Err(StoreError::TooNew { found: 999, .. }) => {}
+        Err(other) => panic!("expected TooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_database_record_a_delivery_once_between_them() {
+    let Some(db) = pg().await else { return };
+    let a = PgStore::connect(&db.url).await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    // GitHub (or a load balancer's retry) hands the same deliveries to both replicas at once.
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        for store in [a.clone(), b.clone()] {
+            tasks.push(tokio::spawn(async move {
+                store
+                    .record_webhook(
+                        delivery(&format!("d{i}")),
+                        WebhookEffect::Job(job(i, JobState::Queued, i as i64)),
+                    )
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut new = 0;
+    for t in tasks {
+        if t.await.unwrap() == Recorded::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 200, "each delivery is new on exactly one replica");
+    assert_eq!(a.queued_jobs().await.unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn a_join_token_is_spent_once_across_replicas() {
+    let Some(db) = pg().await else { return };
+    let a = PgStore::connect(&db.url).await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    a.insert_join_token(token(100), 0).await.unwrap();
+    let (x, y) = tokio::join!(
+        a.take_join_token("abcd", "s3cret", 1, "a"),
+        b.take_join_token("abcd", "s3cret", 1, "b")
+    );
+    let mut results = [x.unwrap(), y.unwrap()];
+    results.sort_by_key(|r| r.is_err());
+    assert_eq!(
+        results,
+        [Ok(Some("a1".into())), Err(JoinRefusal::AlreadyUsed)]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_an_error_at_start() {
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = crate::config::database::DatabaseUrl::parse(&format!(
+        "postgres://gha@127.0.0.1:{port}/gha?connect_timeout=2"
+    ))
+    .unwrap();
+    let err = PgStore::connect(&url).await.err().expect("no server");
+    assert!(
+        matches!(err, StoreError::Postgres(_) | StoreError::Unreachable(_)),
+        "{err}"
+    );
 }

@@ -982,6 +982,7 @@ mod tests {
             labels: vec![],
             registration: RegistrationMode::Jit,
             idle_grace: Duration::from_secs(60),
+            warm_max_age: Duration::from_secs(3600),
             stray_grace: Duration::from_secs(60),
         };
         let record = RunnerRecord {

@@ -48,6 +48,8 @@ pub enum Mode {
     OutsideSchedule { schedule: String },
     /// No pool can be kept for this owner (the reason says why).
     Impossible { reason: String },
+    /// Its registrations are held (an unknown runner group, a back-off): nothing is started.
+    Held { reason: String },
 }
 
 /// An owner's pools.
@@ -98,7 +100,8 @@ pub struct PoolStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OwnerWarmStatus {
     pub owner: String,
-    /// `active`, `outside_schedule`, `suspended` (jobs wait at the limit) or `impossible`.
+    /// `active`, `outside_schedule`, `suspended` (jobs wait at the limit), `held`
+    /// (registrations held) or `impossible`.
     pub state: &'static str,
     pub detail: Option<String>,
     pub pools: Vec<PoolStatus>,
@@ -192,10 +195,14 @@ pub fn apply<'a>(plan: &mut Plan, input: &'a PlanInput<'a>, warm: &WarmInput<'_>
                 });
                 continue;
             }
-            Mode::Impossible { reason } => {
+            Mode::Impossible { reason } | Mode::Held { reason } => {
                 out.status.push(OwnerWarmStatus {
                     owner: owner.owner.clone(),
-                    state: "impossible",
+                    state: if matches!(owner.mode, Mode::Held { .. }) {
+                        "held"
+                    } else {
+                        "impossible"
+                    },
                     detail: Some(reason.clone()),
                     pools: pools_status(&owner.pools),
                 });

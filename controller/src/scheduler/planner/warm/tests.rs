@@ -368,3 +368,56 @@ fn settling_runners_and_owners_without_pools_are_left_alone() {
     assert!(w.starts.is_empty() && w.status.is_empty());
     assert_eq!(stops(&p), vec![("r1".into(), StopReason::Idle)]);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the pools, jobs and runners: the owner never exceeds `MAX_RUNNERS`, an agent
+        /// never its capacity, and a runner is never both kept and stopped.
+        #[test]
+        fn warm_starts_stay_within_every_limit(
+            max in 1u32..8,
+            cap in 1u32..8,
+            min_idle in 0u32..8,
+            jobs in 0usize..6,
+            idle_runners in proptest::collection::vec((0i64..NOW, any::<bool>()), 0..6),
+            busy_runners in 0usize..4,
+        ) {
+            let mut runners: Vec<ActiveRunner> = idle_runners
+                .iter()
+                .enumerate()
+                .map(|(i, (created, running))| ActiveRunner {
+                    running: *running,
+                    ..idle(&format!("i{i}"), *created)
+                })
+                .collect();
+            runners.extend((0..busy_runners).map(|i| busy(&format!("b{i}"))));
+            let (p, w) = run(Case {
+                max,
+                agents: vec![agent("a1", Arch::Amd64, cap, &[])],
+                jobs: (0..jobs as u64).map(|j| job(j, &["self-hosted"])).collect(),
+                runners: runners.clone(),
+                warm: pools(&[(&[], min_idle)]),
+                owners: None,
+            });
+            let existing = runners.len() as u32;
+            let new = (p.starts.len() + w.starts.len()) as u32;
+            // Existing runners may exceed the limits already (a limit lowered at a restart);
+            // nothing new starts then.
+            if existing >= max || existing >= cap {
+                prop_assert_eq!(w.starts.len(), 0);
+            } else {
+                prop_assert!(existing + new <= max, "{} + {} > MAX_RUNNERS {}", existing, new, max);
+                prop_assert!(existing + new <= cap, "{} + {} > capacity {}", existing, new, cap);
+            }
+            let kept: BTreeSet<&String> =
+                w.status.iter().flat_map(|o| &o.pools).flat_map(|p| &p.runners).collect();
+            prop_assert!(kept.len() as u32 <= min_idle);
+            for s in &p.stops {
+                prop_assert!(!kept.contains(&s.runner_id), "{} kept and stopped", s.runner_id);
+            }
+        }
+    }
+}

@@ -12,13 +12,19 @@
 //!   job taken;
 //! - **burst of 20 with a pool of 5**: 20 jobs queued at once → each taken.
 //!
+//! - **raw**, the baseline in the same run: bollard `create_container` + `start_container` of
+//!   the container body the agent builds, straight to the engine, to its `start` event (as
+//!   `docker-bench` does).
+//!
 //! Times are taken by polling (every 2 ms) from the moment the job is queued at the simulator,
 //! which then delivers the signed `workflow_job` webhook.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::EventsOptions;
+use agent::runtime::docker::config::DockerSettings;
+use agent::runtime::docker::spec::{Placement, container_body};
+use bollard::query_parameters::{CreateContainerOptions, EventsOptions, RemoveContainerOptions};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -224,5 +230,69 @@ pub async fn warm(pool: u32, burst: usize, rounds: usize) -> anyhow::Result<Stag
         }
     }
     drop(agent);
+    Ok(out)
+}
+
+/// The baseline: raw create + start of the agent's container body, to its `start` event.
+pub async fn raw(count: usize) -> anyhow::Result<Stage> {
+    let s = DockerSetup::start().await;
+    let mut events = start_events(&s.run.id).await;
+    let docker = docker().await;
+    let settings = DockerSettings {
+        network: Some("host".into()),
+        extra_labels: [(TEST_RUN_LABEL.to_owned(), s.run.id.clone())].into(),
+        ..Default::default()
+    };
+    let mut out = Stage::default();
+    for i in 0..count {
+        s.sim.queue(&["self-hosted"], Duration::ZERO);
+        let spec = s
+            .sim
+            .jit_spec(&format!("raw{i}"), &s.image, &["self-hosted"])
+            .await;
+        let placement = Placement {
+            agent: "bench-raw".into(),
+            controller: "bench".into(),
+            deadline_ms: i64::MAX / 2,
+            caches: Vec::new(),
+            engine_nano_cpus: None,
+        };
+        let plan = agent::runtime::launch::plan(agent::runtime::launch::Layout::Myoung34, &spec)
+            .map_err(|e| anyhow::anyhow!("launch plan: {e:?}"))?;
+        let (body, _) = container_body(&spec, &settings, &placement, &plan);
+        let name = spec.name.clone();
+        let t0 = Instant::now();
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await?;
+        docker.start_container(&name, None).await?;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(seen)) if seen == name => break,
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("no start event for {name}"),
+            }
+        }
+        out.push(t0.elapsed());
+        let mut exit = docker.wait_container(&name, None);
+        while exit.next().await.is_some() {}
+        docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    link: false,
+                }),
+            )
+            .await?;
+    }
     Ok(out)
 }

@@ -372,7 +372,7 @@ async fn bench_quota(scales: &str) {
 }
 
 async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
-    use tests::latency_bench::{Stage, cold, warm};
+    use tests::latency_bench::{Stage, cold, raw, warm};
     let row = |name: &str, s: &Stage| {
         println!(
             "| {name} | {} | {:.1} ms | {:.1} ms |",
@@ -381,11 +381,16 @@ async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
             s.percentile(95.0).as_secs_f64() * 1e3
         );
     };
+    let baseline = raw(jobs).await?;
     let c = cold(jobs).await?;
     let pool2 = warm(2, 1, jobs).await?;
     let burst = warm(5, 20, 3).await?;
     println!("| from the job queued at the simulator to … | samples | p50 | p95 |");
     println!("|---|---|---|---|");
+    row(
+        "baseline: raw bollard create + start → start event",
+        &baseline,
+    );
     row(
         "cold: runner planned (controller's record: webhook in, planned)",
         &c.planned,
@@ -395,5 +400,11 @@ async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
     row("cold: job taken", &c.taken);
     row("warm pool of 2, one job at a time: job taken", &pool2);
     row("burst of 20 with a pool of 5: job taken", &burst);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!();
+    println!(
+        "our share of a cold start (container started, p50, minus raw create + start, p50): {:.1} ms",
+        ms(c.started.percentile(50.0)) - ms(baseline.percentile(50.0))
+    );
     Ok(())
 }

@@ -156,11 +156,29 @@ fn aggregates(full: &Value) -> Value {
         "owners": count(&full["owners"]),
         "agents": count(&full["agents"]),
         "queue": { "depth": full["queue"]["depth"] },
+        "warm_pools": warm_counts(&full["warm_pools"]["owners"]),
         "scheduler": {
             "activations": full["scheduler"]["activations"],
             "last_activation_ms": full["scheduler"]["last_activation_ms"],
         },
         "details": "send Authorization: Bearer <API_TOKEN or STATUS_TOKEN> for names and reasons",
+    })
+}
+
+/// Warm runners wanted and kept, over every owner and pool (no names).
+fn warm_counts(owners: &Value) -> Value {
+    let pools = || {
+        owners
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o["pools"].as_array().into_iter().flatten())
+    };
+    let sum = |key: &str| -> u64 { pools().map(|p| p[key].as_u64().unwrap_or(0)).sum() };
+    json!({
+        "min_idle": sum("min_idle"),
+        "ready": sum("ready"),
+        "starting": sum("starting"),
     })
 }
 
@@ -202,6 +220,8 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
                 "queued_jobs": queued.iter().filter(|j| j.owner == owner).count(),
                 "repository": o.repo_name,
                 "all_repos": o.all_repos,
+                "min_idle_runners": o.warm.total(),
+                "min_idle_schedule": o.warm.schedule.as_ref().map(ToString::to_string),
             })
         })
         .collect();
@@ -244,6 +264,11 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
         "containment": decisions.containment,
         "registration_sweeps": decisions.sweeps,
         "webhook_redelivery": decisions.redelivery,
+        // MIN_IDLE_RUNNERS: per owner and pool, the idle runners kept ready and why one is short.
+        "warm_pools": {
+            "max_age_seconds": config.runners.warm_max_age.as_secs(),
+            "owners": decisions.warm,
+        },
         "scheduler": {
             "activations": decisions.activations,
             "last_activation_ms": decisions.last_activation_ms,

@@ -11,6 +11,7 @@ pub mod github_sim;
 pub mod harness;
 pub mod images;
 pub mod kube_fake;
+pub mod latency_bench;
 pub mod pki;
 pub mod postgres;
 pub mod process;

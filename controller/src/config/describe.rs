@@ -36,6 +36,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_RUNNERS", "5", "runners at once per owner"),
     (
+        "MIN_IDLE_RUNNERS",
+        "0",
+        "idle runners kept ready per owner (2, or pools: 2,gpu+x64=1), within MAX_RUNNERS",
+    ),
+    (
+        "MIN_IDLE_SCHEDULE",
+        "-",
+        "cron (UTC) for when warm runners are kept, e.g. \"* 8-17 * * 1-5\"",
+    ),
+    (
+        "WARM_RUNNER_MAX_AGE",
+        "1h",
+        "a warm runner older than this is replaced",
+    ),
+    (
         "RUNNER_TIMEOUT",
         "3600",
         "seconds (or 1h) before a runner is stopped",
@@ -344,6 +359,10 @@ impl Config {
             ("RUNNER_TIMEOUT".into(), secs(self.runners.timeout)),
             ("RUNNER_IDLE_GRACE".into(), secs(self.runners.idle_grace)),
             ("STRAY_GRACE".into(), secs(self.runners.stray_grace)),
+            (
+                "WARM_RUNNER_MAX_AGE".into(),
+                secs(self.runners.warm_max_age),
+            ),
             ("CACHE_VOLUMES".into(), yes(self.runners.cache_volumes)),
             ("KUBERNETES_PVCS".into(), yes(self.runners.kubernetes_pvcs)),
             ("LABELS".into(), self.runners.labels.join(",")),
@@ -392,6 +411,21 @@ impl Config {
                 },
             ));
             rows.push((format!("  {p}MAX_RUNNERS"), o.max_runners.to_string()));
+            if !o.warm.pools.is_empty() {
+                let pools: Vec<String> = o
+                    .warm
+                    .pools
+                    .iter()
+                    .map(|p| match p.labels.as_slice() {
+                        [] => p.min_idle.to_string(),
+                        labels => format!("{}={}", labels.join("+"), p.min_idle),
+                    })
+                    .collect();
+                rows.push((format!("  {p}MIN_IDLE_RUNNERS"), pools.join(",")));
+                if let Some(s) = &o.warm.schedule {
+                    rows.push((format!("  {p}MIN_IDLE_SCHEDULE"), format!("{s} (UTC)")));
+                }
+            }
             rows.push((format!("  {p}WEBHOOK_SECRET"), masked(&o.webhook_secret)));
             rows.push((format!("  {p}LABELS"), o.labels.join(",")));
             if let Some(g) = &o.runner_group {

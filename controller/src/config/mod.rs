@@ -12,7 +12,9 @@ pub mod database;
 pub mod describe;
 pub mod file;
 pub mod owners;
+pub mod schedule;
 mod vars;
+pub mod warm;
 
 pub use self::owners::{OwnerAuth, OwnerConfig, Secret};
 use self::vars::Vars;
@@ -57,6 +59,9 @@ pub struct RunnerDefaults {
     pub registration: RegistrationMode,
     /// `RUNNER_IDLE_GRACE`: an idle runner with no demand it could serve is stopped after this.
     pub idle_grace: Duration,
+    /// `WARM_RUNNER_MAX_AGE`: a warm (idle, kept) runner older than this is replaced, so a
+    /// long-idle registration never goes stale.
+    pub warm_max_age: Duration,
     /// `STRAY_GRACE`: a runner an agent reports that this controller does not know (or knows
     /// as finished) is stopped once it has been seen for this long.
     pub stray_grace: Duration,
@@ -372,6 +377,7 @@ impl Config {
             labels: vars.list("LABELS"),
             registration,
             idle_grace: vars.duration("RUNNER_IDLE_GRACE", Duration::from_secs(300)),
+            warm_max_age: vars.duration("WARM_RUNNER_MAX_AGE", Duration::from_secs(3600)),
             stray_grace: vars.duration("STRAY_GRACE", Duration::from_secs(120)),
         };
         let github_api_url = vars
@@ -472,7 +478,7 @@ const REMOVED_VARIABLES: &[(&str, &str)] = &[(
     "MIN_RUNNERS",
     "is not read: the Go tool removed it when scaling became webhook-driven, and so does \
      gha-scaler; a runner starts per queued job (limit it with MAX_RUNNERS) and RECONCILE_INTERVAL \
-     recovers jobs whose webhook was lost",
+     recovers jobs whose webhook was lost; to keep idle runners ready, use MIN_IDLE_RUNNERS",
 )];
 
 fn removed_variables(vars: &mut Vars<'_>) {
@@ -1135,5 +1141,76 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.tls_sans, vec!["fd00::1"]);
+    }
+
+    #[test]
+    fn warm_pools_are_read_per_owner_and_checked_against_the_limit() {
+        let c = Config::from_env(&map(&[
+            ("OWNERS", "acme,bob"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", "s"),
+            ("ALL_REPOS", "true"),
+            ("MIN_IDLE_RUNNERS", "1"),
+            ("OWNER_ACME_MIN_IDLE_RUNNERS", "2,gpu+x64=1"),
+            ("OWNER_ACME_MIN_IDLE_SCHEDULE", "* 8-17 * * mon-fri"),
+            ("WARM_RUNNER_MAX_AGE", "30m"),
+        ]))
+        .unwrap();
+        let acme = c.owner("acme").unwrap();
+        assert_eq!(acme.warm.total(), 3);
+        assert_eq!(acme.warm.pools[1].labels, vec!["gpu", "x64"]);
+        assert_eq!(
+            acme.warm
+                .schedule
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("* 8-17 * * mon-fri")
+        );
+        let bob = c.owner("bob").unwrap();
+        assert_eq!(bob.warm.total(), 1, "the unprefixed default");
+        assert_eq!(bob.warm.schedule, None);
+        assert_eq!(c.runners.warm_max_age, Duration::from_secs(1800));
+        let defaults = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert_eq!(defaults.owners[0].warm, warm::OwnerWarm::default());
+        assert_eq!(defaults.runners.warm_max_age, Duration::from_secs(3600));
+
+        for (extra, variable, says) in [
+            (
+                ("MIN_IDLE_RUNNERS", "6"),
+                "MIN_IDLE_RUNNERS",
+                "more than its MAX_RUNNERS of 5",
+            ),
+            (
+                ("MIN_IDLE_RUNNERS", "lots"),
+                "MIN_IDLE_RUNNERS",
+                "not a count",
+            ),
+            (
+                ("MIN_IDLE_SCHEDULE", "9 to 5"),
+                "MIN_IDLE_SCHEDULE",
+                "a schedule has 5",
+            ),
+            (
+                ("WARM_RUNNER_MAX_AGE", "soon"),
+                "WARM_RUNNER_MAX_AGE",
+                "not a positive duration",
+            ),
+        ] {
+            let err = Config::from_env(&with(SEED_SINGLE, &[extra])).unwrap_err();
+            let p = problem(&err, variable).unwrap_or_else(|| panic!("{extra:?}: {err}"));
+            assert!(p.message.contains(says), "{extra:?}: {p:?}");
+        }
+        let err = Config::from_env(&map(&[
+            ("OWNERS", "acme"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", "s"),
+            ("ALL_REPOS", "true"),
+            ("OWNER_ACME_MAX_RUNNERS", "2"),
+            ("OWNER_ACME_MIN_IDLE_RUNNERS", "x64=2,arm64=1"),
+        ]))
+        .unwrap_err();
+        let p = problem(&err, "OWNER_ACME_MIN_IDLE_RUNNERS").expect("names the owner's variable");
+        assert!(p.message.contains("OWNER_ACME_MAX_RUNNERS of 2"), "{p:?}");
     }
 }

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
+use super::schedule::Schedule;
 use super::vars::Vars;
+use super::warm::{OwnerWarm, parse_pools};
 
 pub use shared::github::OwnerAuth;
 pub use shared::github::Secret;
@@ -28,6 +30,8 @@ pub struct OwnerConfig {
     pub labels: Vec<String>,
     /// Organisation runner group for JIT runners.
     pub runner_group: Option<String>,
+    /// `MIN_IDLE_RUNNERS` and `MIN_IDLE_SCHEDULE`: idle runners kept ready.
+    pub warm: OwnerWarm,
 }
 
 impl OwnerConfig {
@@ -338,6 +342,38 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool, legacy: bo
     let labels = vars.list(&key(&prefix, "LABELS"));
     let runner_group = pick(vars, "RUNNER_GROUP").value;
 
+    let min_idle = pick(vars, "MIN_IDLE_RUNNERS");
+    let pools = match min_idle.value.as_deref().map(parse_pools) {
+        None => Vec::new(),
+        Some(Ok(pools)) => pools,
+        Some(Err(e)) => {
+            vars.problem(&min_idle.var, e);
+            Vec::new()
+        }
+    };
+    let schedule_var = pick(vars, "MIN_IDLE_SCHEDULE");
+    let schedule = match schedule_var.value.as_deref().map(Schedule::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            vars.problem(&schedule_var.var, e);
+            None
+        }
+    };
+    let warm = OwnerWarm { pools, schedule };
+    // Warm runners count within the limit: a pool the limit cannot hold would never fill.
+    if warm.total() > max_runners {
+        vars.problem(
+            &min_idle.var,
+            format!(
+                "owner {name} keeps {} idle runner(s), more than its {} of {max_runners}: warm \
+                 runners count within the limit",
+                warm.total(),
+                max.var
+            ),
+        );
+    }
+
     OwnerConfig {
         name: name.to_owned(),
         auth,
@@ -347,5 +383,6 @@ fn parse_owner(vars: &mut Vars<'_>, name: &str, allow_unsigned: bool, legacy: bo
         max_runners,
         labels,
         runner_group,
+        warm,
     }
 }

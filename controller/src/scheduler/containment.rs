@@ -170,11 +170,16 @@ impl Scheduler {
     /// What holds a planned start back, if anything: its owner's GitHub back-off or circuit, or
     /// its (owner, image) crash back-off.
     pub(super) fn held(&self, start: &Start, now: i64) -> Option<Blocked> {
+        self.held_owner(&start.owner, now)
+    }
+
+    /// Whether the owner's starts (GitHub for it, its image) back off now.
+    pub(super) fn held_owner(&self, owner_name: &str, now: i64) -> Option<Blocked> {
         let owner = Key::Owner {
-            owner: start.owner.clone(),
+            owner: owner_name.to_owned(),
         };
         let image = Key::Image {
-            owner: start.owner.clone(),
+            owner: owner_name.to_owned(),
             image: self.config.runners.image.clone(),
         };
         self.backoffs(|b| b.blocked(&owner, now).or_else(|| b.blocked(&image, now)))

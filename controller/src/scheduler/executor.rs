@@ -26,6 +26,7 @@ use super::backoff::{Blocked, Failure, Key};
 use super::containment;
 use super::lifecycle::{self, AgentSeen, Ending, Observation, Report};
 use super::memory::SchedulerMemory;
+use super::planner::warm;
 use super::planner::{
     self, ActiveRunner, AgentSupply, JobKey, OwnerLimits, PendingJob, PlanInput, Start, StopReason,
     WaitReason,
@@ -76,6 +77,8 @@ pub struct Decisions {
     /// This installation's tag in runner names (`gha-{owner}-{installation}-…`, see
     /// [`super::naming`]).
     pub installation: String,
+    /// Every owner's warm pools as the last activation left them.
+    pub warm: Vec<warm::OwnerWarmStatus>,
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -266,7 +269,7 @@ impl Scheduler {
                 queued_ms: j.queued_ms.unwrap_or(j.first_seen_ms),
             })
             .collect();
-        let plan = planner::plan(&PlanInput {
+        let input = PlanInput {
             owners: &owners,
             agents: &supply,
             jobs: &pending,
@@ -275,7 +278,17 @@ impl Scheduler {
             now_ms: now,
             idle_grace_ms: self.config.runners.idle_grace.as_millis() as i64,
             runner_timeout_ms: self.config.runners.timeout.as_millis() as i64,
-        });
+        };
+        let mut plan = planner::plan(&input);
+        let warm_pools = self.warm_pools(now);
+        let warm_plan = warm::apply(
+            &mut plan,
+            &input,
+            &warm::WarmInput {
+                owners: &warm_pools,
+                max_age_ms: self.config.runners.warm_max_age.as_millis() as i64,
+            },
+        );
 
         let mut waiting = plan.waiting;
         for start in &plan.starts {
@@ -297,6 +310,30 @@ impl Scheduler {
                 );
             }
         }
+        // Warm runners after the jobs' (the planner gave jobs the capacity first).
+        let mut warm_status = warm_plan.status;
+        for start in &warm_plan.starts {
+            if let Some(held) = self.held_owner(&start.owner, now) {
+                let why = containment::wait_reason(&held, now);
+                if let Some(o) = warm_status.iter_mut().find(|o| o.owner == start.owner) {
+                    o.detail = Some(format!("starts are held: {why:?}"));
+                }
+                continue;
+            }
+            let launch = Launch {
+                for_job: None,
+                owner: &start.owner,
+                repo: start.repo.as_ref(),
+                job_repo: start.repo.as_deref().unwrap_or_default(),
+                agent: &start.agent,
+                arch: start.arch,
+                labels: &start.labels,
+            };
+            CallKind::Registration
+                .scope(self.launch(launch, now))
+                .await?;
+        }
+        self.decisions.update(|d| d.warm = warm_status);
         if let Some(held) = held_agents.first() {
             for reason in waiting.values_mut() {
                 if *reason == WaitReason::AgentsUnavailable {
@@ -612,7 +649,76 @@ impl Scheduler {
     }
 
     async fn start_runner(&self, start: &Start, now: i64) -> Result<(), StoreError> {
-        let Some(owner) = self.config.owner(&start.owner) else {
+        let launch = Launch {
+            for_job: Some(start.for_job),
+            owner: &start.owner,
+            repo: start.repo.as_ref(),
+            job_repo: &start.job_repo,
+            agent: &start.agent,
+            arch: start.arch,
+            labels: &start.labels,
+        };
+        self.launch(launch, now).await
+    }
+
+    /// The pools of every owner that has some, as they apply at `now`.
+    fn warm_pools(&self, now: i64) -> Vec<warm::OwnerPools> {
+        self.config
+            .owners
+            .iter()
+            .filter(|o| !o.warm.pools.is_empty())
+            .map(|o| {
+                let mode = match (&o.warm.schedule, self.registrar.repo_level(o)) {
+                    (Some(s), _) if !s.matches(now) => warm::Mode::OutsideSchedule {
+                        schedule: s.to_string(),
+                    },
+                    (_, false) => warm::Mode::Active { repo: None },
+                    (_, true) => match &o.repo_name {
+                        Some(repo) => warm::Mode::Active {
+                            repo: Some(repo.clone()),
+                        },
+                        None => warm::Mode::Impossible {
+                            reason: format!(
+                                "runners of {} register per repository (a user account serving \
+                                 all its repositories), so a warm runner would have to pick one: \
+                                 no pool is kept",
+                                o.name
+                            ),
+                        },
+                    },
+                };
+                let mode = match &mode {
+                    warm::Mode::Active { repo } => {
+                        let repo = repo.as_deref().unwrap_or_default();
+                        match self.registrar.blocked(o, repo, now) {
+                            Some(problem) => warm::Mode::Held {
+                                reason: format!("registration: {problem}"),
+                            },
+                            None => mode,
+                        }
+                    }
+                    _ => mode,
+                };
+                warm::OwnerPools {
+                    owner: o.name.to_ascii_lowercase(),
+                    pools: o
+                        .warm
+                        .pools
+                        .iter()
+                        .map(|p| warm::Pool {
+                            labels: p.labels.clone(),
+                            min_idle: p.min_idle,
+                        })
+                        .collect(),
+                    mode,
+                }
+            })
+            .collect()
+    }
+
+    /// Registers and starts one runner: for a job (`for_job`) or warm.
+    async fn launch(&self, start: Launch<'_>, now: i64) -> Result<(), StoreError> {
+        let Some(owner) = self.config.owner(start.owner) else {
             return Ok(());
         };
         let mut id_bytes = [0u8; 6];
@@ -620,14 +726,14 @@ impl Scheduler {
         let short = hex::encode(id_bytes);
         let mut record = RunnerRecord {
             id: format!("r-{short}"),
-            name: self.names.name(&start.owner, &short),
-            owner: start.owner.clone(),
-            repo: start.repo.clone(),
+            name: self.names.name(start.owner, &short),
+            owner: start.owner.to_owned(),
+            repo: start.repo.cloned(),
             agent: start.agent.to_string(),
             arch: start.arch,
-            labels: start.labels.clone(),
+            labels: start.labels.to_vec(),
             lifecycle: RunnerLifecycle::Requested,
-            for_job: Some(start.for_job),
+            for_job: start.for_job,
             job_id: None,
             github_id: None,
             exit_code: None,
@@ -638,16 +744,16 @@ impl Scheduler {
         // Recorded first: the owner's limit counts it from now on, whatever happens next.
         self.store.upsert_runner(record.clone()).await?;
         let owner_key = Key::Owner {
-            owner: start.owner.clone(),
+            owner: start.owner.to_owned(),
         };
         let outcome = match self.registration(owner, &record).await {
             Ok((registration, github_id)) => {
                 self.record_success(&owner_key);
                 record.github_id = github_id;
-                let spec = self.spec(&record, registration, &start.job_repo);
+                let spec = self.spec(&record, registration, start.job_repo);
                 let sent = self
                     .registry
-                    .send(&start.agent, AgentCommand::StartRunner(Box::new(spec)));
+                    .send(start.agent, AgentCommand::StartRunner(Box::new(spec)));
                 match sent {
                     Ok(()) => {
                         self.record_success(&Key::Agent {
@@ -673,7 +779,7 @@ impl Scheduler {
             }
             Err(RegisterError::Github { what, source }) => {
                 let failure = containment::github_failure(
-                    &start.owner,
+                    start.owner,
                     what,
                     &self.config.github_api_url,
                     &source,
@@ -689,7 +795,7 @@ impl Scheduler {
         record.updated_ms = now_ms();
         match outcome {
             Ok(()) => {
-                info!(runner = %record.name, agent = %record.agent, job = start.for_job, "runner starting");
+                info!(runner = %record.name, agent = %record.agent, job = ?start.for_job, warm = start.for_job.is_none(), "runner starting");
                 record.lifecycle = RunnerLifecycle::Starting;
                 self.metrics
                     .runner_starts
@@ -746,7 +852,10 @@ impl Scheduler {
             return;
         };
         if self.state.stop_sent(&r.id).is_none()
-            && why == StopReason::Idle
+            && matches!(
+                why,
+                StopReason::Idle | StopReason::WarmExpired | StopReason::MakeRoom
+            )
             && self.busy_at_github(r, now).await
         {
             return;
@@ -885,6 +994,20 @@ impl Scheduler {
     }
 }
 
+/// One runner to register and start, for a job or for a warm pool.
+struct Launch<'a> {
+    /// `None`: a warm runner.
+    for_job: Option<u64>,
+    owner: &'a str,
+    /// Set for repository-level registration.
+    repo: Option<&'a String>,
+    /// Where its caches are kept (empty: no repository).
+    job_repo: &'a str,
+    agent: &'a AgentName,
+    arch: shared::arch::Arch,
+    labels: &'a [String],
+}
+
 fn owner_limits(o: &OwnerConfig, repo_level: bool) -> OwnerLimits {
     OwnerLimits {
         name: o.name.to_ascii_lowercase(),
@@ -987,6 +1110,7 @@ mod tests {
             labels: vec![],
             registration: RegistrationMode::Jit,
             idle_grace: Duration::from_secs(60),
+            warm_max_age: Duration::from_secs(3600),
             stray_grace: Duration::from_secs(60),
         };
         let record = RunnerRecord {

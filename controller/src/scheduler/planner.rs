@@ -131,6 +131,11 @@ pub enum StopReason {
     Timeout,
     /// Its container runs, but it has not come online at GitHub within `RUNNER_REGISTER_TIMEOUT`.
     NeverRegistered,
+    /// A warm runner older than `WARM_RUNNER_MAX_AGE` (see [`warm`]): replaced.
+    WarmExpired,
+    /// Idle, matching none of the owner's jobs that wait at its limit: stopped so they can
+    /// start (see [`warm`]).
+    MakeRoom,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,6 +660,8 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
     }
     plan
 }
+
+pub mod warm;
 
 #[cfg(test)]
 mod tests;

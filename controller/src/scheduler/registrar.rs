@@ -183,12 +183,14 @@ impl Registrar {
 
     /// What GitHub knows that the next plan needs: owner kinds, and for organization runners
     /// the group and the visibility of the repositories with queued jobs. Owners without queued
-    /// jobs cost no request (their quota is left to webhook setup and the reconciler).
+    /// jobs or warm pools (`MIN_IDLE_RUNNERS`, which need the kind before any job) cost no
+    /// request (their quota is left to webhook setup and the reconciler).
     pub async fn prepare(&self, jobs: &[(String, String)]) {
         for owner in &self.config.owners {
             if !jobs
                 .iter()
                 .any(|(o, _)| o.eq_ignore_ascii_case(&owner.name))
+                && owner.warm.pools.is_empty()
             {
                 continue;
             }

@@ -199,6 +199,7 @@ mod tests {
             max_runners: 5,
             labels: vec![],
             runner_group: None,
+            warm: Default::default(),
         }
     }
 

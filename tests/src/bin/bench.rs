@@ -301,6 +301,17 @@ async fn main() {
     if what == "webhook" || what == "all" {
         bench_webhook().await;
     }
+    // Needs the Docker engine: only when asked for.
+    if what == "latency" {
+        let jobs = std::env::args()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        if let Err(e) = bench_latency(jobs).await {
+            eprintln!("bench latency: {e:#}");
+            std::process::exit(1);
+        }
+    }
     if what == "quota" || what == "all" {
         let scales = std::env::args()
             .nth(2)
@@ -358,4 +369,42 @@ async fn bench_quota(scales: &str) {
             );
         }
     }
+}
+
+async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
+    use tests::latency_bench::{Stage, cold, raw, warm};
+    let row = |name: &str, s: &Stage| {
+        println!(
+            "| {name} | {} | {:.1} ms | {:.1} ms |",
+            s.samples.len(),
+            s.percentile(50.0).as_secs_f64() * 1e3,
+            s.percentile(95.0).as_secs_f64() * 1e3
+        );
+    };
+    let baseline = raw(jobs).await?;
+    let c = cold(jobs).await?;
+    let pool2 = warm(2, 1, jobs).await?;
+    let burst = warm(5, 20, 3).await?;
+    println!("| from the job queued at the simulator to … | samples | p50 | p95 |");
+    println!("|---|---|---|---|");
+    row(
+        "baseline: raw bollard create + start → start event",
+        &baseline,
+    );
+    row(
+        "cold: runner planned (controller's record: webhook in, planned)",
+        &c.planned,
+    );
+    row("cold: runner container started", &c.started);
+    row("cold: runner registered", &c.registered);
+    row("cold: job taken", &c.taken);
+    row("warm pool of 2, one job at a time: job taken", &pool2);
+    row("burst of 20 with a pool of 5: job taken", &burst);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!();
+    println!(
+        "our share of a cold start (container started, p50, minus raw create + start, p50): {:.1} ms",
+        ms(c.started.percentile(50.0)) - ms(baseline.percentile(50.0))
+    );
+    Ok(())
 }

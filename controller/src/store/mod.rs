@@ -55,6 +55,19 @@ pub enum StoreError {
     Unexpected,
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: a full write queue, or a database that cannot be
+    /// reached right now (a PostgreSQL connection refused or lost; an error the server answered,
+    /// which carries an SQLSTATE, is not).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy | StoreError::Unreachable(_) => true,
+            StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            _ => false,
+        }
+    }
+}
+
 /// Why a join token bought no certificate. The messages are safe to show to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefusal {

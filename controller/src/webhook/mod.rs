@@ -119,9 +119,9 @@ impl WebhookError {
             WebhookError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
             WebhookError::OwnerMismatch(_) => StatusCode::FORBIDDEN,
-            WebhookError::Overloaded | WebhookError::Store(StoreError::Busy) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WebhookError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            // A full write queue or an unreachable database: GitHub may redeliver later.
+            WebhookError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -322,6 +322,30 @@ async fn handle(
                 intake.nudge.notify_one();
             }
             Ok((StatusCode::ACCEPTED, outcome))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_cannot_be_reached_now_is_a_503_with_retry_after_not_a_500() {
+        for (error, status) in [
+            (StoreError::Busy, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                StoreError::Unreachable("connection refused".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (StoreError::Unexpected, StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let response = WebhookError::Store(error).into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers().contains_key(header::RETRY_AFTER),
+                status == StatusCode::SERVICE_UNAVAILABLE
+            );
         }
     }
 }

@@ -76,6 +76,17 @@ pub enum Bearer {
     Valid,
 }
 
+/// Which configured token a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `API_TOKEN`: everything.
+    Api,
+    /// `STATUS_TOKEN`: read-only.
+    Status,
+    /// Neither.
+    None,
+}
+
 impl Tokens {
     pub fn from_config(config: &Config) -> Self {
         let digest =
@@ -114,6 +125,25 @@ impl Tokens {
         } else {
             Bearer::Wrong
         }
+    }
+
+    /// Which configured token `token` is (the dashboard's login form): every digest is compared.
+    pub fn classify(&self, token: &str) -> TokenKind {
+        let given = TokenDigest::of(token);
+        let is = |t: &Option<TokenDigest>| t.as_ref().is_some_and(|t| t.matches(&given));
+        let (api, status) = (is(&self.api), is(&self.status));
+        if api {
+            TokenKind::Api
+        } else if status {
+            TokenKind::Status
+        } else {
+            TokenKind::None
+        }
+    }
+
+    /// Whether the dashboard can be opened at all (`API_TOKEN` or `STATUS_TOKEN` is set).
+    pub fn dashboard_enabled(&self) -> bool {
+        self.api.is_some() || self.status.is_some()
     }
 
     /// The API token.

@@ -13,6 +13,7 @@
 //!   lets each agent serve.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
+//! - [`ui`]: the operator's dashboard at `/ui/` and its event log.
 
 pub mod agent_policy;
 pub mod api;
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod status;
 pub mod store;
+pub mod ui;
 pub mod webhook;
 pub mod webhook_setup;
 
@@ -202,7 +204,7 @@ impl Controller {
             .spawn(interval, shutdown.clone());
         }
 
-        let app = http::router(http::AppState {
+        let app_state = http::AppState {
             config: config.clone(),
             registry: registry.clone(),
             tokens: http::Tokens::from_config(&config),
@@ -211,13 +213,30 @@ impl Controller {
             metrics: metrics.clone(),
             github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
-        })
-        .merge(webhook::router(Arc::new(webhook::Intake::new(
-            config.clone(),
-            store.clone(),
-            metrics.clone(),
-            nudge.clone(),
-        ))));
+        };
+        let events = ui::events::EventLog::new(ui::EVENT_CAPACITY, ui::SERVED_CAPACITY);
+        tokio::spawn(
+            ui::observer::Observer {
+                store: store.clone(),
+                registry: registry.clone(),
+                decisions: decisions.clone(),
+                log: events.clone(),
+                interval: std::time::Duration::from_millis(500),
+            }
+            .run(shutdown.clone()),
+        );
+        let app = http::router(app_state.clone())
+            .merge(ui::router(ui::UiState::new(
+                app_state,
+                events,
+                shutdown.clone(),
+            )))
+            .merge(webhook::router(Arc::new(webhook::Intake::new(
+                config.clone(),
+                store.clone(),
+                metrics.clone(),
+                nudge.clone(),
+            ))));
         let http_shutdown = shutdown.clone();
         let http_limits = config.http.clone();
         let http = tokio::spawn(async move {

@@ -209,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(list_agents))
         .route("/agents/{name}", get(get_agent))
         .route("/agents/{name}/drain", post(drain_agent))
+        .route("/jobs", get(crate::status::jobs))
         .route("/jobs/{id}", get(crate::status::job))
         .merge(crate::api::router(state.management.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -18,6 +18,7 @@
 pub mod agent_policy;
 pub mod api;
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod github;

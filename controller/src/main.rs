@@ -33,11 +33,88 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Agent enrollment.
+    /// Connected agents (a table; `--json` for the API's answer), or agent enrollment.
     Agents {
         #[command(subcommand)]
-        command: AgentsCommand,
+        command: Option<AgentsCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+    /// The controller's status over the HTTP API (exit 5 when degraded).
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Jobs waiting or running, each with why.
+    Jobs {
+        /// Only this owner's jobs.
+        #[arg(long)]
+        owner: Option<String>,
+        /// `queued` or `in_progress`.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One job: where it is and, if it waits, why.
+    Job {
+        id: String,
+        /// The owner, when several owners have a job of this id.
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drain an agent: it takes no new runners; its current ones finish.
+    Drain {
+        agent: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How the operator commands reach the controller.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The controller's HTTP address.
+    #[arg(
+        long,
+        env = "GHA_CONTROLLER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// A file holding the API token [default: the API_TOKEN variable].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one operator command and exits with its code ([`controller::cli::Exit`]).
+async fn client(args: ClientArgs, request: controller::cli::Request) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --token-file {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("API_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let conn = controller::cli::Connection {
+        url: args.url,
+        token,
+    };
+    let exit = controller::cli::run(
+        &conn,
+        &request,
+        args.json,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+    .await;
+    std::process::exit(exit as i32)
 }
 
 #[derive(Subcommand)]
@@ -300,12 +377,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Agents {
             command:
-                AgentsCommand::JoinToken {
+                Some(AgentsCommand::JoinToken {
                     ttl,
                     name,
                     replace,
                     policy,
-                },
+                }),
+            ..
         } => {
             let config = load_config()?;
             controller::ensure_pki(&config)?;
@@ -330,7 +408,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agents {
-            command: AgentsCommand::Revoke { name },
+            command: Some(AgentsCommand::Revoke { name }),
+            ..
         } => {
             let config = load_config()?;
             let name = shared::ids::AgentName::parse(&name)?;
@@ -346,7 +425,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agents {
-            command: AgentsCommand::Policy { name, policy },
+            command: Some(AgentsCommand::Policy { name, policy }),
+            ..
         } => {
             let config = load_config()?;
             let name = shared::ids::AgentName::parse(&name)?;
@@ -358,5 +438,24 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Agents {
+            command: None,
+            client: args,
+        } => client(args, controller::cli::Request::Agents).await,
+        Command::Status { client: args } => client(args, controller::cli::Request::Status).await,
+        Command::Jobs {
+            owner,
+            state,
+            client: args,
+        } => client(args, controller::cli::Request::Jobs { owner, state }).await,
+        Command::Job {
+            id,
+            owner,
+            client: args,
+        } => client(args, controller::cli::Request::Job { id, owner }).await,
+        Command::Drain {
+            agent,
+            client: args,
+        } => client(args, controller::cli::Request::Drain { agent }).await,
     }
 }

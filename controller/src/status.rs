@@ -334,6 +334,75 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         .into_response()
 }
 
+/// `?owner=&state=` on `GET /api/v1/jobs`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct JobsQuery {
+    pub owner: Option<String>,
+    pub state: Option<String>,
+}
+
+/// `GET /api/v1/jobs`: the jobs waiting (`queued`) and running on our runners (`in_progress`),
+/// each with its explanation; `?owner=` and `?state=` filter. Completed jobs are not listed
+/// (they are kept for `RETENTION` and shown by `GET /api/v1/jobs/{id}`).
+pub async fn jobs(
+    State(state): State<AppState>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = match query.state.as_deref() {
+        None => None,
+        Some(s) => match JobState::parse(s) {
+            Some(st @ (JobState::Queued | JobState::InProgress)) => Some(st),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "state {s:?} is not listed: use queued or in_progress (a completed job is \
+                     shown by GET /api/v1/jobs/{{id}})"
+                )));
+            }
+        },
+    };
+    let owner = query.owner.as_deref().map(Owner::new);
+    let decisions = state.decisions.get();
+    let mut jobs = state.store.queued_jobs().await?;
+    for r in state.store.active_runners().await? {
+        if let Some(id) = r.job_id
+            && let Some(j) = state.store.job(&Owner::new(&r.owner), id).await?
+            && j.state == JobState::InProgress
+        {
+            jobs.push(j);
+        }
+    }
+    let list: Vec<Value> = jobs
+        .iter()
+        .filter(|j| owner.as_ref().is_none_or(|o| *o == j.owner))
+        .filter(|j| wanted.is_none_or(|w| w == j.state))
+        .map(|j| {
+            let explanation = match j.state {
+                JobState::Queued => decisions
+                    .waiting
+                    .get(&(j.owner.clone(), j.id))
+                    .map(explain)
+                    .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into()),
+                _ => format!(
+                    "running on {}",
+                    j.runner_name.as_deref().unwrap_or("a runner")
+                ),
+            };
+            json!({
+                "job": j.id,
+                "owner": j.owner,
+                "repo": j.repo,
+                "name": j.name,
+                "labels": j.labels,
+                "state": j.state,
+                "runner": j.runner_name,
+                "queued_ms": j.queued_ms,
+                "explanation": explanation,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": list })))
+}
+
 /// `?owner=` on `GET /api/v1/jobs/{id}`: which owner's job, when several owners have one of
 /// that id (jobs are keyed by owner and id).
 #[derive(Debug, Default, serde::Deserialize)]

@@ -321,6 +321,33 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         return ApiError::Unauthorized.into_response();
     }
     state.metrics.github_quotas(state.github.quotas());
+    let decisions = state.decisions.get();
+    let failing: Vec<(&'static str, bool)> = decisions
+        .containment
+        .iter()
+        .map(|b| (b.cause, b.circuit_open))
+        .collect();
+    let now = shared::runner::now_ms();
+    let queued = state.store.queued_jobs().await.unwrap_or_default();
+    let oldest: Vec<(String, i64)> = state
+        .config
+        .owners
+        .iter()
+        .map(|o| {
+            let owner = o.owner();
+            let age = queued
+                .iter()
+                .filter(|j| j.owner == owner)
+                .map(|j| now - j.queued_ms.unwrap_or(j.first_seen_ms))
+                .max()
+                .unwrap_or(0);
+            (o.name.clone(), (age / 1000).max(0))
+        })
+        .collect();
+    state
+        .metrics
+        .operator
+        .observe(&state.registry.snapshot(), &failing, &oldest);
     state
         .metrics
         .github_budget(&state.github.budget(), epoch_now());

@@ -25,6 +25,7 @@ pub mod github;
 pub mod grpc;
 pub mod http;
 pub mod join_tokens;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod redelivery;

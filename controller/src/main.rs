@@ -226,16 +226,23 @@ fn load_config() -> anyhow::Result<Config> {
     Config::from_env(&environment()?).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn init_tracing(debug: bool) {
+fn init_tracing(debug: bool, format: controller::logging::LogFormat) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
-    tracing_subscriber::fmt()
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .with_target(false);
+    match format {
+        controller::logging::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        controller::logging::LogFormat::Pretty => builder.with_ansi(terminal).init(),
+    }
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -256,7 +263,13 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn serve() -> anyhow::Result<()> {
     let config = load_config()?;
-    init_tracing(config.debug);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let format = controller::logging::parse(
+        environment()?.get("LOG_FORMAT").map(String::as_str),
+        terminal,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing(config.debug, format);
     for w in &config.warnings {
         tracing::warn!(variable = %w.variable, "{}", w.message);
     }

@@ -7,7 +7,9 @@
 //!   closes when the agent exits. The drain is written to a marker file first, so an agent
 //!   its supervisor restarts comes back drained (held, without exiting) until `undrain`.
 //! - `undrain` → the marker is removed and a held agent accepts runners again; one line.
-//! - `status` → one line, then close.
+//! - `status` → the state line (`running: N runner(s) left, connected`), then the agent's
+//!   name, its sessions and connection attempts, and the last connection error; then close
+//!   (`gha-agent status`).
 //!
 //! Only local processes that can open the socket file can use it; its permissions are the
 //! access control (0600 by default). Each agent needs its own socket: binding one that a live
@@ -84,6 +86,38 @@ fn status_line(s: &AgentStatus) -> String {
             "not connected"
         }
     )
+}
+
+/// The lines after the state line of a `status` answer.
+fn status_details(s: &AgentStatus) -> String {
+    format!(
+        "agent: {}\nsessions: {}, connection attempts: {}\nlast error: {}\n",
+        s.agent_name.as_deref().unwrap_or("(not registered yet)"),
+        s.sessions,
+        s.attempts,
+        s.last_error.as_deref().unwrap_or("none"),
+    )
+}
+
+/// Asks the agent at `path` for its status; returns the answer's lines.
+pub async fn request_status(path: &Path) -> Result<String, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(b"status\n").await.map_err(io)?;
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(read), &mut text)
+        .await
+        .map_err(io)?;
+    Ok(text)
 }
 
 /// How long an exiting agent waits for its control conversations to say their last word.
@@ -211,7 +245,10 @@ async fn conversation(
             write.write_all(text.as_bytes()).await?;
         }
         "status" => {
-            let text = status_line(&status.borrow());
+            let text = {
+                let s = status.borrow();
+                format!("{}{}", status_line(&s), status_details(&s))
+            };
             write.write_all(text.as_bytes()).await?;
         }
         other => {
@@ -279,6 +316,24 @@ pub async fn request_undrain(path: &Path) -> Result<String, ControlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_answer_says_connection_runners_and_last_error() {
+        let s = AgentStatus {
+            connected: false,
+            agent_name: Some("host-1".into()),
+            last_error: Some("controller unreachable".into()),
+            sessions: 2,
+            attempts: 5,
+            active_runners: 1,
+            draining: false,
+        };
+        assert_eq!(
+            format!("{}{}", status_line(&s), status_details(&s)),
+            "running: 1 runner(s) left, not connected\nagent: host-1\n\
+             sessions: 2, connection attempts: 5\nlast error: controller unreachable\n"
+        );
+    }
 
     #[tokio::test]
     async fn a_socket_a_live_agent_serves_is_refused_as_in_use_and_a_stale_one_is_replaced() {

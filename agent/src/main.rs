@@ -206,6 +206,11 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// The running agent's state: connection, runners, last error (from its control socket).
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Let a drained agent accept runners again (also after it was restarted drained).
     Undrain {
         #[command(flatten)]
@@ -449,6 +454,14 @@ async fn main() -> anyhow::Result<()> {
             agent::control::request_drain(&socket, !no_wait, |line| println!("{line}"))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))
+        }
+        Command::Status { target } => {
+            let socket = target.socket()?;
+            let answer = agent::control::request_status(&socket)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", agent::connection::error_chain(&e)))?;
+            print!("{answer}");
+            Ok(())
         }
         Command::Undrain { target } => {
             let socket = target.socket()?;

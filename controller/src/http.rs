@@ -78,6 +78,17 @@ pub enum Bearer {
     Valid,
 }
 
+/// Which configured token a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// `API_TOKEN`: everything.
+    Api,
+    /// `STATUS_TOKEN`: read-only.
+    Status,
+    /// Neither.
+    None,
+}
+
 impl Tokens {
     pub fn from_config(config: &Config) -> Self {
         let digest =
@@ -116,6 +127,25 @@ impl Tokens {
         } else {
             Bearer::Wrong
         }
+    }
+
+    /// Which configured token `token` is (the dashboard's login form): every digest is compared.
+    pub fn classify(&self, token: &str) -> TokenKind {
+        let given = TokenDigest::of(token);
+        let is = |t: &Option<TokenDigest>| t.as_ref().is_some_and(|t| t.matches(&given));
+        let (api, status) = (is(&self.api), is(&self.status));
+        if api {
+            TokenKind::Api
+        } else if status {
+            TokenKind::Status
+        } else {
+            TokenKind::None
+        }
+    }
+
+    /// Whether the dashboard can be opened at all (`API_TOKEN` or `STATUS_TOKEN` is set).
+    pub fn dashboard_enabled(&self) -> bool {
+        self.api.is_some() || self.status.is_some()
     }
 
     /// The API token.
@@ -188,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents/{name}", get(get_agent))
         .route("/agents/{name}/drain", post(drain_agent))
         .route("/agents/{name}/undrain", post(undrain_agent))
+        .route("/jobs", get(crate::status::jobs))
         .route("/jobs/{id}", get(crate::status::job))
         .merge(crate::api::router(state.management.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -13,10 +13,12 @@
 //!   lets each agent serve; [`drain`]: the operator's drains, kept across restarts.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
+//! - [`ui`]: the operator's dashboard at `/ui/` and its event log.
 
 pub mod agent_policy;
 pub mod api;
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod edge;
@@ -25,6 +27,7 @@ pub mod grpc;
 pub mod http;
 pub mod join_tokens;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod redelivery;
@@ -32,6 +35,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod status;
 pub mod store;
+pub mod ui;
 pub mod webhook;
 pub mod webhook_setup;
 
@@ -225,7 +229,7 @@ impl Controller {
             .spawn(interval, shutdown.clone());
         }
 
-        let app = http::router(http::AppState {
+        let app_state = http::AppState {
             config: config.clone(),
             registry: registry.clone(),
             tokens: http::Tokens::from_config(&config),
@@ -235,13 +239,30 @@ impl Controller {
             github: github_client,
             management: api::ApiState::new(&config, github.clone(), webhooks),
             drains: drain::Drains::new(registry.clone(), directory.clone()),
-        })
-        .merge(webhook::router(Arc::new(webhook::Intake::new(
-            config.clone(),
-            store.clone(),
-            metrics.clone(),
-            nudge.clone(),
-        ))));
+        };
+        let events = ui::events::EventLog::new(ui::EVENT_CAPACITY, ui::SERVED_CAPACITY);
+        tokio::spawn(
+            ui::observer::Observer {
+                store: store.clone(),
+                registry: registry.clone(),
+                decisions: decisions.clone(),
+                log: events.clone(),
+                interval: std::time::Duration::from_millis(500),
+            }
+            .run(shutdown.clone()),
+        );
+        let app = http::router(app_state.clone())
+            .merge(ui::router(ui::UiState::new(
+                app_state,
+                events,
+                shutdown.clone(),
+            )))
+            .merge(webhook::router(Arc::new(webhook::Intake::new(
+                config.clone(),
+                store.clone(),
+                metrics.clone(),
+                nudge.clone(),
+            ))));
         let http_shutdown = shutdown.clone();
         let http_limits = config.http.clone();
         let http = tokio::spawn(async move {

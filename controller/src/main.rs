@@ -33,11 +33,88 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Agent enrollment.
+    /// Connected agents (a table; `--json` for the API's answer), or agent enrollment.
     Agents {
         #[command(subcommand)]
-        command: AgentsCommand,
+        command: Option<AgentsCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+    /// The controller's status over the HTTP API (exit 5 when degraded).
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Jobs waiting or running, each with why.
+    Jobs {
+        /// Only this owner's jobs.
+        #[arg(long)]
+        owner: Option<String>,
+        /// `queued` or `in_progress`.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One job: where it is and, if it waits, why.
+    Job {
+        id: String,
+        /// The owner, when several owners have a job of this id.
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drain an agent: it takes no new runners; its current ones finish.
+    Drain {
+        agent: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How the operator commands reach the controller.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The controller's HTTP address.
+    #[arg(
+        long,
+        env = "GHA_CONTROLLER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// A file holding the API token [default: the API_TOKEN variable].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one operator command and exits with its code ([`controller::cli::Exit`]).
+async fn client(args: ClientArgs, request: controller::cli::Request) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --token-file {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("API_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let conn = controller::cli::Connection {
+        url: args.url,
+        token,
+    };
+    let exit = controller::cli::run(
+        &conn,
+        &request,
+        args.json,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+    .await;
+    std::process::exit(exit as i32)
 }
 
 #[derive(Subcommand)]
@@ -149,16 +226,23 @@ fn load_config() -> anyhow::Result<Config> {
     Config::from_env(&environment()?).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn init_tracing(debug: bool) {
+fn init_tracing(debug: bool, format: controller::logging::LogFormat) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a journal, a file or `docker logs` gets plain text.
-    tracing_subscriber::fmt()
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .with_target(false);
+    match format {
+        controller::logging::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        controller::logging::LogFormat::Pretty => builder.with_ansi(terminal).init(),
+    }
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -179,7 +263,13 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn serve() -> anyhow::Result<()> {
     let config = load_config()?;
-    init_tracing(config.debug);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let format = controller::logging::parse(
+        environment()?.get("LOG_FORMAT").map(String::as_str),
+        terminal,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing(config.debug, format);
     for w in &config.warnings {
         tracing::warn!(variable = %w.variable, "{}", w.message);
     }
@@ -300,12 +390,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Agents {
             command:
-                AgentsCommand::JoinToken {
+                Some(AgentsCommand::JoinToken {
                     ttl,
                     name,
                     replace,
                     policy,
-                },
+                }),
+            ..
         } => {
             let config = load_config()?;
             controller::ensure_pki(&config)?;
@@ -330,7 +421,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agents {
-            command: AgentsCommand::Revoke { name },
+            command: Some(AgentsCommand::Revoke { name }),
+            ..
         } => {
             let config = load_config()?;
             let name = shared::ids::AgentName::parse(&name)?;
@@ -346,7 +438,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agents {
-            command: AgentsCommand::Policy { name, policy },
+            command: Some(AgentsCommand::Policy { name, policy }),
+            ..
         } => {
             let config = load_config()?;
             let name = shared::ids::AgentName::parse(&name)?;
@@ -358,5 +451,24 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Agents {
+            command: None,
+            client: args,
+        } => client(args, controller::cli::Request::Agents).await,
+        Command::Status { client: args } => client(args, controller::cli::Request::Status).await,
+        Command::Jobs {
+            owner,
+            state,
+            client: args,
+        } => client(args, controller::cli::Request::Jobs { owner, state }).await,
+        Command::Job {
+            id,
+            owner,
+            client: args,
+        } => client(args, controller::cli::Request::Job { id, owner }).await,
+        Command::Drain {
+            agent,
+            client: args,
+        } => client(args, controller::cli::Request::Drain { agent }).await,
     }
 }

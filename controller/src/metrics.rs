@@ -96,6 +96,7 @@ pub struct Metrics {
     pub github_background_used: Family<QuotaLabels, Gauge>,
     pub run_fetches: Family<OutcomeLabels, Counter>,
     pub containment: ContainmentMetrics,
+    pub operator: OperatorMetrics,
 }
 
 impl Default for Metrics {
@@ -182,7 +183,36 @@ impl Metrics {
             run_fetches.clone(),
         );
         let containment = ContainmentMetrics::register(&mut registry);
+        let operator = OperatorMetrics::register(&mut registry);
+        // Counters of failures with a fixed set of label values start at 0, so dashboards and
+        // alerts find them before the first failure (deploy/grafana, deploy/prometheus).
+        for outcome in ["requested", "failed"] {
+            redeliveries
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
+        for outcome in ["fetched", "failed", "given_up"] {
+            run_fetches
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(0);
+        }
+        for cause in ["github", "agent", "crash"] {
+            for kind in ["backoff", "circuit"] {
+                containment
+                    .start_failures
+                    .get_or_create(&CauseLabels {
+                        cause: cause.into(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
         Self {
+            operator,
             run_fetches,
             registry,
             containment,
@@ -348,5 +378,116 @@ mod tests {
             event_label("installation_repositories"),
             "installation_repositories"
         );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentStateLabels {
+    /// `connected`, `healthy`, `draining` or `disconnected`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseOnlyLabels {
+    /// `github`, `agent` or `crash`.
+    pub cause: String,
+}
+
+/// What the dashboard's overview shows, for alerts (issue 14): agents by state, open circuits
+/// and back-offs by cause, and each owner's oldest waiting job. Set at each scrape.
+#[derive(Debug, Default)]
+pub struct OperatorMetrics {
+    pub agents: Family<AgentStateLabels, Gauge>,
+    pub circuits_open: Family<CauseOnlyLabels, Gauge>,
+    pub backoffs: Family<CauseOnlyLabels, Gauge>,
+    pub oldest_queued_seconds: Family<OwnerLabels, Gauge>,
+}
+
+impl OperatorMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "agents",
+            "Agents known, by state (connected, healthy, draining, disconnected)",
+            m.agents.clone(),
+        );
+        registry.register(
+            "circuits_open",
+            "Causes whose circuit is open (starts stopped until a probe succeeds), by cause",
+            m.circuits_open.clone(),
+        );
+        registry.register(
+            "backoffs",
+            "Causes backing off after failed starts, by cause",
+            m.backoffs.clone(),
+        );
+        registry.register(
+            "oldest_queued_job_seconds",
+            "Age of each owner's oldest waiting job (0: none waiting)",
+            m.oldest_queued_seconds.clone(),
+        );
+        for state in ["connected", "healthy", "draining", "disconnected"] {
+            m.agents
+                .get_or_create(&AgentStateLabels {
+                    state: state.into(),
+                })
+                .set(0);
+        }
+        for cause in ["github", "agent", "crash"] {
+            let labels = CauseOnlyLabels {
+                cause: cause.into(),
+            };
+            m.circuits_open.get_or_create(&labels).set(0);
+            m.backoffs.get_or_create(&labels).set(0);
+        }
+        m
+    }
+
+    /// Sets the gauges from the registry's agents, the failing causes (cause, circuit open)
+    /// and each configured owner's oldest waiting job age.
+    pub fn observe(
+        &self,
+        agents: &[crate::registry::AgentView],
+        failing: &[(&'static str, bool)],
+        oldest: &[(String, i64)],
+    ) {
+        let count = |f: &dyn Fn(&crate::registry::AgentView) -> bool| {
+            agents.iter().filter(|a| f(a)).count() as i64
+        };
+        for (state, n) in [
+            ("connected", count(&|a| a.connected)),
+            (
+                "healthy",
+                count(&|a| a.connected && a.healthy && !a.draining),
+            ),
+            ("draining", count(&|a| a.connected && a.draining)),
+            ("disconnected", count(&|a| !a.connected)),
+        ] {
+            self.agents
+                .get_or_create(&AgentStateLabels {
+                    state: state.into(),
+                })
+                .set(n);
+        }
+        for cause in ["github", "agent", "crash"] {
+            let labels = CauseOnlyLabels {
+                cause: cause.into(),
+            };
+            let of = |open: bool| {
+                failing
+                    .iter()
+                    .filter(|(c, o)| *c == cause && *o == open)
+                    .count() as i64
+            };
+            self.circuits_open.get_or_create(&labels).set(of(true));
+            self.backoffs.get_or_create(&labels).set(of(false));
+        }
+        for (owner, secs) in oldest {
+            self.oldest_queued_seconds
+                .get_or_create(&OwnerLabels {
+                    owner: owner.clone(),
+                })
+                .set(*secs);
+        }
     }
 }

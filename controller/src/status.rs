@@ -348,6 +348,33 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         return ApiError::Unauthorized.into_response();
     }
     state.metrics.github_quotas(state.github.quotas());
+    let decisions = state.decisions.get();
+    let failing: Vec<(&'static str, bool)> = decisions
+        .containment
+        .iter()
+        .map(|b| (b.cause, b.circuit_open))
+        .collect();
+    let now = shared::runner::now_ms();
+    let queued = state.store.queued_jobs().await.unwrap_or_default();
+    let oldest: Vec<(String, i64)> = state
+        .config
+        .owners
+        .iter()
+        .map(|o| {
+            let owner = o.owner();
+            let age = queued
+                .iter()
+                .filter(|j| j.owner == owner)
+                .map(|j| now - j.queued_ms.unwrap_or(j.first_seen_ms))
+                .max()
+                .unwrap_or(0);
+            (o.name.clone(), (age / 1000).max(0))
+        })
+        .collect();
+    state
+        .metrics
+        .operator
+        .observe(&state.registry.snapshot(), &failing, &oldest);
     state
         .metrics
         .github_budget(&state.github.budget(), epoch_now());
@@ -359,6 +386,75 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// `?owner=&state=` on `GET /api/v1/jobs`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct JobsQuery {
+    pub owner: Option<String>,
+    pub state: Option<String>,
+}
+
+/// `GET /api/v1/jobs`: the jobs waiting (`queued`) and running on our runners (`in_progress`),
+/// each with its explanation; `?owner=` and `?state=` filter. Completed jobs are not listed
+/// (they are kept for `RETENTION` and shown by `GET /api/v1/jobs/{id}`).
+pub async fn jobs(
+    State(state): State<AppState>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = match query.state.as_deref() {
+        None => None,
+        Some(s) => match JobState::parse(s) {
+            Some(st @ (JobState::Queued | JobState::InProgress)) => Some(st),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "state {s:?} is not listed: use queued or in_progress (a completed job is \
+                     shown by GET /api/v1/jobs/{{id}})"
+                )));
+            }
+        },
+    };
+    let owner = query.owner.as_deref().map(Owner::new);
+    let decisions = state.decisions.get();
+    let mut jobs = state.store.queued_jobs().await?;
+    for r in state.store.active_runners().await? {
+        if let Some(id) = r.job_id
+            && let Some(j) = state.store.job(&Owner::new(&r.owner), id).await?
+            && j.state == JobState::InProgress
+        {
+            jobs.push(j);
+        }
+    }
+    let list: Vec<Value> = jobs
+        .iter()
+        .filter(|j| owner.as_ref().is_none_or(|o| *o == j.owner))
+        .filter(|j| wanted.is_none_or(|w| w == j.state))
+        .map(|j| {
+            let explanation = match j.state {
+                JobState::Queued => decisions
+                    .waiting
+                    .get(&(j.owner.clone(), j.id))
+                    .map(explain)
+                    .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into()),
+                _ => format!(
+                    "running on {}",
+                    j.runner_name.as_deref().unwrap_or("a runner")
+                ),
+            };
+            json!({
+                "job": j.id,
+                "owner": j.owner,
+                "repo": j.repo,
+                "name": j.name,
+                "labels": j.labels,
+                "state": j.state,
+                "runner": j.runner_name,
+                "queued_ms": j.queued_ms,
+                "explanation": explanation,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": list })))
 }
 
 /// `?owner=` on `GET /api/v1/jobs/{id}`: which owner's job, when several owners have one of

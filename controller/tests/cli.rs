@@ -422,3 +422,25 @@ fn certs_reissue_adds_names_with_the_same_ca() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_bad_log_format_is_refused_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = controller()
+        .arg("serve")
+        .env("REPO_OWNER", "octo")
+        .env("ALL_REPOS", "true")
+        .env("GITHUB_TOKEN", "t")
+        .env("WEBHOOK_SECRET", "w")
+        .env("STATE_DIR", dir.path())
+        .env("LOG_FORMAT", "xml")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("LOG_FORMAT=\"xml\" is not json or pretty"),
+        "{stderr}"
+    );
+}

@@ -2,9 +2,10 @@
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
 //! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
 //! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
-//! server ([`kube_fake`]), and throwaway PostgreSQL databases ([`postgres`]). The tests themselves live in `tests/tests/`; [`quota_bench`] is the
+//! server ([`kube_fake`]), and throwaway PostgreSQL databases ([`postgres`]). [`browser`] drives a headless chromium for the dashboard's test. The tests themselves live in `tests/tests/`; [`quota_bench`] is the
 //! body of `bench quota`.
 
+pub mod browser;
 pub mod docker;
 pub mod emulator;
 pub mod github_sim;

@@ -59,6 +59,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("GRPC_PORT", "9443", "mutual-TLS gRPC port for agents"),
     ("DEBUG", "false", "debug logging (RUST_LOG overrides)"),
     (
+        "LOG_FORMAT",
+        "pretty on a terminal, else json",
+        "log lines as json (one object per line) or pretty text",
+    ),
+    (
         "RUNNER_IMAGE",
         "myoung34/github-runner:ubuntu-noble",
         "runner image",

@@ -120,6 +120,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_update ON jobs (state_rank, updated_ms);
     CREATE INDEX deliveries_by_owner_event ON deliveries (owner, event, received_ms);
     CREATE INDEX deliveries_by_time ON deliveries (received_ms);",
+    // 4: the queue by class (owner, repository, labels), so a scheduling pass reads each class's
+    // size and oldest jobs without scanning the queue (see `queue`). Sizes per class and state
+    // are kept by triggers on every insert, change and delete of a job, whoever makes it.
+    "CREATE TABLE job_classes (
+        owner TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        PRIMARY KEY (owner, repo, labels, state)
+    );
+    INSERT INTO job_classes (owner, repo, labels, state, jobs)
+        SELECT owner, repo, labels, state, COUNT(*) FROM jobs GROUP BY owner, repo, labels, state;
+    CREATE TRIGGER job_classes_on_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_classes (owner, repo, labels, state, jobs)
+            VALUES (NEW.owner, NEW.repo, NEW.labels, NEW.state, 1)
+            ON CONFLICT (owner, repo, labels, state) DO UPDATE SET jobs = jobs + 1;
+    END;
+    CREATE TRIGGER job_classes_on_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_classes SET jobs = jobs - 1
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state;
+        DELETE FROM job_classes
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state
+              AND jobs <= 0;
+    END;
+    CREATE TRIGGER job_classes_on_update AFTER UPDATE OF owner, repo, labels, state ON jobs
+    WHEN OLD.owner IS NOT NEW.owner OR OLD.repo IS NOT NEW.repo OR OLD.labels IS NOT NEW.labels
+         OR OLD.state IS NOT NEW.state
+    BEGIN
+        UPDATE job_classes SET jobs = jobs - 1
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state;
+        DELETE FROM job_classes
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state
+              AND jobs <= 0;
+        INSERT INTO job_classes (owner, repo, labels, state, jobs)
+            VALUES (NEW.owner, NEW.repo, NEW.labels, NEW.state, 1)
+            ON CONFLICT (owner, repo, labels, state) DO UPDATE SET jobs = jobs + 1;
+    END;
+    CREATE INDEX jobs_queue_heads ON jobs (owner, repo, labels, queued_ms, id)
+        WHERE state = 'queued';",
 ];
 
 /// A write and where its answer goes.

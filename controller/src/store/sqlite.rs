@@ -331,9 +331,11 @@ fn json(labels: &[String]) -> String {
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
     match op {
         WriteOp::Webhook(delivery, effect) => {
-            let inserted = conn.execute(
+            // Cached: each delivery would otherwise parse and compile the statement (and the
+            // job triggers) again, the largest cost of intake in a profile (issue 15 §4).
+            let inserted = conn.prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (id, event, owner, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![
+            )?.execute(params![
                     delivery.id,
                     delivery.event,
                     delivery.owner.as_ref().map(Owner::as_str),
@@ -453,12 +455,13 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
     if let Some(runner) = &job.runner_name
         && job.state >= JobState::InProgress
     {
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE runners SET job_id = ?2 WHERE name = ?1 AND lower(owner) = ?3 AND job_id IS NULL",
-            params![runner, job.id as i64, job.owner.as_str()],
+        )?
+        .execute(params![runner, job.id as i64, job.owner.as_str()],
         )?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO jobs (id, run_id, owner, repo, name, labels, state, state_rank, runner_name, conclusion,
                            first_seen_ms, queued_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
@@ -470,7 +473,8 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
             queued_ms = COALESCE(jobs.queued_ms, excluded.queued_ms),
             updated_ms = excluded.updated_ms
          WHERE excluded.state_rank > jobs.state_rank",
-        params![
+    )?
+    .execute(params![
             job.id as i64,
             job.run_id as i64,
             job.owner.as_str(),

@@ -228,7 +228,7 @@ async fn status_details(state: &AppState) -> Result<Value, ApiError> {
     let waiting: Vec<Value> = queued
         .iter()
         .map(|j| {
-            let reason = decisions.waiting.get(&(j.owner.clone(), j.id));
+            let reason = decisions.reason(j);
             json!({
                 "job": j.id,
                 "owner": j.owner,
@@ -432,8 +432,7 @@ pub async fn jobs(
         .map(|j| {
             let explanation = match j.state {
                 JobState::Queued => decisions
-                    .waiting
-                    .get(&(j.owner.clone(), j.id))
+                    .reason(j)
                     .map(explain)
                     .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into()),
                 _ => format!(
@@ -502,12 +501,7 @@ pub async fn job(
         .iter()
         .find(|r| r.job_id == Some(id))
         .or_else(|| runners.iter().find(|r| r.for_job == Some(id)));
-    let waiting = state
-        .decisions
-        .get()
-        .waiting
-        .get(&(job.owner.clone(), id))
-        .cloned();
+    let waiting = state.decisions.get().reason(&job).cloned();
     let explanation = match job.state {
         JobState::Waiting => {
             "waiting for approval (an environment protection rule): not demand yet".to_owned()

@@ -403,3 +403,44 @@ async fn a_runner_the_controller_does_not_know_is_stopped_after_the_grace() {
     })
     .await;
 }
+
+/// A backlog behind an owner at its limit: the scheduler reads only the jobs it could serve and
+/// one more (issue 15 §4), yet every queued job still has its reason in `/status` and in
+/// `GET /api/v1/jobs/{id}`, and the queue depth counts them all.
+#[tokio::test]
+async fn jobs_behind_the_heads_of_the_queue_are_explained_and_counted() {
+    let s = setup(&[("MAX_RUNNERS", "1")]).await;
+    let agent = s.agent("host-1", &[("MAX_RUNNERS", "10")]);
+    agent
+        .wait_status(WAIT, "connected", |st| st.connected)
+        .await;
+    // No emulator: the one runner started never takes a job, so the owner stays at its limit.
+    let jobs: Vec<u64> = (0..30)
+        .map(|_| s.sim.queue_job("acme", "app", &["self-hosted", "linux"]).1)
+        .collect();
+    let last = *jobs.last().unwrap();
+    wait_until(WAIT, "the last job waits for the owner's limit", || async {
+        let (_, body) = get_json(&s.controller, &format!("/api/v1/jobs/{last}")).await;
+        body["waiting"]["reason"] == "owner_at_limit"
+    })
+    .await;
+    let (code, status) = get_json(&s.controller, "/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(status["queue"]["depth"], 30, "{status}");
+    let listed = status["queue"]["jobs"].as_array().unwrap();
+    assert_eq!(listed.len(), 30);
+    for job in listed {
+        assert!(
+            !job["waiting"].is_null(),
+            "a queued job without a reason: {job}"
+        );
+    }
+    let limited = listed
+        .iter()
+        .filter(|j| j["waiting"]["reason"] == "owner_at_limit")
+        .count();
+    assert_eq!(
+        limited, 29,
+        "one job has the runner, the rest wait: {status}"
+    );
+}

@@ -33,11 +33,13 @@ use super::planner::{
 };
 use super::registrar::{RegisterError, Registrar, RegistrationStatus};
 use super::run_fetch;
+use super::window;
 use crate::config::{Config, OwnerConfig, RegistrationMode, RunnerDefaults};
 use crate::metrics::{CauseLabels, Metrics, OutcomeLabels, OwnerLabels, RunnerLabels, StateLabels};
 use crate::registry::{AgentRegistry, AgentView};
 use crate::store::{
-    JobRecord, JobState, RunKey, RunnerLifecycle, RunnerRecord, StateStore, StoreError,
+    ClassKey, JobRecord, JobState, QueueHead, RunKey, RunnerLifecycle, RunnerRecord, StateStore,
+    StoreError,
 };
 
 /// Activations happen at least this often, even without a nudge.
@@ -60,9 +62,12 @@ const LIMITS: lifecycle::Limits = lifecycle::Limits {
 /// What the last activation decided, for `/status` and the jobs API.
 #[derive(Debug, Clone, Default)]
 pub struct Decisions {
-    /// Why each queued job is not running yet.
+    /// Why each queued job the last activation read is not running yet.
     /// Keyed by owner and job id.
     pub waiting: BTreeMap<JobKey, WaitReason>,
+    /// Why the jobs it did not read wait (those behind a class's heads, see `window`): keyed by
+    /// owner, repository and labels.
+    pub class_waiting: BTreeMap<ClassKey, WaitReason>,
     pub activations: u64,
     pub last_activation_ms: i64,
     pub last_error: Option<String>,
@@ -79,6 +84,17 @@ pub struct Decisions {
     pub installation: String,
     /// Every owner's warm pools as the last activation left them.
     pub warm: Vec<warm::OwnerWarmStatus>,
+}
+
+impl Decisions {
+    /// Why the queued `job` waits: its own reason if the last activation read it, else its
+    /// class's.
+    pub fn reason(&self, job: &JobRecord) -> Option<&WaitReason> {
+        self.waiting.get(&(job.owner.clone(), job.id)).or_else(|| {
+            self.class_waiting
+                .get(&(job.owner.clone(), job.repo.clone(), job.labels.clone()))
+        })
+    }
 }
 
 /// A cloneable view of the scheduler's latest decisions.
@@ -162,21 +178,6 @@ impl Scheduler {
         CallKind::Background
             .scope(self.sweep_registrations(now))
             .await?;
-        let mut jobs = self.store.queued_jobs().await?;
-        if CallKind::Background
-            .scope(self.recheck_stale(&jobs, now))
-            .await?
-        {
-            jobs = self.store.queued_jobs().await?;
-        }
-        let targets: Vec<(String, String)> = jobs
-            .iter()
-            .map(|j| (j.owner.to_string(), j.repo.clone()))
-            .collect();
-        CallKind::Registration
-            .scope(self.registrar.prepare(&targets))
-            .await;
-
         let owners: Vec<OwnerLimits> = self
             .config
             .owners
@@ -237,6 +238,26 @@ impl Scheduler {
                 settling: true,
             }))
             .collect();
+        // Only the heads of the queue: in each class the jobs this pass could serve and one
+        // more, whose reason the rest share (see `window`).
+        let limits = window::head_limits(&owners, &supply, &active);
+        let mut heads = self.store.queue_heads(limits.clone()).await?;
+        let mut jobs = head_jobs(&heads);
+        if CallKind::Background
+            .scope(self.recheck_stale(&jobs, now))
+            .await?
+        {
+            heads = self.store.queue_heads(limits).await?;
+            jobs = head_jobs(&heads);
+        }
+        let targets: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.owner.to_string(), j.repo.clone()))
+            .collect();
+        CallKind::Registration
+            .scope(self.registrar.prepare(&targets))
+            .await;
+
         // Jobs no runner can be registered for (unknown group, public repository in a closed
         // group, a registration failing with back-off) wait with the reason instead.
         let mut blocked = BTreeMap::new();
@@ -347,7 +368,9 @@ impl Scheduler {
             }
         }
         waiting.extend(blocked);
-        self.publish(&jobs, &runners, waiting, now).await?;
+        let class_waiting = window::class_reasons(&heads, &waiting, &owners);
+        self.publish(&heads, &runners, waiting, class_waiting, now)
+            .await?;
         Ok(())
     }
 
@@ -930,9 +953,10 @@ impl Scheduler {
 
     async fn publish(
         &self,
-        jobs: &[JobRecord],
+        heads: &[QueueHead],
         runners: &[RunnerRecord],
         waiting: BTreeMap<JobKey, WaitReason>,
+        class_waiting: BTreeMap<ClassKey, WaitReason>,
         now: i64,
     ) -> Result<(), StoreError> {
         for (state, count) in self.store.job_states().await? {
@@ -945,7 +969,11 @@ impl Scheduler {
         }
         for owner in &self.config.owners {
             let name = owner.name.to_ascii_lowercase();
-            let depth = jobs.iter().filter(|j| j.owner == name).count();
+            let depth: u64 = heads
+                .iter()
+                .filter(|h| h.owner == name.as_str())
+                .map(|h| h.queued)
+                .sum();
             self.metrics
                 .queue_depth
                 .get_or_create(&OwnerLabels { owner: name })
@@ -985,6 +1013,7 @@ impl Scheduler {
         self.decisions.update(|d| {
             d.containment = containment;
             d.waiting = waiting;
+            d.class_waiting = class_waiting;
             d.activations += 1;
             d.last_activation_ms = now;
             d.last_error = None;
@@ -1029,6 +1058,16 @@ fn agent_supply(a: &AgentView) -> AgentSupply {
         available: a.connected && a.healthy && !a.draining,
         owners: (!a.all_owners).then(|| a.owners.iter().cloned().collect()),
     }
+}
+
+/// The jobs of `heads`, oldest first (as [`StateStore::queued_jobs`] orders them).
+fn head_jobs(heads: &[QueueHead]) -> Vec<JobRecord> {
+    let mut jobs: Vec<JobRecord> = heads
+        .iter()
+        .flat_map(|h| h.oldest.iter().cloned())
+        .collect();
+    jobs.sort_by_key(|j| (j.queued_ms, j.id));
+    jobs
 }
 
 pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) -> Option<JobRecord> {

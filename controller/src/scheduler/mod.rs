@@ -17,5 +17,6 @@ pub mod registration;
 pub mod run_fetch;
 mod stale;
 pub mod sweep;
+pub mod window;
 
 pub use executor::{Decisions, DecisionsHandle, Scheduler};

@@ -10,6 +10,7 @@
 
 pub mod agents;
 mod postgres;
+pub mod queue;
 pub mod records;
 mod sqlite;
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub(crate) mod testdb;
 use std::path::PathBuf;
 
 pub use self::postgres::{POOL_SIZE as PG_POOL_SIZE, PgStore};
+pub use self::queue::{ClassKey, HeadLimits, QueueHead};
 pub use self::records::*;
 pub use self::sqlite::{DB_FILE, SqliteStore, db_path};
 use self::sqlite::{
@@ -109,6 +111,12 @@ pub trait StateStore: Send + Sync {
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError>;
     /// Jobs in state `queued`, oldest first.
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Queued jobs by class (owner, repository, labels): each class's size and its oldest
+    /// `limits.of(owner)` jobs (see [`queue`]). What a scheduling pass reads, so its cost does
+    /// not grow with the jobs waiting behind the heads. The default groups [`Self::queued_jobs`].
+    async fn queue_heads(&self, limits: HeadLimits) -> Result<Vec<QueueHead>, StoreError> {
+        Ok(queue::heads_of(self.queued_jobs().await?, &limits))
+    }
     /// The job `id` of `owner`; another owner's job of the same id is never returned.
     async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError>;
     /// Every owner's job with GitHub id `id` (for the operator's API, which names no owner).
@@ -181,6 +189,10 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn queue_heads(&self, limits: HeadLimits) -> Result<Vec<QueueHead>, StoreError> {
+        self.read(move |c| queue::read_heads(c, &limits)).await
+    }
+
     async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError> {
         let owner = owner.clone();
         self.read(move |c| {
@@ -228,7 +240,9 @@ impl StateStore for SqliteStore {
 
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+            // From the class sizes the triggers keep: no scan of the jobs.
+            let mut stmt =
+                c.prepare_cached("SELECT state, SUM(jobs) FROM job_classes GROUP BY state")?;
             let rows = stmt.query_map([], |r| {
                 let state: String = r.get(0)?;
                 Ok((

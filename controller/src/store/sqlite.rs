@@ -120,6 +120,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_update ON jobs (state_rank, updated_ms);
     CREATE INDEX deliveries_by_owner_event ON deliveries (owner, event, received_ms);
     CREATE INDEX deliveries_by_time ON deliveries (received_ms);",
+    // 4: the queue by class (owner, repository, labels), so a scheduling pass reads each class's
+    // size and oldest jobs without scanning the queue (see `queue`). Sizes per class and state
+    // are kept by triggers on every insert, change and delete of a job, whoever makes it.
+    "CREATE TABLE job_classes (
+        owner TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        state TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        PRIMARY KEY (owner, repo, labels, state)
+    );
+    INSERT INTO job_classes (owner, repo, labels, state, jobs)
+        SELECT owner, repo, labels, state, COUNT(*) FROM jobs GROUP BY owner, repo, labels, state;
+    CREATE TRIGGER job_classes_on_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_classes (owner, repo, labels, state, jobs)
+            VALUES (NEW.owner, NEW.repo, NEW.labels, NEW.state, 1)
+            ON CONFLICT (owner, repo, labels, state) DO UPDATE SET jobs = jobs + 1;
+    END;
+    CREATE TRIGGER job_classes_on_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_classes SET jobs = jobs - 1
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state;
+        DELETE FROM job_classes
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state
+              AND jobs <= 0;
+    END;
+    CREATE TRIGGER job_classes_on_update AFTER UPDATE OF owner, repo, labels, state ON jobs
+    WHEN OLD.owner IS NOT NEW.owner OR OLD.repo IS NOT NEW.repo OR OLD.labels IS NOT NEW.labels
+         OR OLD.state IS NOT NEW.state
+    BEGIN
+        UPDATE job_classes SET jobs = jobs - 1
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state;
+        DELETE FROM job_classes
+            WHERE owner = OLD.owner AND repo = OLD.repo AND labels = OLD.labels AND state = OLD.state
+              AND jobs <= 0;
+        INSERT INTO job_classes (owner, repo, labels, state, jobs)
+            VALUES (NEW.owner, NEW.repo, NEW.labels, NEW.state, 1)
+            ON CONFLICT (owner, repo, labels, state) DO UPDATE SET jobs = jobs + 1;
+    END;
+    CREATE INDEX jobs_queue_heads ON jobs (owner, repo, labels, queued_ms, id)
+        WHERE state = 'queued';",
 ];
 
 /// A write and where its answer goes.
@@ -291,9 +331,11 @@ fn json(labels: &[String]) -> String {
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
     match op {
         WriteOp::Webhook(delivery, effect) => {
-            let inserted = conn.execute(
+            // Cached: each delivery would otherwise parse and compile the statement (and the
+            // job triggers) again, the largest cost of intake in a profile (issue 15 §4).
+            let inserted = conn.prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (id, event, owner, received_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![
+            )?.execute(params![
                     delivery.id,
                     delivery.event,
                     delivery.owner.as_ref().map(Owner::as_str),
@@ -413,12 +455,13 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
     if let Some(runner) = &job.runner_name
         && job.state >= JobState::InProgress
     {
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE runners SET job_id = ?2 WHERE name = ?1 AND lower(owner) = ?3 AND job_id IS NULL",
-            params![runner, job.id as i64, job.owner.as_str()],
+        )?
+        .execute(params![runner, job.id as i64, job.owner.as_str()],
         )?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO jobs (id, run_id, owner, repo, name, labels, state, state_rank, runner_name, conclusion,
                            first_seen_ms, queued_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
@@ -430,7 +473,8 @@ fn upsert_job(conn: &Connection, job: &JobRecord) -> rusqlite::Result<()> {
             queued_ms = COALESCE(jobs.queued_ms, excluded.queued_ms),
             updated_ms = excluded.updated_ms
          WHERE excluded.state_rank > jobs.state_rank",
-        params![
+    )?
+    .execute(params![
             job.id as i64,
             job.run_id as i64,
             job.owner.as_str(),

@@ -604,3 +604,78 @@ async fn an_unreachable_postgres_is_an_error_at_start() {
         "{err}"
     );
 }
+
+/// The SQLite heads (trigger-kept class sizes, partial index) say what grouping the whole
+/// queue says, through inserts, state changes, another owner's jobs, retention and a reopen.
+#[tokio::test]
+async fn queue_heads_match_the_grouped_queue_through_changes_and_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut jobs = Vec::new();
+    for id in 1..=40u64 {
+        let mut j = job(id, JobState::Queued, 1_000 - id as i64);
+        j.repo = format!("repo-{}", id % 3);
+        if id % 4 == 0 {
+            j.labels.push("gpu".into());
+        }
+        if id % 5 == 0 {
+            j.owner = "globex".into();
+        }
+        jobs.push(j);
+    }
+    store.upsert_jobs(jobs).await.unwrap();
+    // Some start, some finish, one waits first and is queued later.
+    let mut moved = Vec::new();
+    for id in [1u64, 2, 3, 8, 13] {
+        let mut j = job(id, JobState::InProgress, 2_000);
+        j.repo = format!("repo-{}", id % 3);
+        if id % 4 == 0 {
+            j.labels.push("gpu".into());
+        }
+        if id % 5 == 0 {
+            j.owner = "globex".into();
+        }
+        moved.push(j);
+    }
+    let mut done = job(2, JobState::Completed, 3_000);
+    done.repo = "repo-2".into();
+    moved.push(done);
+    moved.push(job(100, JobState::Waiting, 5));
+    store.upsert_jobs(moved).await.unwrap();
+    store
+        .upsert_jobs(vec![job(100, JobState::Queued, 6)])
+        .await
+        .unwrap();
+    let limits = HeadLimits {
+        per_owner: std::collections::HashMap::from([(Owner::new("acme"), 3)]),
+        otherwise: 1,
+    };
+    let expected = queue::heads_of(store.queued_jobs().await.unwrap(), &limits);
+    assert_eq!(expected.iter().map(|h| h.queued).sum::<u64>(), 36);
+    assert_eq!(
+        by_class(store.queue_heads(limits.clone()).await.unwrap()),
+        expected
+    );
+    let states = store.job_states().await.unwrap();
+    assert!(states.contains(&(JobState::Queued, 36)), "{states:?}");
+    assert!(states.contains(&(JobState::InProgress, 4)), "{states:?}");
+    assert!(states.contains(&(JobState::Completed, 1)), "{states:?}");
+
+    // Retention removes the completed job: its class is gone from the counts too.
+    store.prune(i64::MAX).await.unwrap();
+    let states = store.job_states().await.unwrap();
+    assert!(
+        !states.iter().any(|(s, _)| *s == JobState::Completed),
+        "{states:?}"
+    );
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let expected = queue::heads_of(store.queued_jobs().await.unwrap(), &limits);
+    assert_eq!(by_class(store.queue_heads(limits).await.unwrap()), expected);
+}
+
+/// Heads in the order [`queue::heads_of`] gives them (the store's order of classes is its own).
+fn by_class(mut heads: Vec<QueueHead>) -> Vec<QueueHead> {
+    heads.sort_by_key(QueueHead::key);
+    heads
+}

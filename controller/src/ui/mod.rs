@@ -257,6 +257,7 @@ async fn gather(state: &UiState) -> Result<views::Inputs, crate::store::StoreErr
             })
             .collect(),
         waiting: decisions.waiting,
+        class_waiting: decisions.class_waiting,
         served: state.log.served_since(now_ms - 3_600_000),
         quotas: app.github.quotas(),
         degraded: health.reason,
@@ -343,7 +344,7 @@ async fn job(
     };
     let decisions = state.app.decisions.get();
     let explanation = match record.state {
-        JobState::Queued => match decisions.waiting.get(&(owner.clone(), id)) {
+        JobState::Queued => match decisions.reason(&record) {
             Some(w) => crate::status::explain(w),
             None if record.labels.is_empty() => {
                 "it names no labels, so no runner can be matched to it".into()

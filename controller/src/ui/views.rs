@@ -29,6 +29,9 @@ pub struct Inputs {
     pub runners: Vec<RunnerRecord>,
     pub agents: Vec<AgentView>,
     pub waiting: BTreeMap<(Owner, u64), WaitReason>,
+    /// The reasons of the jobs behind the heads of the queue the scheduler read, by class
+    /// (owner, repository, labels): see [`crate::scheduler::Decisions::reason`].
+    pub class_waiting: BTreeMap<crate::store::ClassKey, WaitReason>,
     /// Jobs that started running in the last hour.
     pub served: Vec<Served>,
     pub quotas: Vec<(String, Quota)>,
@@ -94,6 +97,11 @@ fn reason_for(inputs: &Inputs, job: &JobRecord) -> String {
     inputs
         .waiting
         .get(&(job.owner.clone(), job.id))
+        .or_else(|| {
+            inputs
+                .class_waiting
+                .get(&(job.owner.clone(), job.repo.clone(), job.labels.clone()))
+        })
         .map(crate::status::explain)
         .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into())
 }

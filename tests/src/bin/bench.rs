@@ -2,7 +2,8 @@
 //!
 //! - `webhook`: signed `workflow_job` deliveries (each a new queued job, persisted before the
 //!   answer) against the same server's bare `GET /health`, same client, same run. Throughput
-//!   and latency percentiles, median of 3 rounds, and the ratio webhook/bare.
+//!   and latency percentiles, median of 3 rounds, and the ratio webhook/bare. `webhook 0,100000`
+//!   runs once per backlog: that many queued jobs are in the store before the first delivery.
 //! - `planner`: one planning pass over 10 000 queued jobs and 1 000 agents; median of rounds.
 //!
 //! - `quota`: GitHub calls per hour by kind for 10, 200 and 1 000 repositories, with ETags and
@@ -92,9 +93,42 @@ fn job_body(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn bench_webhook() {
+/// Puts `backlog` queued jobs of the bench's owner into the store under `state_dir` before the
+/// controller starts, as a controller that had received them would hold them.
+async fn preload_backlog(state_dir: &std::path::Path, backlog: usize) {
+    if backlog == 0 {
+        return;
+    }
+    let store = controller::store::SqliteStore::open(state_dir).expect("store");
+    let now = shared::runner::now_ms();
+    for chunk in (0..backlog).collect::<Vec<_>>().chunks(5_000) {
+        let jobs = chunk
+            .iter()
+            .map(|&i| controller::store::JobRecord {
+                id: 1_000_000 + i as u64,
+                run_id: 2_000_000 + i as u64,
+                owner: shared::owner::Owner::new("acme"),
+                repo: "app".into(),
+                name: "build".into(),
+                labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
+                state: controller::store::JobState::Queued,
+                runner_name: None,
+                conclusion: None,
+                first_seen_ms: now,
+                queued_ms: Some(now - (backlog - i) as i64),
+                updated_ms: now,
+            })
+            .collect();
+        controller::store::StateStore::upsert_jobs(&store, jobs)
+            .await
+            .expect("preload");
+    }
+}
+
+async fn bench_webhook(backlog: usize) {
     shared::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
+    preload_backlog(&dir.path().join("state"), backlog).await;
     let mut env = vars(&[
         ("STATE_DIR", dir.path().join("state").display().to_string()),
         ("AGENT_HEARTBEAT_INTERVAL", "10s".into()),
@@ -106,7 +140,13 @@ async fn bench_webhook() {
         .build()
         .expect("client");
     let base = format!("http://{}", controller.http_addr);
-    let (total, concurrency) = (5_000, 32);
+    // `WEBHOOK_REQUESTS` per round (default 20 000: a few seconds of sustained deliveries, long
+    // enough for scheduler passes over the growing queue to compete with intake).
+    let total = std::env::var("WEBHOOK_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let concurrency = 32;
     let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
         (0..total * ROUNDS)
             .map(|i| {
@@ -117,7 +157,7 @@ async fn bench_webhook() {
             .collect(),
     );
     println!(
-        "webhook ingest: {total} requests x {ROUNDS} rounds, {concurrency} connections, body {} bytes",
+        "webhook ingest: backlog {backlog} queued jobs, {total} requests x {ROUNDS} rounds, {concurrency} connections, body {} bytes",
         bodies[0].0.len()
     );
     let (mut bare, mut hook) = (Vec::new(), Vec::new());
@@ -176,7 +216,10 @@ async fn bench_webhook() {
         .await
         .expect("queued")
         .len();
-    println!("jobs persisted: {queued} (expected {})", total * ROUNDS);
+    println!(
+        "jobs persisted: {queued} (expected {} = backlog + deliveries)",
+        backlog + total * ROUNDS
+    );
 }
 
 fn planner_input(
@@ -299,7 +342,14 @@ async fn main() {
         bench_planner();
     }
     if what == "webhook" || what == "all" {
-        bench_webhook().await;
+        // `webhook 0,40000,100000`: one run per backlog of queued jobs already in the store.
+        let backlogs = std::env::args().nth(2).unwrap_or_else(|| "0".into());
+        for backlog in backlogs
+            .split(',')
+            .filter_map(|s| s.trim().parse::<usize>().ok())
+        {
+            bench_webhook(backlog).await;
+        }
     }
     // Needs the Docker engine: only when asked for.
     if what == "latency" {

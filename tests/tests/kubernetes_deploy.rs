@@ -217,6 +217,27 @@ fn deployments_are_single_replica_and_mount_no_docker_socket() {
     })));
 }
 
+/// The Service routes GitHub's webhooks to ready pods only: a readiness that fails when GitHub
+/// refuses registrations (`/ready`) would turn a GitHub problem into lost deliveries. Readiness
+/// is "the process serves" (`/health`); `/ready` is for monitoring.
+#[test]
+fn the_controllers_readiness_never_depends_on_github() {
+    let m = manifests();
+    let pod = m.deployments["gha-scaler-controller"]
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let probe = pod.containers[0]
+        .readiness_probe
+        .clone()
+        .expect("a readiness probe");
+    let path = probe.http_get.and_then(|h| h.path);
+    assert_eq!(path.as_deref(), Some("/health"));
+}
+
 const CONTROLLER_NS: &str = "gha-scaler";
 const AGENT_NS: &str = "gha-scaler-agent";
 const RUNNERS_NS: &str = "gha-scaler-runners";

@@ -308,6 +308,60 @@ async fn a_drained_agent_takes_no_new_runner_but_keeps_its_own() {
     assert_eq!(code, 404);
 }
 
+/// A runner the controller does not know is stopped after `STRAY_GRACE` counted from when the
+/// controller first saw it, even when its agent re-reports it more often than that (every
+/// report carries a fresh `observed_at`: counting from it, the stray was never stopped, as the
+/// multi-host test saw after an agent restart).
+#[tokio::test]
+async fn a_stray_re_reported_more_often_than_the_grace_is_still_stopped() {
+    let s = Secured::start([("STRAY_GRACE".to_owned(), "1s".to_owned())].into()).await;
+    let cert = s.ca.client("reporter", &[]);
+    let channel = raw_agent::channel(&s.controller.grpc_url(), &s.ca.ca_file(), Some(&cert))
+        .await
+        .unwrap();
+    let status = || pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::RunnerStatus(pb::RunnerStatus {
+            runner_id: "stray-2".into(),
+            name: "gha-stray-2".into(),
+            phase: pb::RunnerPhase::Running as i32,
+            observed_at_ms: shared::runner::now_ms(),
+            ..Default::default()
+        })),
+    };
+    let (tx, mut inbound) = raw_agent::session(channel, raw_agent::register(pb::Arch::Amd64))
+        .await
+        .unwrap();
+    let reporter = tokio::spawn(async move {
+        loop {
+            if tx.send(status()).await.is_err() {
+                return;
+            }
+            let beat = pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                    healthy: true,
+                    ..Default::default()
+                })),
+            };
+            if tx.send(beat).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(m)) = inbound.message().await {
+            if let Some(pb::controller_message::Msg::StopRunner(stop)) = m.msg {
+                return stop.runner_id;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("the stray is told to stop within the grace and a few activations");
+    assert_eq!(stopped, "stray-2");
+    reporter.abort();
+}
+
 async fn draining(s: &Secured, want: bool) {
     wait_until(
         WAIT,

@@ -627,16 +627,21 @@ impl Scheduler {
         now: i64,
     ) -> Result<(), StoreError> {
         let grace = self.config.runners.stray_grace.as_millis() as i64;
+        let mut unknown = std::collections::HashSet::new();
         for agent in agents.iter().filter(|a| a.connected) {
             for state in &agent.runners {
-                if state.phase.is_terminal()
-                    || now - state.observed_at_ms < grace
-                    || active.iter().any(|r| r.id == state.id.as_str())
-                {
+                if state.phase.is_terminal() || active.iter().any(|r| r.id == state.id.as_str()) {
                     continue;
                 }
                 let known = self.store.runner_by_name(&state.name).await?;
                 if known.as_ref().is_some_and(|r| r.lifecycle.is_active()) {
+                    continue;
+                }
+                // The grace counts from this controller's first sighting: the agent's
+                // `observed_at` is renewed by every re-report of the same state, so a runner
+                // re-reported more often than the grace would never be stopped.
+                unknown.insert(state.id.to_string());
+                if now - self.state.unknown_since(state.id.as_str(), now) < grace {
                     continue;
                 }
                 if !self.state.stray_due(state.id.as_str(), now) {
@@ -654,6 +659,7 @@ impl Scheduler {
                 }
             }
         }
+        self.state.keep_unknown(&unknown);
         Ok(())
     }
 

@@ -31,6 +31,10 @@ struct Books {
     deleted: HashMap<(String, u64), i64>,
     /// Stray runner id → when it was last told to stop.
     strays: HashMap<String, i64>,
+    /// Runner id seen on an agent without a live record of ours → since when this controller
+    /// has seen it so (the stray grace counts from here, not from the agent's report time,
+    /// which every re-report renews). Only the ids seen in the latest pass are kept.
+    unknown: HashMap<String, i64>,
     /// (owner, job id) → when it was last re-checked as stale (`stale.rs`).
     stale: HashMap<JobKey, i64>,
     /// Owner → when its registrations were last swept (`sweep.rs`).
@@ -192,6 +196,16 @@ impl SchedulerMemory {
         self.with(|b| b.settling.remove(id));
     }
 
+    /// Since when runner `id` has been seen on an agent without a live record of ours.
+    pub fn unknown_since(&self, id: &str, now: i64) -> i64 {
+        self.with(|b| *b.unknown.entry(id.to_owned()).or_insert(now))
+    }
+
+    /// Forgets the unknown runners not seen in this pass (stopped, or known again).
+    pub fn keep_unknown(&self, seen: &std::collections::HashSet<String>) {
+        self.with(|b| b.unknown.retain(|id, _| seen.contains(id)));
+    }
+
     /// Whether to tell stray `id` to stop now (at most every 30 s).
     pub fn stray_due(&self, id: &str, now: i64) -> bool {
         self.with(|b| {
@@ -248,6 +262,25 @@ mod tests {
         m.veto_busy("r", 100);
         assert!(m.busy_vetoed("r", 99));
         assert!(!m.busy_vetoed("r", 100));
+    }
+
+    #[test]
+    fn an_unknown_runner_is_unknown_since_it_was_first_seen_until_it_is_not_seen() {
+        let m = SchedulerMemory::default();
+        assert_eq!(m.unknown_since("s", 1_000), 1_000);
+        assert_eq!(
+            m.unknown_since("s", 9_000),
+            1_000,
+            "a later sighting keeps the first"
+        );
+        m.keep_unknown(&["s".to_owned()].into());
+        assert_eq!(m.unknown_since("s", 10_000), 1_000);
+        m.keep_unknown(&Default::default());
+        assert_eq!(
+            m.unknown_since("s", 20_000),
+            20_000,
+            "forgotten once not seen"
+        );
     }
 
     #[test]

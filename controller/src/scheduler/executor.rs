@@ -257,6 +257,15 @@ impl Scheduler {
         CallKind::Registration
             .scope(self.registrar.prepare(&targets))
             .await;
+        // Where runners register (repository or organization) depends on the owner kinds that
+        // `prepare` may only now have learnt: the limits read before the queue do not know them,
+        // and an organization's first runner would register at the repository otherwise.
+        let owners: Vec<OwnerLimits> = self
+            .config
+            .owners
+            .iter()
+            .map(|o| owner_limits(o, self.registrar.repo_level(o)))
+            .collect();
 
         // Jobs no runner can be registered for (unknown group, public repository in a closed
         // group, a registration failing with back-off) wait with the reason instead.

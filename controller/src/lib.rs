@@ -2,9 +2,9 @@
 //! tests call [`Controller::start`] with listeners bound to port 0.
 //!
 //! - [`config`]: configuration parsed from environment variables.
-//! - [`edge`]: the HTTP server loop (header timeout, connection cap, graceful shutdown).
-//! - [`http`]: health, version and the REST API (axum); [`api`]: the management endpoints under
-//!   it (webhooks, token validation, repositories).
+//! - [`http`]: the whole HTTP surface (axum), one tree with one error type: the webhook
+//!   intake, `/status` and `/metrics`, the REST API and its management endpoints, the
+//!   dashboard, who may call what, and the server loop (timeouts, connection cap).
 //! - [`webhook_setup`]: exactly one webhook of ours per repository or organization, at start-up
 //!   and on request.
 //! - [`redelivery`]: failed deliveries of our webhooks, found and redelivered once each.
@@ -13,15 +13,12 @@
 //!   lets each agent serve; [`drain`]: the operator's drains, kept across restarts.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
-//! - [`ui`]: the operator's dashboard at `/ui/` and its event log.
 
 pub mod agent_policy;
-pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod drain;
-pub mod edge;
 pub mod github;
 pub mod grpc;
 pub mod http;
@@ -33,10 +30,7 @@ pub mod pki;
 pub mod redelivery;
 pub mod registry;
 pub mod scheduler;
-pub mod status;
 pub mod store;
-pub mod ui;
-pub mod webhook;
 pub mod webhook_setup;
 
 use std::net::SocketAddr;
@@ -237,12 +231,13 @@ impl Controller {
             decisions: decisions.clone(),
             metrics: metrics.clone(),
             github: github_client,
-            management: api::ApiState::new(&config, github.clone(), webhooks),
+            management: http::api::ApiState::new(&config, github.clone(), webhooks),
             drains: drain::Drains::new(registry.clone(), directory.clone()),
         };
-        let events = ui::events::EventLog::new(ui::EVENT_CAPACITY, ui::SERVED_CAPACITY);
+        let events =
+            http::ui::events::EventLog::new(http::ui::EVENT_CAPACITY, http::ui::SERVED_CAPACITY);
         tokio::spawn(
-            ui::observer::Observer {
+            http::ui::observer::Observer {
                 store: store.clone(),
                 registry: registry.clone(),
                 decisions: decisions.clone(),
@@ -252,12 +247,12 @@ impl Controller {
             .run(shutdown.clone()),
         );
         let app = http::router(app_state.clone())
-            .merge(ui::router(ui::UiState::new(
+            .merge(http::ui::router(http::ui::UiState::new(
                 app_state,
                 events,
                 shutdown.clone(),
             )))
-            .merge(webhook::router(Arc::new(webhook::Intake::new(
+            .merge(http::webhook::router(Arc::new(http::webhook::Intake::new(
                 config.clone(),
                 store.clone(),
                 metrics.clone(),
@@ -266,7 +261,7 @@ impl Controller {
         let http_shutdown = shutdown.clone();
         let http_limits = config.http.clone();
         let http = tokio::spawn(async move {
-            edge::serve(listeners.http, app, &http_limits, http_shutdown)
+            http::edge::serve(listeners.http, app, &http_limits, http_shutdown)
                 .await
                 .map_err(RunError::Http)
         });

@@ -32,8 +32,8 @@ use tracing::{info, warn};
 
 pub use self::plan::{Action, EVENTS, Plan, is_ours, repo_skip_reason, same_url};
 pub use self::report::{ErrorReport, Outcome, OwnerReport, Summary, TargetReport};
-use crate::api::error::{Grant, chain, rfc3339};
 use crate::config::{Config, OwnerAuth, OwnerConfig};
+use crate::http::error::{Grant, chain, rfc3339};
 
 /// How the setup paces itself.
 #[derive(Debug, Clone)]

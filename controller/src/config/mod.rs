@@ -67,7 +67,7 @@ pub struct RunnerDefaults {
     pub stray_grace: Duration,
 }
 
-/// The HTTP edge's limits (see [`crate::http::serve`] and the webhook intake).
+/// The HTTP edge's limits (see [`crate::http::edge::serve`] and the webhook intake).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// `HTTP_HEADER_TIMEOUT`: a connection that has not sent a full request head by then is

@@ -31,7 +31,7 @@ pub async fn serve(
     enrollment: Enrollment,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = crate::edge::capped(
+    let incoming = crate::http::edge::capped(
         ReceiverStream::new(tls::accept(listener, tls, shutdown.clone())),
         MAX_AGENT_CONNECTIONS,
     );

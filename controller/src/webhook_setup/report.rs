@@ -7,7 +7,7 @@ use serde::Serialize;
 use shared::github::{GithubError, Scope};
 
 use super::Action;
-use crate::api::error::{Grant, chain, github_error_parts, rfc3339};
+use crate::http::error::{Grant, chain, github_error_parts, rfc3339};
 
 /// How one target's action went (setup only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -313,7 +313,7 @@ impl Observer {
         for (key, reason) in &decisions.waiting {
             if next.jobs.contains_key(key) {
                 next.waiting
-                    .insert(key.clone(), crate::status::explain(reason));
+                    .insert(key.clone(), crate::http::status::explain(reason));
             }
         }
         for b in &decisions.containment {

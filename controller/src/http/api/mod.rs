@@ -1,5 +1,7 @@
-//! The management API under `/api/v1`: repository webhooks, token validation, and repository
-//! listing with webhook preview / setup — the seed's paths, JSON in and out.
+//! The REST API under `/api/v1`: the connected agents ([`agents`]) and the management
+//! endpoints — repository webhooks, token validation, and repository listing with webhook
+//! preview / setup — the seed's paths, JSON in and out. (The jobs API is beside `/status` in
+//! [`super::status`], which explains jobs the same way.)
 //!
 //! | route | module |
 //! |---|---|
@@ -15,7 +17,7 @@
 //! `..` would be resolved away by the URL parser and retarget the request ([`valid_path_names`]).
 //! Responses never contain a token or a webhook secret: hooks show `secret_set` only.
 
-pub mod error;
+pub mod agents;
 mod hooks;
 mod repos;
 mod tokens;
@@ -32,8 +34,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::github::{GithubApi, Hook};
 
-pub use self::error::ManagementError;
 use crate::config::{Config, OwnerConfig};
+use crate::http::HttpError;
 use crate::webhook_setup::{WebhookSetup, is_ours};
 
 /// What the management handlers share.
@@ -54,12 +56,12 @@ impl ApiState {
     }
 
     /// The configured owner called `name` (case-insensitive), or a 404 listing the configured ones.
-    fn owner(&self, name: &str) -> Result<&OwnerConfig, ManagementError> {
+    fn owner(&self, name: &str) -> Result<&OwnerConfig, HttpError> {
         let wanted = shared::owner::Owner::new(name);
         self.owners
             .iter()
             .find(|o| o.owner() == wanted)
-            .ok_or_else(|| ManagementError::UnknownOwner {
+            .ok_or_else(|| HttpError::UnknownOwner {
                 owner: name.to_owned(),
                 configured: self
                     .owners
@@ -107,7 +109,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ApiState) -> Router<S> {
 }
 
 /// Whether `name` may be an owner or repository name in a GitHub URL.
-pub fn check_name(kind: &str, name: &str) -> Result<(), ManagementError> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), HttpError> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name != "."
@@ -118,7 +120,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), ManagementError> {
     if ok {
         Ok(())
     } else {
-        Err(ManagementError::BadRequest(format!(
+        Err(HttpError::BadRequest(format!(
             "{kind} {:?} is not a GitHub name: use letters, digits, '.', '_' and '-' (not . or ..)",
             name.chars().take(100).collect::<String>()
         )))
@@ -130,7 +132,7 @@ async fn valid_path_names(
     params: RawPathParams,
     request: Request,
     next: Next,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     for (key, value) in params.iter() {
         if matches!(key, "owner" | "repo") {
             check_name(key, value)?;
@@ -140,12 +142,12 @@ async fn valid_path_names(
 }
 
 /// A JSON body; an empty body is `T::default()`. Errors are JSON 400s, not axum's plain text.
-fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ManagementError> {
+fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, HttpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(body)
-        .map_err(|e| ManagementError::BadRequest(format!("invalid JSON body: {e}")))
+        .map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// A hook as the API shows it: GitHub's fields, `secret_set` instead of the secret, and whether

@@ -5,7 +5,7 @@
 //! - At most `HTTP_MAX_CONNECTIONS` connections are served at once; past that, new ones wait in
 //!   the kernel's accept queue instead of costing a task and buffers each.
 //! - Bodies are bounded in size and time by the handlers that read them (`/webhook`: see
-//!   [`crate::webhook`]), which also shed load with 503 when their concurrency limit is reached.
+//!   [`crate::http::webhook`]), which also shed load with 503 when their concurrency limit is reached.
 //! - Shutdown: stop accepting, let every connection finish its current request (graceful), and
 //!   give up on stragglers after a bounded grace period.
 //!

@@ -48,7 +48,7 @@ fn app(tokens: &[(&str, &str)]) -> (Router, tempfile::TempDir) {
         decisions: DecisionsHandle::default(),
         metrics: Arc::new(Metrics::new()),
         github: crate::github::client(&config).unwrap(),
-        management: crate::api::ApiState::new(&config, github, setup),
+        management: crate::http::api::ApiState::new(&config, github, setup),
         drains: crate::drain::Drains::new(
             registry,
             crate::store::agents::AgentDirectory::open(dir.path()).unwrap(),

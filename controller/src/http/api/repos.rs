@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{ApiState, ManagementError};
+use super::ApiState;
+use crate::http::HttpError;
 use crate::webhook_setup::{Mode, OwnerReport, list_owner_repos};
 
 /// `GET /owners/{owner}/repositories`: every repository the owner's credentials see (all
@@ -17,18 +18,16 @@ use crate::webhook_setup::{Mode, OwnerReport, list_owner_repos};
 pub async fn list(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let owner = state.owner(&owner)?;
     let account = state
         .github
         .get_owner(&owner.name)
         .await
-        .map_err(|e| ManagementError::github(format!("looking up {}", owner.name), e))?;
+        .map_err(|e| HttpError::github(format!("looking up {}", owner.name), e))?;
     let repos = list_owner_repos(state.github.as_ref(), owner, account.is_organization())
         .await
-        .map_err(|e| {
-            ManagementError::github(format!("listing the repositories of {}", owner.name), e)
-        })?;
+        .map_err(|e| HttpError::github(format!("listing the repositories of {}", owner.name), e))?;
     let items: Vec<serde_json::Value> = repos
         .iter()
         .map(|r| {
@@ -55,13 +54,13 @@ pub async fn list(
     .into_response())
 }
 
-async fn run(state: &ApiState, owner: &str, mode: Mode) -> Result<Response, ManagementError> {
+async fn run(state: &ApiState, owner: &str, mode: Mode) -> Result<Response, HttpError> {
     let owner = state.owner(owner)?;
     let report = state
         .setup
         .run(owner, mode, false)
         .await
-        .ok_or(ManagementError::NoWebhookUrl)?;
+        .ok_or(HttpError::NoWebhookUrl)?;
     Ok(report_response(report))
 }
 
@@ -79,7 +78,7 @@ fn report_response(report: OwnerReport) -> Response {
 pub async fn preview(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     run(&state, &owner, Mode::Preview).await
 }
 
@@ -87,7 +86,7 @@ pub async fn preview(
 pub async fn setup(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     run(&state, &owner, Mode::Apply).await
 }
 
@@ -95,7 +94,7 @@ pub async fn setup(
 pub async fn last_setup(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let owner = state.owner(&owner)?;
     Ok(Json(json!({
         "owner": owner.name,

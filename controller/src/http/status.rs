@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, AppState, Bearer};
+use crate::http::{AppState, Bearer, HttpError};
 use crate::scheduler::executor::Decisions;
 use crate::scheduler::planner::WaitReason;
 use crate::store::{JobState, Owner, RunnerLifecycle};
@@ -126,11 +126,11 @@ pub fn health(decisions: &Decisions, owners: usize) -> Health {
 pub async fn status(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let detailed = match state.tokens.status(&headers) {
         Bearer::Valid => true,
         Bearer::Absent => false,
-        Bearer::Wrong => return Err(ApiError::Unauthorized),
+        Bearer::Wrong => return Err(HttpError::Unauthorized),
     };
     let full = status_details(&state).await?;
     Ok(Json(if detailed { full } else { aggregates(&full) }))
@@ -182,7 +182,7 @@ fn warm_counts(owners: &Value) -> Value {
     })
 }
 
-async fn status_details(state: &AppState) -> Result<Value, ApiError> {
+async fn status_details(state: &AppState) -> Result<Value, HttpError> {
     let runners = state.store.active_runners().await?;
     let queued = state.store.queued_jobs().await?;
     let decisions = state.decisions.get();
@@ -345,7 +345,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// `GET /metrics`; behind `METRICS_TOKEN` when it is set.
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if state.tokens.metrics(&headers) != Bearer::Valid {
-        return ApiError::Unauthorized.into_response();
+        return HttpError::Unauthorized.into_response();
     }
     state.metrics.github_quotas(state.github.quotas());
     let decisions = state.decisions.get();
@@ -401,13 +401,13 @@ pub struct JobsQuery {
 pub async fn jobs(
     State(state): State<AppState>,
     Query(query): Query<JobsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let wanted = match query.state.as_deref() {
         None => None,
         Some(s) => match JobState::parse(s) {
             Some(st @ (JobState::Queued | JobState::InProgress)) => Some(st),
             _ => {
-                return Err(ApiError::BadRequest(format!(
+                return Err(HttpError::BadRequest(format!(
                     "state {s:?} is not listed: use queued or in_progress (a completed job is \
                      shown by GET /api/v1/jobs/{{id}})"
                 )));
@@ -467,10 +467,10 @@ pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<JobQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let id: u64 = id
         .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id")))?;
+        .map_err(|_| HttpError::BadRequest(format!("{id:?} is not a job id")))?;
     let mut found = state.store.jobs_with_id(id).await?;
     if let Some(owner) = &query.owner {
         let owner = Owner::new(owner);
@@ -478,7 +478,7 @@ pub async fn job(
     }
     let job = match found.len() {
         0 => {
-            return Err(ApiError::NotFound(format!(
+            return Err(HttpError::NotFound(format!(
                 "job {id} is unknown here: no webhook for it reached this controller (check the \
                  hook's recent deliveries) or it belongs to an owner/repository not configured"
             )));
@@ -486,7 +486,7 @@ pub async fn job(
         1 => found.remove(0),
         _ => {
             let owners: Vec<String> = found.iter().map(|j| j.owner.to_string()).collect();
-            return Err(ApiError::Ambiguous(format!(
+            return Err(HttpError::Ambiguous(format!(
                 "job id {id} is known for several owners ({}): add ?owner=<owner>",
                 owners.join(", ")
             )));

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, header};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,7 +53,7 @@ fn random_hex() -> String {
 }
 
 fn digest(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+    crate::http::auth::TokenDigest::of(id).0
 }
 
 impl Sessions {
@@ -139,8 +138,8 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 /// Compares CSRF tokens in constant time.
 pub fn csrf_matches(expected: &str, given: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    bool::from(digest(expected).ct_eq(&digest(given)))
+    use crate::http::auth::TokenDigest;
+    TokenDigest::of(expected).matches(&TokenDigest::of(given))
 }
 
 #[cfg(test)]

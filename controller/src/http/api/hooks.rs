@@ -16,35 +16,36 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::github::{HookConfigParams, HookParams, RepoRef, Scope};
 
-use super::{ApiState, HookView, ManagementError, json_body};
+use super::{ApiState, HookView, json_body};
+use crate::http::HttpError;
 use crate::webhook_setup::{Action, EVENTS, EnsureError, same_url};
 
 fn repo_scope(
     state: &ApiState,
     owner: &str,
     repo: &str,
-) -> Result<(crate::config::OwnerConfig, RepoRef), ManagementError> {
+) -> Result<(crate::config::OwnerConfig, RepoRef), HttpError> {
     let owner = state.owner(owner)?.clone();
     let repo = RepoRef::new(&owner.name, repo);
     Ok((owner, repo))
 }
 
-fn hook_id(raw: &str) -> Result<u64, ManagementError> {
+fn hook_id(raw: &str) -> Result<u64, HttpError> {
     raw.parse()
-        .map_err(|_| ManagementError::BadRequest(format!("hook id {raw:?} is not a number")))
+        .map_err(|_| HttpError::BadRequest(format!("hook id {raw:?} is not a number")))
 }
 
 /// `GET /repos/{owner}/{repo}/hooks`: every hook of the repository (all pages).
 pub async fn list(
     State(state): State<ApiState>,
     Path((owner, repo)): Path<(String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (_, repo) = repo_scope(&state, &owner, &repo)?;
     let hooks = state
         .github
         .list_hooks(&Scope::Repo(repo.clone()))
         .await
-        .map_err(|e| ManagementError::github(format!("listing the hooks of {repo}"), e))?;
+        .map_err(|e| HttpError::github(format!("listing the hooks of {repo}"), e))?;
     let url = state.setup.webhook_url();
     let views: Vec<HookView> = hooks.iter().map(|h| HookView::new(h, url)).collect();
     Ok(Json(json!({
@@ -75,23 +76,23 @@ pub async fn create(
     State(state): State<ApiState>,
     Path((owner, repo)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (owner, repo) = repo_scope(&state, &owner, &repo)?;
     let body: CreateHook = json_body(&body)?;
     let url = match (body.url, state.setup.webhook_url()) {
         (Some(url), _) => url,
         (None, Some(ours)) => ours.to_owned(),
-        (None, None) => return Err(ManagementError::NoWebhookUrl),
+        (None, None) => return Err(HttpError::NoWebhookUrl),
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(ManagementError::BadRequest(format!(
+        return Err(HttpError::BadRequest(format!(
             "url {url:?} is not an http(s) URL"
         )));
     }
     let ours = state.setup.webhook_url().is_some_and(|u| same_url(u, &url));
     let secret = if ours {
         if body.secret.is_some() {
-            return Err(ManagementError::BadRequest(
+            return Err(HttpError::BadRequest(
                 "a hook to WEBHOOK_URL is always signed with the owner's webhook secret; \
                  do not pass \"secret\""
                     .into(),
@@ -103,7 +104,7 @@ pub async fn create(
     };
     let content_type = body.content_type.unwrap_or_else(|| "json".into());
     if content_type != "json" && content_type != "form" {
-        return Err(ManagementError::BadRequest(format!(
+        return Err(HttpError::BadRequest(format!(
             "content_type {content_type:?} is not json or form"
         )));
     }
@@ -111,9 +112,7 @@ pub async fn create(
         .events
         .unwrap_or_else(|| EVENTS.iter().map(|e| (*e).to_owned()).collect());
     if events.is_empty() {
-        return Err(ManagementError::BadRequest(
-            "events must not be empty".into(),
-        ));
+        return Err(HttpError::BadRequest("events must not be empty".into()));
     }
     let params = HookParams {
         name: Some("web".into()),
@@ -137,7 +136,7 @@ pub async fn create(
         .github
         .create_hook(&Scope::Repo(repo.clone()), &params)
         .await
-        .map_err(|e| ManagementError::github(format!("creating a hook on {repo}"), e))?;
+        .map_err(|e| HttpError::github(format!("creating a hook on {repo}"), e))?;
     let view = HookView::new(&hook, state.setup.webhook_url());
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -146,14 +145,14 @@ pub async fn create(
 pub async fn get_one(
     State(state): State<ApiState>,
     Path((owner, repo, id)): Path<(String, String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (_, repo) = repo_scope(&state, &owner, &repo)?;
     let id = hook_id(&id)?;
     let hook = state
         .github
         .get_hook(&Scope::Repo(repo.clone()), id)
         .await
-        .map_err(|e| ManagementError::github(format!("reading hook {id} of {repo}"), e))?;
+        .map_err(|e| HttpError::github(format!("reading hook {id} of {repo}"), e))?;
     Ok(Json(HookView::new(&hook, state.setup.webhook_url())).into_response())
 }
 
@@ -161,14 +160,14 @@ pub async fn get_one(
 pub async fn delete(
     State(state): State<ApiState>,
     Path((owner, repo, id)): Path<(String, String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (_, repo) = repo_scope(&state, &owner, &repo)?;
     let id = hook_id(&id)?;
     state
         .github
         .delete_hook(&Scope::Repo(repo.clone()), id)
         .await
-        .map_err(|e| ManagementError::github(format!("deleting hook {id} of {repo}"), e))?;
+        .map_err(|e| HttpError::github(format!("deleting hook {id} of {repo}"), e))?;
     Ok(
         Json(json!({"deleted": true, "hook_id": id, "repository": repo.to_string()}))
             .into_response(),
@@ -179,14 +178,14 @@ pub async fn delete(
 pub async fn test(
     State(state): State<ApiState>,
     Path((owner, repo, id)): Path<(String, String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (_, repo) = repo_scope(&state, &owner, &repo)?;
     let id = hook_id(&id)?;
     state
         .github
         .ping_hook(&Scope::Repo(repo.clone()), id)
         .await
-        .map_err(|e| ManagementError::github(format!("pinging hook {id} of {repo}"), e))?;
+        .map_err(|e| HttpError::github(format!("pinging hook {id} of {repo}"), e))?;
     let body = json!({
         "hook_id": id,
         "repository": repo.to_string(),
@@ -201,20 +200,16 @@ pub async fn test(
 pub async fn ensure(
     State(state): State<ApiState>,
     Path((owner, repo)): Path<(String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let (owner, repo) = repo_scope(&state, &owner, &repo)?;
     let (report, hook) = state
         .setup
         .ensure_repo(&owner, &repo)
         .await
         .map_err(|err| match err {
-            EnsureError::NoWebhookUrl => ManagementError::NoWebhookUrl,
-            EnsureError::List(e) => {
-                ManagementError::github(format!("listing the hooks of {repo}"), e)
-            }
-            EnsureError::Write(e) => {
-                ManagementError::github(format!("writing our hook on {repo}"), e)
-            }
+            EnsureError::NoWebhookUrl => HttpError::NoWebhookUrl,
+            EnsureError::List(e) => HttpError::github(format!("listing the hooks of {repo}"), e),
+            EnsureError::Write(e) => HttpError::github(format!("writing our hook on {repo}"), e),
         })?;
     let status = if report.action == Action::Create {
         StatusCode::CREATED

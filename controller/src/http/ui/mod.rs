@@ -135,14 +135,6 @@ pub struct Viewer {
     pub fragment: bool,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
 /// Why a request was refused: pages send browsers to the login form, the stream says 401.
 pub enum Refused {
     Login,
@@ -154,7 +146,7 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {
             Refused::Login => Redirect::to("/ui/login").into_response(),
-            Refused::Unauthorized => crate::http::ApiError::Unauthorized.into_response(),
+            Refused::Unauthorized => crate::http::HttpError::Unauthorized.into_response(),
             Refused::Disabled => html(
                 StatusCode::FORBIDDEN,
                 pages::login(Some(
@@ -174,7 +166,7 @@ impl FromRequestParts<UiState> for Viewer {
             return Err(Refused::Disabled);
         }
         let fragment = parts.headers.contains_key("x-fragment");
-        if let Some(token) = bearer(&parts.headers) {
+        if let Some(token) = crate::http::auth::bearer_token(&parts.headers) {
             return match state.app.tokens.classify(token) {
                 TokenKind::Api => Ok(Viewer {
                     access: Access::Write,
@@ -227,7 +219,7 @@ async fn gather(state: &UiState) -> Result<views::Inputs, crate::store::StoreErr
     let app = &state.app;
     let now_ms = shared::runner::now_ms();
     let decisions = app.decisions.get();
-    let health = crate::status::health(&decisions, app.config.owners.len());
+    let health = crate::http::status::health(&decisions, app.config.owners.len());
     Ok(views::Inputs {
         now_ms,
         owners: app
@@ -345,7 +337,7 @@ async fn job(
     let decisions = state.app.decisions.get();
     let explanation = match record.state {
         JobState::Queued => match decisions.reason(&record) {
-            Some(w) => crate::status::explain(w),
+            Some(w) => crate::http::status::explain(w),
             None if record.labels.is_empty() => {
                 "it names no labels, so no runner can be matched to it".into()
             }

@@ -24,9 +24,10 @@ use shared::github::{
     GithubError, HookConfigParams, HookParams, OwnerAuth, RepoRef, RunStatus, Scope,
 };
 
-use super::error::{Grant, chain, rfc3339};
-use super::{ApiState, ManagementError};
+use super::ApiState;
 use crate::config::OwnerConfig;
+use crate::http::HttpError;
+use crate::http::error::{Grant, chain, rfc3339};
 use crate::webhook_setup::list_owner_repos;
 
 /// What kind of credential an owner is configured with.
@@ -322,7 +323,7 @@ fn ready(checks: &[Check]) -> Option<bool> {
 async fn identify(
     state: &ApiState,
     owner: &OwnerConfig,
-) -> Result<(Option<String>, Option<Vec<String>>), Result<serde_json::Value, ManagementError>> {
+) -> Result<(Option<String>, Option<Vec<String>>), Result<serde_json::Value, HttpError>> {
     let refused = |err: &GithubError| {
         json!({
             "owner": owner.name,
@@ -337,7 +338,7 @@ async fn identify(
         OwnerAuth::Token(_) => match state.github.authenticated_user(&owner.name).await {
             Ok(user) => Ok((Some(user.account.login), user.scopes)),
             Err(err @ GithubError::Unauthorized { .. }) => Err(Ok(refused(&err))),
-            Err(err) => Err(Err(ManagementError::github("checking the token", err))),
+            Err(err) => Err(Err(HttpError::github("checking the token", err))),
         },
         OwnerAuth::App { .. } => match state.github.rate_limit(&owner.name).await {
             Ok(_) => Ok((None, None)),
@@ -346,7 +347,7 @@ async fn identify(
                 | GithubError::Unauthorized { .. }
                 | GithubError::Signing),
             ) => Err(Ok(refused(&err))),
-            Err(err) => Err(Err(ManagementError::github(
+            Err(err) => Err(Err(HttpError::github(
                 "checking the GitHub App installation",
                 err,
             ))),
@@ -371,7 +372,7 @@ async fn rate_limit(state: &ApiState, owner: &str) -> serde_json::Value {
 pub async fn validate_owner(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let owner = state.owner(&owner)?;
     let (login, scopes) = match identify(&state, owner).await {
         Ok(who) => who,
@@ -383,7 +384,7 @@ pub async fn validate_owner(
         .github
         .get_owner(&owner.name)
         .await
-        .map_err(|e| ManagementError::github(format!("looking up {}", owner.name), e))?;
+        .map_err(|e| HttpError::github(format!("looking up {}", owner.name), e))?;
     let probe_repo = match (&owner.repo_name, owner.all_repos) {
         (Some(name), false) => Ok(RepoRef::new(&account.login, name)),
         _ if kind == CredentialKind::ClassicToken => Err(String::new()),
@@ -426,7 +427,7 @@ pub async fn validate_owner(
 pub async fn scopes(
     State(state): State<ApiState>,
     Path(owner): Path<String>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let owner = state.owner(&owner)?;
     let (login, scopes) = match identify(&state, owner).await {
         Ok(who) => who,
@@ -460,7 +461,7 @@ pub async fn scopes(
 pub async fn validate_repo(
     State(state): State<ApiState>,
     Path((owner, repo)): Path<(String, String)>,
-) -> Result<Response, ManagementError> {
+) -> Result<Response, HttpError> {
     let owner = state.owner(&owner)?;
     let repo = RepoRef::new(&owner.name, repo);
     let (login, scopes) = match identify(&state, owner).await {
@@ -483,7 +484,7 @@ pub async fn validate_repo(
             }))
             .into_response());
         }
-        Err(err) => return Err(ManagementError::github(format!("reading {repo}"), err)),
+        Err(err) => return Err(HttpError::github(format!("reading {repo}"), err)),
     };
     let is_org = found.owner.kind == "Organization";
     let mut checks = checks(

@@ -1,30 +1,33 @@
-//! The HTTP side: health, version, and the REST API under `/api/v1`.
+//! The HTTP surface, one tree: [`router`] assembles it, [`auth`] decides who may call what,
+//! [`error::HttpError`] is how every part refuses, [`edge`] serves it (timeouts, connection cap,
+//! graceful shutdown).
 //!
-//! Handlers only read state; errors become JSON through [`ApiError`].
-//!
-//! Who sees what ([`Tokens`]): `/health`, `/ready`, `/version` and `/webhook` (signed) are open;
-//! `/status` answers aggregates to anyone and details (repository, job, runner and agent names)
-//! only with `Bearer <API_TOKEN>` or the read-only `Bearer <STATUS_TOKEN>`; `/metrics` needs
-//! `Bearer <METRICS_TOKEN>` (or the API token) when `METRICS_TOKEN` is set; `/api/v1` needs
-//! `Bearer <API_TOKEN>`. Tokens are compared as SHA-256 digests in constant time, so neither
-//! their content nor their length leaks through timing.
+//! - `/health`, `/version` (here), `/ready`, `/status`, `/metrics` ([`status`]);
+//! - `/api/v1`: agents ([`api::agents`]), jobs ([`status`]), and the management endpoints
+//!   ([`api`]: hooks, token validation, repositories), all behind [`auth::require_token`];
+//! - `/webhook` ([`webhook`]): signed deliveries, verified before they are parsed;
+//! - `/ui/` ([`ui`]): the operator's dashboard.
+
+pub mod api;
+pub mod auth;
+pub mod edge;
+pub mod error;
+pub mod status;
+pub mod ui;
+pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use shared::ids::AgentName;
-use subtle::ConstantTimeEq;
 
+pub use self::auth::{Bearer, TokenKind, Tokens};
+pub use self::error::HttpError;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::registry::{AgentRegistry, AgentView};
+use crate::registry::AgentRegistry;
 use crate::scheduler::DecisionsHandle;
 use crate::store::StateStore;
 
@@ -39,213 +42,32 @@ pub struct AppState {
     /// The GitHub client, read for its rate-limit quotas at each `/metrics` scrape.
     pub github: Arc<shared::github::GithubClient>,
     /// The management endpoints' state (hooks, token validation, webhook setup).
-    pub management: crate::api::ApiState,
+    pub management: crate::http::api::ApiState,
     /// The operator's drains (kept across restarts).
     pub drains: crate::drain::Drains,
 }
 
-/// A bearer token as kept in memory: its SHA-256 digest only.
-#[derive(Clone, Copy)]
-struct TokenDigest([u8; 32]);
-
-impl TokenDigest {
-    fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-
-    /// Constant time over fixed-length digests: no early exit, no length to measure.
-    fn matches(&self, given: &TokenDigest) -> bool {
-        bool::from(self.0.ct_eq(&given.0))
-    }
-}
-
-/// The configured bearer tokens (`API_TOKEN`, `STATUS_TOKEN`, `METRICS_TOKEN`), as digests.
-#[derive(Clone, Default)]
-pub struct Tokens {
-    api: Option<TokenDigest>,
-    status: Option<TokenDigest>,
-    metrics: Option<TokenDigest>,
-}
-
-/// What a request's `Authorization` header proves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bearer {
-    /// No `Authorization` header.
-    Absent,
-    /// A bearer token that matches none of the accepted ones (or a malformed header).
-    Wrong,
-    /// One of the accepted tokens.
-    Valid,
-}
-
-/// Which configured token a value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    /// `API_TOKEN`: everything.
-    Api,
-    /// `STATUS_TOKEN`: read-only.
-    Status,
-    /// Neither.
-    None,
-}
-
-impl Tokens {
-    pub fn from_config(config: &Config) -> Self {
-        let digest =
-            |t: &Option<crate::config::Secret>| t.as_ref().map(|t| TokenDigest::of(t.expose()));
-        Self {
-            api: digest(&config.api_token),
-            status: digest(&config.status_token),
-            metrics: digest(&config.metrics_token),
-        }
-    }
-
-    /// Whether `API_TOKEN` is configured.
-    pub fn api_enabled(&self) -> bool {
-        self.api.is_some()
-    }
-
-    fn check(headers: &axum::http::HeaderMap, accepted: &[Option<TokenDigest>]) -> Bearer {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Bearer::Absent;
-        };
-        let Some(given) = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(TokenDigest::of)
-        else {
-            return Bearer::Wrong;
-        };
-        // Every accepted token is compared, matched or not.
-        let matched = accepted
-            .iter()
-            .flatten()
-            .fold(false, |any, t| any | t.matches(&given));
-        if matched {
-            Bearer::Valid
-        } else {
-            Bearer::Wrong
-        }
-    }
-
-    /// Which configured token `token` is (the dashboard's login form): every digest is compared.
-    pub fn classify(&self, token: &str) -> TokenKind {
-        let given = TokenDigest::of(token);
-        let is = |t: &Option<TokenDigest>| t.as_ref().is_some_and(|t| t.matches(&given));
-        let (api, status) = (is(&self.api), is(&self.status));
-        if api {
-            TokenKind::Api
-        } else if status {
-            TokenKind::Status
-        } else {
-            TokenKind::None
-        }
-    }
-
-    /// Whether the dashboard can be opened at all (`API_TOKEN` or `STATUS_TOKEN` is set).
-    pub fn dashboard_enabled(&self) -> bool {
-        self.api.is_some() || self.status.is_some()
-    }
-
-    /// The API token.
-    pub fn api(&self, headers: &axum::http::HeaderMap) -> Bearer {
-        Self::check(headers, &[self.api])
-    }
-
-    /// Details of `/status`: the API token or `STATUS_TOKEN`.
-    pub fn status(&self, headers: &axum::http::HeaderMap) -> Bearer {
-        Self::check(headers, &[self.api, self.status])
-    }
-
-    /// `/metrics`: open unless `METRICS_TOKEN` is set; then it or the API token.
-    pub fn metrics(&self, headers: &axum::http::HeaderMap) -> Bearer {
-        if self.metrics.is_none() {
-            return Bearer::Valid;
-        }
-        Self::check(headers, &[self.metrics, self.api])
-    }
-}
-
-/// An API error: a status and a JSON reason.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
-    #[error(
-        "the API is disabled because API_TOKEN is not set: set API_TOKEN to a long random value \
-         (at least 16 characters) and send it as `Authorization: Bearer <API_TOKEN>`"
-    )]
-    ApiDisabled,
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Ambiguous(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("the state store is unavailable")]
-    Store(#[from] crate::store::StoreError),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::ApiDisabled => (StatusCode::FORBIDDEN, "api_disabled"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-        };
-        let body = Json(json!({ "error": code, "message": self.to_string() }));
-        if matches!(self, ApiError::Unauthorized) {
-            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        } else {
-            (status, body).into_response()
-        }
-    }
-}
-
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/agents", get(list_agents))
-        .route("/agents/{name}", get(get_agent))
-        .route("/agents/{name}/drain", post(drain_agent))
-        .route("/agents/{name}/undrain", post(undrain_agent))
-        .route("/jobs", get(crate::status::jobs))
-        .route("/jobs/{id}", get(crate::status::job))
-        .merge(crate::api::router(state.management.clone()))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/agents", get(api::agents::list))
+        .route("/agents/{name}", get(api::agents::get))
+        .route("/agents/{name}/drain", post(api::agents::drain))
+        .route("/agents/{name}/undrain", post(api::agents::undrain))
+        .route("/jobs", get(crate::http::status::jobs))
+        .route("/jobs/{id}", get(crate::http::status::job))
+        .merge(crate::http::api::router(state.management.clone()))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
-        .route("/ready", get(crate::status::ready))
-        .route("/status", get(crate::status::status))
-        .route("/metrics", get(crate::status::metrics))
+        .route("/ready", get(crate::http::status::ready))
+        .route("/status", get(crate::http::status::status))
+        .route("/metrics", get(crate::http::status::metrics))
         .nest("/api/v1", api)
         .with_state(state)
-}
-
-/// `Authorization: Bearer <API_TOKEN>`, compared as digests in constant time. Without
-/// `API_TOKEN` the API is closed (403 saying how to open it), never open to anyone.
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !state.tokens.api_enabled() {
-        return Err(ApiError::ApiDisabled);
-    }
-    if state.tokens.api(request.headers()) != Bearer::Valid {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(next.run(request).await)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -261,68 +83,11 @@ async fn version() -> Json<serde_json::Value> {
     }))
 }
 
-async fn list_agents(State(state): State<AppState>) -> Json<Vec<AgentView>> {
-    Json(state.registry.snapshot())
-}
-
-async fn get_agent(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<AgentView>, ApiError> {
-    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state
-        .registry
-        .get(&name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no agent named {name} has connected")))
-}
-
-/// `POST /api/v1/agents/{name}/drain`: the agent takes no new runners; its current ones finish.
-/// Kept until `/undrain`, across restarts of the agent and of the controller; an agent not
-/// connected now is drained when it connects (`"connected": false`).
-async fn drain_agent(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let applied = state.drains.drain(&name).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "agent": name, "draining": true, "connected": applied.sent })),
-    ))
-}
-
-/// `POST /api/v1/agents/{name}/undrain`: lifts a drain set through the API (a local
-/// `gha-agent drain` is lifted by `gha-agent undrain`). 409 for a connected agent older than
-/// protocol 1.2, which cannot be told.
-async fn undrain_agent(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = AgentName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let applied = state.drains.undrain(&name).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "agent": name, "draining": false, "connected": applied.sent })),
-    ))
-}
-
-impl From<crate::drain::DrainError> for ApiError {
-    fn from(e: crate::drain::DrainError) -> Self {
-        use crate::drain::DrainError;
-        match e {
-            DrainError::UnknownAgent(_) => ApiError::NotFound(e.to_string()),
-            DrainError::Unsupported(_) => ApiError::Conflict(e.to_string()),
-            DrainError::Send(_) => ApiError::Unavailable(e.to_string()),
-            DrainError::Store(e) => ApiError::Store(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::{StatusCode, header};
     use serde_json::Value;
     use tower::ServiceExt;
 
@@ -369,7 +134,7 @@ mod tests {
             decisions: DecisionsHandle::default(),
             metrics: Arc::new(Metrics::new()),
             github: crate::github::client(&config).unwrap(),
-            management: crate::api::ApiState::new(&config, github, setup),
+            management: crate::http::api::ApiState::new(&config, github, setup),
             drains: crate::drain::Drains::new(
                 registry,
                 crate::store::agents::AgentDirectory::open(&state_dir).unwrap(),
@@ -500,15 +265,6 @@ mod tests {
             call_text(app(), "/metrics", Some(&format!("Bearer {metrics_token}"))).await;
         assert_eq!(s, StatusCode::OK);
         assert!(text.contains("gha_scaler_"));
-    }
-
-    #[test]
-    fn tokens_are_compared_as_digests_whatever_their_length() {
-        let t = TokenDigest::of(TOKEN);
-        assert!(t.matches(&TokenDigest::of(TOKEN)));
-        for other in ["", "0", "0123456789abcdef-toke", "0123456789abcdef-tokenX"] {
-            assert!(!t.matches(&TokenDigest::of(other)), "{other:?}");
-        }
     }
 
     #[tokio::test]

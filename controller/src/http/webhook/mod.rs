@@ -22,7 +22,7 @@ pub mod signature;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -37,10 +37,10 @@ use tracing::{debug, warn};
 
 use self::payload::{Envelope, Meaning};
 use self::secrets::{Refusal, SecretBook};
-use self::signature::SignatureError;
 use crate::config::Config;
+use crate::http::HttpError;
 use crate::metrics::Metrics;
-use crate::store::{NewDelivery, Recorded, StateStore, StoreError, WebhookEffect};
+use crate::store::{NewDelivery, Recorded, StateStore, WebhookEffect};
 
 /// What the webhook handler needs.
 pub struct Intake {
@@ -80,85 +80,12 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-/// A refused delivery: a status and a JSON reason, never the body or a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    #[error("missing header {0}")]
-    MissingHeader(&'static str),
-    #[error("unsupported content type {0:?}: use application/json (or form)")]
-    ContentType(String),
-    #[error("the body is larger than this controller accepts ({0} bytes, WEBHOOK_MAX_BODY)")]
-    TooLarge(usize),
-    #[error("the body did not arrive within {0:?} (HTTP_BODY_TIMEOUT)")]
-    BodyTimeout(Duration),
-    #[error("cannot read the body")]
-    Body,
-    #[error("the payload is not valid JSON for this event: {0}")]
-    Malformed(String),
-    #[error(
-        "the delivery names owner {0}, but it is signed with another owner's webhook secret; \
-         each owner's hooks must use that owner's secret"
-    )]
-    OwnerMismatch(String),
-    #[error(transparent)]
-    Signature(#[from] SignatureError),
-    #[error("too many deliveries are being handled at once; GitHub can redeliver this one")]
-    Overloaded,
-    #[error("the delivery could not be recorded; it was not accepted (GitHub can redeliver it)")]
-    Store(#[source] StoreError),
-}
-
-impl WebhookError {
-    fn status(&self) -> StatusCode {
-        match self {
-            WebhookError::MissingHeader(_) | WebhookError::Malformed(_) | WebhookError::Body => {
-                StatusCode::BAD_REQUEST
-            }
-            WebhookError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            WebhookError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::OwnerMismatch(_) => StatusCode::FORBIDDEN,
-            WebhookError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            // A full write queue or an unreachable database: GitHub may redeliver later.
-            WebhookError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            WebhookError::MissingHeader(_) => "missing_header",
-            WebhookError::ContentType(_) => "unsupported_content_type",
-            WebhookError::TooLarge(_) => "payload_too_large",
-            WebhookError::BodyTimeout(_) => "body_timeout",
-            WebhookError::Body => "unreadable_body",
-            WebhookError::Malformed(_) => "malformed_payload",
-            WebhookError::OwnerMismatch(_) => "owner_mismatch",
-            WebhookError::Signature(_) => "invalid_signature",
-            WebhookError::Overloaded => "overloaded",
-            WebhookError::Store(_) => "not_recorded",
-        }
-    }
-}
-
-impl IntoResponse for WebhookError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            (self.status(), [(header::RETRY_AFTER, "1")], body).into_response()
-        } else {
-            (self.status(), body).into_response()
-        }
-    }
-}
-
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The JSON payload inside the body: the body itself, or the `payload` field of a form.
-fn payload_of<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, WebhookError> {
+fn payload_of<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, HttpError> {
     let content_type =
         header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("application/json");
     let mime = content_type
@@ -172,8 +99,8 @@ fn payload_of<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, 
         "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
-            .ok_or_else(|| WebhookError::Malformed("the form has no payload field".into())),
-        other => Err(WebhookError::ContentType(other.to_owned())),
+            .ok_or_else(|| HttpError::Malformed("the form has no payload field".into())),
+        other => Err(HttpError::ContentType(other.to_owned())),
     }
 }
 
@@ -205,22 +132,22 @@ async fn receive(State(intake): State<Arc<Intake>>, request: Request) -> Respons
 }
 
 /// Reads the body within `HTTP_BODY_TIMEOUT` and `WEBHOOK_MAX_BODY`.
-async fn read_body(intake: &Intake, request: Request) -> Result<(HeaderMap, Bytes), WebhookError> {
+async fn read_body(intake: &Intake, request: Request) -> Result<(HeaderMap, Bytes), HttpError> {
     let limits = &intake.config.http;
     let declared = header_str(request.headers(), header::CONTENT_LENGTH.as_str())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.webhook_max_body as u64) {
-        return Err(WebhookError::TooLarge(limits.webhook_max_body));
+        return Err(HttpError::TooLarge(limits.webhook_max_body));
     }
     let headers = request.headers().clone();
     let body = tokio::time::timeout(limits.body_timeout, Bytes::from_request(request, &()))
         .await
-        .map_err(|_| WebhookError::BodyTimeout(limits.body_timeout))?
+        .map_err(|_| HttpError::BodyTimeout(limits.body_timeout))?
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                WebhookError::TooLarge(limits.webhook_max_body)
+                HttpError::TooLarge(limits.webhook_max_body)
             } else {
-                WebhookError::Body
+                HttpError::Body
             }
         })?;
     Ok((headers, body))
@@ -234,21 +161,21 @@ async fn handle(
     intake: &Intake,
     request: Request,
     event: &str,
-) -> Result<(StatusCode, &'static str), WebhookError> {
+) -> Result<(StatusCode, &'static str), HttpError> {
     // Shed load before reading a byte of the body: a slow or flooding sender holds at most
     // `WEBHOOK_CONCURRENCY` permits, and only for `HTTP_BODY_TIMEOUT`.
     let _permit = intake
         .permits
         .clone()
         .try_acquire_owned()
-        .map_err(|_| WebhookError::Overloaded)?;
+        .map_err(|_| HttpError::Overloaded)?;
     let (headers, body) = read_body(intake, request).await?;
     if event.is_empty() {
-        return Err(WebhookError::MissingHeader("X-GitHub-Event"));
+        return Err(HttpError::MissingHeader("X-GitHub-Event"));
     }
     let delivery_id = header_str(&headers, "x-github-delivery")
         .filter(|d| !d.is_empty())
-        .ok_or(WebhookError::MissingHeader("X-GitHub-Delivery"))?
+        .ok_or(HttpError::MissingHeader("X-GitHub-Delivery"))?
         .to_owned();
     let payload = payload_of(&headers, &body)?;
     // The signature covers the raw body exactly as received (form or JSON), and is checked
@@ -260,7 +187,7 @@ async fn handle(
         // Hook and App pings alike (an App's names no repository).
         return Ok((StatusCode::OK, "pong"));
     }
-    let envelope = Envelope::parse(&payload).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    let envelope = Envelope::parse(&payload).map_err(|e| HttpError::Malformed(e.to_string()))?;
     // App events (`installation`, `installation_repositories`) name no repository or
     // organization: nothing for us, but not a failed delivery on GitHub's side either.
     let Some(owner_login) = envelope.owner() else {
@@ -274,8 +201,8 @@ async fn handle(
     authority
         .admits(&owner.owner(), owner.webhook_secret.is_some())
         .map_err(|refusal| match refusal {
-            Refusal::Unsigned(e) => WebhookError::Signature(e),
-            Refusal::OtherOwner => WebhookError::OwnerMismatch(owner.name.clone()),
+            Refusal::Unsigned(e) => HttpError::Signature(e),
+            Refusal::OtherOwner => HttpError::OwnerMismatch(owner.name.clone()),
         })?;
     if owner.webhook_secret.is_none() {
         debug!(owner = %owner.name, "accepting an unsigned webhook (ALLOW_UNSIGNED_WEBHOOKS)");
@@ -283,7 +210,7 @@ async fn handle(
 
     let now = shared::runner::now_ms();
     let meaning = payload::interpret(event, &payload, owner, now)
-        .map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        .map_err(|e| HttpError::Malformed(e.to_string()))?;
     let (effect, outcome) = match meaning {
         Meaning::Ping => return Ok((StatusCode::OK, "pong")),
         Meaning::Ignored(why) => (WebhookEffect::Ignore, why.as_str()),
@@ -297,7 +224,7 @@ async fn handle(
                 .store
                 .job_deliveries_since(&owner.owner(), now - JOB_EVENTS_WINDOW_MS)
                 .await
-                .map_err(WebhookError::Store)? =>
+                .map_err(HttpError::NotRecorded)? =>
         {
             (WebhookEffect::Ignore, "ignored_covered_by_workflow_job")
         }
@@ -314,7 +241,7 @@ async fn handle(
         .store
         .record_webhook(delivery, effect)
         .await
-        .map_err(WebhookError::Store)?
+        .map_err(HttpError::NotRecorded)?
     {
         Recorded::Duplicate => Ok((StatusCode::OK, "duplicate")),
         Recorded::New => {
@@ -329,6 +256,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
 
     #[test]
     fn a_store_that_cannot_be_reached_now_is_a_503_with_retry_after_not_a_500() {
@@ -340,7 +268,7 @@ mod tests {
             ),
             (StoreError::Unexpected, StatusCode::INTERNAL_SERVER_ERROR),
         ] {
-            let response = WebhookError::Store(error).into_response();
+            let response = HttpError::NotRecorded(error).into_response();
             assert_eq!(response.status(), status);
             assert_eq!(
                 response.headers().contains_key(header::RETRY_AFTER),

@@ -102,7 +102,7 @@ fn reason_for(inputs: &Inputs, job: &JobRecord) -> String {
                 .class_waiting
                 .get(&(job.owner.clone(), job.repo.clone(), job.labels.clone()))
         })
-        .map(crate::status::explain)
+        .map(crate::http::status::explain)
         .unwrap_or_else(|| "queued; the scheduler has not looked at it yet".into())
 }
 
@@ -409,7 +409,7 @@ pub fn clock(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ui::events::{EventKind, NewEvent};
+    use crate::http::ui::events::{EventKind, NewEvent};
 
     fn job(owner: &str, id: u64, queued_ms: i64, labels: &[&str]) -> JobRecord {
         JobRecord {

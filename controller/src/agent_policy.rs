@@ -9,6 +9,7 @@
 //! it is allowed, never more: capacity is clamped, extra labels outside the allowed set are
 //! dropped (and shown as `labels_refused`), owners outside the set never get a placement.
 
+use shared::owner::Owner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -27,8 +28,8 @@ pub const DEFAULT_MAX_RUNNERS: u32 = 5;
 /// What one agent may serve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentPolicy {
-    /// Owners it may serve, lower-cased; `None` means every configured owner.
-    pub owners: Option<BTreeSet<String>>,
+    /// Owners it may serve; `None` means every configured owner.
+    pub owners: Option<BTreeSet<Owner>>,
     /// Extra labels it may offer (lower-cased); others it reports are dropped.
     pub labels: BTreeSet<String>,
     /// Runners at once, across architectures.
@@ -42,7 +43,7 @@ impl AgentPolicy {
     pub fn serves(&self, owner: &str) -> bool {
         self.owners
             .as_ref()
-            .is_none_or(|o| o.contains(&owner.to_ascii_lowercase()))
+            .is_none_or(|o| o.contains(&Owner::new(owner)))
     }
 
     pub fn cert_validity(&self) -> Duration {
@@ -81,8 +82,14 @@ pub struct PolicyRequest {
 /// Builds a policy from the operator's request and the configured owners: every owner by
 /// default only when there is exactly one.
 pub fn resolve(request: &PolicyRequest, configured: &[String]) -> Result<AgentPolicy, PolicyError> {
-    let configured: BTreeSet<String> = configured.iter().map(|o| o.to_ascii_lowercase()).collect();
-    let list = || configured.iter().cloned().collect::<Vec<_>>().join(",");
+    let configured: BTreeSet<Owner> = configured.iter().map(|o| Owner::new(o)).collect();
+    let list = || {
+        configured
+            .iter()
+            .map(Owner::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let owners = match (request.owners.is_empty(), request.all_owners) {
         (false, true) => return Err(PolicyError::Conflicting),
         (true, true) => None,
@@ -91,9 +98,9 @@ pub fn resolve(request: &PolicyRequest, configured: &[String]) -> Result<AgentPo
         (false, false) => {
             let mut set = BTreeSet::new();
             for owner in &request.owners {
-                let owner = owner.trim().to_ascii_lowercase();
+                let owner = Owner::new(owner);
                 if !configured.contains(&owner) {
-                    return Err(PolicyError::UnknownOwner(owner, list()));
+                    return Err(PolicyError::UnknownOwner(owner.to_string(), list()));
                 }
                 set.insert(owner);
             }
@@ -169,7 +176,7 @@ mod tests {
 
     fn policy(owners: Option<&[&str]>, labels: &[&str], max: u32) -> AgentPolicy {
         AgentPolicy {
-            owners: owners.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            owners: owners.map(|o| o.iter().map(|s| Owner::new(s)).collect()),
             labels: labels.iter().map(|s| s.to_string()).collect(),
             max_runners: max,
             cert_validity_secs: 60,
@@ -209,7 +216,7 @@ mod tests {
             &two,
         )
         .unwrap();
-        assert_eq!(chosen.owners, Some(["globex".to_string()].into()));
+        assert_eq!(chosen.owners, Some([Owner::new("globex")].into()));
         assert!(matches!(
             resolve(
                 &PolicyRequest {

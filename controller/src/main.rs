@@ -313,7 +313,10 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn describe(policy: &controller::agent_policy::AgentPolicy) -> String {
     let owners = match &policy.owners {
         None => "every owner".to_owned(),
-        Some(o) => format!("owners {}", o.iter().cloned().collect::<Vec<_>>().join(",")),
+        Some(o) => format!(
+            "owners {}",
+            o.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(",")
+        ),
     };
     let labels = if policy.labels.is_empty() {
         "no extra labels".to_owned()

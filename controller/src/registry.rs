@@ -208,7 +208,7 @@ pub struct AgentView {
     pub labels: Vec<String>,
     /// Whether it may serve every owner; else `owners` lists those it may.
     pub all_owners: bool,
-    pub owners: Vec<String>,
+    pub owners: Vec<shared::owner::Owner>,
     /// The operator's policy (`null`: none set, the agent's report stands).
     pub policy: Option<AgentPolicy>,
     /// What the agent itself reported, before the policy.
@@ -246,7 +246,7 @@ pub struct ReportedSupply {
 impl AgentView {
     /// Whether the agent may run runners for `owner`.
     pub fn serves(&self, owner: &str) -> bool {
-        self.all_owners || self.owners.iter().any(|o| o.eq_ignore_ascii_case(owner))
+        self.all_owners || self.owners.iter().any(|o| o == owner)
     }
 }
 
@@ -604,7 +604,12 @@ mod tests {
 
     fn limited(owners: &[&str], max: u32) -> AgentPolicy {
         AgentPolicy {
-            owners: Some(owners.iter().map(|o| o.to_string()).collect()),
+            owners: Some(
+                owners
+                    .iter()
+                    .map(|o| shared::owner::Owner::new(o))
+                    .collect(),
+            ),
             labels: ["gpu".to_string()].into(),
             max_runners: max,
             cert_validity_secs: 3600,

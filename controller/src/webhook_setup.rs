@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use shared::github::{
     GithubApi, GithubError, Hook, HookParams, RepoRef, RepoSource, Repository, Scope, Secret,
 };
+use shared::owner::Owner;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -92,13 +93,13 @@ pub struct WebhookSetup {
     owners: Vec<OwnerConfig>,
     webhook_url: Option<String>,
     options: SetupOptions,
-    /// One per configured owner (lower-cased): held for a whole run, across `.await`s on purpose,
+    /// One per configured owner: held for a whole run, across `.await`s on purpose,
     /// so that two runs for one owner never interleave.
-    owner_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    owner_locks: HashMap<Owner, Arc<tokio::sync::Mutex<()>>>,
     /// Hooks we wrote, by (scope key, hook id). Short sections, never held across `.await`.
     stamps: Mutex<HashMap<(String, u64), Stamp>>,
-    /// The latest applied run per owner (lower-cased), for `GET …/webhooks/setup`.
-    reports: Mutex<HashMap<String, OwnerReport>>,
+    /// The latest applied run per owner, for `GET …/webhooks/setup`.
+    reports: Mutex<HashMap<Owner, OwnerReport>>,
     /// When the next content-creating request may go. Short sections only.
     next_write: Mutex<Instant>,
     /// Our hook per target (scope key → scope, hook id), as last seen or written: the hooks
@@ -111,7 +112,7 @@ impl WebhookSetup {
         let owner_locks = config
             .owners
             .iter()
-            .map(|o| (o.name.to_ascii_lowercase(), Arc::default()))
+            .map(|o| (o.owner(), Arc::default()))
             .collect();
         Self {
             github,
@@ -146,14 +147,12 @@ impl WebhookSetup {
 
     /// The latest applied run for `owner`.
     pub fn last_report(&self, owner: &str) -> Option<OwnerReport> {
-        lock(&self.reports)
-            .get(&owner.to_ascii_lowercase())
-            .cloned()
+        lock(&self.reports).get(&Owner::new(owner)).cloned()
     }
 
     fn owner_lock(&self, owner: &OwnerConfig) -> Arc<tokio::sync::Mutex<()>> {
         self.owner_locks
-            .get(&owner.name.to_ascii_lowercase())
+            .get(&owner.owner())
             .cloned()
             .unwrap_or_default()
     }
@@ -375,7 +374,7 @@ impl WebhookSetup {
 
     fn keep(&self, report: OwnerReport, mode: Mode) -> OwnerReport {
         if mode == Mode::Apply {
-            lock(&self.reports).insert(report.owner.to_ascii_lowercase(), report.clone());
+            lock(&self.reports).insert(Owner::new(&report.owner), report.clone());
         }
         report
     }
@@ -533,7 +532,7 @@ pub async fn list_owner_repos(
         (OwnerAuth::Token(_), false) => RepoSource::AuthenticatedUser,
     };
     let mut repos = github.list_repositories(&owner.name, source).await?;
-    repos.retain(|r| r.owner.login.eq_ignore_ascii_case(&owner.name));
+    repos.retain(|r| owner.owner() == r.owner.login);
     repos.sort_by_key(|r| r.name.to_ascii_lowercase());
     Ok(repos)
 }

@@ -419,7 +419,7 @@ pub async fn jobs(
     let mut jobs = state.store.queued_jobs().await?;
     for r in state.store.active_runners().await? {
         if let Some(id) = r.job_id
-            && let Some(j) = state.store.job(&Owner::new(&r.owner), id).await?
+            && let Some(j) = state.store.job(&r.owner, id).await?
             && j.state == JobState::InProgress
         {
             jobs.push(j);

@@ -215,7 +215,7 @@ impl Scheduler {
             })
             .map(|r| ActiveRunner {
                 id: r.id.clone(),
-                owner: r.owner.clone(),
+                owner: r.owner.to_string(),
                 repo: r.repo.clone(),
                 agent: r.agent.clone(),
                 arch: r.arch,
@@ -227,7 +227,7 @@ impl Scheduler {
             })
             .chain(settling.iter().map(|r| ActiveRunner {
                 id: r.id.clone(),
-                owner: r.owner.clone(),
+                owner: r.owner.to_string(),
                 repo: r.repo.clone(),
                 agent: r.agent.clone(),
                 arch: r.arch,
@@ -560,7 +560,7 @@ impl Scheduler {
     async fn runner_ended(&self, r: &RunnerRecord, ending: Ending, now: i64) {
         self.state.forget_stop(&r.id);
         let image = Key::Image {
-            owner: r.owner.clone(),
+            owner: r.owner.to_string(),
             image: self.config.runners.image.clone(),
         };
         match ending {
@@ -606,7 +606,7 @@ impl Scheduler {
 
     /// A token-mode runner registered itself, so its GitHub id is unknown: found by name.
     async fn deregister_by_name(&self, r: &RunnerRecord) {
-        let Some(owner) = self.config.owner(&r.owner) else {
+        let Some(owner) = self.config.owner(r.owner.as_str()) else {
             return;
         };
         let scope = self.scope(owner, r);
@@ -674,10 +674,7 @@ impl Scheduler {
 
     async fn observe_started(&self, r: &RunnerRecord) {
         if let Some(job_id) = r.for_job
-            && let Ok(Some(job)) = self
-                .store
-                .job(&shared::owner::Owner::new(&r.owner), job_id)
-                .await
+            && let Ok(Some(job)) = self.store.job(&r.owner, job_id).await
         {
             let from = job.queued_ms.unwrap_or(job.first_seen_ms);
             self.metrics
@@ -765,7 +762,7 @@ impl Scheduler {
         let mut record = RunnerRecord {
             id: format!("r-{short}"),
             name: self.names.name(start.owner, &short),
-            owner: start.owner.to_owned(),
+            owner: Owner::new(start.owner),
             repo: start.repo.cloned(),
             agent: start.agent.to_string(),
             arch: start.arch,
@@ -922,7 +919,8 @@ impl Scheduler {
         if self.state.busy_vetoed(&r.id, now) {
             return true;
         }
-        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(&r.owner)) else {
+        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(r.owner.as_str()))
+        else {
             return false;
         };
         let busy = match self
@@ -948,7 +946,8 @@ impl Scheduler {
 
     /// Deletes the runner's registration at GitHub, once (a DELETE is not re-sent every pass).
     async fn deregister(&self, r: &RunnerRecord) {
-        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(&r.owner)) else {
+        let (Some(github_id), Some(owner)) = (r.github_id, self.config.owner(r.owner.as_str()))
+        else {
             return;
         };
         if !self.state.claim_delete(&r.owner, github_id, now_ms()) {
@@ -1000,7 +999,7 @@ impl Scheduler {
                 .runners
                 .get_or_create(&RunnerLabels {
                     state: r.lifecycle.as_str().into(),
-                    owner: r.owner.clone(),
+                    owner: r.owner.to_string(),
                     arch: r.arch.to_string(),
                 })
                 .inc();
@@ -1096,7 +1095,7 @@ pub(super) fn job_from_rest(key: &RunKey, job: shared::github::Job, now: i64) ->
     Some(JobRecord {
         id: job.id,
         run_id: job.run_id,
-        owner: shared::owner::Owner::new(&key.owner),
+        owner: key.owner.clone(),
         repo: key.repo.clone(),
         name: job.name.unwrap_or_default(),
         labels: job.labels,
@@ -1139,7 +1138,7 @@ pub fn runner_spec(
             kubernetes_pvcs: defaults.kubernetes_pvcs,
         },
         arch: record.arch,
-        owner: record.owner.clone(),
+        owner: record.owner.to_string(),
         repository: (!job_repo.is_empty()).then(|| job_repo.to_owned()),
     }
 }

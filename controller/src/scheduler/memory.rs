@@ -7,6 +7,8 @@
 //! `FORGET_MS` is dropped on each write.
 
 use std::collections::HashMap;
+
+use shared::owner::Owner;
 use std::sync::Mutex;
 
 use super::backoff::{Backoffs, Policy};
@@ -28,7 +30,7 @@ struct Books {
     /// Runner id → until when GitHub's `busy` vetoes stopping it as idle.
     busy: HashMap<String, i64>,
     /// (owner, GitHub runner id) → when its registration was deleted.
-    deleted: HashMap<(String, u64), i64>,
+    deleted: HashMap<(Owner, u64), i64>,
     /// Stray runner id → when it was last told to stop.
     strays: HashMap<String, i64>,
     /// Runner id seen on an agent without a live record of ours → since when this controller
@@ -38,9 +40,9 @@ struct Books {
     /// (owner, job id) → when it was last re-checked as stale (`stale.rs`).
     stale: HashMap<JobKey, i64>,
     /// Owner → when its registrations were last swept (`sweep.rs`).
-    sweeps: HashMap<String, i64>,
+    sweeps: HashMap<Owner, i64>,
     /// (owner, GitHub runner id) → since when it has been seen as a leftover.
-    leftovers: HashMap<(String, u64), i64>,
+    leftovers: HashMap<(Owner, u64), i64>,
     /// Failing start causes (`backoff.rs`).
     backoffs: Backoffs,
     /// Runners that ended cleanly without a known job, until when they settle (see the
@@ -131,27 +133,27 @@ impl SchedulerMemory {
 
     /// Whether `owner`'s registrations are due for a sweep (every `period_ms`, the first one
     /// period after start-up, so a start is never slowed by it). Records it.
-    pub fn sweep_due(&self, owner: &str, now: i64, period_ms: i64) -> bool {
+    pub fn sweep_due(&self, owner: &Owner, now: i64, period_ms: i64) -> bool {
         self.with(|b| match b.sweeps.get(owner) {
             None => {
-                b.sweeps.insert(owner.to_owned(), now);
+                b.sweeps.insert(owner.clone(), now);
                 false
             }
             Some(at) if now - at < period_ms => false,
             Some(_) => {
-                b.sweeps.insert(owner.to_owned(), now);
+                b.sweeps.insert(owner.clone(), now);
                 true
             }
         })
     }
 
     /// Since when registration `id` of `owner` has been a leftover (now, if just found).
-    pub fn leftover_since(&self, owner: &str, id: u64, now: i64) -> i64 {
-        self.with(|b| *b.leftovers.entry((owner.to_owned(), id)).or_insert(now))
+    pub fn leftover_since(&self, owner: &Owner, id: u64, now: i64) -> i64 {
+        self.with(|b| *b.leftovers.entry((owner.clone(), id)).or_insert(now))
     }
 
     /// Keeps only the leftovers of `owner` seen in its latest sweep.
-    pub fn keep_leftovers(&self, owner: &str, seen: &HashMap<u64, i64>) {
+    pub fn keep_leftovers(&self, owner: &Owner, seen: &HashMap<u64, i64>) {
         self.with(|b| {
             b.leftovers
                 .retain(|(o, id), _| o != owner || seen.contains_key(id));
@@ -159,18 +161,16 @@ impl SchedulerMemory {
     }
 
     /// Claims the deletion of a registration: `true` the first time, `false` once it was done.
-    pub fn claim_delete(&self, owner: &str, github_id: u64, now: i64) -> bool {
+    pub fn claim_delete(&self, owner: &Owner, github_id: u64, now: i64) -> bool {
         self.with(|b| {
             b.deleted.retain(|_, at| now - *at < FORGET_MS);
-            b.deleted
-                .insert((owner.to_ascii_lowercase(), github_id), now)
-                .is_none()
+            b.deleted.insert((owner.clone(), github_id), now).is_none()
         })
     }
 
     /// A deletion that failed may be tried again.
-    pub fn release_delete(&self, owner: &str, github_id: u64) {
-        self.with(|b| b.deleted.remove(&(owner.to_ascii_lowercase(), github_id)));
+    pub fn release_delete(&self, owner: &Owner, github_id: u64) {
+        self.with(|b| b.deleted.remove(&(owner.clone(), github_id)));
     }
 
     /// Runner `r` ended with exit code 0 before GitHub told which job it took.
@@ -229,11 +229,14 @@ mod tests {
     #[test]
     fn a_registration_is_deleted_once_per_owner_unless_the_delete_failed() {
         let m = SchedulerMemory::default();
-        assert!(m.claim_delete("Acme", 7, 0));
-        assert!(!m.claim_delete("acme", 7, 1), "not re-sent");
-        assert!(m.claim_delete("other", 7, 1), "keyed by owner");
-        m.release_delete("acme", 7);
-        assert!(m.claim_delete("acme", 7, 2), "a failed delete is retried");
+        assert!(m.claim_delete(&Owner::new("Acme"), 7, 0));
+        assert!(!m.claim_delete(&Owner::new("acme"), 7, 1), "not re-sent");
+        assert!(m.claim_delete(&Owner::new("other"), 7, 1), "keyed by owner");
+        m.release_delete(&Owner::new("acme"), 7);
+        assert!(
+            m.claim_delete(&Owner::new("acme"), 7, 2),
+            "a failed delete is retried"
+        );
     }
 
     #[test]
@@ -250,10 +253,10 @@ mod tests {
     #[test]
     fn the_first_sweep_comes_one_period_after_start() {
         let m = SchedulerMemory::default();
-        assert!(!m.sweep_due("acme", 0, 100));
-        assert!(!m.sweep_due("acme", 99, 100));
-        assert!(m.sweep_due("acme", 100, 100));
-        assert!(!m.sweep_due("acme", 150, 100));
+        assert!(!m.sweep_due(&Owner::new("acme"), 0, 100));
+        assert!(!m.sweep_due(&Owner::new("acme"), 99, 100));
+        assert!(m.sweep_due(&Owner::new("acme"), 100, 100));
+        assert!(!m.sweep_due(&Owner::new("acme"), 150, 100));
     }
 
     #[test]

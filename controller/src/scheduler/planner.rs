@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use shared::arch::{Arch, RuntimeKind};
 use shared::ids::AgentName;
+use shared::owner::Owner;
 
 /// An owner's limits and labels.
 #[derive(Debug, Clone)]
@@ -45,15 +46,15 @@ pub struct AgentSupply {
     pub labels: Vec<String>,
     /// Connected, healthy and not draining.
     pub available: bool,
-    /// Owners (lower-cased) the operator lets it serve; `None`: every owner.
-    pub owners: Option<BTreeSet<String>>,
+    /// Owners the operator lets it serve; `None`: every owner.
+    pub owners: Option<BTreeSet<Owner>>,
 }
 
 impl AgentSupply {
     fn serves(&self, owner: &str) -> bool {
         self.owners
             .as_ref()
-            .is_none_or(|o| o.contains(&owner.to_ascii_lowercase()))
+            .is_none_or(|o| o.contains(&Owner::new(owner)))
     }
 }
 
@@ -351,12 +352,7 @@ impl<'a> Placement<'a> {
                 u.total += 1;
             }
         }
-        type ClassKey = (
-            RuntimeKind,
-            BTreeSet<String>,
-            Arch,
-            Option<BTreeSet<String>>,
-        );
+        type ClassKey = (RuntimeKind, BTreeSet<String>, Arch, Option<BTreeSet<Owner>>);
         let mut by_key: BTreeMap<ClassKey, usize> = BTreeMap::new();
         let mut classes: Vec<Class<'a>> = Vec::new();
         let mut agent_classes: HashMap<&str, Vec<usize>> = HashMap::new();

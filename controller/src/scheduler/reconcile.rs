@@ -193,7 +193,7 @@ impl Reconciler {
             for run in runs {
                 let version: RunVersion = (run.status.clone(), run.updated_at.clone());
                 let key = RunKey {
-                    owner: owner.name.to_ascii_lowercase(),
+                    owner: owner.owner(),
                     repo: repo.clone(),
                     run_id: run.id,
                 };

@@ -17,6 +17,7 @@ use serde::Serialize;
 use shared::command::Registration;
 use shared::github::{GithubApi, GithubError, JitConfigRequest, RepoRef, Scope};
 use shared::logsafe::Untrusted;
+use shared::owner::Owner;
 use shared::runner::now_ms;
 use tracing::{error, info, warn};
 
@@ -54,14 +55,14 @@ impl Failure {
 
 #[derive(Default)]
 struct Caches {
-    kinds: HashMap<String, OwnerKind>,
-    kind_failures: HashMap<String, Failure>,
+    kinds: HashMap<Owner, OwnerKind>,
+    kind_failures: HashMap<Owner, Failure>,
     /// Organization → (its group for our runners or why there is none, fetched at).
-    groups: HashMap<String, (Result<ChosenGroup, Problem>, i64)>,
+    groups: HashMap<Owner, (Result<ChosenGroup, Problem>, i64)>,
     /// (owner, repo) → (public, fetched at).
-    public: HashMap<(String, String), (bool, i64)>,
+    public: HashMap<(Owner, String), (bool, i64)>,
     /// (owner, repo or "" for organization runners) → the last failed registration.
-    failures: HashMap<(String, String), Failure>,
+    failures: HashMap<(Owner, String), Failure>,
     /// Set once JIT turned out to be missing (GHES before 3.10): why tokens are used instead.
     token_fallback: Option<String>,
 }
@@ -108,11 +109,9 @@ pub struct Registrar {
     caches: Mutex<Caches>,
 }
 
-fn scope_key(owner: &OwnerConfig, repo: Option<&str>) -> (String, String) {
-    (
-        owner.name.to_ascii_lowercase(),
-        repo.unwrap_or("").to_ascii_lowercase(),
-    )
+/// An owner, or one of its repositories (repository names are case-insensitive too).
+fn scope_key(owner: &OwnerConfig, repo: Option<&str>) -> (Owner, String) {
+    (owner.owner(), repo.unwrap_or("").to_ascii_lowercase())
 }
 
 impl Registrar {
@@ -130,15 +129,12 @@ impl Registrar {
 
     /// The owner's kind if known.
     pub fn kind(&self, owner: &str) -> Option<OwnerKind> {
-        self.caches()
-            .kinds
-            .get(&owner.to_ascii_lowercase())
-            .copied()
+        self.caches().kinds.get(&Owner::new(owner)).copied()
     }
 
     /// Looks the owner's kind up (`GET /users/{owner}`) once; failures back off.
     pub async fn resolve_kind(&self, owner: &OwnerConfig) -> Option<OwnerKind> {
-        let key = owner.name.to_ascii_lowercase();
+        let key = owner.owner();
         let now = now_ms();
         {
             let caches = self.caches();
@@ -187,11 +183,7 @@ impl Registrar {
     /// request (their quota is left to webhook setup and the reconciler).
     pub async fn prepare(&self, jobs: &[(String, String)]) {
         for owner in &self.config.owners {
-            if !jobs
-                .iter()
-                .any(|(o, _)| o.eq_ignore_ascii_case(&owner.name))
-                && owner.warm.pools.is_empty()
-            {
+            if !jobs.iter().any(|(o, _)| owner.owner() == *o) && owner.warm.pools.is_empty() {
                 continue;
             }
             if owner.all_repos && owner.repo_name.is_none() {
@@ -202,10 +194,7 @@ impl Registrar {
             }
             // Cached; `blocked` reads the outcome.
             let _ = self.group(owner).await;
-            for (_, repo) in jobs
-                .iter()
-                .filter(|(o, _)| o.eq_ignore_ascii_case(&owner.name))
-            {
+            for (_, repo) in jobs.iter().filter(|(o, _)| owner.owner() == *o) {
                 self.is_public(owner, repo).await;
             }
         }
@@ -213,7 +202,7 @@ impl Registrar {
 
     /// The organization group for `owner`'s runners, cached for [`REFRESH`].
     async fn group(&self, owner: &OwnerConfig) -> Result<ChosenGroup, Problem> {
-        let key = owner.name.to_ascii_lowercase();
+        let key = owner.owner();
         let now = now_ms();
         if let Some((chosen, at)) = self.caches().groups.get(&key)
             && now - at < REFRESH.as_millis() as i64
@@ -457,7 +446,7 @@ impl Registrar {
             .map(|owner| {
                 let repo_level = self.repo_level(owner);
                 let caches = self.caches();
-                let key = owner.name.to_ascii_lowercase();
+                let key = owner.owner();
                 let group = caches.groups.get(&key).filter(|_| !repo_level);
                 OwnerTarget {
                     owner: owner.name.clone(),

@@ -80,7 +80,7 @@ impl Scheduler {
                     Ok(rest) => {
                         let status = rest.status.clone();
                         let key = RunKey {
-                            owner: job.owner.to_string(),
+                            owner: job.owner.clone(),
                             repo: job.repo.clone(),
                             run_id: job.run_id,
                         };

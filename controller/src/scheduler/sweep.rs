@@ -130,8 +130,9 @@ impl Scheduler {
     pub(super) async fn sweep_registrations(&self, now: i64) -> Result<(), StoreError> {
         let grace = self.config.containment.offline_runner_grace.as_millis() as i64;
         for owner in &self.config.owners {
-            let name = owner.name.to_ascii_lowercase();
-            if !self.state.sweep_due(&name, now, grace) {
+            let key = owner.owner();
+            let name = key.to_string();
+            if !self.state.sweep_due(&key, now, grace) {
                 continue;
             }
             let scopes = self.sweep_scopes(owner, now).await?;
@@ -149,13 +150,13 @@ impl Scheduler {
                 .active_runners()
                 .await?
                 .into_iter()
-                .filter(|r| Owner::new(&r.owner) == owner.owner())
+                .filter(|r| key == r.owner)
                 .collect();
             let mut seen: HashMap<u64, i64> = HashMap::new();
             for scope in &scopes {
                 match self.github.list_runners(scope).await {
                     Ok(runners) => {
-                        self.sweep_leftovers(&name, scope, &runners, now, &mut seen, &mut report)
+                        self.sweep_leftovers(&key, scope, &runners, now, &mut seen, &mut report)
                             .await?;
                         self.stop_never_registered(scope, &runners, &active, now, &mut report)
                             .await;
@@ -166,7 +167,7 @@ impl Scheduler {
                     }
                 }
             }
-            self.state.keep_leftovers(&name, &seen);
+            self.state.keep_leftovers(&key, &seen);
             self.decisions.update(|d| {
                 d.sweeps.retain(|r| r.owner != name);
                 d.sweeps.push(report);
@@ -177,7 +178,7 @@ impl Scheduler {
 
     async fn sweep_leftovers(
         &self,
-        name: &str,
+        owner: &Owner,
         scope: &Scope,
         runners: &[Runner],
         now: i64,
@@ -187,6 +188,7 @@ impl Scheduler {
         let grace = self.config.containment.offline_runner_grace.as_millis() as i64;
         // Any installation's prefix: a record of ours may carry a name of the format before
         // installation tags.
+        let name = owner.as_str();
         let prefix = format!("{NAME_PREFIX}{name}-");
         for runner in runners {
             if !runner.name.to_ascii_lowercase().starts_with(&prefix) {
@@ -197,7 +199,7 @@ impl Scheduler {
                 .store
                 .runner_by_name(&runner.name)
                 .await?
-                .filter(|r| r.owner.eq_ignore_ascii_case(name));
+                .filter(|r| *owner == r.owner);
             if record.is_none() && !self.names.is_ours(name, &runner.name) {
                 // Another installation's (a staging controller on the same organization).
                 continue;
@@ -207,9 +209,9 @@ impl Scheduler {
                 continue;
             }
             report.leftovers += 1;
-            let since = self.state.leftover_since(name, runner.id, now);
+            let since = self.state.leftover_since(owner, runner.id, now);
             seen.insert(runner.id, since);
-            if now - since < grace || !self.state.claim_delete(name, runner.id, now) {
+            if now - since < grace || !self.state.claim_delete(owner, runner.id, now) {
                 continue;
             }
             match self.github.delete_runner(scope, runner.id).await {
@@ -227,7 +229,7 @@ impl Scheduler {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     warn!(runner = %runner.name, error = %e, "cannot delete an offline registration; next sweep retries");
-                    self.state.release_delete(name, runner.id);
+                    self.state.release_delete(owner, runner.id);
                 }
             }
         }
@@ -262,7 +264,7 @@ impl Scheduler {
             // A runner image that cannot come online would do the same again: back off.
             self.record_failure(
                 super::backoff::Key::Image {
-                    owner: r.owner.clone(),
+                    owner: r.owner.to_string(),
                     image: self.config.runners.image.clone(),
                 },
                 super::backoff::Failure {

@@ -22,31 +22,32 @@ pub fn head_limits(
     agents: &[AgentSupply],
     runners: &[ActiveRunner],
 ) -> HeadLimits {
-    let mut active: HashMap<&str, u32> = HashMap::new();
-    let mut idle: HashMap<&str, u32> = HashMap::new();
+    let mut active: HashMap<Owner, u32> = HashMap::new();
+    let mut idle: HashMap<Owner, u32> = HashMap::new();
     let mut on_agent: HashMap<&str, u32> = HashMap::new();
     for r in runners {
         if !r.settling {
-            *active.entry(r.owner.as_str()).or_default() += 1;
+            *active.entry(Owner::new(&r.owner)).or_default() += 1;
             *on_agent.entry(r.agent.as_str()).or_default() += 1;
         }
         if !r.busy {
-            *idle.entry(r.owner.as_str()).or_default() += 1;
+            *idle.entry(Owner::new(&r.owner)).or_default() += 1;
         }
     }
     let per_owner = owners
         .iter()
         .map(|o| {
+            let owner = Owner::new(&o.name);
             let owner_free = o
                 .max_runners
-                .saturating_sub(active.get(o.name.as_str()).copied().unwrap_or(0));
+                .saturating_sub(active.get(&owner).copied().unwrap_or(0));
             let agents_free: u32 = agents
                 .iter()
                 .filter(|a| {
                     a.available
                         && a.owners
                             .as_ref()
-                            .is_none_or(|allowed| allowed.contains(&o.name))
+                            .is_none_or(|allowed| allowed.contains(&owner))
                 })
                 .map(|a| {
                     a.max_runners
@@ -55,8 +56,8 @@ pub fn head_limits(
                 .fold(0u32, u32::saturating_add);
             let servable = owner_free
                 .min(agents_free)
-                .saturating_add(idle.get(o.name.as_str()).copied().unwrap_or(0));
-            (Owner::new(&o.name), servable as usize + 1)
+                .saturating_add(idle.get(&owner).copied().unwrap_or(0));
+            (owner, servable as usize + 1)
         })
         .collect();
     HeadLimits {

@@ -262,7 +262,7 @@ impl StateStore for SqliteStore {
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(RunKey {
-                    owner: r.get(0)?,
+                    owner: Owner::new(&r.get::<_, String>(0)?),
                     repo: r.get(1)?,
                     run_id: r.get::<_, i64>(2)? as u64,
                 })
@@ -280,7 +280,7 @@ impl StateStore for SqliteStore {
             let rows = stmt.query_map([], |r| {
                 Ok((
                     RunKey {
-                        owner: r.get(0)?,
+                        owner: Owner::new(&r.get::<_, String>(0)?),
                         repo: r.get(1)?,
                         run_id: r.get::<_, i64>(2)? as u64,
                     },
@@ -299,7 +299,7 @@ impl StateStore for SqliteStore {
                 "SELECT state FROM jobs WHERE run_id = ?1 AND lower(owner) = lower(?2) AND lower(repo) = lower(?3)",
             )?;
             let rows = stmt.query_map(
-                rusqlite::params![key.run_id as i64, key.owner, key.repo],
+                rusqlite::params![key.run_id as i64, key.owner.as_str(), key.repo],
                 |r| {
                     let state: String = r.get(0)?;
                     Ok(JobState::parse(&state).unwrap_or(JobState::Queued))

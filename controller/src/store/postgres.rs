@@ -277,7 +277,7 @@ fn runner_from_row(r: &Row) -> RunnerRecord {
     RunnerRecord {
         id: r.get(0),
         name: r.get(1),
-        owner: r.get(2),
+        owner: Owner::new(r.get(2)),
         repo: r.get(3),
         agent: r.get(4),
         arch: arch.parse().unwrap_or(shared::arch::Arch::Amd64),
@@ -295,7 +295,7 @@ fn runner_from_row(r: &Row) -> RunnerRecord {
 
 fn run_key(r: &Row) -> RunKey {
     RunKey {
-        owner: r.get(0),
+        owner: Owner::new(r.get(0)),
         repo: r.get(1),
         run_id: r.get::<_, i64>(2) as u64,
     }
@@ -367,8 +367,16 @@ async fn request_fetch(
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    tx.execute(&st, &[&key.owner, &key.repo, &(key.run_id as i64), &now_ms])
-        .await?;
+    tx.execute(
+        &st,
+        &[
+            &key.owner.as_str(),
+            &key.repo,
+            &(key.run_id as i64),
+            &now_ms,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -548,7 +556,7 @@ impl StateStore for PgStore {
             .query(
                 "SELECT state FROM jobs
                  WHERE run_id = $1 AND lower(owner) = lower($2) AND lower(repo) = lower($3)",
-                &[&(key.run_id as i64), &key.owner, &key.repo],
+                &[&(key.run_id as i64), &key.owner.as_str(), &key.repo],
             )
             .await?;
         Ok(rows
@@ -570,7 +578,7 @@ impl StateStore for PgStore {
         client
             .execute(
                 "DELETE FROM run_fetches WHERE owner = $1 AND repo = $2 AND run_id = $3",
-                &[&key.owner, &key.repo, &(key.run_id as i64)],
+                &[&key.owner.as_str(), &key.repo, &(key.run_id as i64)],
             )
             .await?;
         Ok(())
@@ -582,7 +590,7 @@ impl StateStore for PgStore {
             .execute(
                 "UPDATE run_fetches SET attempts = attempts + 1, last_error = $4
                  WHERE owner = $1 AND repo = $2 AND run_id = $3",
-                &[&key.owner, &key.repo, &(key.run_id as i64), &error],
+                &[&key.owner.as_str(), &key.repo, &(key.run_id as i64), &error],
             )
             .await?;
         Ok(())
@@ -607,7 +615,7 @@ impl StateStore for PgStore {
                 &[
                     &r.id,
                     &r.name,
-                    &r.owner,
+                    &r.owner.as_str(),
                     &r.repo,
                     &r.agent,
                     &r.arch.as_str(),

@@ -78,7 +78,7 @@ pub struct NewDelivery {
 /// A workflow run whose jobs must be fetched from the REST API.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunKey {
-    pub owner: String,
+    pub owner: Owner,
     pub repo: String,
     pub run_id: u64,
 }
@@ -146,7 +146,7 @@ pub struct RunnerRecord {
     pub id: String,
     /// The name it registers with at GitHub.
     pub name: String,
-    pub owner: String,
+    pub owner: Owner,
     /// The repository it registers to, for repository-level runners.
     pub repo: Option<String>,
     pub agent: String,

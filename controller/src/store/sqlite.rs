@@ -350,7 +350,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
                 WebhookEffect::FetchRun(key) => {
                     conn.execute(
                         "INSERT OR IGNORE INTO run_fetches (owner, repo, run_id, requested_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![key.owner, key.repo, key.run_id as i64, delivery.received_ms],
+                        params![key.owner.as_str(), key.repo, key.run_id as i64, delivery.received_ms],
                     )?;
                 }
                 WebhookEffect::Ignore => {}
@@ -366,14 +366,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
         WriteOp::RequestRunFetch(key, now) => {
             conn.execute(
                 "INSERT OR IGNORE INTO run_fetches (owner, repo, run_id, requested_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![key.owner, key.repo, key.run_id as i64, now],
+                params![key.owner.as_str(), key.repo, key.run_id as i64, now],
             )?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::FinishRunFetch(key) => {
             conn.execute(
                 "DELETE FROM run_fetches WHERE owner = ?1 AND repo = ?2 AND run_id = ?3",
-                params![key.owner, key.repo, key.run_id as i64],
+                params![key.owner.as_str(), key.repo, key.run_id as i64],
             )?;
             Ok(WriteOutcome::Done)
         }
@@ -381,7 +381,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
             conn.execute(
                 "UPDATE run_fetches SET attempts = attempts + 1, last_error = ?4
                  WHERE owner = ?1 AND repo = ?2 AND run_id = ?3",
-                params![key.owner, key.repo, key.run_id as i64, error],
+                params![key.owner.as_str(), key.repo, key.run_id as i64, error],
             )?;
             Ok(WriteOutcome::Done)
         }
@@ -396,7 +396,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
                 params![
                     r.id,
                     r.name,
-                    r.owner,
+                    r.owner.as_str(),
                     r.repo,
                     r.agent,
                     r.arch.as_str(),
@@ -567,7 +567,7 @@ pub(super) fn runner_from_row(r: &Row<'_>) -> rusqlite::Result<RunnerRecord> {
     Ok(RunnerRecord {
         id: r.get(0)?,
         name: r.get(1)?,
-        owner: r.get(2)?,
+        owner: Owner::new(&r.get::<_, String>(2)?),
         repo: r.get(3)?,
         agent: r.get(4)?,
         arch: arch.parse().unwrap_or(shared::arch::Arch::Amd64),

@@ -59,7 +59,7 @@ impl From<&RunnerRecord> for RunnerSeen {
     fn from(r: &RunnerRecord) -> Self {
         Self {
             name: r.name.clone(),
-            owner: Owner::new(&r.owner),
+            owner: r.owner.clone(),
             agent: r.agent.clone(),
             lifecycle: r.lifecycle,
             for_job: r.for_job,
@@ -299,7 +299,7 @@ impl Observer {
         follow.extend(
             runners
                 .iter()
-                .filter_map(|r| r.job_id.map(|j| (Owner::new(&r.owner), j))),
+                .filter_map(|r| r.job_id.map(|j| (r.owner.clone(), j))),
         );
         for key in follow {
             if next.jobs.len() >= MAX_FOLLOWED_JOBS || next.jobs.contains_key(&key) {

@@ -296,7 +296,7 @@ pub fn runners(inputs: &Inputs) -> Vec<RunnerRow> {
         .iter()
         .map(|r| RunnerRow {
             name: r.name.clone(),
-            owner: r.owner.clone(),
+            owner: r.owner.to_string(),
             state: match (r.lifecycle, r.job_id) {
                 (RunnerLifecycle::Running, Some(_)) => "busy",
                 (RunnerLifecycle::Running, None) => "idle",

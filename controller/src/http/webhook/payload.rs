@@ -166,7 +166,7 @@ pub fn interpret(
                 "requested" | "in_progress" => {
                     Ok(Meaning::Effect(WebhookEffect::FetchRun(RunKey {
                         // RunKey stays a plain string (the reconciler builds it too).
-                        owner: Owner::new(&ev.repository.owner.login).to_string(),
+                        owner: Owner::new(&ev.repository.owner.login),
                         repo: ev.repository.name,
                         run_id: ev.workflow_run.id,
                     })))

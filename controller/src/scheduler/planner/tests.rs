@@ -520,7 +520,7 @@ proptest! {
 fn an_owner_an_agent_may_not_serve_never_gets_a_placement_there() {
     let owners = [owner("acme", 5), owner("globex", 5)];
     let mut only_acme = agent("acme-only", Arch::Amd64, 100);
-    only_acme.owners = Some(["acme".to_string()].into());
+    only_acme.owners = Some([shared::owner::Owner::new("acme")].into());
     let agents = [only_acme, agent("shared", Arch::Amd64, 1)];
     let jobs = [
         job(1, "globex", &["self-hosted"], 1),

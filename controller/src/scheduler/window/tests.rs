@@ -119,6 +119,32 @@ fn a_class_is_read_one_job_past_what_its_owner_could_be_served_in_a_pass() {
     );
 }
 
+/// Owners are one account whatever their case: an owner configured as `Acme`, served by an
+/// agent whose policy lists `acme`, with its runners recorded under `acme`, gets the agent's
+/// capacity and its own runners counted (compared as strings, the agent looked unusable and the
+/// window read one job per class).
+#[test]
+fn owner_case_does_not_hide_an_agent_or_runners_from_the_window() {
+    let owners = [owner("Acme", 10)];
+    let mut only_acme = agent(0, Arch::Amd64, 4, false);
+    only_acme.owners = Some([Owner::new("acme")].into());
+    let runners = [ActiveRunner {
+        id: "r1".into(),
+        owner: "acme".into(),
+        repo: None,
+        agent: "agent-0".into(),
+        arch: Arch::Amd64,
+        labels: vec!["self-hosted".into()],
+        busy: true,
+        running: true,
+        created_ms: 0,
+        settling: false,
+    }];
+    let limits = head_limits(&owners, &[only_acme], &runners);
+    // 4 slots on the agent, minus the busy runner there, plus one.
+    assert_eq!(limits.of(&Owner::new("ACME")), 3 + 1);
+}
+
 #[test]
 fn jobs_behind_the_read_ones_are_told_why_the_last_one_read_waits() {
     let owners = [owner("acme", 1)];

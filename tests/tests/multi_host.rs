@@ -167,6 +167,22 @@ impl Controller {
         response.json().await.ok()
     }
 
+    /// The status and body of a GET, for a failure message.
+    async fn get_raw(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.url().await);
+        match self
+            .http
+            .get(url)
+            .bearer_auth(&self.api_token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => format!("no answer: {e}"),
+        }
+    }
+
     async fn agents(&self) -> Vec<serde_json::Value> {
         self.get("/api/v1/agents")
             .await
@@ -544,13 +560,16 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
                 "x64 job {job} stayed off the arm64 agent"
             );
         }
-        assert!(
-            controller
-                .get(&format!("/api/v1/jobs/{job}"))
-                .await
-                .is_some(),
-            "job {job} readable from the controller's API"
-        );
+        if controller
+            .get(&format!("/api/v1/jobs/{job}"))
+            .await
+            .is_none()
+        {
+            panic!(
+                "job {job} readable from the controller's API: {}",
+                controller.get_raw(&format!("/api/v1/jobs/{job}")).await
+            );
+        }
     }
     sampler.abort();
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).join("\n");

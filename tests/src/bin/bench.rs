@@ -252,6 +252,8 @@ fn planner_input(
                 8,
             )]),
             max_runners: 8,
+            // Half the agents have the runner image, so the preference is part of the cost.
+            has_image: i.is_multiple_of(2),
             labels: if i.is_multiple_of(10) {
                 vec!["gpu".into()]
             } else {

@@ -1,0 +1,170 @@
+//! The planner's image preference end to end (issue 16 §2): the controller asks every agent to
+//! prepare its `RUNNER_IMAGE`, each agent reports the image's state (shown per agent in
+//! `GET /api/v1/agents`), and new runners go to the agent that has the image, even when it is
+//! the busier one, until it is full; then to an agent without it. The agents run the in-memory
+//! runtime with an image store each test sets (one has the image, the other does not).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::image::ImageState;
+use tests::github_sim::GithubSim;
+use tests::harness::{
+    AgentTls, TestAgent, TestController, controller_env, hook_to, init, simulated_github,
+    wait_until,
+};
+use tests::pki::TestCa;
+
+const WAIT: Duration = Duration::from_secs(30);
+const IMAGE: &str = "registry.example.com/runners/linux:2.330";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    ca: TestCa,
+    sim: Arc<GithubSim>,
+    controller: TestController,
+}
+
+async fn setup() -> Setup {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
+    let server = ca.server();
+    let (sim, mut env) = simulated_github().await;
+    env.extend(controller_env(
+        &dir.path().join("state"),
+        &ca.ca_file(),
+        &server,
+    ));
+    env.insert("RUNNER_IMAGE".into(), IMAGE.into());
+    env.insert("MAX_RUNNERS".into(), "10".into());
+    let controller = TestController::start(env).await;
+    hook_to(&sim, "acme", &controller);
+    Setup {
+        _dir: dir,
+        ca,
+        sim,
+        controller,
+    }
+}
+
+impl Setup {
+    fn agent(&self, name: &str, images: &[(&str, ImageState)]) -> TestAgent {
+        let cert = self.ca.client(name, &[]);
+        let agent = TestAgent::start(
+            &self.controller.grpc_url(),
+            &AgentTls {
+                ca: self.ca.ca_file(),
+                cert: cert.cert,
+                key: cert.key,
+            },
+            &[("MAX_RUNNERS", "2")],
+        );
+        let store: BTreeMap<String, (ImageState, String)> = images
+            .iter()
+            .map(|(i, s)| (i.to_string(), (*s, String::new())))
+            .collect();
+        agent.runtime.set_images(Some(store));
+        agent
+    }
+
+    /// The agent's `images` in `GET /api/v1/agents`, once it has reported one.
+    async fn images(&self, name: &str) -> serde_json::Value {
+        let current = || async {
+            self.controller
+                .agent(name)
+                .await
+                .map(|a| a["images"].clone())
+                .unwrap_or_default()
+        };
+        wait_until(WAIT, &format!("{name} reports its images"), || async {
+            current().await.as_array().is_some_and(|i| !i.is_empty())
+        })
+        .await;
+        current().await
+    }
+}
+
+#[tokio::test]
+async fn runners_go_to_the_agent_with_the_image_until_it_is_full_then_elsewhere() {
+    let s = setup().await;
+    // "cold" sorts first and is as loaded: without the preference it would be chosen.
+    let cold = s.agent("cold", &[]);
+    let warm = s.agent("warm", &[(IMAGE, ImageState::Present)]);
+
+    assert_eq!(
+        s.images("warm").await,
+        serde_json::json!([{"image": IMAGE, "state": "present", "detail": ""}])
+    );
+    let cold_images = s.images("cold").await;
+    assert_eq!(cold_images[0]["image"], IMAGE, "{cold_images}");
+    assert_eq!(cold_images[0]["state"], "failed", "{cold_images}");
+    assert_eq!(
+        cold_images[0]["detail"], "not in the memory runtime's image store",
+        "{cold_images}"
+    );
+
+    let started = |a: &TestAgent| a.runtime.start_calls().len();
+    s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the first runner starts", || async {
+        started(&warm) + started(&cold) == 1
+    })
+    .await;
+    assert_eq!((started(&warm), started(&cold)), (1, 0), "to the image");
+
+    // Busier now (1 of 2), it still has the image: the second runner goes there too.
+    s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the second runner starts", || async {
+        started(&warm) + started(&cold) == 2
+    })
+    .await;
+    assert_eq!(
+        (started(&warm), started(&cold)),
+        (2, 0),
+        "preferred over load"
+    );
+
+    // Full: the third goes to the agent without the image rather than waiting.
+    s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the third runner starts", || async {
+        started(&warm) + started(&cold) == 3
+    })
+    .await;
+    assert_eq!(
+        (started(&warm), started(&cold)),
+        (2, 1),
+        "placed without it"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_image_store_is_reported_and_then_preferred() {
+    let s = setup().await;
+    let first = s.agent("first", &[]);
+    let second = s.agent("second", &[]);
+    for name in ["first", "second"] {
+        assert_eq!(s.images(name).await[0]["state"], "failed");
+    }
+    // The image arrives on "second" (as a finished pull would make it): reported at once.
+    second.runtime.set_images(Some(
+        [(IMAGE.to_owned(), (ImageState::Present, String::new()))].into(),
+    ));
+    wait_until(WAIT, "second reports the image present", || async {
+        s.controller
+            .agent("second")
+            .await
+            .is_some_and(|a| a["images"][0]["state"] == "present")
+    })
+    .await;
+    s.sim.queue_job("acme", "app", &["self-hosted"]);
+    wait_until(WAIT, "the runner starts", || async {
+        first.runtime.start_calls().len() + second.runtime.start_calls().len() == 1
+    })
+    .await;
+    assert_eq!(
+        second.runtime.start_calls().len(),
+        1,
+        "on the agent with it"
+    );
+}

@@ -10,57 +10,29 @@ use std::time::Duration;
 
 use shared::image::ImageState;
 use tests::github_sim::GithubSim;
-use tests::harness::{
-    AgentTls, TestAgent, TestController, controller_env, hook_to, init, simulated_github,
-    wait_until,
-};
-use tests::pki::TestCa;
+use tests::harness::{Secured, TestAgent, hook_to, simulated_github, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 const IMAGE: &str = "registry.example.com/runners/linux:2.330";
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    ca: TestCa,
+    secured: Secured,
     sim: Arc<GithubSim>,
-    controller: TestController,
 }
 
 async fn setup() -> Setup {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(&dir.path().join("pki"), "test CA");
-    let server = ca.server();
     let (sim, mut env) = simulated_github().await;
-    env.extend(controller_env(
-        &dir.path().join("state"),
-        &ca.ca_file(),
-        &server,
-    ));
     env.insert("RUNNER_IMAGE".into(), IMAGE.into());
     env.insert("MAX_RUNNERS".into(), "10".into());
-    let controller = TestController::start(env).await;
-    hook_to(&sim, "acme", &controller);
-    Setup {
-        _dir: dir,
-        ca,
-        sim,
-        controller,
-    }
+    let secured = Secured::start(env).await;
+    hook_to(&sim, "acme", &secured.controller);
+    Setup { secured, sim }
 }
 
 impl Setup {
+    /// An agent of two runners whose image store holds `images`.
     fn agent(&self, name: &str, images: &[(&str, ImageState)]) -> TestAgent {
-        let cert = self.ca.client(name, &[]);
-        let agent = TestAgent::start(
-            &self.controller.grpc_url(),
-            &AgentTls {
-                ca: self.ca.ca_file(),
-                cert: cert.cert,
-                key: cert.key,
-            },
-            &[("MAX_RUNNERS", "2")],
-        );
+        let agent = self.secured.agent(name, &[("MAX_RUNNERS", "2")]);
         let store: BTreeMap<String, (ImageState, String)> = images
             .iter()
             .map(|(i, s)| (i.to_string(), (*s, String::new())))
@@ -72,7 +44,8 @@ impl Setup {
     /// The agent's `images` in `GET /api/v1/agents`, once it has reported one.
     async fn images(&self, name: &str) -> serde_json::Value {
         let current = || async {
-            self.controller
+            self.secured
+                .controller
                 .agent(name)
                 .await
                 .map(|a| a["images"].clone())
@@ -151,7 +124,8 @@ async fn a_changed_image_store_is_reported_and_then_preferred() {
         [(IMAGE.to_owned(), (ImageState::Present, String::new()))].into(),
     ));
     wait_until(WAIT, "second reports the image present", || async {
-        s.controller
+        s.secured
+            .controller
             .agent("second")
             .await
             .is_some_and(|a| a["images"][0]["state"] == "present")

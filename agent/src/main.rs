@@ -140,6 +140,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         "bound of one pull attempt, images pulled at once",
     ),
     (
+        "IMAGE_PLATFORM_CHECK",
+        "true",
+        "refuse runner images not built for the runner's architecture",
+    ),
+    (
         "KUBERNETES_NAMESPACE",
         "the pod's",
         "namespace of runner pods (kubernetes runtime)",

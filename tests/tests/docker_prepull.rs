@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tests::docker::{DockerSetup, RunnerLayout};
+use tests::docker::{DockerSetup, RunnerLayout, SocketProxy};
 use tests::harness::{get_json, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -169,5 +169,32 @@ async fn a_docker_hub_image_missing_at_the_mirror_is_pulled_from_the_mirror_only
             "cannot pull image {hub} (through the mirror, as 127.0.0.1:1/library/{hub})"
         )) && detail.contains("127.0.0.1:1"),
         "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_the_engine_never_answers_is_abandoned_at_its_timeout() {
+    // The engine's socket through a proxy that holds every pull for an hour (a hung engine or
+    // registry): without IMAGE_PULL_TIMEOUT the pull would hold its slot all that time.
+    let s = DockerSetup::start_with(&[("RUNNER_IMAGE", "localhost:1/hung/runner:1")]).await;
+    let socket = s.dir.path().join("engine.sock");
+    let _engine = SocketProxy::start_holding(
+        &socket,
+        std::path::Path::new("/var/run/docker.sock"),
+        ("POST", "/images/create"),
+        Duration::from_secs(3600),
+    );
+    let _agent = s.agent(
+        "host-hung",
+        &[
+            ("DOCKER_HOST", &*format!("unix://{}", socket.display())),
+            ("IMAGE_PULL_ATTEMPTS", "1"),
+            ("IMAGE_PULL_TIMEOUT", "300ms"),
+        ],
+    );
+    let image = image_once(&s, "host-hung", "failed").await;
+    assert_eq!(
+        image["detail"],
+        "gave up after 1 attempt(s): the pull did not finish within IMAGE_PULL_TIMEOUT (300ms)"
     );
 }

@@ -22,6 +22,9 @@
 //! - `IMAGE_PULL_ATTEMPTS` (`3`), `IMAGE_PULL_BACKOFF` (`5s`, doubled after each failure),
 //!   `IMAGE_PULL_TIMEOUT` (`10m` per attempt), `IMAGE_PULL_CONCURRENCY` (`2`): how the runner
 //!   images the controller names are pre-pulled (see [`super::prepull`]).
+//! - `IMAGE_PLATFORM_CHECK` (`true`): refuse an image not built for the runner's architecture
+//!   (see [`super::platform`]); `false` only for an engine that runs other architectures' images
+//!   as its own (a demo or test fleet that declares an `AGENT_ARCH` its engine does not have).
 //!
 //! The operator's guide is `deploy/docker/README.md`.
 
@@ -138,6 +141,8 @@ pub struct DockerSettings {
     pub extra_env: BTreeMap<String, String>,
     /// `REGISTRY_MIRROR`.
     pub registry_mirror: Option<RegistryMirror>,
+    /// `IMAGE_PLATFORM_CHECK`: images are checked against the runner's architecture.
+    pub platform_check: bool,
     pub pull: PullPolicy,
 }
 
@@ -160,6 +165,7 @@ impl Default for DockerSettings {
             extra_labels: BTreeMap::new(),
             extra_env: BTreeMap::new(),
             registry_mirror: None,
+            platform_check: true,
             pull: PullPolicy::default(),
         }
     }
@@ -287,6 +293,7 @@ impl DockerSettings {
         for (var, field) in [
             ("RUNNER_DOCKER_SOCKET", &mut s.mount_docker_socket),
             ("RUNNER_INIT", &mut s.init),
+            ("IMAGE_PLATFORM_CHECK", &mut s.platform_check),
         ] {
             if let Some(v) = get(var) {
                 match parse_bool(v) {
@@ -374,8 +381,14 @@ mod tests {
             ("IMAGE_PULL_BACKOFF", "250ms"),
             ("IMAGE_PULL_TIMEOUT", "2m"),
             ("IMAGE_PULL_CONCURRENCY", "4"),
+            ("IMAGE_PLATFORM_CHECK", "false"),
         ]))
         .unwrap();
+        assert!(!s.platform_check);
+        assert!(
+            DockerSettings::default().platform_check,
+            "checked unless turned off"
+        );
         assert_eq!(
             s.registry_mirror
                 .as_ref()

@@ -165,6 +165,12 @@ impl DockerRuntime {
                 .extra_labels
                 .insert(labels::INSTALLATION.to_owned(), id.clone());
         }
+        if !settings.platform_check {
+            warn!(
+                "IMAGE_PLATFORM_CHECK=false: runner images are not checked against the runner's \
+                 architecture"
+            );
+        }
         if settings.mount_docker_socket {
             warn!(
                 "RUNNER_DOCKER_SOCKET=true: every job can control this host's Docker engine (root \

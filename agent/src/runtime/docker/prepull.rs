@@ -45,9 +45,11 @@ impl Inner {
             .puller
             .ensure(docker, image, &request, progress)
             .await?;
-        let (os, architecture) = image::platform_of(docker, &local).await?;
-        platform::check(image, &os, &architecture, arch)
-            .map_err(|reason| DockerError::WrongPlatform { reason })?;
+        if self.settings.platform_check {
+            let (os, architecture) = image::platform_of(docker, &local).await?;
+            platform::check(image, &os, &architecture, arch)
+                .map_err(|reason| DockerError::WrongPlatform { reason })?;
+        }
         Ok(local)
     }
 

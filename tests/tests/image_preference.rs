@@ -2,7 +2,9 @@
 //! prepare its `RUNNER_IMAGE`, each agent reports the image's state (shown per agent in
 //! `GET /api/v1/agents`), and new runners go to the agent that has the image, even when it is
 //! the busier one, until it is full; then to an agent without it. The agents run the in-memory
-//! runtime with an image store each test sets (one has the image, the other does not).
+//! runtime with an image store each test sets (one has the image, the other does not). An
+//! agent reports its images on every new session and prepares them again only when they
+//! changed or failed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use shared::image::ImageState;
 use tests::github_sim::GithubSim;
-use tests::harness::{Secured, TestAgent, hook_to, simulated_github, wait_until};
+use tests::harness::{Secured, TestAgent, hook_to, post_json, simulated_github, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 const IMAGE: &str = "registry.example.com/runners/linux:2.330";
@@ -140,5 +142,60 @@ async fn a_changed_image_store_is_reported_and_then_preferred() {
         second.runtime.start_calls().len(),
         1,
         "on the agent with it"
+    );
+}
+
+#[tokio::test]
+async fn a_new_session_gets_the_report_again_and_only_failed_images_are_prepared_again() {
+    let mut s = setup().await;
+    let ready = s.agent("ready", &[(IMAGE, ImageState::Present)]);
+    let missing = s.agent("missing", &[]);
+    assert_eq!(s.images("ready").await[0]["state"], "present");
+    assert_eq!(s.images("missing").await[0]["state"], "failed");
+    let asked = vec![vec![IMAGE.to_owned()]];
+    assert_eq!(ready.runtime.prepare_calls(), asked);
+    assert_eq!(missing.runtime.prepare_calls(), asked);
+
+    // Drained now, undrained after the restart: the undrain reaches each agent after the new
+    // session's PrepareImages, so once it is applied, so is that.
+    for name in ["ready", "missing"] {
+        let (code, body) = post_json(
+            &s.secured.controller,
+            &format!("/api/v1/agents/{name}/drain"),
+        )
+        .await;
+        assert!((200..300).contains(&code), "{code} {body}");
+    }
+    for agent in [&ready, &missing] {
+        agent.wait_status(WAIT, "drained", |st| st.draining).await;
+    }
+    s.secured.controller.restart().await;
+    for agent in [&ready, &missing] {
+        agent
+            .wait_status(WAIT, "a second session", |st| {
+                st.sessions == 2 && st.connected
+            })
+            .await;
+    }
+    // The restarted controller knows nothing of images: what it lists came with the session.
+    assert_eq!(s.images("ready").await[0]["state"], "present");
+    for name in ["ready", "missing"] {
+        let (code, body) = post_json(
+            &s.secured.controller,
+            &format!("/api/v1/agents/{name}/undrain"),
+        )
+        .await;
+        assert!((200..300).contains(&code), "{code} {body}");
+    }
+    for agent in [&ready, &missing] {
+        agent
+            .wait_status(WAIT, "undrained", |st| !st.draining)
+            .await;
+    }
+    assert_eq!(ready.runtime.prepare_calls(), asked, "unchanged: not again");
+    assert_eq!(
+        missing.runtime.prepare_calls(),
+        vec![vec![IMAGE.to_owned()]; 2],
+        "failed: tried again on the new session"
     );
 }

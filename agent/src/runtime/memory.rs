@@ -31,6 +31,8 @@ struct Inner {
     images: Option<BTreeMap<String, (ImageState, String)>>,
     /// The reporter of the last `prepare_images`, so a changed store is reported at once.
     reporter: Option<ImageReporter>,
+    /// The image sets of every `prepare_images` call, in order.
+    prepare_calls: Vec<Vec<String>>,
 }
 
 /// What the memory runtime reports for `image` with the store `images`.
@@ -118,6 +120,11 @@ impl MemoryRuntime {
         }
     }
 
+    /// The image sets the agent asked this runtime to prepare, one per call.
+    pub fn prepare_calls(&self) -> Vec<Vec<String>> {
+        self.lock().prepare_calls.clone()
+    }
+
     fn report_images(&self, reporter: &ImageReporter) {
         let states: Vec<(String, (ImageState, String))> = {
             let inner = self.lock();
@@ -192,7 +199,11 @@ impl RunnerRuntime for MemoryRuntime {
     }
 
     fn prepare_images(&self, reporter: ImageReporter) {
-        self.lock().reporter = Some(reporter.clone());
+        {
+            let mut inner = self.lock();
+            inner.reporter = Some(reporter.clone());
+            inner.prepare_calls.push(reporter.images().to_vec());
+        }
         self.report_images(&reporter);
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::tls::PeerInfo;
 use crate::pki::CertificateAuthority;
@@ -384,7 +384,7 @@ impl SessionTask {
                 Ok(reported) => {
                     let kept = images::accept(&self.runner_images, reported);
                     for image in &kept {
-                        info!(image = %Untrusted(&image.image), state = %image.state, detail = %Untrusted(&image.detail), "runner image");
+                        debug!(image = %Untrusted(&image.image), state = %image.state, detail = %Untrusted(&image.detail), "runner image");
                     }
                     self.registry.images(&self.name, self.session, kept);
                 }

@@ -9,12 +9,14 @@
 //! - [`join`]: enrollment with a one-time join token.
 //! - [`control`]: the local control socket behind `gha-agent drain`.
 //! - [`backoff`]: capped, jittered exponential backoff.
+//! - [`images`]: the runner images the controller asked for and their states, as reported.
 
 pub mod backoff;
 pub mod bootstrap;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod images;
 pub mod join;
 pub mod renew;
 pub mod runners;
@@ -58,6 +60,9 @@ pub struct Agent<R> {
     drain: CancellationToken,
     /// Held by [`Agent::drain_hold`]'s callers (the control socket); the worker reads it.
     hold: Arc<watch::Sender<bool>>,
+    /// The runner images the controller asked for; the worker replaces the set, the runtime
+    /// records states.
+    images: images::ImageBoard,
 }
 
 /// The agent stopped because its own TLS material is unusable.
@@ -80,6 +85,7 @@ impl<R: RunnerRuntime> Agent<R> {
             status,
             drain: CancellationToken::new(),
             hold: Arc::new(hold),
+            images: images::ImageBoard::default(),
         }
     }
 
@@ -94,6 +100,11 @@ impl<R: RunnerRuntime> Agent<R> {
     /// [`Agent::drain_token`] this is reversible and never makes the agent exit.
     pub fn drain_hold(&self) -> Arc<watch::Sender<bool>> {
         self.hold.clone()
+    }
+
+    /// The runner images the controller asked this agent to prepare, with their states.
+    pub fn images(&self) -> images::ImageBoard {
+        self.images.clone()
     }
 
     /// Follows the agent's status.
@@ -115,6 +126,8 @@ impl<R: RunnerRuntime> Agent<R> {
             drain: self.drain,
             hold: self.hold.subscribe(),
             status: self.status,
+            image_watch: self.images.watch(),
+            images: self.images,
         }
         .run(shutdown)
         .await

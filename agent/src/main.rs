@@ -125,6 +125,26 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         "`owner` shares cache volumes across an owner's repositories",
     ),
     (
+        "REGISTRY_MIRROR",
+        "-",
+        "host[:port][/path]: Docker Hub images are pulled through this mirror",
+    ),
+    (
+        "IMAGE_PULL_ATTEMPTS / IMAGE_PULL_BACKOFF",
+        "3 / 5s",
+        "pre-pull tries per runner image, wait after the first failure (doubling)",
+    ),
+    (
+        "IMAGE_PULL_TIMEOUT / IMAGE_PULL_CONCURRENCY",
+        "10m / 2",
+        "bound of one pull attempt, images pulled at once",
+    ),
+    (
+        "IMAGE_PLATFORM_CHECK",
+        "true",
+        "refuse runner images not built for the runner's architecture",
+    ),
+    (
         "KUBERNETES_NAMESPACE",
         "the pod's",
         "namespace of runner pods (kubernetes runtime)",

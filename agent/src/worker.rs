@@ -12,6 +12,7 @@ use proto::v1 as pb;
 use proto::v1::agent_service_client::AgentServiceClient;
 use shared::command::{AgentCommand, RunnerSpec};
 use shared::ids::RunnerId;
+use shared::image::ImageState;
 use shared::runner::{RunnerPhase, RunnerState};
 use shared::wire;
 use tokio::sync::{mpsc, watch};
@@ -24,6 +25,7 @@ use crate::AgentStatus;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::connection::{self, AttemptError, error_chain};
+use crate::images::{ImageBoard, ImageWatch};
 use crate::renew;
 use crate::runners::{FINISHED_RETENTION, RunnerTable};
 use crate::runtime::{EventSink, RunnerRuntime};
@@ -57,6 +59,10 @@ pub(crate) struct Worker<R> {
     /// restart); the sender is the [`crate::Agent`]'s, used by the control socket.
     pub hold: watch::Receiver<bool>,
     pub status: watch::Sender<AgentStatus>,
+    /// The runner images the controller asked for (the runtime records their states).
+    pub images: ImageBoard,
+    /// Wakes the session loop when an image's state changes, to report it.
+    pub image_watch: ImageWatch,
 }
 
 enum SessionEnd {
@@ -261,6 +267,21 @@ impl<R: RunnerRuntime> Worker<R> {
             s.sessions += 1;
         });
 
+        // The controller learns the images' states on every session (it asks again right after
+        // `registered`; an unchanged set is not prepared twice).
+        let images = self.image_watch.current();
+        if !images.is_empty()
+            && !send(
+                &out,
+                pb::agent_message::Msg::Images(wire::image_report_to_wire(&images)),
+            )
+            .await
+        {
+            return Ok(SessionEnd::Lost(
+                "the session's outgoing stream closed".into(),
+            ));
+        }
+
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -341,6 +362,12 @@ impl<R: RunnerRuntime> Worker<R> {
                         return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
                     }
                 }
+                true = self.image_watch.changed() => {
+                    let images = self.image_watch.current();
+                    if !send(&out, pb::agent_message::Msg::Images(wire::image_report_to_wire(&images))).await {
+                        return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                    }
+                }
                 Some(state) = self.events.recv() => {
                     let applied = self.table.apply(state.clone());
                     self.publish();
@@ -416,6 +443,7 @@ impl<R: RunnerRuntime> Worker<R> {
                 self.controller_drain = true;
                 self.start_draining();
             }
+            AgentCommand::PrepareImages(images) => self.prepare_images(images),
             AgentCommand::Undrain => {
                 self.controller_drain = false;
                 let held = *self.hold.borrow();
@@ -431,6 +459,28 @@ impl<R: RunnerRuntime> Worker<R> {
                 }
             }
         }
+    }
+
+    /// Hands the runtime the controller's images, unless it has this very set already and
+    /// none of it failed (a failed one is tried again on the next session).
+    fn prepare_images(&mut self, images: Vec<String>) {
+        let current = self.images.current();
+        let mut wanted: Vec<&String> = Vec::new();
+        for image in &images {
+            if !wanted.contains(&image) {
+                wanted.push(image);
+            }
+        }
+        let same = current.len() == wanted.len()
+            && current.iter().zip(&wanted).all(|(c, w)| &c.image == *w)
+            && current.iter().all(|c| c.state != ImageState::Failed);
+        if same {
+            debug!(images = ?images, "runner images unchanged");
+            return;
+        }
+        info!(images = ?images, "preparing the controller's runner images");
+        let reporter = self.images.replace(&images, self.config.arch);
+        self.runtime.prepare_images(reporter);
     }
 
     async fn start(&mut self, spec: RunnerSpec) {

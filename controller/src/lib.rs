@@ -274,6 +274,7 @@ impl Controller {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             controller_id: config.controller_id.clone(),
+            runner_images: vec![config.runners.image.clone()],
             shutdown: shutdown.clone(),
         };
         let enrollment = grpc::Enrollment { directory, ca };

@@ -23,6 +23,7 @@ use serde::Serialize;
 use shared::arch::{Arch, RuntimeKind};
 use shared::command::AgentCommand;
 use shared::ids::{AgentName, RunnerId};
+use shared::image::ImageStatus;
 use shared::runner::RunnerState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -104,6 +105,9 @@ struct AgentEntry {
     disconnected_at: Option<SystemTime>,
     disconnect_reason: Option<String>,
     runners: BTreeMap<RunnerId, RunnerState>,
+    /// The agent's last image report, already limited to the images it was asked for (see
+    /// `grpc::session`); kept across a disconnect until the next session reports.
+    images: Vec<ImageStatus>,
     /// Runner ids the controller sent or had on record, oldest first (with a set to look up).
     expected: VecDeque<RunnerId>,
     expected_set: BTreeSet<RunnerId>,
@@ -184,13 +188,16 @@ fn unsupported(
     registration: &AgentRegistration,
     command: &AgentCommand,
 ) -> Option<SendError> {
-    (*command == AgentCommand::Undrain
-        && registration.protocol_minor < proto::v1::UNDRAIN_SINCE_MINOR)
-        .then(|| SendError::Unsupported {
-            agent: name.clone(),
-            minor: registration.protocol_minor,
-            since: proto::v1::UNDRAIN_SINCE_MINOR,
-        })
+    let since = match command {
+        AgentCommand::Undrain => proto::v1::UNDRAIN_SINCE_MINOR,
+        AgentCommand::PrepareImages(_) => proto::v1::IMAGES_SINCE_MINOR,
+        _ => return None,
+    };
+    (registration.protocol_minor < since).then(|| SendError::Unsupported {
+        agent: name.clone(),
+        minor: registration.protocol_minor,
+        since,
+    })
 }
 
 /// A read-only view of one agent, as `GET /api/v1/agents` shows it.
@@ -230,6 +237,10 @@ pub struct AgentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disconnect_reason: Option<String>,
     pub runners: Vec<RunnerState>,
+    /// The runner images it was asked to prepare, each with its state (`present`, `pulling`,
+    /// `failed`, `unknown`) and detail, as it last reported them; empty before its first report
+    /// (and always for an agent older than protocol 1.3).
+    pub images: Vec<ImageStatus>,
     /// `disconnected_at` in ms since the epoch, for the scheduler.
     #[serde(skip)]
     pub disconnected_at_ms: Option<i64>,
@@ -320,6 +331,7 @@ impl AgentRegistry {
             disconnected_at: None,
             disconnect_reason: None,
             runners: BTreeMap::new(),
+            images: Vec::new(),
             expected: VecDeque::new(),
             expected_set: BTreeSet::new(),
         };
@@ -328,6 +340,7 @@ impl AgentRegistry {
             for id in &old.expected {
                 entry.expect(id.clone());
             }
+            entry.images = old.images.clone();
         }
         for id in known {
             entry.expect(id);
@@ -375,6 +388,15 @@ impl AgentRegistry {
             if let Some(capacity) = beat.capacity {
                 entry.registration.capacity = capacity;
             }
+        });
+        self.changed.notify_one();
+    }
+
+    /// Records the agent's image report (already limited by the session).
+    pub fn images(&self, name: &AgentName, session: u64, images: Vec<ImageStatus>) {
+        self.with_session(name, session, |entry| {
+            entry.last_heartbeat = SystemTime::now();
+            entry.images = images;
         });
         self.changed.notify_one();
     }
@@ -477,6 +499,7 @@ impl AgentRegistry {
                     disconnected_at_ms: e.disconnected_at.map(epoch_ms),
                     disconnect_reason: e.disconnect_reason.clone(),
                     runners: e.runners.values().cloned().collect(),
+                    images: e.images.clone(),
                 }
             })
             .collect();
@@ -509,6 +532,23 @@ mod tests {
             policy: None,
             protocol_minor: proto::v1::PROTOCOL_MINOR,
         }
+    }
+
+    #[test]
+    fn images_are_never_asked_of_an_agent_of_a_revision_without_them() {
+        let reg = AgentRegistry::new();
+        let name = AgentName::parse("old").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let mut old = registration(vec![]);
+        old.protocol_minor = proto::v1::IMAGES_SINCE_MINOR - 1;
+        let _session = reg.connect(&name, old, [], tx);
+        let prepare = AgentCommand::PrepareImages(vec!["runner:1".into()]);
+        assert!(matches!(
+            reg.check(&name, &prepare),
+            Err(SendError::Unsupported { since, .. }) if since == proto::v1::IMAGES_SINCE_MINOR
+        ));
+        assert!(reg.send(&name, prepare).is_err());
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

@@ -88,6 +88,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# arm-host is arm64 in name only: both run this host's test image, so the agents' check that an
+# image fits the runner's architecture (IMAGE_PLATFORM_CHECK) is off.
 for agent in amd-host:amd64 arm-host:arm64; do
   name="${agent%%:*}" arch="${agent##*:}"
   say "enrolling and starting agent $name (AGENT_ARCH=$arch)"
@@ -95,7 +97,7 @@ for agent in amd-host:amd64 arm-host:arm64; do
   "$BIN/gha-agent" join --controller "https://127.0.0.1:$GRPC_PORT" --token "$TOKEN" \
     --dir "$WORK/$name" --name "$name" >/dev/null
   CONTROLLER_URL="https://127.0.0.1:$GRPC_PORT" TLS_DIR="$WORK/$name" RUNTIME=docker \
-    AGENT_ARCH="$arch" MAX_RUNNERS=2 RUNNER_NETWORK=host RUNNER_STOP_GRACE=2s \
+    AGENT_ARCH="$arch" IMAGE_PLATFORM_CHECK=false MAX_RUNNERS=2 RUNNER_NETWORK=host RUNNER_STOP_GRACE=2s \
     RUNNER_CONTAINER_LABELS="$LABEL" CACHE_VOLUME_PREFIX="$DEMO_ID" \
     CONTROL_SOCKET="$WORK/$name.sock" env -u GITHUB_TOKEN "$BIN/gha-agent" > "$WORK/$name.log" 2>&1 &
   PIDS+=($!)

@@ -127,4 +127,7 @@ pub enum AgentCommand {
     Drain,
     /// Lift a drain the controller sent (protocol 1.2 and later).
     Undrain,
+    /// The runner images the controller will use, replacing the previous set: the agent makes
+    /// them ready and reports each (protocol 1.3 and later).
+    PrepareImages(Vec<String>),
 }

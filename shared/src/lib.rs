@@ -3,6 +3,7 @@
 //! - [`ids`]: typed identifiers, so an agent name can never be passed where a runner id is meant.
 //! - [`arch`], [`runner`], [`command`]: the domain vocabulary of placement, runner lifecycles and
 //!   what the controller asks of agents.
+//! - [`image`]: runner images as agents report them (present, pulling, failed) and digest pins.
 //! - [`owner`]: the `Owner` type, the one place owner logins are compared (lower-cased).
 //! - [`join_token`]: the text form of one-time agent enrollment tokens.
 //! - [`wire`]: conversions between these types and the generated protobuf types; the only place
@@ -15,6 +16,7 @@ pub mod arch;
 pub mod command;
 pub mod github;
 pub mod ids;
+pub mod image;
 pub mod join_token;
 pub mod logsafe;
 pub mod owner;

@@ -3,7 +3,11 @@
 //! Incoming messages are checked here: a missing or unknown field becomes a [`WireError`] that
 //! names it, so the rest of the code only sees well-formed values.
 
+mod images;
+
 use proto::v1 as pb;
+
+pub use images::{image_report_from_wire, image_report_to_wire};
 
 use std::time::Duration;
 
@@ -131,6 +135,9 @@ pub fn command_to_wire(command: &AgentCommand) -> pb::ControllerMessage {
         }),
         AgentCommand::Drain => Msg::Drain(pb::Drain {}),
         AgentCommand::Undrain => Msg::Undrain(pb::Undrain {}),
+        AgentCommand::PrepareImages(images) => Msg::PrepareImages(pb::PrepareImages {
+            images: images.clone(),
+        }),
     };
     pb::ControllerMessage { msg: Some(msg) }
 }
@@ -204,6 +211,7 @@ pub fn command_from_wire(
         Some(Msg::Registered(_)) => Ok(None),
         Some(Msg::Drain(_)) => Ok(Some(AgentCommand::Drain)),
         Some(Msg::Undrain(_)) => Ok(Some(AgentCommand::Undrain)),
+        Some(Msg::PrepareImages(p)) => Ok(Some(AgentCommand::PrepareImages(p.images))),
         Some(Msg::StopRunner(stop)) => Ok(Some(AgentCommand::StopRunner {
             id: runner_id(&stop.runner_id, "stop_runner.runner_id")?,
             reason: stop.reason,
@@ -314,6 +322,7 @@ mod tests {
             },
             AgentCommand::Drain,
             AgentCommand::Undrain,
+            AgentCommand::PrepareImages(vec!["runner:1".into(), "runner:2".into()]),
         ] {
             assert_eq!(
                 command_from_wire(command_to_wire(&command)).unwrap(),

@@ -112,6 +112,22 @@ async fn an_in_cluster_agent_serves_both_architectures_and_reports_pod_progress(
     assert_eq!(view["capacity"], 4);
     assert_eq!(view["capacity_by_arch"], json!({"amd64": 2, "arm64": 4}));
     assert_eq!(view["architectures"], json!(["amd64", "arm64"]));
+    // It cannot pre-pull (the node's kubelet pulls) and says so for the runner image.
+    wait_until(WAIT, "the agent reports the runner image", || async {
+        controller
+            .agent("k8s-agent")
+            .await
+            .is_some_and(|a| a["images"][0]["state"] == "unknown")
+    })
+    .await;
+    let image = &controller.agent("k8s-agent").await.unwrap()["images"][0];
+    assert_eq!(image["image"], controller.config.runners.image.as_str());
+    assert!(
+        image["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("the kubelet of the node a runner pod lands on")),
+        "{image}"
+    );
 
     let agent_name = AgentName::parse("k8s-agent").unwrap();
     controller

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use shared::arch::RuntimeKind;
 use shared::command::RunnerSpec;
 use shared::ids::RunnerId;
+use shared::image::ImageState;
 use shared::runner::{RunnerPhase, RunnerState};
 
 use super::{EventSink, RunnerRuntime, RuntimeError};
+use crate::images::ImageReporter;
 
 #[derive(Default)]
 struct Inner {
@@ -24,6 +26,30 @@ struct Inner {
     stuck_starting: Option<String>,
     /// When set, the capacity per architecture the runtime reports (like a cluster's nodes).
     capacity: Option<Vec<(shared::arch::Arch, u32)>>,
+    /// When set, the image store a test gave it: image → state and detail. An image asked for
+    /// and not in it is reported failed, as absent; unset, every image is reported unknown.
+    images: Option<BTreeMap<String, (ImageState, String)>>,
+    /// The reporter of the last `prepare_images`, so a changed store is reported at once.
+    reporter: Option<ImageReporter>,
+    /// The image sets of every `prepare_images` call, in order.
+    prepare_calls: Vec<Vec<String>>,
+}
+
+/// What the memory runtime reports for `image` with the store `images`.
+fn image_state(
+    images: Option<&BTreeMap<String, (ImageState, String)>>,
+    image: &str,
+) -> (ImageState, String) {
+    match images {
+        None => (
+            ImageState::Unknown,
+            "the memory runtime keeps no images (a test sets them with set_images)".into(),
+        ),
+        Some(store) => store.get(image).cloned().unwrap_or((
+            ImageState::Failed,
+            "not in the memory runtime's image store".into(),
+        )),
+    }
 }
 
 /// Clones share the same runners, so a test keeps one clone and the agent another.
@@ -79,6 +105,38 @@ impl MemoryRuntime {
     /// Reports `capacity` per architecture from now on (`None`: the agent's configuration).
     pub fn set_capacity(&self, capacity: Option<Vec<(shared::arch::Arch, u32)>>) {
         self.lock().capacity = capacity;
+    }
+
+    /// Gives the runtime an image store (image → state and detail), reported for the images the
+    /// controller asked for from now on; `None`: it reports every image as unknown.
+    pub fn set_images(&self, images: Option<BTreeMap<String, (ImageState, String)>>) {
+        let reporter = {
+            let mut inner = self.lock();
+            inner.images = images;
+            inner.reporter.clone()
+        };
+        if let Some(reporter) = reporter {
+            self.report_images(&reporter);
+        }
+    }
+
+    /// The image sets the agent asked this runtime to prepare, one per call.
+    pub fn prepare_calls(&self) -> Vec<Vec<String>> {
+        self.lock().prepare_calls.clone()
+    }
+
+    fn report_images(&self, reporter: &ImageReporter) {
+        let states: Vec<(String, (ImageState, String))> = {
+            let inner = self.lock();
+            reporter
+                .images()
+                .iter()
+                .map(|i| (i.clone(), image_state(inner.images.as_ref(), i)))
+                .collect()
+        };
+        for (image, (state, detail)) in states {
+            reporter.set(&image, state, detail);
+        }
     }
 
     /// New runners stay in `Starting` with `reason` (or run normally again with `None`).
@@ -138,6 +196,15 @@ impl RunnerRuntime for MemoryRuntime {
 
     async fn inventory(&self) -> Result<Vec<RunnerState>, RuntimeError> {
         Ok(self.runners())
+    }
+
+    fn prepare_images(&self, reporter: ImageReporter) {
+        {
+            let mut inner = self.lock();
+            inner.reporter = Some(reporter.clone());
+            inner.prepare_calls.push(reporter.images().to_vec());
+        }
+        self.report_images(&reporter);
     }
 
     async fn capacity(&self, max_runners: u32) -> Option<Vec<(shared::arch::Arch, u32)>> {

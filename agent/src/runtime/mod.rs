@@ -19,8 +19,11 @@ use std::future::Future;
 use shared::arch::{Arch, RuntimeKind};
 use shared::command::RunnerSpec;
 use shared::ids::RunnerId;
+use shared::image::ImageState;
 use shared::runner::RunnerState;
 use tokio::sync::mpsc;
+
+use crate::images::ImageReporter;
 
 /// A runtime operation that failed; the message is safe to show the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +66,20 @@ pub trait RunnerRuntime: Send + Sync + 'static {
     /// label what they create with the controller's id, or look for strays of other
     /// controllers, learn it here.
     fn registered(&self, _controller_id: &str) {}
+
+    /// The controller's runner images (`reporter.images()`, replacing any earlier set): the
+    /// runtime makes them ready if it can, without blocking the caller, and records each one's
+    /// state on `reporter`; work for a replaced set should stop once `reporter.is_current()` is
+    /// false. The default, for a runtime that cannot tell, says so for each image.
+    fn prepare_images(&self, reporter: ImageReporter) {
+        for image in reporter.images() {
+            reporter.set(
+                image,
+                ImageState::Unknown,
+                "this runtime does not prepare or report images",
+            );
+        }
+    }
 
     /// Runners per architecture this runtime can take, read at every registration, for a
     /// runtime that knows better than `AGENT_ARCH` (a cluster with nodes of several

@@ -365,12 +365,16 @@ impl Config {
             }
         };
         let launch = image_launch(&mut vars, registration);
+        let image = vars
+            .get("RUNNER_IMAGE")
+            .unwrap_or(DEFAULT_RUNNER_IMAGE)
+            .to_owned();
+        if let Err(bad) = shared::image::pinned_digest(&image) {
+            vars.problem("RUNNER_IMAGE", bad.to_string());
+        }
         let runners = RunnerDefaults {
             launch,
-            image: vars
-                .get("RUNNER_IMAGE")
-                .unwrap_or(DEFAULT_RUNNER_IMAGE)
-                .to_owned(),
+            image,
             timeout: vars.duration("RUNNER_TIMEOUT", Duration::from_secs(3600)),
             cache_volumes: vars.bool("CACHE_VOLUMES", true),
             kubernetes_pvcs: vars.bool("KUBERNETES_PVCS", false),
@@ -719,6 +723,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.runners.launch.flavor, ImageFlavor::Myoung34);
+        let pinned = format!("ghcr.io/actions/actions-runner@sha256:{}", "ab".repeat(32));
+        let c = Config::from_env(&with(SEED_SINGLE, &[("RUNNER_IMAGE", pinned.as_str())])).unwrap();
+        assert_eq!(c.runners.image, pinned, "a digest pin is kept as it is");
 
         for (extra, variable, says) in [
             (
@@ -751,6 +758,11 @@ mod tests {
                 ][..],
                 "RUNNER_REGISTRATION",
                 "use jit",
+            ),
+            (
+                &[("RUNNER_IMAGE", "ghcr.io/actions/actions-runner@sha256:abc")][..],
+                "RUNNER_IMAGE",
+                "malformed digest",
             ),
         ] {
             let err = Config::from_env(&with(SEED_SINGLE, extra)).unwrap_err();

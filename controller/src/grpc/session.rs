@@ -13,6 +13,7 @@
 //! process, ends a live session too. `AgentService.Renew` ([`renew`]) issues a fresh
 //! certificate to an enrolled agent over its mutual-TLS connection.
 
+mod images;
 mod renew;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use proto::v1 as pb;
 use proto::v1::agent_service_server::AgentService;
 use shared::arch::Arch;
+use shared::command::AgentCommand;
 use shared::ids::AgentName;
 use shared::logsafe::Untrusted;
 use shared::wire::{self, WireError};
@@ -28,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::tls::PeerInfo;
 use crate::pki::CertificateAuthority;
@@ -52,6 +54,9 @@ pub struct SessionService {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub controller_id: String,
+    /// The runner images this controller uses (`RUNNER_IMAGE`), sent to every agent of
+    /// protocol 1.3 or later at the start of its session so it prepares them.
+    pub runner_images: Vec<String>,
     pub shutdown: CancellationToken,
 }
 
@@ -211,6 +216,14 @@ impl AgentService for SessionService {
             .await
             .map_err(|_| Status::unavailable("session closed"))?;
 
+        if registration.protocol_minor >= pb::IMAGES_SINCE_MINOR {
+            let prepare = AgentCommand::PrepareImages(self.runner_images.clone());
+            out_tx
+                .send(Ok(wire::command_to_wire(&prepare)))
+                .await
+                .map_err(|_| Status::unavailable("session closed"))?;
+        }
+
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         info!(
             agent = %name,
@@ -231,6 +244,7 @@ impl AgentService for SessionService {
             timeout: self.heartbeat_timeout,
             directory: self.directory.clone(),
             cert,
+            runner_images: self.runner_images.clone(),
         };
         let span = info_span!("agent_session", agent = %name, session = handle.id);
         let shutdown = self.shutdown.clone();
@@ -262,6 +276,8 @@ struct SessionTask {
     directory: AgentDirectory,
     /// The fingerprint of the certificate this session was admitted with.
     cert: String,
+    /// The images the agent was asked to prepare: its report is kept for these only.
+    runner_images: Vec<String>,
 }
 
 impl SessionTask {
@@ -363,6 +379,16 @@ impl SessionTask {
                     self.registry.runner_status(&self.name, self.session, state);
                 }
                 Err(error) => warn!(%error, "ignoring an invalid runner status"),
+            },
+            Some(Msg::Images(report)) => match wire::image_report_from_wire(report) {
+                Ok(reported) => {
+                    let kept = images::accept(&self.runner_images, reported);
+                    for image in &kept {
+                        debug!(image = %Untrusted(&image.image), state = %image.state, detail = %Untrusted(&image.detail), "runner image");
+                    }
+                    self.registry.images(&self.name, self.session, kept);
+                }
+                Err(error) => warn!(%error, "ignoring an invalid image report"),
             },
             Some(Msg::Register(_)) => warn!("ignoring a second registration on one session"),
             None => warn!("ignoring an empty agent message"),

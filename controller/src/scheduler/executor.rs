@@ -188,7 +188,7 @@ impl Scheduler {
         let supply: Vec<AgentSupply> = agents
             .iter()
             .filter(|a| a.connected)
-            .map(agent_supply)
+            .map(|a| agent_supply(a, &self.config.runners.image))
             .map(|mut a| {
                 // An agent whose starts back off takes none now; others may.
                 if held_agents.iter().any(|b| {
@@ -1062,8 +1062,13 @@ fn owner_limits(o: &OwnerConfig, repo_level: bool) -> OwnerLimits {
     }
 }
 
-fn agent_supply(a: &AgentView) -> AgentSupply {
+/// `a` as the planner sees it; `image` is the runner image (`RUNNER_IMAGE`).
+fn agent_supply(a: &AgentView, image: &str) -> AgentSupply {
     AgentSupply {
+        has_image: a
+            .images
+            .iter()
+            .any(|i| i.image == image && i.state == shared::image::ImageState::Present),
         name: a.name.clone(),
         runtime: a.runtime,
         capacity: a.capacity_by_arch.clone(),

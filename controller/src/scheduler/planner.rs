@@ -8,6 +8,9 @@
 //!   job, oldest first, consumes one matching idle runner; the jobs left over are the deficit.
 //!   A stolen runner therefore leaves a deficit, and a replacement is started.
 //! - Matching is GitHub's: a job's labels are a subset (case-insensitive) of the runner's.
+//! - Images: an agent that has the runner image ([`AgentSupply::has_image`]) is preferred over
+//!   any that has not, however loaded; among equals the least loaded is chosen. A job still
+//!   goes to an agent without the image when none with it has room (that agent pulls it).
 //! - Limits: an owner never has more than `max_runners` active runners (requested, starting or
 //!   running); an agent never more than its capacity per architecture and in total.
 //! - Order: fair across owners, then across an owner's repositories, oldest first within each.
@@ -48,6 +51,8 @@ pub struct AgentSupply {
     pub available: bool,
     /// Owners the operator lets it serve; `None`: every owner.
     pub owners: Option<BTreeSet<Owner>>,
+    /// It reported the runner image present, so a runner starts there without a pull.
+    pub has_image: bool,
 }
 
 impl AgentSupply {
@@ -303,8 +308,9 @@ struct Class<'a> {
     arch: Arch,
     /// An agent of the class, to build offered labels from.
     example: &'a AgentSupply,
-    /// Available agents with free capacity for `arch`, least loaded first.
-    free: BTreeSet<(u64, &'a str)>,
+    /// Available agents with free capacity for `arch`, those with the image first, then
+    /// least loaded first.
+    free: BTreeSet<(PlaceKey, &'a str)>,
     /// How many agents of the class are available at all.
     available: usize,
 }
@@ -315,9 +321,15 @@ struct Usage {
     total: u32,
 }
 
-/// Utilisation as an integer key (parts per million), so ordering is exact.
-fn load_key(total: u32, max: u32) -> u64 {
-    u64::from(total) * 1_000_000 / u64::from(max.max(1))
+/// How an agent ranks for the next runner, best first: without the image after with it, then
+/// utilisation as an integer (parts per million), so ordering is exact.
+type PlaceKey = (bool, u64);
+
+fn place_key(agent: &AgentSupply, total: u32) -> PlaceKey {
+    (
+        !agent.has_image,
+        u64::from(total) * 1_000_000 / u64::from(agent.max_runners.max(1)),
+    )
 }
 
 struct Placement<'a> {
@@ -385,7 +397,7 @@ impl<'a> Placement<'a> {
                     {
                         classes[index]
                             .free
-                            .insert((load_key(u.total, agent.max_runners), agent.name.as_str()));
+                            .insert((place_key(agent, u.total), agent.name.as_str()));
                     }
                 }
             }
@@ -425,7 +437,7 @@ impl<'a> Placement<'a> {
         let (mut fits_labels, mut fits_arch, mut fits_available) = (false, false, false);
         let mut fits_owner = false;
         let mut fewest_missing: Option<Vec<String>> = None;
-        let mut best: Option<((u64, &'a str), usize)> = None;
+        let mut best: Option<((PlaceKey, &'a str), usize)> = None;
         for class in 0..self.classes.len() {
             if !self.classes[class].example.serves(&owner.name) {
                 continue;
@@ -494,10 +506,10 @@ impl<'a> Placement<'a> {
     fn take(&mut self, agent: &'a AgentSupply, arch: Arch) {
         let name = agent.name.as_str();
         let u = self.usage.get_mut(name).expect("every agent has usage");
-        let old_key = load_key(u.total, agent.max_runners);
+        let old_key = place_key(agent, u.total);
         *u.per_arch.entry(arch).or_default() += 1;
         u.total += 1;
-        let new_key = load_key(u.total, agent.max_runners);
+        let new_key = place_key(agent, u.total);
         for &class in &self.agent_classes[name] {
             let c = &mut self.classes[class];
             c.free.remove(&(old_key, name));
@@ -661,3 +673,6 @@ pub mod warm;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod image_tests;

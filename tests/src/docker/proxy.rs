@@ -8,15 +8,16 @@ pub struct SocketProxy {
     pub path: PathBuf,
     upstream: PathBuf,
     tokio: Option<tokio::runtime::Runtime>,
-    /// How long a request for the engine's event stream is held before it is forwarded (a
-    /// slow engine or socket: the subscription is registered that much later).
-    events_delay: std::time::Duration,
+    /// Requests held before they are forwarded: (method, path fragment of the request line,
+    /// how long). A slow engine or socket: e.g. an event subscription registered that much
+    /// later, or a pull that hangs.
+    hold: Option<(&'static str, &'static str, std::time::Duration)>,
 }
 
 impl SocketProxy {
     /// A proxy listening on `path` for `upstream`, started.
     pub fn start(path: &Path, upstream: &Path) -> Self {
-        Self::start_with_events_delay(path, upstream, std::time::Duration::ZERO)
+        Self::start_holding(path, upstream, ("", ""), std::time::Duration::ZERO)
     }
 
     /// A proxy that holds every `GET …/events` request for `delay` before forwarding it.
@@ -25,11 +26,22 @@ impl SocketProxy {
         upstream: &Path,
         delay: std::time::Duration,
     ) -> Self {
+        Self::start_holding(path, upstream, ("GET", "/events"), delay)
+    }
+
+    /// A proxy that holds every request whose line has `method` and a path containing
+    /// `fragment` (e.g. `("POST", "/images/create")`: a pull) for `delay` before forwarding it.
+    pub fn start_holding(
+        path: &Path,
+        upstream: &Path,
+        (method, fragment): (&'static str, &'static str),
+        delay: std::time::Duration,
+    ) -> Self {
         let mut proxy = Self {
             path: path.to_owned(),
             upstream: upstream.to_owned(),
             tokio: None,
-            events_delay: delay,
+            hold: (!delay.is_zero()).then_some((method, fragment, delay)),
         };
         proxy.resume();
         proxy
@@ -61,7 +73,7 @@ impl SocketProxy {
             tokio::net::UnixListener::bind(&self.path).expect("proxy socket binds")
         };
         let upstream = self.upstream.clone();
-        let delay = self.events_delay;
+        let hold = self.hold;
         tokio.spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
@@ -69,10 +81,11 @@ impl SocketProxy {
                     let Ok(mut engine) = tokio::net::UnixStream::connect(&upstream).await else {
                         return;
                     };
-                    if delay.is_zero() {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
-                    } else {
-                        forward_holding_events(client, engine, delay).await;
+                    match hold {
+                        None => {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                        }
+                        Some(hold) => forward_holding(client, engine, hold).await,
                     }
                 });
             }
@@ -81,11 +94,12 @@ impl SocketProxy {
     }
 }
 
-/// Forwards one connection, holding each request chunk that asks for `/events` for `delay`.
-async fn forward_holding_events(
+/// Forwards one connection, holding each request chunk whose request line has `method` and
+/// `fragment` for `delay`.
+async fn forward_holding(
     client: tokio::net::UnixStream,
     engine: tokio::net::UnixStream,
-    delay: std::time::Duration,
+    (method, fragment, delay): (&'static str, &'static str, std::time::Duration),
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_read, mut client_write) = client.into_split();
@@ -99,8 +113,8 @@ async fn forward_holding_events(
             };
             let chunk = &buf[..n];
             let text = String::from_utf8_lossy(chunk);
-            if text.starts_with("GET ")
-                && text.lines().next().is_some_and(|l| l.contains("/events"))
+            if text.starts_with(&format!("{method} "))
+                && text.lines().next().is_some_and(|l| l.contains(fragment))
             {
                 tokio::time::sleep(delay).await;
             }

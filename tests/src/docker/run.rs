@@ -80,6 +80,66 @@ impl TestRun {
         }
     }
 
+    /// Loads a one-file image built for `linux/<arch>` as `reference`, labelled for this run.
+    /// The engine cannot import or build for another platform offline (`docker import
+    /// --platform` is ignored by Engine 20.10), but `docker load` keeps the `architecture` of
+    /// the image configuration it is given, so the archive is made here: one layer, its
+    /// configuration, and the manifest naming both (Docker's `docker save` layout).
+    pub async fn load_image_of_arch(&self, reference: &str, arch: &str) {
+        use sha2::Digest;
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o644);
+        header.set_cksum();
+        layer
+            .append_data(&mut header, "note", &b"hi\n"[..])
+            .expect("tar entry");
+        let layer = layer.into_inner().expect("layer archive");
+        let diff_id = hex::encode(sha2::Sha256::digest(&layer));
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {
+                "Cmd": ["/note"],
+                "Labels": {TEST_RUN_LABEL: self.id},
+            },
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        });
+        let manifest = serde_json::json!([{
+            "Config": "config.json",
+            "RepoTags": [reference],
+            "Layers": ["layer.tar"],
+        }]);
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("layer.tar", layer),
+            ("config.json", config.to_string().into_bytes()),
+            ("manifest.json", manifest.to_string().into_bytes()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive
+                .append_data(&mut header, name, data.as_slice())
+                .expect("tar entry");
+        }
+        let archive = archive.into_inner().expect("image archive");
+        let docker = docker().await;
+        let mut load = docker.import_image(
+            bollard::query_parameters::ImportImageOptions::default(),
+            bollard::body_full(archive.into()),
+            None,
+        );
+        while let Some(step) = load.next().await {
+            let step = step.expect("the image is loaded");
+            if let Some(error) = step.error_detail {
+                panic!("the image cannot be loaded: {error:?}");
+            }
+        }
+    }
+
     /// Containers of this run, as (name, state) pairs.
     pub async fn containers(&self) -> Vec<bollard::models::ContainerSummary> {
         docker()

@@ -17,6 +17,14 @@
 //! - `RUNNER_INIT` (`true`), `RUNNER_STOP_GRACE` (`10s`), `STRAY_GRACE` (`5m`).
 //! - `RUNNER_CONTAINER_LABELS` / `RUNNER_ENV`: extra `key=value,…` labels on everything we
 //!   create, and variables for every runner (credentials refused).
+//! - `REGISTRY_MIRROR` (none): Docker Hub images are pulled through this mirror (see
+//!   [`super::mirror`]).
+//! - `IMAGE_PULL_ATTEMPTS` (`3`), `IMAGE_PULL_BACKOFF` (`5s`, doubled after each failure),
+//!   `IMAGE_PULL_TIMEOUT` (`10m` per attempt), `IMAGE_PULL_CONCURRENCY` (`2`): how the runner
+//!   images the controller names are pre-pulled (see [`super::prepull`]).
+//! - `IMAGE_PLATFORM_CHECK` (`true`): refuse an image not built for the runner's architecture
+//!   (see [`super::platform`]); `false` only for an engine that runs other architectures' images
+//!   as its own (a demo or test fleet that declares an `AGENT_ARCH` its engine does not have).
 //!
 //! The operator's guide is `deploy/docker/README.md`.
 
@@ -24,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::mirror::RegistryMirror;
 use crate::config::{ConfigErrors, ConfigProblem};
 use crate::runtime::cache_scope::{self, CacheScope};
 use crate::runtime::sandbox::{self, Sandbox};
@@ -84,6 +93,31 @@ pub enum CacheSharing {
     Shared,
 }
 
+/// How images are pulled ahead of need: attempts, back-off, a bound per attempt, and how many
+/// images at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullPolicy {
+    /// `IMAGE_PULL_ATTEMPTS`: tries per image before it is reported failed.
+    pub attempts: u32,
+    /// `IMAGE_PULL_BACKOFF`: the wait after the first failure, doubled after each next one.
+    pub backoff: Duration,
+    /// `IMAGE_PULL_TIMEOUT`: one attempt longer than this is abandoned.
+    pub timeout: Duration,
+    /// `IMAGE_PULL_CONCURRENCY`: images pulled at once.
+    pub concurrency: usize,
+}
+
+impl Default for PullPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: Duration::from_secs(5),
+            timeout: Duration::from_secs(600),
+            concurrency: 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockerSettings {
     pub host: DockerHost,
@@ -105,6 +139,11 @@ pub struct DockerSettings {
     pub extra_labels: BTreeMap<String, String>,
     /// Variables every runner gets (the spec's own win over these).
     pub extra_env: BTreeMap<String, String>,
+    /// `REGISTRY_MIRROR`.
+    pub registry_mirror: Option<RegistryMirror>,
+    /// `IMAGE_PLATFORM_CHECK`: images are checked against the runner's architecture.
+    pub platform_check: bool,
+    pub pull: PullPolicy,
 }
 
 impl Default for DockerSettings {
@@ -125,6 +164,9 @@ impl Default for DockerSettings {
             stray_grace: Duration::from_secs(300),
             extra_labels: BTreeMap::new(),
             extra_env: BTreeMap::new(),
+            registry_mirror: None,
+            platform_check: true,
+            pull: PullPolicy::default(),
         }
     }
 }
@@ -251,6 +293,7 @@ impl DockerSettings {
         for (var, field) in [
             ("RUNNER_DOCKER_SOCKET", &mut s.mount_docker_socket),
             ("RUNNER_INIT", &mut s.init),
+            ("IMAGE_PLATFORM_CHECK", &mut s.platform_check),
         ] {
             if let Some(v) = get(var) {
                 match parse_bool(v) {
@@ -259,9 +302,29 @@ impl DockerSettings {
                 }
             }
         }
+        if let Some(v) = get("REGISTRY_MIRROR") {
+            match RegistryMirror::parse(v) {
+                Ok(mirror) => s.registry_mirror = Some(mirror),
+                Err(e) => problem("REGISTRY_MIRROR", e),
+            }
+        }
+        let mut concurrency = s.pull.concurrency as u32;
+        for (var, field, most) in [
+            ("IMAGE_PULL_ATTEMPTS", &mut s.pull.attempts, 100),
+            ("IMAGE_PULL_CONCURRENCY", &mut concurrency, 16),
+        ] {
+            let Some(v) = get(var) else { continue };
+            match v.parse::<u32>() {
+                Ok(n) if (1..=most).contains(&n) => *field = n,
+                _ => problem(var, format!("{v:?} is not a whole number from 1 to {most}")),
+            }
+        }
+        s.pull.concurrency = concurrency as usize;
         for (var, field) in [
             ("RUNNER_STOP_GRACE", &mut s.stop_grace),
             ("STRAY_GRACE", &mut s.stray_grace),
+            ("IMAGE_PULL_BACKOFF", &mut s.pull.backoff),
+            ("IMAGE_PULL_TIMEOUT", &mut s.pull.timeout),
         ] {
             if let Some(v) = get(var) {
                 match parse_duration(v) {
@@ -309,6 +372,50 @@ impl DockerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pulls_and_the_mirror_parse_and_bad_values_name_their_variable() {
+        let s = DockerSettings::from_env(&map(&[
+            ("REGISTRY_MIRROR", "mirror.example.com:5000"),
+            ("IMAGE_PULL_ATTEMPTS", "5"),
+            ("IMAGE_PULL_BACKOFF", "250ms"),
+            ("IMAGE_PULL_TIMEOUT", "2m"),
+            ("IMAGE_PULL_CONCURRENCY", "4"),
+            ("IMAGE_PLATFORM_CHECK", "false"),
+        ]))
+        .unwrap();
+        assert!(!s.platform_check);
+        assert!(
+            DockerSettings::default().platform_check,
+            "checked unless turned off"
+        );
+        assert_eq!(
+            s.registry_mirror
+                .as_ref()
+                .and_then(|m| m.rewrite("ubuntu"))
+                .as_deref(),
+            Some("mirror.example.com:5000/library/ubuntu")
+        );
+        assert_eq!(
+            s.pull,
+            PullPolicy {
+                attempts: 5,
+                backoff: Duration::from_millis(250),
+                timeout: Duration::from_secs(120),
+                concurrency: 4,
+            }
+        );
+        assert_eq!(DockerSettings::default().pull, PullPolicy::default());
+        for (var, value) in [
+            ("REGISTRY_MIRROR", "http://mirror"),
+            ("IMAGE_PULL_ATTEMPTS", "0"),
+            ("IMAGE_PULL_CONCURRENCY", "100"),
+            ("IMAGE_PULL_TIMEOUT", "soon"),
+        ] {
+            let errors = DockerSettings::from_env(&map(&[(var, value)])).unwrap_err();
+            assert!(errors.to_string().contains(var), "{var}: {errors}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -36,6 +36,10 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The image is not built for the runner's platform (see `platform::check`); retrying
+    /// cannot fix it.
+    #[error("{reason}")]
+    WrongPlatform { reason: String },
     #[error("a container named {name} already exists and is not runner {runner}'s")]
     NameTaken { name: String, runner: String },
     #[error("runner {runner} was stopped before its container was started")]

@@ -1,5 +1,6 @@
-//! Runner images: used as they are when present, pulled when missing, with progress in the
-//! logs and a clear error when the pull fails. Concurrent starts of one image share one pull.
+//! Runner images: used as they are when present, pulled when missing (for the runner's
+//! platform, through `REGISTRY_MIRROR` for a Docker Hub image), with progress in the logs and a
+//! clear error when the pull fails. Concurrent pulls of one image share one pull.
 //! [`facts`] reads what an image says about itself (entry point, command, working directory,
 //! user, labels), from which [`crate::runtime::launch`] decides how to start it.
 
@@ -12,15 +13,24 @@ use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use tracing::{debug, info};
 
+use shared::arch::Arch;
+
 use super::engine::{DockerError, status_of};
+use super::mirror::RegistryMirror;
 use crate::runtime::launch::ImageFacts;
 
 /// How often a long pull says how it is going.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// (repository, tag or digest) of an image reference; the tag defaults to `latest`.
+/// (repository, tag or digest) of an image reference; the tag defaults to `latest`. A
+/// reference with both (`name:tag@sha256:…`) is pulled by its digest.
 pub fn split_reference(image: &str) -> (&str, &str) {
-    if let Some((repo, digest)) = image.split_once('@') {
+    if let Some((named, digest)) = image.split_once('@') {
+        let last_slash = named.rfind('/').map_or(0, |i| i + 1);
+        let repo = match named[last_slash..].rfind(':') {
+            Some(i) => &named[..last_slash + i],
+            None => named,
+        };
         return (repo, digest);
     }
     let last_slash = image.rfind('/').map_or(0, |i| i + 1);
@@ -30,6 +40,15 @@ pub fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
+/// How one image is made present: for which platform, through which mirror.
+pub struct PullRequest<'a> {
+    pub arch: Arch,
+    pub mirror: Option<&'a RegistryMirror>,
+}
+
+/// How a pull is going, for the image board: `(layers done, layers seen, time so far)`.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize, Duration) + Send + Sync);
+
 #[derive(Default)]
 pub struct Puller {
     // One lock per image being pulled; short sections on the map itself.
@@ -37,10 +56,19 @@ pub struct Puller {
 }
 
 impl Puller {
-    /// Makes sure `image` is present, pulling it if not.
-    pub async fn ensure(&self, docker: &Docker, image: &str) -> Result<(), DockerError> {
-        if present(docker, image).await? {
-            return Ok(());
+    /// Makes sure `image` is present, pulling it if not, and returns the local reference to
+    /// run: `image` itself, or its name at the mirror when it was pulled through one.
+    pub async fn ensure(
+        &self,
+        docker: &Docker,
+        image: &str,
+        request: &PullRequest<'_>,
+        progress: Progress<'_>,
+    ) -> Result<String, DockerError> {
+        let mirrored = request.mirror.and_then(|m| m.rewrite(image));
+        let candidates: Vec<&str> = std::iter::once(image).chain(mirrored.as_deref()).collect();
+        if let Some(found) = first_present(docker, &candidates).await? {
+            return Ok(found);
         }
         let lock = self
             .pulls
@@ -50,37 +78,94 @@ impl Puller {
             .or_default()
             .clone();
         let _pulling = lock.lock().await;
-        if present(docker, image).await? {
-            return Ok(());
+        if let Some(found) = first_present(docker, &candidates).await? {
+            return Ok(found);
         }
-        let (repo, tag) = split_reference(image);
-        info!(%image, "pulling runner image");
-        let started = Instant::now();
-        let mut last_note = Instant::now();
-        let mut stream = docker.create_image(
-            Some(CreateImageOptions {
-                from_image: Some(repo.to_owned()),
-                tag: Some(tag.to_owned()),
-                ..Default::default()
-            }),
-            None,
-            None,
-        );
-        while let Some(item) = stream.next().await {
-            let progress = item.map_err(|source| DockerError::Pull {
-                image: image.to_owned(),
-                source,
-            })?;
-            let status = progress.status.unwrap_or_default();
-            debug!(%image, layer = progress.id.as_deref().unwrap_or(""), %status, "pull progress");
-            if last_note.elapsed() >= PROGRESS_EVERY {
-                last_note = Instant::now();
-                info!(%image, %status, elapsed = ?started.elapsed(), "still pulling");
-            }
-        }
-        info!(%image, took = ?started.elapsed(), "pulled runner image");
-        Ok(())
+        let source = mirrored.as_deref().unwrap_or(image);
+        pull(docker, image, source, request.arch, progress).await?;
+        Ok(source.to_owned())
     }
+}
+
+/// The first of `references` the engine has.
+async fn first_present(
+    docker: &Docker,
+    references: &[&str],
+) -> Result<Option<String>, DockerError> {
+    for reference in references {
+        if present(docker, reference).await? {
+            return Ok(Some((*reference).to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Pulls `source` (`image`, or its name at a mirror) for `linux/<arch>`, logging progress.
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    source: &str,
+    arch: Arch,
+    progress: Progress<'_>,
+) -> Result<(), DockerError> {
+    let (repo, tag) = split_reference(source);
+    let platform = super::platform::platform(arch);
+    info!(%image, from = %source, %platform, "pulling runner image");
+    let started = Instant::now();
+    let mut last_note = Instant::now();
+    let mut layers: HashMap<String, bool> = HashMap::new();
+    let mut stream = docker.create_image(
+        Some(CreateImageOptions {
+            from_image: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+            platform: platform.clone(),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    let named = if source == image {
+        image.to_owned()
+    } else {
+        format!("{image} (through the mirror, as {source})")
+    };
+    let failed = |source| DockerError::Pull {
+        image: named.clone(),
+        source,
+    };
+    while let Some(item) = stream.next().await {
+        let step = item.map_err(failed)?;
+        if let Some(error) = step.error_detail.and_then(|d| d.message) {
+            return Err(failed(bollard::errors::Error::DockerStreamError { error }));
+        }
+        let status = step.status.unwrap_or_default();
+        if let Some(layer) = step.id.as_deref().filter(|l| !l.is_empty() && *l != tag) {
+            let done = matches!(status.as_str(), "Pull complete" | "Already exists");
+            let entry = layers.entry(layer.to_owned()).or_default();
+            *entry |= done;
+        }
+        debug!(%image, layer = step.id.as_deref().unwrap_or(""), %status, "pull progress");
+        if last_note.elapsed() >= PROGRESS_EVERY {
+            last_note = Instant::now();
+            let done = layers.values().filter(|d| **d).count();
+            progress(done, layers.len(), started.elapsed());
+            info!(%image, %status, layers_done = done, layers = layers.len(), elapsed = ?started.elapsed(), "still pulling");
+        }
+    }
+    info!(%image, from = %source, took = ?started.elapsed(), "pulled runner image");
+    Ok(())
+}
+
+/// What the engine says of a local image's platform: `(os, architecture)`.
+pub async fn platform_of(docker: &Docker, image: &str) -> Result<(String, String), DockerError> {
+    let inspected = docker
+        .inspect_image(image)
+        .await
+        .map_err(DockerError::api(format!("inspect image {image}")))?;
+    Ok((
+        inspected.os.unwrap_or_default(),
+        inspected.architecture.unwrap_or_default(),
+    ))
 }
 
 /// The image's configuration, as the engine reports it.
@@ -130,5 +215,9 @@ mod tests {
             ("registry:5000/runner", "2.3")
         );
         assert_eq!(split_reference("r@sha256:abc"), ("r", "sha256:abc"));
+        assert_eq!(
+            split_reference("registry:5000/r:2.3@sha256:abc"),
+            ("registry:5000/r", "sha256:abc")
+        );
     }
 }

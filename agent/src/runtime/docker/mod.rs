@@ -7,6 +7,10 @@
 //! - [`image`]: pulls of missing images, and what an image says about itself, from which
 //!   [`crate::runtime::launch`] decides entry point, command and registration variables; the
 //!   program it would run first is looked up in the created container before it is started.
+//! - [`mirror`]: `REGISTRY_MIRROR`, Docker Hub pulls through a mirror.
+//! - `prepull`: the controller's runner images pulled ahead of need (bounded, retried, given
+//!   up on), with their states on the agent's image board; `platform`: the check that an image
+//!   is built for the runner's architecture, before any runner of it starts.
 //! - `events`: the engine's event stream, the only source of `running` and `exited`, and the
 //!   clean-up of exited containers.
 //! - `inventory`: what exists now (on start and on every return of the event stream), adoption
@@ -24,6 +28,9 @@ mod events;
 pub mod image;
 mod inventory;
 pub mod labels;
+pub mod mirror;
+mod platform;
+mod prepull;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -90,6 +97,9 @@ struct State {
     cancelled: std::collections::HashSet<RunnerId>,
     /// Why the event stream is down, while it is.
     watch_error: Option<String>,
+    /// Where the controller's runner images are reported (the last set's), so a start that
+    /// pulls one records it present.
+    images: Option<crate::images::ImageReporter>,
 }
 
 pub(crate) struct Inner {
@@ -154,6 +164,12 @@ impl DockerRuntime {
             settings
                 .extra_labels
                 .insert(labels::INSTALLATION.to_owned(), id.clone());
+        }
+        if !settings.platform_check {
+            warn!(
+                "IMAGE_PLATFORM_CHECK=false: runner images are not checked against the runner's \
+                 architecture"
+            );
         }
         if settings.mount_docker_socket {
             warn!(
@@ -343,9 +359,14 @@ impl Inner {
         }
     }
 
-    async fn start(self: &Arc<Self>, spec: RunnerSpec) -> Result<(), DockerError> {
+    async fn start(self: &Arc<Self>, mut spec: RunnerSpec) -> Result<(), DockerError> {
         let docker = self.engine.client().await?;
-        self.puller.ensure(&docker, &spec.image).await?;
+        let asked = spec.image.clone();
+        // The local reference: the mirror's name of an image pulled through REGISTRY_MIRROR.
+        spec.image = self
+            .make_ready(&docker, &asked, spec.arch, &|_, _, _| {})
+            .await?;
+        self.image_ready(&asked);
         let facts = image::facts(&docker, &spec.image).await?;
         let plan = launch::detect(&spec, &facts)
             .and_then(|layout| launch::plan(layout, &spec))
@@ -643,6 +664,11 @@ impl RunnerRuntime for DockerRuntime {
 
     async fn health(&self) -> Result<(), String> {
         self.inner.health().await
+    }
+
+    fn prepare_images(&self, reporter: crate::images::ImageReporter) {
+        self.inner.lock().images = Some(reporter.clone());
+        tokio::spawn(prepull::prepare(self.inner.clone(), reporter));
     }
 
     fn registered(&self, controller_id: &str) {

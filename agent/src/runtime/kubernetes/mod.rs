@@ -294,6 +294,19 @@ impl RunnerRuntime for KubernetesRuntime {
         RuntimeKind::Kubernetes
     }
 
+    /// A Kubernetes agent cannot pre-pull: the kubelet of whichever node a pod is scheduled on
+    /// pulls its image (the pod's default pull policy). It says so for each image.
+    fn prepare_images(&self, reporter: crate::images::ImageReporter) {
+        for image in reporter.images() {
+            reporter.set(
+                image,
+                shared::image::ImageState::Unknown,
+                "not pre-pulled: on Kubernetes the kubelet of the node a runner pod lands on \
+                 pulls the image (pre-pull with a DaemonSet of the image if pulls are slow)",
+            );
+        }
+    }
+
     async fn start(&self, spec: RunnerSpec) -> Result<(), RuntimeError> {
         let name = objects::pod_name(&spec);
         match self.ctx.pods().get_opt(&name).await {

@@ -12,6 +12,7 @@ fn owner(name: &str, max: u32) -> OwnerLimits {
 
 fn agent(name: &str, arch: Arch, cap: u32) -> AgentSupply {
     AgentSupply {
+        has_image: false,
         name: AgentName::parse(name).unwrap(),
         runtime: RuntimeKind::Docker,
         capacity: [(arch, cap)].into(),

@@ -20,6 +20,7 @@ fn owner(name: &str, max: u32) -> OwnerLimits {
 
 fn agent(i: usize, arch: Arch, cap: u32, gpu: bool) -> AgentSupply {
     AgentSupply {
+        has_image: false,
         name: AgentName::parse(&format!("agent-{i}")).unwrap(),
         runtime: RuntimeKind::Docker,
         capacity: BTreeMap::from([(arch, cap)]),

@@ -540,6 +540,18 @@ pub async fn job(
         serde_json::to_value(&waiting).unwrap_or(Value::Null),
     );
     body.insert("explanation", Value::String(explanation));
+    let timeline: Vec<Value> =
+        crate::store::timeline::merged(&job, state.store.job_timeline(&job.owner, id).await?)
+            .into_iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("at".into(), crate::ui::views::clock(e.at_ms).into());
+                }
+                v
+            })
+            .collect();
+    body.insert("timeline", Value::Array(timeline));
     Ok(Json(serde_json::to_value(body).unwrap_or(Value::Null)))
 }
 

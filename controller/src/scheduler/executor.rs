@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::backoff::{Blocked, Failure, Key};
 use super::containment;
+use super::journal;
 use super::lifecycle::{self, AgentSeen, Ending, Observation, Report};
 use super::memory::SchedulerMemory;
 use super::planner::warm;
@@ -521,6 +522,7 @@ impl Scheduler {
                 // The reason is the agent's words.
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %Untrusted(&r.reason), "runner state");
                 self.store.upsert_runner(r.clone()).await?;
+                self.journal(&r, now, journal::state_change(&r)).await;
                 if !r.lifecycle.is_active() {
                     if settles {
                         self.state.settle(r.clone(), now);
@@ -670,6 +672,15 @@ impl Scheduler {
         }
         self.state.keep_unknown(&unknown);
         Ok(())
+    }
+
+    /// Adds `message` about runner `r` to its job's timeline; a failure is logged and dropped.
+    async fn journal(&self, r: &RunnerRecord, now: i64, message: String) {
+        if let Some(entry) = journal::entry(r, now, message)
+            && let Err(error) = self.store.append_timeline(vec![entry]).await
+        {
+            debug!(runner = %r.name, %error, "cannot add to the job's timeline");
+        }
     }
 
     async fn observe_started(&self, r: &RunnerRecord) {
@@ -831,9 +842,27 @@ impl Scheduler {
             Err(RegisterError::Local(problem)) => Err(problem),
         };
         record.updated_ms = now_ms();
+        // One line per decision, with every id an operator searches by (issue 14 §4): the
+        // job's last webhook delivery comes from its stored timeline.
+        let delivery = match start.for_job {
+            Some(job) => self
+                .store
+                .job_timeline(&shared::owner::Owner::new(start.owner), job)
+                .await
+                .ok()
+                .and_then(|t| crate::store::timeline::last_delivery(&t)),
+            None => None,
+        };
         match outcome {
             Ok(()) => {
-                info!(runner = %record.name, agent = %record.agent, job = ?start.for_job, warm = start.for_job.is_none(), "runner starting");
+                info!(decision = "start", outcome = "sent", job = start.for_job, runner = %record.name,
+                      agent = %record.agent, owner = %start.owner, delivery = delivery.as_deref(),
+                      warm = start.for_job.is_none(), "scheduling decision: runner starting");
+                let text = format!(
+                    "decided: runner {} starts on agent {}",
+                    record.name, record.agent
+                );
+                self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Starting;
                 self.metrics
                     .runner_starts
@@ -843,7 +872,14 @@ impl Scheduler {
                     .inc();
             }
             Err(reason) => {
-                warn!(runner = %record.name, %reason, "could not start a runner; the job stays queued");
+                warn!(decision = "start", outcome = "failed", job = start.for_job, runner = %record.name,
+                      agent = %record.agent, owner = %start.owner, delivery = delivery.as_deref(),
+                      %reason, "scheduling decision: could not start a runner; the job stays queued");
+                let text = format!(
+                    "could not start runner {} on agent {}: {reason}",
+                    record.name, record.agent
+                );
+                self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Finished;
                 record.reason = reason;
                 self.metrics
@@ -902,7 +938,14 @@ impl Scheduler {
             return;
         }
         let reason = format!("{why:?}").to_ascii_lowercase();
-        info!(runner = %r.name, %reason, "stopping runner");
+        info!(decision = "stop", job = r.job_id.or(r.for_job), runner = %r.name, agent = %r.agent,
+              owner = %r.owner, %reason, "scheduling decision: stopping runner");
+        self.journal(
+            r,
+            now,
+            format!("decided: stop runner {} ({reason})", r.name),
+        )
+        .await;
         if let Err(e) = self
             .registry
             .send(&agent, AgentCommand::StopRunner { id, reason })

@@ -3,7 +3,9 @@
 //! started, taking it and ending (issue 14 §1 "Job detail", §2 `gha-controller job ID`).
 //!
 //! Who writes: the webhook intake adds one entry per delivery that changes a job, in the same
-//! transaction as the change ([`of_webhook`]); the dashboard's observer adds the rest. Readers
+//! transaction as the change ([`of_webhook`]); the scheduler's executor its decisions about the
+//! job's runner and the runner's state changes (`scheduler::journal`); the dashboard's observer
+//! the scheduler's explanations of why the job waits, when they change. Readers
 //! are `GET /api/v1/jobs/{id}` and the dashboard's job page.
 //!
 //! Bounded: each job keeps its newest [`MAX_PER_JOB`] entries (older ones are deleted as new
@@ -61,6 +63,60 @@ pub fn of_webhook(delivery: &NewDelivery, job: &JobRecord) -> TimelineEntry {
         agent: None,
         delivery: Some(delivery.id.clone()),
     }
+}
+
+impl TimelineEntry {
+    /// An entry about `owner`'s job `job`, of `kind` (see the field).
+    pub fn new(owner: &Owner, job: u64, at_ms: i64, kind: &str, message: String) -> Self {
+        Self {
+            owner: owner.clone(),
+            job,
+            at_ms,
+            kind: kind.into(),
+            message,
+            runner: None,
+            agent: None,
+            delivery: None,
+        }
+    }
+}
+
+/// The timeline as shown: the job's stored times (first heard of, queued, last change) merged
+/// with its stored `entries`, oldest first (entries of the same time keep their order).
+pub fn merged(job: &JobRecord, entries: Vec<TimelineEntry>) -> Vec<TimelineEntry> {
+    let mut out = vec![TimelineEntry::new(
+        &job.owner,
+        job.id,
+        job.first_seen_ms,
+        "job",
+        "first heard of (webhook or reconciler)".into(),
+    )];
+    if let Some(q) = job.queued_ms {
+        out.push(TimelineEntry::new(
+            &job.owner,
+            job.id,
+            q,
+            "job",
+            "queued".into(),
+        ));
+    }
+    out.extend(entries);
+    if job.state != super::JobState::Queued && job.updated_ms > job.first_seen_ms {
+        out.push(TimelineEntry::new(
+            &job.owner,
+            job.id,
+            job.updated_ms,
+            "job",
+            format!("last reported {}", job.state.as_str()),
+        ));
+    }
+    out.sort_by_key(|e| e.at_ms);
+    out
+}
+
+/// The delivery id of the newest webhook entry, if any.
+pub fn last_delivery(entries: &[TimelineEntry]) -> Option<String> {
+    entries.iter().rev().find_map(|e| e.delivery.clone())
 }
 
 /// SQLite: table `job_timeline` (migration 5).

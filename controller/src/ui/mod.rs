@@ -1,7 +1,7 @@
 //! The operator's dashboard at `/ui/` (and `/` redirects there): server-rendered HTML with
 //! every asset embedded, live through server-sent events, usable without JavaScript.
 //!
-//! - [`events`]: the bounded event log (recent decisions and errors, job timelines).
+//! - [`events`]: the bounded event log (recent decisions and errors); job timelines are stored.
 //! - [`observer`]: the one task writing it, from the store, the scheduler and the registry.
 //! - [`views`]: pure view models, table-tested; [`pages`]: their HTML.
 //! - [`auth`]: the login form, sessions in `HttpOnly; SameSite=Strict` cookies, CSRF;
@@ -366,7 +366,11 @@ async fn job(
             record.conclusion.as_deref().unwrap_or("unknown")
         ),
     };
-    let steps = views::timeline(&record, &state.log.for_job(&owner, id));
+    let entries = match state.app.store.job_timeline(&owner, id).await {
+        Ok(entries) => entries,
+        Err(e) => return unavailable(&e),
+    };
+    let steps = views::timeline(&record, entries);
     viewer.render(
         Page::Job,
         &format!("Job {id}"),

@@ -6,6 +6,9 @@
 //! untouched and the observer can never slow them down. [`diff`] is a pure function of two
 //! [`Snapshot`]s; [`Observer::run`] does the I/O every `interval`. A change that comes and goes
 //! within one interval is not seen; the job's stored timestamps still are (see `views::timeline`).
+//! The scheduler's explanations of a waiting job are also added to its stored timeline
+//! ([`crate::store::timeline`]), so `gha-controller job ID` and the job page still show them
+//! after a restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,9 @@ use tracing::warn;
 use super::events::{EventKind, EventLog, NewEvent, Served};
 use crate::registry::AgentRegistry;
 use crate::scheduler::DecisionsHandle;
-use crate::store::{JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord, StateStore};
+use crate::store::{
+    JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord, StateStore, TimelineEntry,
+};
 
 /// A job as the observer remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +264,19 @@ pub fn diff(prev: &Snapshot, next: &Snapshot, now_ms: i64) -> (Vec<NewEvent>, Ve
     (out, served)
 }
 
+/// The stored timeline entry of a scheduler's explanation about a job (`None` for the other
+/// events: webhooks and the executor write theirs when they happen, see
+/// [`crate::store::timeline`]).
+pub fn timeline_entry(e: &NewEvent) -> Option<TimelineEntry> {
+    let (Some(owner), Some(job), EventKind::Decision) = (&e.owner, e.job, e.kind) else {
+        return None;
+    };
+    let mut entry = TimelineEntry::new(owner, job, e.at_ms, e.kind.as_str(), e.message.clone());
+    entry.runner = e.runner.clone();
+    entry.agent = e.agent.clone();
+    Some(entry)
+}
+
 /// How many jobs the observer follows at most (those past it are still in the store and on
 /// the pages; only their state changes go unrecorded).
 pub const MAX_FOLLOWED_JOBS: usize = 10_000;
@@ -344,6 +362,7 @@ impl Observer {
     /// Looks until `shutdown`. A failed look is logged and retried at the next tick.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut prev = Snapshot::default();
+        let mut first = true;
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -354,6 +373,16 @@ impl Observer {
             match self.look(&prev).await {
                 Ok(next) => {
                     let (events, served) = diff(&prev, &next, shared::runner::now_ms());
+                    // The first look compares with nothing: what it reports was recorded by
+                    // the process before this one, so it is not added to the timelines again.
+                    if !first {
+                        let entries: Vec<TimelineEntry> =
+                            events.iter().filter_map(timeline_entry).collect();
+                        if let Err(error) = self.store.append_timeline(entries).await {
+                            warn!(%error, "cannot record job timelines; the next changes are tried again");
+                        }
+                    }
+                    first = false;
                     self.log.record(events);
                     for s in served {
                         self.log.served(s);

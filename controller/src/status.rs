@@ -371,10 +371,16 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             (o.name.clone(), (age / 1000).max(0))
         })
         .collect();
-    state
-        .metrics
-        .operator
-        .observe(&state.registry.snapshot(), &failing, &oldest);
+    let agents = state.registry.snapshot();
+    state.metrics.operator.observe(&agents, &failing, &oldest);
+    let owners: Vec<String> = state.config.owners.iter().map(|o| o.name.clone()).collect();
+    state.metrics.fleet.observe(
+        now,
+        &owners,
+        state.config.reconcile_interval.is_some(),
+        agents.iter().filter(|a| a.connected).count(),
+        state.registry.reconnects(),
+    );
     state
         .metrics
         .github_budget(&state.github.budget(), epoch_now());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
+use tests::emulator::RunnerEmulator;
 use tests::harness::{
     AgentTls, TestAgent, TestController, controller_env, get_json, hook_to, init, simulated_github,
     wait_until,
@@ -84,11 +85,16 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
     agent
         .wait_status(wait, "connected", |st| st.connected)
         .await;
-    // Everyday traffic: a webhook, a job, a runner started for it (GitHub calls with quotas).
-    sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(wait, "a runner started", || async {
-        let (_, status) = get_json(&controller, "/status").await;
-        status["runners"]["current"].as_u64().unwrap_or(0) >= 1
+    // Everyday traffic: a webhook, a job, a runner started for it (GitHub calls with quotas),
+    // the job run by it.
+    let _emulator = RunnerEmulator::start(
+        sim.clone(),
+        vec![agent.runtime.clone()],
+        Duration::from_millis(100),
+    );
+    let (_, job) = sim.queue_job("acme", "app", &["Self-Hosted"]);
+    wait_until(wait, "the job completed", || async {
+        sim.job(job).is_some_and(|j| j.status == "completed")
     })
     .await;
     let scrape = || async {
@@ -102,6 +108,19 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
     // The scheduler's next activation counts the runner by state.
     wait_until(wait, "runners counted by state", || async {
         scrape().await.contains("gha_scaler_runners{")
+    })
+    .await;
+    // The job's waits, by owner and its (canonical) label set; its runner's start.
+    wait_until(wait, "the queue times observed", || async {
+        let m = scrape().await;
+        [
+            "gha_scaler_job_queued_to_runner_started_seconds_count{owner=\"acme\",labels=\"self-hosted\"} 1",
+            "gha_scaler_job_queued_to_in_progress_seconds_count{owner=\"acme\",labels=\"self-hosted\"} 1",
+            "gha_scaler_runner_started_to_online_seconds_count{owner=\"acme\"} 1",
+            "gha_scaler_runner_starts_total{outcome=\"sent\",reason=\"started\"} 1",
+        ]
+        .iter()
+        .all(|s| m.contains(s))
     })
     .await;
     let metrics = scrape().await;
@@ -122,6 +141,10 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
         "gha_scaler_agents{state=\"disconnected\"} 0",
         "gha_scaler_circuits_open{cause=\"github\"} 0",
         "gha_scaler_oldest_queued_job_seconds{owner=\"acme\"} 0",
+        "gha_scaler_runner_starts_total{outcome=\"failed\",reason=\"github\"} 0",
+        "gha_scaler_jobs_recovered_total{owner=\"acme\"} 0",
+        "gha_scaler_agent_sessions 1",
+        "gha_scaler_agent_reconnects_total 0",
     ] {
         assert!(metrics.contains(sample), "{sample} missing:\n{metrics}");
     }

@@ -440,6 +440,18 @@ impl Scheduler {
                         jobs = records.len(),
                         "fetched a run's jobs"
                     );
+                    // Jobs no webhook told us of: what the REST API recovered.
+                    let mut recovered = 0;
+                    for r in &records {
+                        if self.store.job(&r.owner, r.id).await?.is_none() {
+                            recovered += 1;
+                        }
+                    }
+                    if recovered > 0 {
+                        info!(owner = %key.owner, run = key.run_id, jobs = recovered,
+                              "recovered jobs no webhook told us of");
+                        self.metrics.fleet.recovered(&key.owner, recovered);
+                    }
                     self.store.upsert_jobs(records).await?;
                     self.forget_fetch_failure(&key);
                     self.metrics
@@ -691,9 +703,11 @@ impl Scheduler {
                 .await
         {
             let from = job.queued_ms.unwrap_or(job.first_seen_ms);
-            self.metrics
-                .queued_to_started_seconds
-                .observe((now_ms() - from).max(0) as f64 / 1000.0);
+            self.metrics.queue.started(
+                job.owner.as_str(),
+                &job.labels,
+                (now_ms() - from).max(0) as f64 / 1000.0,
+            );
         }
     }
 
@@ -822,7 +836,7 @@ impl Scheduler {
                             agent: start.agent.to_string(),
                         };
                         self.record_failure(agent, failure, now);
-                        Err(reason)
+                        Err(("agent", reason))
                     }
                 }
             }
@@ -835,11 +849,11 @@ impl Scheduler {
                 );
                 let reason = failure.reason.clone();
                 self.record_failure(owner_key, failure, now);
-                Err(reason)
+                Err(("github", reason))
             }
             // Refused before asking GitHub (a JIT limit, an unknown runner group): the
             // registrar holds the owner's jobs with that reason itself.
-            Err(RegisterError::Local(problem)) => Err(problem),
+            Err(RegisterError::Local(problem)) => Err(("refused", problem)),
         };
         record.updated_ms = now_ms();
         // One line per decision, with every id an operator searches by (issue 14 §4): the
@@ -864,17 +878,12 @@ impl Scheduler {
                 );
                 self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Starting;
-                self.metrics
-                    .runner_starts
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "sent".into(),
-                    })
-                    .inc();
+                self.metrics.runner_start("sent", "started");
             }
-            Err(reason) => {
+            Err((why, reason)) => {
                 warn!(decision = "start", outcome = "failed", job = start.for_job, runner = %record.name,
                       agent = %record.agent, owner = %start.owner, delivery = delivery.as_deref(),
-                      %reason, "scheduling decision: could not start a runner; the job stays queued");
+                      %reason, cause = why, "scheduling decision: could not start a runner; the job stays queued");
                 let text = format!(
                     "could not start runner {} on agent {}: {reason}",
                     record.name, record.agent
@@ -882,12 +891,7 @@ impl Scheduler {
                 self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Finished;
                 record.reason = reason;
-                self.metrics
-                    .runner_starts
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "failed".into(),
-                    })
-                    .inc();
+                self.metrics.runner_start("failed", why);
             }
         }
         self.store.upsert_runner(record).await

@@ -19,6 +19,7 @@ mod fuzz;
 pub mod payload;
 pub mod secrets;
 pub mod signature;
+pub mod timing;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -304,6 +305,12 @@ async fn handle(
         Meaning::Effect(effect) => (effect, "accepted"),
     };
     let changes_demand = !matches!(effect, WebhookEffect::Ignore);
+    let in_progress = match &effect {
+        WebhookEffect::Job(job) if job.state == crate::store::JobState::InProgress => {
+            Some(job.clone())
+        }
+        _ => None,
+    };
     let delivery = NewDelivery {
         id: delivery_id,
         event: event.to_owned(),
@@ -320,6 +327,12 @@ async fn handle(
         Recorded::New => {
             if changes_demand {
                 intake.nudge.notify_one();
+            }
+            if let Some(job) = in_progress
+                && let Err(error) =
+                    timing::job_in_progress(&*intake.store, &intake.metrics, &job, now).await
+            {
+                debug!(%error, "cannot read the job to measure its queue time");
             }
             Ok((StatusCode::ACCEPTED, outcome))
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tests::emulator::RunnerEmulator;
 use tests::harness::{
-    AgentTls, TestAgent, TestController, controller_env, get_json, hook_to, init, simulated_github,
+    AgentTls, TestAgent, TestController, controller_env, hook_to, init, simulated_github,
     wait_until,
 };
 use tests::pki::TestCa;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use controller::cli::{Connection, Exit, Request, run};
 use serde_json::Value;
 use tests::emulator::RunnerEmulator;
-use tests::harness::{AgentTls, TestAgent, controller_env, init, simulated_github, wait_until};
+use tests::harness::{agent_of, controller_env, hook_to_addr, init, simulated_github, wait_until};
 use tests::pki::TestCa;
 use tests::postgres::TestDb;
 use tests::process::ControllerProcess;
@@ -69,24 +69,8 @@ async fn timeline_across_restart(db: Option<&TestDb>) {
     env.insert("LOG_FORMAT".into(), "json".into());
     let log = dir.path().join("controller.log");
     let mut controller = ControllerProcess::start(env, log.clone()).await;
-    sim.add_hook(
-        "acme",
-        None,
-        &format!("http://{}/webhook", controller.http_addr),
-        Some(tests::harness::TEST_WEBHOOK_SECRET),
-        "json",
-        &["workflow_job", "workflow_run"],
-    );
-    let cert = ca.client("timeline-host", &[]);
-    let agent = TestAgent::start(
-        &controller.grpc_url(),
-        &AgentTls {
-            ca: ca.ca_file(),
-            cert: cert.cert,
-            key: cert.key,
-        },
-        &[],
-    );
+    hook_to_addr(&sim, "acme", controller.http_addr);
+    let agent = agent_of(&ca, &controller.grpc_url(), "timeline-host", &[]);
     agent.wait_status(WAIT, "connected", |s| s.connected).await;
     let _emulator = RunnerEmulator::start(
         sim.clone(),

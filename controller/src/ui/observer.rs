@@ -20,6 +20,7 @@ use tracing::warn;
 use super::events::{EventKind, EventLog, NewEvent, Served};
 use crate::registry::AgentRegistry;
 use crate::scheduler::DecisionsHandle;
+use crate::scheduler::planner::WaitReason;
 use crate::store::{
     JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord, StateStore, TimelineEntry,
 };
@@ -90,6 +91,10 @@ pub struct Snapshot {
     pub jobs: BTreeMap<(Owner, u64), JobSeen>,
     /// The scheduler's explanation of each waiting job.
     pub waiting: BTreeMap<(Owner, u64), String>,
+    /// The same explanations without what changes on its own (a back-off's countdown), which
+    /// is what is compared, so a countdown is not a new event at every look; a job missing
+    /// here is compared by its `waiting` text.
+    pub waiting_gist: BTreeMap<(Owner, u64), String>,
     /// Active runners by id.
     pub runners: BTreeMap<String, RunnerSeen>,
     pub agents: BTreeMap<String, AgentSeen>,
@@ -132,7 +137,8 @@ pub fn diff(prev: &Snapshot, next: &Snapshot, now_ms: i64) -> (Vec<NewEvent>, Ve
         }
     }
     for (key, why) in &next.waiting {
-        if prev.waiting.get(key) != Some(why) {
+        let gist = |s: &Snapshot| s.waiting_gist.get(key).or(s.waiting.get(key)).cloned();
+        if gist(prev) != gist(next) {
             out.push(
                 NewEvent::new(
                     now_ms,
@@ -264,6 +270,16 @@ pub fn diff(prev: &Snapshot, next: &Snapshot, now_ms: i64) -> (Vec<NewEvent>, Ve
     (out, served)
 }
 
+/// `reason` without the parts that change by themselves between looks (a back-off's time to
+/// the next try).
+pub fn steady(reason: &WaitReason) -> WaitReason {
+    let mut r = reason.clone();
+    if let WaitReason::BackingOff { next_try_in, .. } = &mut r {
+        next_try_in.clear();
+    }
+    r
+}
+
 /// The stored timeline entry of a scheduler's explanation about a job (`None` for the other
 /// events: webhooks and the executor write theirs when they happen, see
 /// [`crate::store::timeline`]).
@@ -332,6 +348,8 @@ impl Observer {
             if next.jobs.contains_key(key) {
                 next.waiting
                     .insert(key.clone(), crate::status::explain(reason));
+                next.waiting_gist
+                    .insert(key.clone(), crate::status::explain(&steady(reason)));
             }
         }
         for b in &decisions.containment {
@@ -432,6 +450,35 @@ mod tests {
             .into_iter()
             .map(|e| e.message)
             .collect()
+    }
+
+    #[test]
+    fn a_back_off_counting_down_is_not_a_new_decision() {
+        let backing_off = |next: &str| WaitReason::BackingOff {
+            cause: "github".into(),
+            detail: "owner acme: refused".into(),
+            circuit_open: false,
+            next_try_in: next.into(),
+        };
+        let look = |reason: &WaitReason| {
+            let mut s = Snapshot::default();
+            s.jobs.insert(key(7), job(JobState::Queued));
+            s.waiting.insert(key(7), crate::status::explain(reason));
+            s.waiting_gist
+                .insert(key(7), crate::status::explain(&steady(reason)));
+            s
+        };
+        let (a, b) = (look(&backing_off("20s")), look(&backing_off("19s")));
+        assert!(messages(&a, &b).is_empty(), "{:?}", messages(&a, &b));
+        let c = look(&WaitReason::BackingOff {
+            cause: "github".into(),
+            detail: "owner acme: unreachable".into(),
+            circuit_open: false,
+            next_try_in: "5s".into(),
+        });
+        let m = messages(&b, &c);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("unreachable") && m[0].contains("5s"), "{m:?}");
     }
 
     #[test]

@@ -488,7 +488,7 @@ async fn login(
     }
     let client = peer.map(|p| p.0.0.ip());
     if let Err(limited) = state.login_limit.attempt(client, shared::runner::now_ms()) {
-        tracing::warn!(client = ?client, global = limited.global, "dashboard login attempts limited");
+        tracing::debug!(client = ?client, global = limited.global, "dashboard login attempt refused by the rate limit");
         return too_many_logins(&headers, limited);
     }
     if !auth::same_origin(&headers) {

@@ -2,7 +2,10 @@
 //!
 //! The handler records intent durably and nudges the scheduler; it never talks to an agent or
 //! to GitHub, so it answers in milliseconds. A delivery is answered 2xx only once its effect is
-//! committed; a repeated `X-GitHub-Delivery` is answered 200 and changes nothing.
+//! committed; a repeated `X-GitHub-Delivery` is answered 200 and changes nothing. A new
+//! delivery that puts a job in progress is read back from the store (the job and its runner)
+//! for the queue-time metrics ([`timing`]); the job's timeline entry is written with it
+//! ([`crate::store::timeline`]).
 //!
 //! Order of checks, cheapest and most hostile first: a concurrency permit (none left: 503
 //! `overloaded`), the body within `HTTP_BODY_TIMEOUT` (408) and `WEBHOOK_MAX_BODY` (413), the

@@ -87,6 +87,7 @@ async fn timeline_across_restart(db: Option<&TestDb>) {
         let m = messages(&job_json(&controller, job).await);
         m.iter()
             .any(|t| t.contains("webhook workflow_job: job completed"))
+            && m.iter().any(|t| t.contains("ended"))
     })
     .await;
     let before = job_json(&controller, job).await;

@@ -86,15 +86,16 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
         .wait_status(wait, "connected", |st| st.connected)
         .await;
     // Everyday traffic: a webhook, a job, a runner started for it (GitHub calls with quotas),
-    // the job run by it.
+    // the job taken by it (and worked on for longer than the test lasts, so the runner stays
+    // active and is counted by state).
     let _emulator = RunnerEmulator::start(
         sim.clone(),
         vec![agent.runtime.clone()],
-        Duration::from_millis(100),
+        Duration::from_secs(600),
     );
     let (_, job) = sim.queue_job("acme", "app", &["Self-Hosted"]);
-    wait_until(wait, "the job completed", || async {
-        sim.job(job).is_some_and(|j| j.status == "completed")
+    wait_until(wait, "the job in progress", || async {
+        sim.job(job).is_some_and(|j| j.status == "in_progress")
     })
     .await;
     let scrape = || async {
@@ -110,7 +111,8 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
         scrape().await.contains("gha_scaler_runners{")
     })
     .await;
-    // The job's waits, by owner and its (canonical) label set; its runner's start.
+    // The job's wait, by owner and its (canonical) label set, and its runner's start, both read
+    // off the in-progress webhook; queued → runner started once the scheduler saw it running.
     wait_until(wait, "the queue times observed", || async {
         let m = scrape().await;
         [

@@ -111,6 +111,12 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
         scrape().await.contains("gha_scaler_runners{")
     })
     .await;
+    // The agent's own status (what `gha-agent status` prints) lists the runner by name.
+    agent
+        .wait_status(wait, "the runner listed in the agent's status", |st| {
+            st.runners.len() == 1 && st.runners[0].ends_with("(running)")
+        })
+        .await;
     // The job's wait, by owner and its (canonical) label set, and its runner's start, both read
     // off the in-progress webhook; queued → runner started once the scheduler saw it running.
     wait_until(wait, "the queue times observed", || async {

@@ -8,7 +8,8 @@
 //!   its supervisor restarts comes back drained (held, without exiting) until `undrain`.
 //! - `undrain` → the marker is removed and a held agent accepts runners again; one line.
 //! - `status` → the state line (`running: N runner(s) left, connected`), then the agent's
-//!   name, its sessions and connection attempts, and the last connection error; then close
+//!   name, its sessions and connection attempts, the last connection error, and one
+//!   `runner: NAME (PHASE)` line per unfinished runner; then close
 //!   (`gha-agent status`).
 //!
 //! Only local processes that can open the socket file can use it; its permissions are the
@@ -90,13 +91,17 @@ fn status_line(s: &AgentStatus) -> String {
 
 /// The lines after the state line of a `status` answer.
 fn status_details(s: &AgentStatus) -> String {
-    format!(
+    let mut out = format!(
         "agent: {}\nsessions: {}, connection attempts: {}\nlast error: {}\n",
         s.agent_name.as_deref().unwrap_or("(not registered yet)"),
         s.sessions,
         s.attempts,
         s.last_error.as_deref().unwrap_or("none"),
-    )
+    );
+    for r in &s.runners {
+        out.push_str(&format!("runner: {r}\n"));
+    }
+    out
 }
 
 /// Asks the agent at `path` for its status; returns the answer's lines.
@@ -326,12 +331,14 @@ mod tests {
             sessions: 2,
             attempts: 5,
             active_runners: 1,
+            runners: vec!["gha-acme-1 (running)".into()],
             draining: false,
         };
         assert_eq!(
             format!("{}{}", status_line(&s), status_details(&s)),
             "running: 1 runner(s) left, not connected\nagent: host-1\n\
-             sessions: 2, connection attempts: 5\nlast error: controller unreachable\n"
+             sessions: 2, connection attempts: 5\nlast error: controller unreachable\n\
+             runner: gha-acme-1 (running)\n"
         );
     }
 

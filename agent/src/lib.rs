@@ -46,6 +46,8 @@ pub struct AgentStatus {
     pub attempts: u64,
     /// Runners not finished yet.
     pub active_runners: usize,
+    /// Those runners, each as `name (phase)`, for `gha-agent status`.
+    pub runners: Vec<String>,
     /// Accepting no new runners (told by the controller or `gha-agent drain`).
     pub draining: bool,
 }

@@ -43,6 +43,15 @@ impl RunnerTable {
             .count()
     }
 
+    /// The runners not finished yet, each as `name (phase)`.
+    pub fn active_list(&self) -> Vec<String> {
+        self.runners
+            .values()
+            .filter(|(s, _)| !s.phase.is_terminal())
+            .map(|(s, _)| format!("{} ({})", s.name, format!("{:?}", s.phase).to_lowercase()))
+            .collect()
+    }
+
     pub fn inventory(&self) -> Vec<RunnerState> {
         self.runners.values().map(|(s, _)| s.clone()).collect()
     }

@@ -185,14 +185,17 @@ impl<R: RunnerRuntime> Worker<R> {
         self.drain.is_cancelled() && self.draining && self.table.active() == 0
     }
 
-    /// Publishes the runner count and draining flag in the status.
+    /// Publishes the runners, their count and the draining flag in the status.
     fn publish(&self) {
         let active = self.table.active();
         let draining = self.draining;
+        let runners = self.table.active_list();
         self.status.send_if_modified(|s| {
-            let changed = s.active_runners != active || s.draining != draining;
+            let changed =
+                s.active_runners != active || s.draining != draining || s.runners != runners;
             s.active_runners = active;
             s.draining = draining;
+            s.runners = runners;
             changed
         });
     }

@@ -175,7 +175,7 @@ pub fn jobs_table(v: &Value) -> String {
 
 pub fn job_text(v: &Value) -> String {
     let j = &v["job"];
-    format!(
+    let mut out = format!(
         "job {} of {} ({} in {})\nstate: {}\nlabels: {}\nrunner: {}\n{}\n",
         s(&j["id"]),
         s(&j["owner"]),
@@ -185,7 +185,24 @@ pub fn job_text(v: &Value) -> String {
         s(&j["labels"]),
         s(&v["runner"]["name"]),
         s(&v["explanation"]),
-    )
+    );
+    let steps: Vec<Vec<String>> = v["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let mut what = s(&e["message"]);
+            if let Some(d) = e["delivery"].as_str() {
+                what.push_str(&format!(" (delivery {d})"));
+            }
+            vec![s(&e["at"]), s(&e["kind"]), what]
+        })
+        .collect();
+    if !steps.is_empty() {
+        out.push_str("\ntimeline:\n");
+        out.push_str(&table(&["AT", "KIND", "WHAT"], &steps));
+    }
+    out
 }
 
 pub fn agents_table(v: &Value) -> String {
@@ -355,6 +372,22 @@ mod tests {
         assert!(t.starts_with("JOB  OWNER  REPO  STATE   LABELS"), "{t}");
         assert!(
             t.contains("7    acme   app   queued  self-hosted,gpu  no agent offers"),
+            "{t}"
+        );
+        let job = json!({ "job": { "id": 7, "owner": "acme", "name": "build", "repo": "app",
+            "state": "queued", "labels": ["self-hosted"] }, "runner": null, "explanation": "x",
+            "timeline": [{ "at": "2026-01-01T00:00:00Z", "kind": "webhook",
+                "message": "webhook workflow_job: job queued", "delivery": "d-1" },
+              { "at": "2026-01-01T00:00:01Z", "kind": "runner",
+                "message": "runner r-1 planned on agent host-1" }] });
+        let t = job_text(&job);
+        assert!(t.contains("timeline:\nAT  "), "{t}");
+        assert!(
+            t.contains("webhook  webhook workflow_job: job queued (delivery d-1)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("runner   runner r-1 planned on agent host-1"),
             "{t}"
         );
         let agents = json!([{ "name": "host-1", "architectures": ["amd64"], "runtime": "docker",

@@ -193,6 +193,13 @@ impl Controller {
         let github_budget = github_client.budget();
         let config = Arc::new(config.clone());
         let metrics = Arc::new(metrics::Metrics::new());
+        metrics.fleet.owners(
+            &config
+                .owners
+                .iter()
+                .map(|o| o.name.clone())
+                .collect::<Vec<_>>(),
+        );
         let decisions = scheduler::DecisionsHandle::default();
         let names = runner_names(&config)?;
         decisions.update(|d| d.installation = names.installation().to_owned());
@@ -295,7 +302,7 @@ impl Controller {
             registry: registry.clone(),
             github: github.clone(),
             registrar: registrar.clone(),
-            metrics,
+            metrics: metrics.clone(),
             nudge: nudge.clone(),
             decisions: decisions.clone(),
             started_ms: shared::runner::now_ms(),
@@ -318,6 +325,7 @@ impl Controller {
                 registrar,
                 nudge: nudge.clone(),
                 interval,
+                metrics: metrics.clone(),
             };
             tokio::spawn(reconciler.run(shutdown.clone()));
         }

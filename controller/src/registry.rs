@@ -267,6 +267,8 @@ pub struct AgentRegistry {
     // Short critical sections only; never held across an await.
     agents: Arc<Mutex<HashMap<AgentName, AgentEntry>>>,
     next_session: Arc<AtomicU64>,
+    /// Sessions opened for a name already in the registry (reconnects), for `/metrics`.
+    reconnects: Arc<AtomicU64>,
     // Wakes the scheduler when supply changes (an agent comes or goes, a runner changes state).
     changed: Arc<tokio::sync::Notify>,
 }
@@ -337,6 +339,7 @@ impl AgentRegistry {
         };
         let mut agents = self.lock();
         if let Some(old) = agents.get(name) {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
             for id in &old.expected {
                 entry.expect(id.clone());
             }
@@ -356,6 +359,11 @@ impl AgentRegistry {
         drop(agents);
         self.changed.notify_one();
         SessionHandle { id, replaced }
+    }
+
+    /// Sessions opened so far by agents that had one before (reconnects and replacements).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Marks the agent disconnected, unless a newer session has replaced `session`.
@@ -578,6 +586,7 @@ mod tests {
         let name = AgentName::parse("a").unwrap();
         let (tx1, _rx1) = mpsc::channel(1);
         let first = reg.connect(&name, registration(vec![]), [], tx1);
+        assert_eq!(reg.reconnects(), 0, "a first session is no reconnect");
         let (tx2, mut rx2) = mpsc::channel(1);
         let second = reg.connect(
             &name,
@@ -586,6 +595,7 @@ mod tests {
             tx2,
         );
         assert!(first.replaced.is_cancelled());
+        assert_eq!(reg.reconnects(), 1);
         reg.disconnect(&name, first.id, "old stream ended");
         let view = reg.get(&name).unwrap();
         assert!(view.connected);

@@ -430,10 +430,19 @@ pub fn hook_to(
     owner: &str,
     controller: &TestController,
 ) -> u64 {
+    hook_to_addr(sim, owner, controller.http_addr)
+}
+
+/// [`hook_to`] for a controller serving HTTP on `http_addr` (e.g. a `ControllerProcess`).
+pub fn hook_to_addr(
+    sim: &crate::github_sim::GithubSim,
+    owner: &str,
+    http_addr: std::net::SocketAddr,
+) -> u64 {
     sim.add_hook(
         owner,
         None,
-        &format!("http://{}/webhook", controller.http_addr),
+        &format!("http://{http_addr}/webhook"),
         Some(TEST_WEBHOOK_SECRET),
         "json",
         &["workflow_job", "workflow_run"],
@@ -501,7 +510,22 @@ impl Secured {
 
     /// An agent named `name` (its certificate's CN) with `extra` variables.
     pub fn agent(&self, name: &str, extra: &[(&str, &str)]) -> TestAgent {
-        let cert = self.ca.client(name, &[]);
-        TestAgent::start(&self.controller.grpc_url(), &self.tls(&cert), extra)
+        agent_of(&self.ca, &self.controller.grpc_url(), name, extra)
     }
+}
+
+/// An agent named `name` (a client certificate of `ca` with that CN) dialing `grpc_url`.
+pub fn agent_of(
+    ca: &crate::pki::TestCa,
+    grpc_url: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> TestAgent {
+    let cert = ca.client(name, &[]);
+    let tls = AgentTls {
+        ca: ca.ca_file(),
+        cert: cert.cert,
+        key: cert.key,
+    };
+    TestAgent::start(grpc_url, &tls, extra)
 }

@@ -138,3 +138,46 @@ async fn webhook_sheds_load_past_its_concurrency_and_slow_bodies_time_out() {
         .unwrap();
     assert_eq!(resp.status(), 401, "served again (and refused as unsigned)");
 }
+
+/// The dashboard's login limit counts per client address as the edge sees it: past the burst
+/// from this (loopback) address, even the right token is answered 429 with `Retry-After`.
+#[tokio::test]
+async fn the_login_form_is_rate_limited_per_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller(dir.path(), &[]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: &'static str| {
+        client
+            .post(format!("http://{}/ui/login", c.http_addr))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let mut refused_at = None;
+    for attempt in 1..=20 {
+        let resp = login("wrong-token").await.unwrap();
+        if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            refused_at = Some(attempt);
+            break;
+        }
+        assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        refused_at,
+        Some(11),
+        "the 11th attempt from one address is refused"
+    );
+    let resp = login(tests::harness::TEST_API_TOKEN).await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("from your address"), "{page}");
+}

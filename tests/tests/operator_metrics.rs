@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
+use tests::emulator::RunnerEmulator;
 use tests::harness::{
-    AgentTls, TestAgent, TestController, controller_env, get_json, hook_to, init, simulated_github,
+    AgentTls, TestAgent, TestController, controller_env, hook_to, init, simulated_github,
     wait_until,
 };
 use tests::pki::TestCa;
@@ -84,11 +85,17 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
     agent
         .wait_status(wait, "connected", |st| st.connected)
         .await;
-    // Everyday traffic: a webhook, a job, a runner started for it (GitHub calls with quotas).
-    sim.queue_job("acme", "app", &["self-hosted"]);
-    wait_until(wait, "a runner started", || async {
-        let (_, status) = get_json(&controller, "/status").await;
-        status["runners"]["current"].as_u64().unwrap_or(0) >= 1
+    // Everyday traffic: a webhook, a job, a runner started for it (GitHub calls with quotas),
+    // the job taken by it (and worked on for longer than the test lasts, so the runner stays
+    // active and is counted by state).
+    let _emulator = RunnerEmulator::start(
+        sim.clone(),
+        vec![agent.runtime.clone()],
+        Duration::from_secs(600),
+    );
+    let (_, job) = sim.queue_job("acme", "app", &["Self-Hosted"]);
+    wait_until(wait, "the job in progress", || async {
+        sim.job(job).is_some_and(|j| j.status == "in_progress")
     })
     .await;
     let scrape = || async {
@@ -102,6 +109,26 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
     // The scheduler's next activation counts the runner by state.
     wait_until(wait, "runners counted by state", || async {
         scrape().await.contains("gha_scaler_runners{")
+    })
+    .await;
+    // The agent's own status (what `gha-agent status` prints) lists the runner by name.
+    agent
+        .wait_status(wait, "the runner listed in the agent's status", |st| {
+            st.runners.len() == 1 && st.runners[0].ends_with("(running)")
+        })
+        .await;
+    // The job's wait, by owner and its (canonical) label set, and its runner's start, both read
+    // off the in-progress webhook; queued → runner started once the scheduler saw it running.
+    wait_until(wait, "the queue times observed", || async {
+        let m = scrape().await;
+        [
+            "gha_scaler_job_queued_to_runner_started_seconds_count{owner=\"acme\",labels=\"self-hosted\"} 1",
+            "gha_scaler_job_queued_to_in_progress_seconds_count{owner=\"acme\",labels=\"self-hosted\"} 1",
+            "gha_scaler_runner_started_to_online_seconds_count{owner=\"acme\"} 1",
+            "gha_scaler_runner_starts_total{outcome=\"sent\",reason=\"started\"} 1",
+        ]
+        .iter()
+        .all(|s| m.contains(s))
     })
     .await;
     let metrics = scrape().await;
@@ -122,6 +149,10 @@ async fn every_metric_the_dashboards_and_alerts_use_is_exposed() {
         "gha_scaler_agents{state=\"disconnected\"} 0",
         "gha_scaler_circuits_open{cause=\"github\"} 0",
         "gha_scaler_oldest_queued_job_seconds{owner=\"acme\"} 0",
+        "gha_scaler_runner_starts_total{outcome=\"failed\",reason=\"github\"} 0",
+        "gha_scaler_jobs_recovered_total{owner=\"acme\"} 0",
+        "gha_scaler_agent_sessions 1",
+        "gha_scaler_agent_reconnects_total 0",
     ] {
         assert!(metrics.contains(sample), "{sample} missing:\n{metrics}");
     }

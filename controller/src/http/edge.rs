@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 use tracing::{debug, warn};
 
 use crate::config::HttpLimits;
@@ -77,7 +78,10 @@ pub async fn serve(
         // Small responses go out at once (no Nagle delay behind a delayed ACK).
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers that need the client's address (the login limit) read it as `ConnectInfo`.
+        let service = TowerToHyperService::new(
+            axum::Extension(axum::extract::ConnectInfo(peer)).layer(app.clone()),
+        );
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;

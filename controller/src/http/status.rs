@@ -371,10 +371,16 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             (o.name.clone(), (age / 1000).max(0))
         })
         .collect();
-    state
-        .metrics
-        .operator
-        .observe(&state.registry.snapshot(), &failing, &oldest);
+    let agents = state.registry.snapshot();
+    state.metrics.operator.observe(&agents, &failing, &oldest);
+    let owners: Vec<String> = state.config.owners.iter().map(|o| o.name.clone()).collect();
+    state.metrics.fleet.observe(
+        now,
+        &owners,
+        state.config.reconcile_interval.is_some(),
+        agents.iter().filter(|a| a.connected).count(),
+        state.registry.reconnects(),
+    );
     state
         .metrics
         .github_budget(&state.github.budget(), epoch_now());
@@ -540,6 +546,18 @@ pub async fn job(
         serde_json::to_value(&waiting).unwrap_or(Value::Null),
     );
     body.insert("explanation", Value::String(explanation));
+    let timeline: Vec<Value> =
+        crate::store::timeline::merged(&job, state.store.job_timeline(&job.owner, id).await?)
+            .into_iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("at".into(), crate::http::ui::views::clock(e.at_ms).into());
+                }
+                v
+            })
+            .collect();
+    body.insert("timeline", Value::Array(timeline));
     Ok(Json(serde_json::to_value(body).unwrap_or(Value::Null)))
 }
 

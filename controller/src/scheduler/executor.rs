@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::backoff::{Blocked, Failure, Key};
 use super::containment;
+use super::journal;
 use super::lifecycle::{self, AgentSeen, Ending, Observation, Report};
 use super::memory::SchedulerMemory;
 use super::planner::warm;
@@ -439,6 +440,18 @@ impl Scheduler {
                         jobs = records.len(),
                         "fetched a run's jobs"
                     );
+                    // Jobs no webhook told us of: what the REST API recovered.
+                    let mut recovered = 0;
+                    for r in &records {
+                        if self.store.job(&r.owner, r.id).await?.is_none() {
+                            recovered += 1;
+                        }
+                    }
+                    if recovered > 0 {
+                        info!(owner = %key.owner, run = key.run_id, jobs = recovered,
+                              "recovered jobs no webhook told us of");
+                        self.metrics.fleet.recovered(key.owner.as_str(), recovered);
+                    }
                     self.store.upsert_jobs(records).await?;
                     self.forget_fetch_failure(&key);
                     self.metrics
@@ -521,6 +534,7 @@ impl Scheduler {
                 // The reason is the agent's words.
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %Untrusted(&r.reason), "runner state");
                 self.store.upsert_runner(r.clone()).await?;
+                self.journal(&r, now, journal::state_change(&r)).await;
                 if !r.lifecycle.is_active() {
                     if settles {
                         self.state.settle(r.clone(), now);
@@ -672,14 +686,25 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Adds `message` about runner `r` to its job's timeline; a failure is logged and dropped.
+    async fn journal(&self, r: &RunnerRecord, now: i64, message: String) {
+        if let Some(entry) = journal::entry(r, now, message)
+            && let Err(error) = self.store.append_timeline(vec![entry]).await
+        {
+            debug!(runner = %r.name, %error, "cannot add to the job's timeline");
+        }
+    }
+
     async fn observe_started(&self, r: &RunnerRecord) {
         if let Some(job_id) = r.for_job
             && let Ok(Some(job)) = self.store.job(&r.owner, job_id).await
         {
             let from = job.queued_ms.unwrap_or(job.first_seen_ms);
-            self.metrics
-                .queued_to_started_seconds
-                .observe((now_ms() - from).max(0) as f64 / 1000.0);
+            self.metrics.queue.started(
+                job.owner.as_str(),
+                &job.labels,
+                (now_ms() - from).max(0) as f64 / 1000.0,
+            );
         }
     }
 
@@ -808,7 +833,7 @@ impl Scheduler {
                             agent: start.agent.to_string(),
                         };
                         self.record_failure(agent, failure, now);
-                        Err(reason)
+                        Err(("agent", reason))
                     }
                 }
             }
@@ -821,34 +846,49 @@ impl Scheduler {
                 );
                 let reason = failure.reason.clone();
                 self.record_failure(owner_key, failure, now);
-                Err(reason)
+                Err(("github", reason))
             }
             // Refused before asking GitHub (a JIT limit, an unknown runner group): the
             // registrar holds the owner's jobs with that reason itself.
-            Err(RegisterError::Local(problem)) => Err(problem),
+            Err(RegisterError::Local(problem)) => Err(("refused", problem)),
         };
         record.updated_ms = now_ms();
+        // One line per decision, with every id an operator searches by (issue 14 §4): the
+        // job's last webhook delivery comes from its stored timeline.
+        let delivery = match start.for_job {
+            Some(job) => self
+                .store
+                .job_timeline(&shared::owner::Owner::new(start.owner), job)
+                .await
+                .ok()
+                .and_then(|t| crate::store::timeline::last_delivery(&t)),
+            None => None,
+        };
         match outcome {
             Ok(()) => {
-                info!(runner = %record.name, agent = %record.agent, job = ?start.for_job, warm = start.for_job.is_none(), "runner starting");
+                info!(decision = "start", outcome = "sent", job = start.for_job, runner = %record.name,
+                      agent = %record.agent, owner = %start.owner, delivery = delivery.as_deref(),
+                      warm = start.for_job.is_none(), "scheduling decision: runner starting");
+                let text = format!(
+                    "decided: runner {} starts on agent {}",
+                    record.name, record.agent
+                );
+                self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Starting;
-                self.metrics
-                    .runner_starts
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "sent".into(),
-                    })
-                    .inc();
+                self.metrics.runner_start("sent", "started");
             }
-            Err(reason) => {
-                warn!(runner = %record.name, %reason, "could not start a runner; the job stays queued");
+            Err((why, reason)) => {
+                warn!(decision = "start", outcome = "failed", job = start.for_job, runner = %record.name,
+                      agent = %record.agent, owner = %start.owner, delivery = delivery.as_deref(),
+                      %reason, cause = why, "scheduling decision: could not start a runner; the job stays queued");
+                let text = format!(
+                    "could not start runner {} on agent {}: {reason}",
+                    record.name, record.agent
+                );
+                self.journal(&record, now, text).await;
                 record.lifecycle = RunnerLifecycle::Finished;
                 record.reason = reason;
-                self.metrics
-                    .runner_starts
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "failed".into(),
-                    })
-                    .inc();
+                self.metrics.runner_start("failed", why);
             }
         }
         self.store.upsert_runner(record).await
@@ -899,7 +939,14 @@ impl Scheduler {
             return;
         }
         let reason = format!("{why:?}").to_ascii_lowercase();
-        info!(runner = %r.name, %reason, "stopping runner");
+        info!(decision = "stop", job = r.job_id.or(r.for_job), runner = %r.name, agent = %r.agent,
+              owner = %r.owner, %reason, "scheduling decision: stopping runner");
+        self.journal(
+            r,
+            now,
+            format!("decided: stop runner {} ({reason})", r.name),
+        )
+        .await;
         if let Err(e) = self
             .registry
             .send(&agent, AgentCommand::StopRunner { id, reason })

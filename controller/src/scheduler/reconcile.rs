@@ -47,6 +47,8 @@ pub struct Reconciler {
     /// Wakes the scheduler when runs were found.
     pub nudge: Arc<Notify>,
     pub interval: Duration,
+    /// Each owner's completed pass is noted for `gha_scaler_reconcile_age_seconds`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the reconciler remembers of an owner between passes (only its own task holds it).
@@ -94,6 +96,9 @@ impl Reconciler {
             match self.owner_pass(owner, mem).await {
                 Ok(report) => {
                     debug!(owner = %owner.name, polled = report.polled, hot = report.hot, fetches = report.fetches, "reconciliation pass");
+                    self.metrics
+                        .fleet
+                        .reconciled(&owner.name, shared::runner::now_ms());
                     found += report.fetches;
                 }
                 Err(e @ GithubError::Deferred { .. }) => {

@@ -4,7 +4,8 @@
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
 //! whose jobs must still be fetched, runners the controller created, and agent join tokens;
-//! [`agents`] keeps enrolled agents' policies and revocations in tables of its own.
+//! [`agents`] keeps enrolled agents' policies and revocations in tables of its own;
+//! [`timeline`] each job's bounded history (webhooks, decisions, its runner).
 //! Jobs are keyed by owner and GitHub id. Delivery ids and completed jobs are kept for
 //! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
@@ -15,6 +16,7 @@ pub mod records;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod testdb;
+pub mod timeline;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,7 @@ pub use self::sqlite::{DB_FILE, SqliteStore, db_path};
 use self::sqlite::{
     JOB_COLUMNS, RUNNER_COLUMNS, WriteOp, WriteOutcome, job_from_row, runner_from_row,
 };
+pub use self::timeline::TimelineEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,6 +112,11 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Recorded, StoreError>;
     /// Inserts jobs or moves them forward (never backwards).
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError>;
+    /// Adds entries to their jobs' timelines; each job keeps its newest
+    /// [`timeline::MAX_PER_JOB`]. (A webhook's entry is added by [`Self::record_webhook`].)
+    async fn append_timeline(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError>;
+    /// Job `id` of `owner`'s timeline, oldest first.
+    async fn job_timeline(&self, owner: &Owner, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Jobs in state `queued`, oldest first.
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
     /// Queued jobs by class (owner, repository, labels): each class's size and its oldest
@@ -176,6 +184,19 @@ impl StateStore for SqliteStore {
 
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError> {
         self.write(WriteOp::UpsertJobs(jobs)).await.map(drop)
+    }
+
+    async fn append_timeline(&self, entries: Vec<TimelineEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write(WriteOp::AppendTimeline(entries)).await.map(drop)
+    }
+
+    async fn job_timeline(&self, owner: &Owner, id: u64) -> Result<Vec<TimelineEntry>, StoreError> {
+        let owner = owner.clone();
+        self.read(move |c| timeline::sqlite_read(c, &owner, id))
+            .await
     }
 
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {

@@ -111,6 +111,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_ms BIGINT NOT NULL
     );
     CREATE INDEX runners_by_lifecycle ON runners (lifecycle);"#,
+    // 2: each job's bounded timeline (see `timeline`).
+    super::timeline::PG_MIGRATION,
 ];
 
 /// The PostgreSQL store. Clones share the pool.
@@ -431,12 +433,49 @@ impl StateStore for PgStore {
             return Ok(Recorded::Duplicate);
         }
         match &effect {
-            WebhookEffect::Job(job) => upsert_job(&tx, job).await?,
+            WebhookEffect::Job(job) => {
+                upsert_job(&tx, job).await?;
+                super::timeline::pg_append(&tx, &super::timeline::of_webhook(&delivery, job))
+                    .await?;
+            }
             WebhookEffect::FetchRun(key) => request_fetch(&tx, key, delivery.received_ms).await?,
             WebhookEffect::Ignore => {}
         }
         tx.commit().await?;
         Ok(Recorded::New)
+    }
+
+    async fn append_timeline(
+        &self,
+        entries: Vec<super::timeline::TimelineEntry>,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (mut client, _permit) = self.writer().await?;
+        let tx = client.transaction().await?;
+        for e in &entries {
+            super::timeline::pg_append(&tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job_timeline(
+        &self,
+        owner: &Owner,
+        id: u64,
+    ) -> Result<Vec<super::timeline::TimelineEntry>, StoreError> {
+        let rows = self
+            .query(
+                &super::timeline::pg_select(),
+                &[&owner.as_str(), &(id as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| super::timeline::pg_row(owner, id, r))
+            .collect())
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRecord>) -> Result<(), StoreError> {
@@ -508,6 +547,7 @@ impl StateStore for PgStore {
                 &[&JobState::Completed.rank(), &before_ms],
             )
             .await?;
+        tx.execute(super::timeline::PRUNE, &[]).await?;
         tx.commit().await?;
         Ok(Pruned { deliveries, jobs })
     }

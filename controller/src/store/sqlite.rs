@@ -160,6 +160,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX jobs_queue_heads ON jobs (owner, repo, labels, queued_ms, id)
         WHERE state = 'queued';",
+    // 5: each job's bounded timeline (see `timeline`).
+    super::timeline::SQLITE_MIGRATION,
 ];
 
 /// A write and where its answer goes.
@@ -170,6 +172,7 @@ pub(super) enum WriteOp {
     FinishRunFetch(RunKey),
     FailRunFetch(RunKey, String),
     UpsertRunner(RunnerRecord),
+    AppendTimeline(Vec<super::timeline::TimelineEntry>),
     /// Forgets deliveries received and finished jobs last updated before this (ms).
     Prune(i64),
     InsertJoinToken(NewJoinToken, i64),
@@ -346,7 +349,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
                 return Ok(WriteOutcome::Recorded(Recorded::Duplicate));
             }
             match effect {
-                WebhookEffect::Job(job) => upsert_job(conn, job)?,
+                WebhookEffect::Job(job) => {
+                    upsert_job(conn, job)?;
+                    super::timeline::sqlite_append(
+                        conn,
+                        &super::timeline::of_webhook(delivery, job),
+                    )?;
+                }
                 WebhookEffect::FetchRun(key) => {
                     conn.execute(
                         "INSERT OR IGNORE INTO run_fetches (owner, repo, run_id, requested_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -413,6 +422,12 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
             )?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::AppendTimeline(entries) => {
+            for e in entries {
+                super::timeline::sqlite_append(conn, e)?;
+            }
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::Prune(before) => {
             let deliveries =
                 conn.execute("DELETE FROM deliveries WHERE received_ms < ?1", [before])?;
@@ -420,6 +435,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
                 "DELETE FROM jobs WHERE state_rank = ?1 AND updated_ms < ?2",
                 params![JobState::Completed.rank(), before],
             )?;
+            conn.execute(super::timeline::PRUNE, [])?;
             Ok(WriteOutcome::Pruned(Pruned {
                 deliveries: deliveries as u64,
                 jobs: jobs as u64,

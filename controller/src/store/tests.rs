@@ -60,6 +60,7 @@ on_both_stores!(
     waiting_moves_to_queued_but_nothing_moves_back,
     retention_forgets_old_deliveries_and_finished_jobs_only,
     runner_repos_are_an_owners_recent_repositories_most_recent_first,
+    a_jobs_timeline_is_durable_bounded_per_owner_and_pruned_with_the_job,
 );
 
 fn job(id: u64, state: JobState, at: i64) -> JobRecord {
@@ -678,4 +679,81 @@ async fn queue_heads_match_the_grouped_queue_through_changes_and_pruning() {
 fn by_class(mut heads: Vec<QueueHead>) -> Vec<QueueHead> {
     heads.sort_by_key(QueueHead::key);
     heads
+}
+
+fn entry(owner: &str, job: u64, at_ms: i64) -> TimelineEntry {
+    TimelineEntry {
+        owner: Owner::new(owner),
+        job,
+        at_ms,
+        kind: "runner".into(),
+        message: format!("step {at_ms}"),
+        runner: Some("r-1".into()),
+        agent: Some("host-1".into()),
+        delivery: None,
+    }
+}
+
+async fn a_jobs_timeline_is_durable_bounded_per_owner_and_pruned_with_the_job(backend: Backend) {
+    let store = backend.open().await;
+    let acme = Owner::new("acme");
+    // The webhook's entry is written with the job, carrying its delivery id.
+    store
+        .record_webhook(
+            delivery("d-queued"),
+            WebhookEffect::Job(job(1, JobState::Queued, 1)),
+        )
+        .await
+        .unwrap();
+    store
+        .append_timeline(vec![entry("acme", 1, 2), entry("bob", 1, 3)])
+        .await
+        .unwrap();
+    drop(store);
+    let store = backend.open().await;
+    let timeline = store.job_timeline(&acme, 1).await.unwrap();
+    assert_eq!(timeline.len(), 2, "{timeline:?}");
+    assert_eq!(timeline[0].kind, "webhook");
+    assert_eq!(timeline[0].delivery.as_deref(), Some("d-queued"));
+    assert_eq!(timeline[0].message, "webhook workflow_job: job queued");
+    assert_eq!(timeline[1].message, "step 2");
+    assert_eq!(timeline[1].agent.as_deref(), Some("host-1"));
+    // Another owner's job of the same id has its own timeline.
+    let bob = store.job_timeline(&Owner::new("bob"), 1).await.unwrap();
+    assert_eq!(bob.len(), 1);
+    // Bounded: the newest entries stay.
+    let many: Vec<_> = (10..10 + timeline::MAX_PER_JOB + 5)
+        .map(|at| entry("acme", 1, at))
+        .collect();
+    store.append_timeline(many).await.unwrap();
+    let timeline = store.job_timeline(&acme, 1).await.unwrap();
+    assert_eq!(timeline.len() as i64, timeline::MAX_PER_JOB);
+    assert_eq!(
+        timeline.last().unwrap().at_ms,
+        10 + timeline::MAX_PER_JOB + 4
+    );
+    assert_eq!(timeline[0].at_ms, 15);
+    // Retention forgets a finished job and its timeline; a queued job's stays.
+    store
+        .upsert_jobs(vec![job(1, JobState::Completed, 100)])
+        .await
+        .unwrap();
+    store
+        .record_webhook(
+            delivery("d-2"),
+            WebhookEffect::Job(job(2, JobState::Queued, 100)),
+        )
+        .await
+        .unwrap();
+    store.prune(5_000).await.unwrap();
+    assert!(store.job_timeline(&acme, 1).await.unwrap().is_empty());
+    assert!(
+        store
+            .job_timeline(&Owner::new("bob"), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no job of bob's is stored, so nothing keeps its entries"
+    );
+    assert_eq!(store.job_timeline(&acme, 2).await.unwrap().len(), 1);
 }

@@ -5,7 +5,8 @@
 //! One owner writes it: the [`super::observer`] task. Pages and the live stream read it through
 //! cloneable [`EventLog`] handles. Memory is bounded by [`EventLog::new`]'s capacities whatever
 //! the traffic: the oldest entries are dropped first. Entries about a job carry its owner *and*
-//! id, and a job's timeline is looked up by both, so one owner's job never shows another's.
+//! id; the observer also stores them in the job's durable timeline ([`crate::store::timeline`]),
+//! which the job pages read, keyed by both, so one owner's job never shows another's.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -183,16 +184,6 @@ impl EventLog {
             .collect()
     }
 
-    /// The entries about job `id` of `owner`, oldest first.
-    pub fn for_job(&self, owner: &Owner, id: u64) -> Vec<Event> {
-        self.ring()
-            .events
-            .iter()
-            .filter(|e| e.event.job == Some(id) && e.event.owner.as_ref() == Some(owner))
-            .cloned()
-            .collect()
-    }
-
     /// The jobs that started running at or after `since_ms`.
     pub fn served_since(&self, since_ms: i64) -> Vec<Served> {
         self.ring()
@@ -234,26 +225,6 @@ mod tests {
         let served: Vec<_> = log.served_since(0).iter().map(|s| s.at_ms).collect();
         assert_eq!(served, vec![2, 3]);
         assert_eq!(log.served_since(3).len(), 1);
-    }
-
-    #[test]
-    fn a_jobs_timeline_is_keyed_by_owner_and_id() {
-        let log = EventLog::new(10, 1);
-        let (acme, bob) = (Owner::new("acme"), Owner::new("bob"));
-        log.record([
-            ev(1).job(&acme, 7),
-            ev(2).job(&bob, 7),
-            ev(3).job(&acme, 8),
-            ev(4).job(&acme, 7),
-        ]);
-        let at: Vec<_> = log
-            .for_job(&acme, 7)
-            .iter()
-            .map(|e| e.event.at_ms)
-            .collect();
-        assert_eq!(at, vec![1, 4]);
-        let at: Vec<_> = log.for_job(&bob, 7).iter().map(|e| e.event.at_ms).collect();
-        assert_eq!(at, vec![2]);
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The operator's dashboard at `/ui/` (and `/` redirects there): server-rendered HTML with
 //! every asset embedded, live through server-sent events, usable without JavaScript.
 //!
-//! - [`events`]: the bounded event log (recent decisions and errors, job timelines).
+//! - [`events`]: the bounded event log (recent decisions and errors); job timelines are stored.
 //! - [`observer`]: the one task writing it, from the store, the scheduler and the registry.
 //! - [`views`]: pure view models, table-tested; [`pages`]: their HTML.
-//! - [`auth`]: the login form, sessions in `HttpOnly; SameSite=Strict` cookies, CSRF.
+//! - [`auth`]: the login form, sessions in `HttpOnly; SameSite=Strict` cookies, CSRF;
+//!   [`login_limit`]: how fast the form may be tried (per client address and global).
 //!
 //! Handlers read state once per request ([`gather`]), build view models, render them.
 
 pub mod auth;
 pub mod events;
+pub mod login_limit;
 pub mod observer;
 pub mod pages;
 pub mod views;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::auth::{Access, Sessions};
 use self::events::EventLog;
+use self::login_limit::{Limited, LoginLimiter};
 use self::pages::Page;
 use crate::http::{AppState, TokenKind};
 use crate::store::{JobState, Owner};
@@ -52,6 +55,7 @@ pub struct UiState {
     pub app: AppState,
     pub log: EventLog,
     pub sessions: Sessions,
+    pub login_limit: LoginLimiter,
     /// One permit per open live stream.
     pub streams: Arc<Semaphore>,
     /// Ends the live streams at shutdown, so graceful shutdown does not wait for them.
@@ -64,6 +68,7 @@ impl UiState {
             app,
             log,
             sessions: Sessions::default(),
+            login_limit: LoginLimiter::default(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             shutdown,
         }
@@ -353,7 +358,11 @@ async fn job(
             record.conclusion.as_deref().unwrap_or("unknown")
         ),
     };
-    let steps = views::timeline(&record, &state.log.for_job(&owner, id));
+    let entries = match state.app.store.job_timeline(&owner, id).await {
+        Ok(entries) => entries,
+        Err(e) => return unavailable(&e),
+    };
+    let steps = views::timeline(&record, entries);
     viewer.render(
         Page::Job,
         &format!("Job {id}"),
@@ -424,13 +433,55 @@ struct LoginForm {
     token: String,
 }
 
+/// The 429 of a login attempt past [`login_limit`]'s limits: the login page with the reason,
+/// or JSON for a client that asks for it, with `Retry-After`.
+fn too_many_logins(headers: &HeaderMap, limited: Limited) -> Response {
+    let who = if limited.global {
+        "from everyone"
+    } else {
+        "from your address"
+    };
+    let message = format!(
+        "Too many login attempts {who}; try again in {} s.",
+        limited.retry_after_secs
+    );
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut response = if wants_json {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(serde_json::json!({
+                "error": "login_rate_limited",
+                "message": message,
+                "scope": if limited.global { "global" } else { "client" },
+                "retry_after_secs": limited.retry_after_secs,
+            })),
+        )
+            .into_response()
+    } else {
+        html(StatusCode::TOO_MANY_REQUESTS, pages::login(Some(&message)))
+    };
+    if let Ok(value) = limited.retry_after_secs.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 async fn login(
     State(state): State<UiState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if !state.app.tokens.dashboard_enabled() {
         return Refused::Disabled.into_response();
+    }
+    let client = peer.map(|p| p.0.0.ip());
+    if let Err(limited) = state.login_limit.attempt(client, shared::runner::now_ms()) {
+        tracing::debug!(client = ?client, global = limited.global, "dashboard login attempt refused by the rate limit");
+        return too_many_logins(&headers, limited);
     }
     if !auth::same_origin(&headers) {
         return html(

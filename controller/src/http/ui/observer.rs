@@ -6,6 +6,9 @@
 //! untouched and the observer can never slow them down. [`diff`] is a pure function of two
 //! [`Snapshot`]s; [`Observer::run`] does the I/O every `interval`. A change that comes and goes
 //! within one interval is not seen; the job's stored timestamps still are (see `views::timeline`).
+//! The scheduler's explanations of a waiting job are also added to its stored timeline
+//! ([`crate::store::timeline`]), so `gha-controller job ID` and the job page still show them
+//! after a restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use tracing::warn;
 use super::events::{EventKind, EventLog, NewEvent, Served};
 use crate::registry::AgentRegistry;
 use crate::scheduler::DecisionsHandle;
-use crate::store::{JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord, StateStore};
+use crate::scheduler::planner::WaitReason;
+use crate::store::{
+    JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord, StateStore, TimelineEntry,
+};
 
 /// A job as the observer remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +91,10 @@ pub struct Snapshot {
     pub jobs: BTreeMap<(Owner, u64), JobSeen>,
     /// The scheduler's explanation of each waiting job.
     pub waiting: BTreeMap<(Owner, u64), String>,
+    /// The same explanations without what changes on its own (a back-off's countdown), which
+    /// is what is compared, so a countdown is not a new event at every look; a job missing
+    /// here is compared by its `waiting` text.
+    pub waiting_gist: BTreeMap<(Owner, u64), String>,
     /// Active runners by id.
     pub runners: BTreeMap<String, RunnerSeen>,
     pub agents: BTreeMap<String, AgentSeen>,
@@ -127,7 +137,8 @@ pub fn diff(prev: &Snapshot, next: &Snapshot, now_ms: i64) -> (Vec<NewEvent>, Ve
         }
     }
     for (key, why) in &next.waiting {
-        if prev.waiting.get(key) != Some(why) {
+        let gist = |s: &Snapshot| s.waiting_gist.get(key).or(s.waiting.get(key)).cloned();
+        if gist(prev) != gist(next) {
             out.push(
                 NewEvent::new(
                     now_ms,
@@ -259,6 +270,29 @@ pub fn diff(prev: &Snapshot, next: &Snapshot, now_ms: i64) -> (Vec<NewEvent>, Ve
     (out, served)
 }
 
+/// `reason` without the parts that change by themselves between looks (a back-off's time to
+/// the next try).
+pub fn steady(reason: &WaitReason) -> WaitReason {
+    let mut r = reason.clone();
+    if let WaitReason::BackingOff { next_try_in, .. } = &mut r {
+        next_try_in.clear();
+    }
+    r
+}
+
+/// The stored timeline entry of a scheduler's explanation about a job (`None` for the other
+/// events: webhooks and the executor write theirs when they happen, see
+/// [`crate::store::timeline`]).
+pub fn timeline_entry(e: &NewEvent) -> Option<TimelineEntry> {
+    let (Some(owner), Some(job), EventKind::Decision) = (&e.owner, e.job, e.kind) else {
+        return None;
+    };
+    let mut entry = TimelineEntry::new(owner, job, e.at_ms, e.kind.as_str(), e.message.clone());
+    entry.runner = e.runner.clone();
+    entry.agent = e.agent.clone();
+    Some(entry)
+}
+
 /// How many jobs the observer follows at most (those past it are still in the store and on
 /// the pages; only their state changes go unrecorded).
 pub const MAX_FOLLOWED_JOBS: usize = 10_000;
@@ -314,6 +348,8 @@ impl Observer {
             if next.jobs.contains_key(key) {
                 next.waiting
                     .insert(key.clone(), crate::http::status::explain(reason));
+                next.waiting_gist
+                    .insert(key.clone(), crate::http::status::explain(&steady(reason)));
             }
         }
         for b in &decisions.containment {
@@ -344,6 +380,7 @@ impl Observer {
     /// Looks until `shutdown`. A failed look is logged and retried at the next tick.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut prev = Snapshot::default();
+        let mut first = true;
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -354,6 +391,16 @@ impl Observer {
             match self.look(&prev).await {
                 Ok(next) => {
                     let (events, served) = diff(&prev, &next, shared::runner::now_ms());
+                    // The first look compares with nothing: what it reports was recorded by
+                    // the process before this one, so it is not added to the timelines again.
+                    if !first {
+                        let entries: Vec<TimelineEntry> =
+                            events.iter().filter_map(timeline_entry).collect();
+                        if let Err(error) = self.store.append_timeline(entries).await {
+                            warn!(%error, "cannot record job timelines; the next changes are tried again");
+                        }
+                    }
+                    first = false;
                     self.log.record(events);
                     for s in served {
                         self.log.served(s);
@@ -403,6 +450,36 @@ mod tests {
             .into_iter()
             .map(|e| e.message)
             .collect()
+    }
+
+    #[test]
+    fn a_back_off_counting_down_is_not_a_new_decision() {
+        let backing_off = |next: &str| WaitReason::BackingOff {
+            cause: "github".into(),
+            detail: "owner acme: refused".into(),
+            circuit_open: false,
+            next_try_in: next.into(),
+        };
+        let look = |reason: &WaitReason| {
+            let mut s = Snapshot::default();
+            s.jobs.insert(key(7), job(JobState::Queued));
+            s.waiting
+                .insert(key(7), crate::http::status::explain(reason));
+            s.waiting_gist
+                .insert(key(7), crate::http::status::explain(&steady(reason)));
+            s
+        };
+        let (a, b) = (look(&backing_off("20s")), look(&backing_off("19s")));
+        assert!(messages(&a, &b).is_empty(), "{:?}", messages(&a, &b));
+        let c = look(&WaitReason::BackingOff {
+            cause: "github".into(),
+            detail: "owner acme: unreachable".into(),
+            circuit_open: false,
+            next_try_in: "5s".into(),
+        });
+        let m = messages(&b, &c);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("unreachable") && m[0].contains("5s"), "{m:?}");
     }
 
     #[test]

@@ -258,3 +258,60 @@ async fn without_tokens_the_dashboard_is_closed_and_says_how_to_open_it() {
         assert!(body.contains("set API_TOKEN"), "{body}");
     }
 }
+
+fn login_from(ip: [u8; 4], token: &str) -> Request<Body> {
+    let mut req = form("/ui/login")
+        .header(header::ACCEPT, "text/html")
+        .body(Body::from(format!("token={token}")))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 40000,
+        ))));
+    req
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_client_address_with_retry_after() {
+    let (app, _dir) = both();
+    for _ in 0..login_limit::PER_CLIENT_PER_MINUTE {
+        let (s, _, _) = send(&app, login_from([10, 0, 0, 1], "nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // Past the burst even the right token is refused, so guessing learns nothing.
+    let (s, h, page) = send(&app, login_from([10, 0, 0, 1], API)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = h[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        page.contains("Too many login attempts from your address"),
+        "{page}"
+    );
+    assert!(h.get(header::SET_COOKIE).is_none());
+    let mut req = login_from([10, 0, 0, 1], API);
+    req.headers_mut()
+        .insert(header::ACCEPT, "application/json".parse().unwrap());
+    let (s, h, body) = send(&app, req).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.contains_key(header::RETRY_AFTER));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "login_rate_limited");
+    assert_eq!(v["scope"], "client");
+    // Another address still logs in.
+    let (s, _, _) = send(&app, login_from([10, 0, 0, 2], API)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn login_attempts_from_many_addresses_meet_the_global_limit() {
+    let (app, _dir) = both();
+    for n in 0..login_limit::GLOBAL_PER_MINUTE {
+        let ip = [10, 1, (n / 250) as u8, (n % 250) as u8];
+        let (s, _, _) = send(&app, login_from(ip, "nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let (s, h, page) = send(&app, login_from([10, 2, 0, 1], API)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.contains_key(header::RETRY_AFTER));
+    assert!(page.contains("from everyone"), "{page}");
+}

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use shared::github::Quota;
 
-use super::events::{Event, Served};
+use super::events::Served;
 use crate::registry::AgentView;
 use crate::scheduler::planner::WaitReason;
-use crate::store::{JobRecord, JobState, Owner, RunnerLifecycle, RunnerRecord};
+use crate::store::{JobRecord, Owner, RunnerLifecycle, RunnerRecord, TimelineEntry};
 
 /// An owner's configuration as the dashboard shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,33 +366,16 @@ pub struct Step {
     pub text: String,
 }
 
-/// A job's timeline: the store's timestamps (first heard of, queued, last change) merged with
-/// the event log's entries for that owner's job, oldest first.
-pub fn timeline(job: &JobRecord, events: &[Event]) -> Vec<Step> {
-    let mut steps = vec![Step {
-        at_ms: job.first_seen_ms,
-        text: "first heard of (webhook or reconciler)".into(),
-    }];
-    if let Some(q) = job.queued_ms {
-        steps.push(Step {
-            at_ms: q,
-            text: "queued".into(),
-        });
-    }
-    for e in events {
-        steps.push(Step {
-            at_ms: e.event.at_ms,
-            text: e.event.message.clone(),
-        });
-    }
-    if job.state != JobState::Queued && job.updated_ms > job.first_seen_ms {
-        steps.push(Step {
-            at_ms: job.updated_ms,
-            text: format!("last reported {}", job.state.as_str()),
-        });
-    }
-    steps.sort_by_key(|s| s.at_ms);
-    steps
+/// A job's timeline: its stored times merged with its stored entries, oldest first (see
+/// [`crate::store::timeline::merged`]).
+pub fn timeline(job: &JobRecord, entries: Vec<TimelineEntry>) -> Vec<Step> {
+    crate::store::timeline::merged(job, entries)
+        .into_iter()
+        .map(|e| Step {
+            at_ms: e.at_ms,
+            text: e.message,
+        })
+        .collect()
 }
 
 /// Formats ms since the epoch as RFC 3339 (UTC, seconds).
@@ -409,7 +392,7 @@ pub fn clock(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::ui::events::{EventKind, NewEvent};
+    use crate::store::JobState;
 
     fn job(owner: &str, id: u64, queued_ms: i64, labels: &[&str]) -> JobRecord {
         JobRecord {
@@ -569,17 +552,12 @@ mod tests {
         j.first_seen_ms = 900;
         j.state = JobState::Completed;
         j.updated_ms = 9_000;
-        let events = vec![
-            Event {
-                seq: 1,
-                event: NewEvent::new(2_000, EventKind::Runner, "runner r planned"),
-            },
-            Event {
-                seq: 2,
-                event: NewEvent::new(1_500, EventKind::Decision, "job 7 waits: x"),
-            },
+        let owner = Owner::new("acme");
+        let entries = vec![
+            TimelineEntry::new(&owner, 7, 2_000, "runner", "runner r planned".into()),
+            TimelineEntry::new(&owner, 7, 1_500, "decision", "job 7 waits: x".into()),
         ];
-        let texts: Vec<_> = timeline(&j, &events).into_iter().map(|s| s.text).collect();
+        let texts: Vec<_> = timeline(&j, entries).into_iter().map(|s| s.text).collect();
         assert_eq!(
             texts,
             vec![

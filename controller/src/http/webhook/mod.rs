@@ -2,7 +2,10 @@
 //!
 //! The handler records intent durably and nudges the scheduler; it never talks to an agent or
 //! to GitHub, so it answers in milliseconds. A delivery is answered 2xx only once its effect is
-//! committed; a repeated `X-GitHub-Delivery` is answered 200 and changes nothing.
+//! committed; a repeated `X-GitHub-Delivery` is answered 200 and changes nothing. A new
+//! delivery that puts a job in progress is read back from the store (the job and its runner)
+//! for the queue-time metrics ([`timing`]); the job's timeline entry is written with it
+//! ([`crate::store::timeline`]).
 //!
 //! Order of checks, cheapest and most hostile first: a concurrency permit (none left: 503
 //! `overloaded`), the body within `HTTP_BODY_TIMEOUT` (408) and `WEBHOOK_MAX_BODY` (413), the
@@ -19,6 +22,7 @@ mod fuzz;
 pub mod payload;
 pub mod secrets;
 pub mod signature;
+pub mod timing;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -231,6 +235,12 @@ async fn handle(
         Meaning::Effect(effect) => (effect, "accepted"),
     };
     let changes_demand = !matches!(effect, WebhookEffect::Ignore);
+    let in_progress = match &effect {
+        WebhookEffect::Job(job) if job.state == crate::store::JobState::InProgress => {
+            Some(job.clone())
+        }
+        _ => None,
+    };
     let delivery = NewDelivery {
         id: delivery_id,
         event: event.to_owned(),
@@ -247,6 +257,12 @@ async fn handle(
         Recorded::New => {
             if changes_demand {
                 intake.nudge.notify_one();
+            }
+            if let Some(job) = in_progress
+                && let Err(error) =
+                    timing::job_in_progress(&*intake.store, &intake.metrics, &job, now).await
+            {
+                debug!(%error, "cannot read the job to measure its queue time");
             }
             Ok((StatusCode::ACCEPTED, outcome))
         }

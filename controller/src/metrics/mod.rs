@@ -2,11 +2,21 @@
 //!
 //! Counters are labelled by outcome; gauges are set by the scheduler at each activation from
 //! the state it just read, so they never drift. Label values never come from a request
-//! unchecked: the webhook event is mapped to a fixed set ([`event_label`]).
+//! unchecked: the webhook event is mapped to a fixed set ([`event_label`]), a job's label set
+//! to a capped set ([`queue_time::LabelSets`]). Counters and gauges with a fixed set of label
+//! values start at 0 ([`counters_at_zero`], [`gauges_at_zero`]), so dashboards and alerts find
+//! them before the first event. [`queue_time`]: queue times; [`fleet`]: the reconciler and the
+//! agents' sessions.
+
+pub mod fleet;
+pub mod queue_time;
+
+use std::hash::Hash;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -54,6 +64,55 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    /// `sent` or `failed`.
+    pub outcome: String,
+    /// With `sent`: `started`. With `failed`: `github` (the registration failed at GitHub),
+    /// `agent` (the agent could not take the runner) or `refused` (refused before asking
+    /// GitHub: a JIT limit, an unknown runner group).
+    pub reason: String,
+}
+
+/// The (outcome, reason) pairs of [`StartLabels`].
+pub const START_OUTCOMES: &[(&str, &str)] = &[
+    ("sent", "started"),
+    ("failed", "github"),
+    ("failed", "agent"),
+    ("failed", "refused"),
+];
+
+/// Creates the counter of each of `labels` at 0.
+pub fn counters_at_zero<L, C>(family: &Family<L, Counter, C>, labels: impl IntoIterator<Item = L>)
+where
+    L: Clone + Hash + Eq,
+    C: MetricConstructor<Counter>,
+{
+    for l in labels {
+        family.get_or_create(&l).inc_by(0);
+    }
+}
+
+/// Creates the gauge of each of `labels` at 0.
+pub fn gauges_at_zero<L, C>(family: &Family<L, Gauge, C>, labels: impl IntoIterator<Item = L>)
+where
+    L: Clone + Hash + Eq,
+    C: MetricConstructor<Gauge>,
+{
+    for l in labels {
+        family.get_or_create(&l).set(0);
+    }
+}
+
+fn outcomes(values: &[&str]) -> Vec<OutcomeLabels> {
+    values
+        .iter()
+        .map(|v| OutcomeLabels {
+            outcome: (*v).into(),
+        })
+        .collect()
+}
+
 /// The events that get their own label value; everything else is `other` (and a missing
 /// header `none`). GitHub's webhook event names, of the kinds a runner hook or App receives.
 const KNOWN_EVENTS: &[&str] = &[
@@ -87,9 +146,10 @@ pub struct Metrics {
     pub jobs: Family<StateLabels, Gauge>,
     pub queue_depth: Family<OwnerLabels, Gauge>,
     pub runners: Family<RunnerLabels, Gauge>,
-    pub runner_starts: Family<OutcomeLabels, Counter>,
+    pub runner_starts: Family<StartLabels, Counter>,
     pub redeliveries: Family<OutcomeLabels, Counter>,
-    pub queued_to_started_seconds: Histogram,
+    pub queue: queue_time::QueueTimes,
+    pub fleet: fleet::FleetMetrics,
     pub github_remaining: Family<QuotaLabels, Gauge>,
     pub github_limit: Family<QuotaLabels, Gauge>,
     pub github_requests: Family<CallLabels, Counter>,
@@ -134,10 +194,10 @@ impl Metrics {
             "Runners by lifecycle state, owner and architecture",
             runners.clone(),
         );
-        let runner_starts = Family::<OutcomeLabels, Counter>::default();
+        let runner_starts = Family::<StartLabels, Counter>::default();
         registry.register(
             "runner_starts",
-            "Runner start attempts by outcome",
+            "Runner start attempts by outcome and reason",
             runner_starts.clone(),
         );
         let redeliveries = Family::<OutcomeLabels, Counter>::default();
@@ -146,12 +206,8 @@ impl Metrics {
             "Failed webhook deliveries GitHub was asked to redeliver, by outcome",
             redeliveries.clone(),
         );
-        let queued_to_started_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        registry.register(
-            "job_queued_to_runner_started_seconds",
-            "From a job first seen queued to the runner started for it being reported running",
-            queued_to_started_seconds.clone(),
-        );
+        let queue = queue_time::QueueTimes::register(&mut registry);
+        let fleet = fleet::FleetMetrics::register(&mut registry);
         let github_remaining = Family::<QuotaLabels, Gauge>::default();
         registry.register(
             "github_rate_limit_remaining",
@@ -184,33 +240,24 @@ impl Metrics {
         );
         let containment = ContainmentMetrics::register(&mut registry);
         let operator = OperatorMetrics::register(&mut registry);
-        // Counters of failures with a fixed set of label values start at 0, so dashboards and
-        // alerts find them before the first failure (deploy/grafana, deploy/prometheus).
-        for outcome in ["requested", "failed"] {
-            redeliveries
-                .get_or_create(&OutcomeLabels {
-                    outcome: outcome.into(),
+        counters_at_zero(&redeliveries, outcomes(&["requested", "failed"]));
+        counters_at_zero(&run_fetches, outcomes(&["fetched", "failed", "given_up"]));
+        counters_at_zero(
+            &runner_starts,
+            START_OUTCOMES.iter().map(|(outcome, reason)| StartLabels {
+                outcome: (*outcome).into(),
+                reason: (*reason).into(),
+            }),
+        );
+        counters_at_zero(
+            &containment.start_failures,
+            ["github", "agent", "crash"].iter().flat_map(|cause| {
+                ["backoff", "circuit"].iter().map(|kind| CauseLabels {
+                    cause: (*cause).into(),
+                    kind: (*kind).into(),
                 })
-                .inc_by(0);
-        }
-        for outcome in ["fetched", "failed", "given_up"] {
-            run_fetches
-                .get_or_create(&OutcomeLabels {
-                    outcome: outcome.into(),
-                })
-                .inc_by(0);
-        }
-        for cause in ["github", "agent", "crash"] {
-            for kind in ["backoff", "circuit"] {
-                containment
-                    .start_failures
-                    .get_or_create(&CauseLabels {
-                        cause: cause.into(),
-                        kind: kind.into(),
-                    })
-                    .inc_by(0);
-            }
-        }
+            }),
+        );
         Self {
             operator,
             run_fetches,
@@ -227,7 +274,8 @@ impl Metrics {
             runners,
             runner_starts,
             redeliveries,
-            queued_to_started_seconds,
+            queue,
+            fleet,
         }
     }
 
@@ -239,6 +287,16 @@ impl Metrics {
             .get_or_create(&WebhookLabels {
                 event: event_label(event).to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A runner start attempt: `outcome` and `reason` as in [`StartLabels`].
+    pub fn runner_start(&self, outcome: &'static str, reason: &'static str) {
+        self.runner_starts
+            .get_or_create(&StartLabels {
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -426,20 +484,17 @@ impl OperatorMetrics {
             "Age of each owner's oldest waiting job (0: none waiting)",
             m.oldest_queued_seconds.clone(),
         );
-        for state in ["connected", "healthy", "draining", "disconnected"] {
-            m.agents
-                .get_or_create(&AgentStateLabels {
-                    state: state.into(),
-                })
-                .set(0);
-        }
-        for cause in ["github", "agent", "crash"] {
-            let labels = CauseOnlyLabels {
-                cause: cause.into(),
-            };
-            m.circuits_open.get_or_create(&labels).set(0);
-            m.backoffs.get_or_create(&labels).set(0);
-        }
+        gauges_at_zero(
+            &m.agents,
+            ["connected", "healthy", "draining", "disconnected"].map(|state| AgentStateLabels {
+                state: state.into(),
+            }),
+        );
+        let causes = ["github", "agent", "crash"].map(|cause| CauseOnlyLabels {
+            cause: cause.into(),
+        });
+        gauges_at_zero(&m.circuits_open, causes.clone());
+        gauges_at_zero(&m.backoffs, causes);
         m
     }
 

@@ -9,16 +9,20 @@
 //! - [`join`]: enrollment with a one-time join token.
 //! - [`control`]: the local control socket behind `gha-agent drain`.
 //! - [`backoff`]: capped, jittered exponential backoff.
+//! - [`targets`]: which controller replica to dial next; [`fence`]: refusing a deposed
+//!   leader's commands.
 
 pub mod backoff;
 pub mod bootstrap;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod fence;
 pub mod join;
 pub mod renew;
 pub mod runners;
 pub mod runtime;
+pub mod targets;
 mod worker;
 
 use std::sync::Arc;
@@ -115,6 +119,7 @@ impl<R: RunnerRuntime> Agent<R> {
             drain: self.drain,
             hold: self.hold.subscribe(),
             status: self.status,
+            fence: fence::Fence::default(),
         }
         .run(shutdown)
         .await

@@ -42,6 +42,8 @@ pub struct AppState {
     pub management: crate::api::ApiState,
     /// The operator's drains (kept across restarts).
     pub drains: crate::drain::Drains,
+    /// Who leads, for `/status` and `/ready`.
+    pub leadership: crate::leader::Leadership,
 }
 
 /// A bearer token as kept in memory: its SHA-256 digest only.
@@ -374,6 +376,10 @@ mod tests {
                 registry,
                 crate::store::agents::AgentDirectory::open(&state_dir).unwrap(),
             ),
+            leadership: crate::leader::Leadership::sole(crate::leader::Replica {
+                id: "test".into(),
+                address: String::new(),
+            }),
         })
     }
 

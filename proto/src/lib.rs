@@ -10,11 +10,15 @@ pub mod v1 {
     /// The protocol version an agent announces in `Register.protocol_version`.
     pub const PROTOCOL_VERSION: u32 = 1;
     /// This revision within [`PROTOCOL_VERSION`] (`Register.protocol_minor`): 1.0 had no minor
-    /// field (on the wire: 0); 1.1 added it; 1.2 added `Undrain`.
-    pub const PROTOCOL_MINOR: u32 = 2;
+    /// field (on the wire: 0); 1.1 added it; 1.2 added `Undrain`; 1.3 added leader
+    /// generations (`ControllerMessage.leader_generation`, `CommandRefused`).
+    pub const PROTOCOL_MINOR: u32 = 3;
 
     /// The first minor revision that understands `ControllerMessage.undrain`.
     pub const UNDRAIN_SINCE_MINOR: u32 = 2;
+
+    /// The first minor revision whose agents fence by `ControllerMessage.leader_generation`.
+    pub const FENCING_SINCE_MINOR: u32 = 3;
 
     /// Whether a controller of this revision serves an agent that announces `major.minor`:
     /// the same major version, and this minor revision or the one before it. (Agents are

@@ -113,6 +113,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX runners_by_lifecycle ON runners (lifecycle);"#,
 ];
 
+/// Tells the listening replicas that a committed delivery brought work (see `leader::wake`).
+const NOTIFY_WORK: &str = "NOTIFY gha_scaler_work";
+
 /// The PostgreSQL store. Clones share the pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -426,6 +429,11 @@ impl StateStore for PgStore {
             WebhookEffect::Job(job) => upsert_job(&tx, job).await?,
             WebhookEffect::FetchRun(key) => request_fetch(&tx, key, delivery.received_ms).await?,
             WebhookEffect::Ignore => {}
+        }
+        if !matches!(effect, WebhookEffect::Ignore) {
+            // Delivered to every listening replica on commit (and only then): the leader's
+            // scheduler wakes whichever replica took the webhook (`leader::wake`).
+            tx.batch_execute(NOTIFY_WORK).await?;
         }
         tx.commit().await?;
         Ok(Recorded::New)

@@ -312,6 +312,9 @@ fn budget_status(budget: &shared::github::Budget) -> Value {
 /// at least every few seconds).
 const SCHEDULER_STALE_MS: i64 = 60_000;
 
+/// How long `/ready` waits for the store before it counts as not answering.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What `/ready` weighs.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyInputs {
@@ -351,7 +354,10 @@ pub fn readiness(i: &ReadyInputs) -> (bool, Option<String>) {
 /// ready, and lost ones are recovered by `RECONCILE_INTERVAL`. On a standby replica only the
 /// store counts ([`readiness`]); `leader` says who leads.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state.store.job_states().await.is_ok();
+    // Bounded: a replica cut from its database must still say so (and who leads) promptly.
+    let store_ok = tokio::time::timeout(READY_STORE_TIMEOUT, state.store.job_states())
+        .await
+        .is_ok_and(|r| r.is_ok());
     let decisions = state.decisions.get();
     let scheduled = decisions.activations > 0;
     let fresh = shared::runner::now_ms() - decisions.last_activation_ms < SCHEDULER_STALE_MS;

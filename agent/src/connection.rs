@@ -68,8 +68,13 @@ pub fn is_certificate_problem(text: &str) -> bool {
 }
 
 /// Opens a channel to the controller replica at `url` (one of `CONTROLLER_URL`'s, or a
-/// leader's address a standby named).
-pub async fn connect(config: &AgentConfig, url: &str) -> Result<Channel, AttemptError> {
+/// leader's address a standby named), verifying its certificate for `server_name` when given
+/// (else for the URL's host).
+pub async fn connect(
+    config: &AgentConfig,
+    url: &str,
+    server_name: Option<&str>,
+) -> Result<Channel, AttemptError> {
     let certs = shared::tls::read_certs(&config.tls.cert_file)
         .map_err(|e| AttemptError::Local(error_chain(&e)))?;
     Validity::of(&certs[0])
@@ -86,7 +91,11 @@ pub async fn connect(config: &AgentConfig, url: &str) -> Result<Channel, Attempt
                 config.tls.cert_file.display()
             ))
         })?;
-    let tls = ClientTlsConfig::new()
+    let mut tls = ClientTlsConfig::new();
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name);
+    }
+    let tls = tls
         .ca_certificate(Certificate::from_pem(read(
             &config.tls.ca_file,
             "CA certificate",

@@ -3,8 +3,13 @@
 //! Several controller replicas may share one database; only the leader serves sessions, and a
 //! standby answers with the leader's address (issue 15 §2). The rules, pure and table-tested:
 //! a hint is followed next; a failure, or a refusal without a hint, moves to the next URL of
-//! the list (a failed hint goes back to the list where it left off). The worker's backoff
+//! the list (a failed hint too: the URL after the one that gave it, so a standby that keeps
+//! naming a dead leader cannot hold the agent). The worker's backoff
 //! paces the attempts, so a ring of replicas that all refuse is retried slowly, never spun.
+//!
+//! A hinted address is often a pod's IP, which the replicas' shared server certificate does
+//! not name; the agent then checks the certificate for the host of the URL that gave the hint
+//! ([`Targets::server_name`]): the same installation, the same CA, still verified.
 
 /// How the last attempt on [`Targets::current`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +46,13 @@ impl Targets {
         self.hinted.as_deref().unwrap_or(&self.urls[self.current])
     }
 
+    /// The name to verify the server certificate against when it is not the URL's own host:
+    /// while following a hint, the host of the configured URL that gave it.
+    pub fn server_name(&self) -> Option<String> {
+        self.hinted.as_ref()?;
+        host_of(&self.urls[self.current])
+    }
+
     /// Chooses the next URL after `outcome`.
     pub fn after(&mut self, outcome: &Outcome) {
         match outcome {
@@ -56,12 +68,22 @@ impl Targets {
                 }
             }
             Outcome::NotLeader { .. } | Outcome::Failed => {
-                if self.hinted.take().is_none() {
-                    self.current = (self.current + 1) % self.urls.len();
-                }
+                self.hinted = None;
+                self.current = (self.current + 1) % self.urls.len();
             }
         }
     }
+}
+
+/// The host of an `https://host:port/…` URL, without brackets around an IPv6 address.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 /// A hint the agent may dial: an `https://` URL (agents talk mutual TLS only).
@@ -110,9 +132,14 @@ mod tests {
                 "https://d:9443",
             ),
             (
-                "a failed hint goes back to the list where it left off",
+                "a failed hint moves on past the URL that gave it",
                 vec![hint("https://d:9443"), Outcome::Failed],
-                a,
+                b,
+            ),
+            (
+                "a standby that keeps naming a dead leader cannot hold the agent",
+                vec![hint("https://d:9443"), Outcome::Failed, Outcome::Failed],
+                c,
             ),
             ("an unusable hint is ignored", vec![hint("d:9443")], b),
             (
@@ -128,6 +155,23 @@ mod tests {
             }
             assert_eq!(t.current(), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn a_hinted_address_is_verified_as_the_url_that_gave_the_hint() {
+        let mut t = targets(&["https://gha.svc:9443", "https://other:9443"]);
+        assert_eq!(
+            t.server_name(),
+            None,
+            "a configured URL is verified as itself"
+        );
+        t.after(&hint("https://10.0.0.7:9443"));
+        assert_eq!(t.current(), "https://10.0.0.7:9443");
+        assert_eq!(t.server_name().as_deref(), Some("gha.svc"));
+        t.after(&Outcome::Failed);
+        assert_eq!(t.server_name(), None);
+        assert_eq!(host_of("https://[::1]:9443"), Some("::1".into()));
+        assert_eq!(host_of("https://ctl"), Some("ctl".into()));
     }
 
     #[test]

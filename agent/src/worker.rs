@@ -89,7 +89,10 @@ impl<R: RunnerRuntime> Worker<R> {
                 return Ok(());
             }
             let url = targets.current().to_owned();
-            let outcome = self.attempt(&shutdown, &mut backoff, &url).await;
+            let server_name = targets.server_name();
+            let outcome = self
+                .attempt(&shutdown, &mut backoff, &url, server_name.as_deref())
+                .await;
             targets.after(&match &outcome {
                 Ok(SessionEnd::Shutdown) => Outcome::Connected,
                 Err(AttemptError::NotLeader { leader, .. }) => Outcome::NotLeader {
@@ -215,11 +218,12 @@ impl<R: RunnerRuntime> Worker<R> {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
         url: &str,
+        server_name: Option<&str>,
     ) -> Result<SessionEnd, AttemptError> {
         self.status.send_modify(|s| s.attempts += 1);
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            channel = connection::connect(&self.config, url) => channel?,
+            channel = connection::connect(&self.config, url, server_name) => channel?,
         };
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
         let health = self.health().await;

@@ -357,7 +357,6 @@ impl Controller {
                     .scope(async move { registrar.startup_check().await }),
             );
         }
-        let started_ms = shared::runner::now_ms();
         // A new scheduler for every tenure: its memory (stops, strays, back-offs) starts
         // fresh, as after a restart; the store and the agents' reports are the truth.
         let make_scheduler = {
@@ -379,7 +378,8 @@ impl Controller {
                     metrics: metrics.clone(),
                     nudge: nudge.clone(),
                     decisions: decisions.clone(),
-                    started_ms,
+                    // This tenure's start: agents it has not heard from are away since then.
+                    started_ms: shared::runner::now_ms(),
                     names: names.clone(),
                     state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(
                         &config,

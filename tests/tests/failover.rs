@@ -69,9 +69,11 @@ impl Installation {
         let mut env = self.env.clone();
         env.insert("DATABASE_URL".into(), database_url.to_owned());
         env.insert("REPLICA_ID".into(), name.to_owned());
+        // An address the shared certificate (localhost, 127.0.0.1) does not name, like a pod's
+        // IP: an agent sent there checks the certificate for the name it was configured with.
         env.insert(
             "ADVERTISE_GRPC_URL".into(),
-            format!("https://127.0.0.1:{grpc}"),
+            format!("https://127.0.0.2:{grpc}"),
         );
         // Each replica its own STATE_DIR (its agent directory); the PKI files are shared.
         env.insert(
@@ -89,7 +91,10 @@ impl Installation {
     /// An agent that knows both replicas.
     fn agent(&self, name: &str, replicas: &[&ControllerProcess]) -> TestAgent {
         let cert = self.ca.client(name, &[]);
-        let urls: Vec<String> = replicas.iter().map(|r| r.grpc_url()).collect();
+        let urls: Vec<String> = replicas
+            .iter()
+            .map(|r| format!("https://localhost:{}", r.grpc_addr.port()))
+            .collect();
         TestAgent::start(
             &urls.join(","),
             &AgentTls {
@@ -177,17 +182,32 @@ async fn wait_for_roles(leader: &ControllerProcess, standby: &ControllerProcess,
 
 /// Once all accepted jobs are done: no runner alive on an agent, none registered at GitHub.
 async fn nothing_left_behind(sim: &GithubSim, agents: &[&TestAgent]) {
-    wait_until(
-        Duration::from_secs(60),
-        "no runner left on the agents or at GitHub",
-        || async {
-            agents
-                .iter()
-                .all(|a| a.runtime.runners().iter().all(|r| r.phase.is_terminal()))
-                && sim.runners().is_empty()
-        },
-    )
-    .await;
+    let left = || {
+        let alive: Vec<String> = agents
+            .iter()
+            .flat_map(|a| a.runtime.runners())
+            .filter(|r| !r.phase.is_terminal())
+            .map(|r| format!("{} {:?}", r.name, r.phase))
+            .collect();
+        let registered: Vec<String> = sim
+            .runners()
+            .iter()
+            .map(|r| format!("{} job={:?} online={}", r.name, r.job, r.online))
+            .collect();
+        (alive, registered)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (alive, registered) = left();
+        if alive.is_empty() && registered.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runners left behind: on the agents {alive:?}, at GitHub {registered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +236,10 @@ async fn the_standby_takes_over_from_a_killed_leader_mid_burst_and_every_accepte
             })
             .await;
     }
+    // host-2 was turned away by b and went straight to the address b named (an address the
+    // certificate does not name, verified as the configured `localhost`): two attempts.
+    let attempts = agent2.status.borrow().attempts;
+    assert_eq!(attempts, 2, "host-2 followed the standby's hint at once");
     let emulator = RunnerEmulator::start(
         site.sim.clone(),
         vec![agent1.runtime.clone(), agent2.runtime.clone()],
@@ -273,14 +297,16 @@ async fn the_standby_takes_over_from_a_killed_leader_mid_burst_and_every_accepte
     let completed = emulator.completed();
     let unique: BTreeSet<u64> = completed.iter().copied().collect();
     assert_eq!(unique.len(), completed.len(), "a job was served twice");
+    assert!(
+        accepted.iter().all(|j| unique.contains(j)),
+        "an accepted job was not served by one of our runners"
+    );
+    // No runner started twice: every start the agents executed is a distinct runner. (More
+    // runners than jobs may start: GitHub gives a runner any matching job, so one started for
+    // job X may take job Y; the runner left without a job is stopped as idle, checked below.)
     let started = starts(&[&agent1, &agent2]);
     let distinct: BTreeSet<&String> = started.iter().collect();
     assert_eq!(distinct.len(), started.len(), "a runner was started twice");
-    assert!(
-        started.len() <= JOBS,
-        "{} runners started for {JOBS} jobs",
-        started.len()
-    );
     nothing_left_behind(&site.sim, &[&agent1, &agent2]).await;
     eprintln!(
         "failover in {failover:?}; {} of {JOBS} deliveries accepted ({served_by_b} by the \

@@ -89,6 +89,9 @@ impl Leadership {
     pub async fn until_acting(&self, shutdown: &CancellationToken) -> Option<Generation> {
         let mut rx = self.observation.clone();
         loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
             if let Some(generation) = self.acting() {
                 return Some(generation);
             }
@@ -207,6 +210,27 @@ mod tests {
             Some(decision::UNFENCED)
         );
         assert!(leadership.view().this_replica);
+    }
+
+    #[tokio::test]
+    async fn leader_only_work_of_a_sole_replica_runs_once_and_ends_at_shutdown() {
+        let leadership = Leadership::sole(me());
+        let shutdown = CancellationToken::new();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn(while_leading(leadership, shutdown.clone(), "test", {
+            let runs = runs.clone();
+            move |tenure: CancellationToken| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { tenure.cancelled().await }
+            }
+        }));
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("while_leading returns at shutdown")
+            .unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -119,6 +119,37 @@ impl Installation {
     }
 }
 
+/// Replica `a` (leading, its database at `url_a`) and then `b` (a standby, at `url_b`), behind
+/// a round-robin balancer that GitHub's hook points at.
+async fn two_replicas(
+    site: &Installation,
+    url_a: &str,
+    url_b: &str,
+) -> (ControllerProcess, ControllerProcess, RoundRobin) {
+    let a = site.replica("a", url_a).await;
+    wait_until(Duration::from_secs(20), "replica a leads", || leads(&a)).await;
+    let b = site.replica("b", url_b).await;
+    wait_for_roles(&a, &b, "a").await;
+    let balancer = RoundRobin::start(vec![
+        format!("http://{}", a.http_addr),
+        format!("http://{}", b.http_addr),
+    ])
+    .await;
+    site.hook_through(&balancer);
+    (a, b, balancer)
+}
+
+/// Waits until every agent has a session.
+async fn connected(agents: &[&TestAgent]) {
+    for agent in agents {
+        agent
+            .wait_status(Duration::from_secs(20), "connected to the leader", |s| {
+                s.connected
+            })
+            .await;
+    }
+}
+
 /// What a replica's `/ready` says: (HTTP status, `leader` object); `None` when it does not
 /// answer.
 async fn ready(replica: &ControllerProcess) -> Option<(u16, serde_json::Value)> {
@@ -216,26 +247,11 @@ async fn the_standby_takes_over_from_a_killed_leader_mid_burst_and_every_accepte
         return;
     };
     let site = Installation::new().await;
-    let mut a = site.replica("a", &db.url).await;
-    wait_until(Duration::from_secs(20), "replica a leads", || leads(&a)).await;
-    let b = site.replica("b", &db.url).await;
-    wait_for_roles(&a, &b, "a").await;
-    let balancer = RoundRobin::start(vec![
-        format!("http://{}", a.http_addr),
-        format!("http://{}", b.http_addr),
-    ])
-    .await;
-    site.hook_through(&balancer);
+    let (mut a, b, balancer) = two_replicas(&site, &db.url, &db.url).await;
     let agent1 = site.agent("host-1", &[&a, &b]);
     // The second agent lists the standby first: it is turned away and follows the hint.
     let agent2 = site.agent("host-2", &[&b, &a]);
-    for agent in [&agent1, &agent2] {
-        agent
-            .wait_status(Duration::from_secs(20), "connected to the leader", |s| {
-                s.connected
-            })
-            .await;
-    }
+    connected(&[&agent1, &agent2]).await;
     // host-2 was turned away by b and went straight to the address b named (an address the
     // certificate does not name, verified as the configured `localhost`): two attempts.
     let attempts = agent2.status.borrow().attempts;
@@ -356,23 +372,10 @@ async fn a_leader_cut_from_its_database_steps_down_and_the_other_replica_takes_o
     };
     let site = Installation::new().await;
     let mut proxy = TcpProxy::start(server_of(&db.url));
-    let a = site.replica("a", &through(&db.url, proxy.addr)).await;
-    wait_until(Duration::from_secs(20), "replica a leads", || leads(&a)).await;
-    let b = site.replica("b", &db.url).await;
-    wait_for_roles(&a, &b, "a").await;
-    let balancer = RoundRobin::start(vec![
-        format!("http://{}", a.http_addr),
-        format!("http://{}", b.http_addr),
-    ])
-    .await;
-    site.hook_through(&balancer);
+    let (a, b, _balancer) = two_replicas(&site, &through(&db.url, proxy.addr), &db.url).await;
     let agent1 = site.agent("host-1", &[&a, &b]);
     let agent2 = site.agent("host-2", &[&a, &b]);
-    for agent in [&agent1, &agent2] {
-        agent
-            .wait_status(Duration::from_secs(20), "connected", |s| s.connected)
-            .await;
-    }
+    connected(&[&agent1, &agent2]).await;
     let _emulator = RunnerEmulator::start(
         site.sim.clone(),
         vec![agent1.runtime.clone(), agent2.runtime.clone()],

@@ -6,6 +6,8 @@
 //! - SIGKILL of the leader in the middle of a burst of 500 jobs: the standby leads within
 //!   15 s, the agents reconnect to it, every job either replica accepted with a 2xx is served
 //!   exactly once, no runner is started twice, and none is left behind.
+//! - A standby answers a session with `UNAVAILABLE` "not leader", naming the leader's address
+//!   in the message and the `gha-leader-address` metadata.
 //! - A leader whose database connection is cut (through a TCP proxy the test closes) steps
 //!   down, and the other replica takes over and serves new jobs.
 //!
@@ -25,6 +27,7 @@ use tests::net::{RoundRobin, TcpProxy};
 use tests::pki::TestCa;
 use tests::postgres::TestDb;
 use tests::process::{ControllerProcess, free_port};
+use tests::raw_agent;
 
 const JOBS: usize = 500;
 /// The lease in these tests: a dead leader's lease lapses after this.
@@ -373,6 +376,28 @@ async fn a_leader_cut_from_its_database_steps_down_and_the_other_replica_takes_o
     let site = Installation::new().await;
     let mut proxy = TcpProxy::start(server_of(&db.url));
     let (a, b, _balancer) = two_replicas(&site, &through(&db.url, proxy.addr), &db.url).await;
+    // The standby's answer to a session, as the wire shows it.
+    let cert = site.ca.client("raw-agent", &[]);
+    let channel = raw_agent::channel(&b.grpc_url(), &site.ca.ca_file(), Some(&cert))
+        .await
+        .unwrap();
+    let refusal = raw_agent::session(channel, raw_agent::register(proto::v1::Arch::Amd64))
+        .await
+        .expect_err("a standby serves no session");
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    let leader_address = format!("https://127.0.0.2:{}", a.grpc_addr.port());
+    assert!(
+        refusal.message().starts_with("not leader") && refusal.message().contains(&leader_address),
+        "{}",
+        refusal.message()
+    );
+    assert_eq!(
+        refusal
+            .metadata()
+            .get("gha-leader-address")
+            .and_then(|v| v.to_str().ok()),
+        Some(leader_address.as_str())
+    );
     let agent1 = site.agent("host-1", &[&a, &b]);
     let agent2 = site.agent("host-2", &[&a, &b]);
     connected(&[&agent1, &agent2]).await;

@@ -76,7 +76,9 @@ pub fn plan(
     if exists(&dir.join(CERT_FILE)) {
         return Ok(None);
     }
+    // With several replicas listed, the first enrolls the agent (they share the CA).
     let controller_url = get("CONTROLLER_URL")
+        .and_then(|list| list.split(',').map(str::trim).find(|u| !u.is_empty()))
         .ok_or(BootstrapError::NoController)?
         .to_owned();
     Ok(Some(Plan {

@@ -21,8 +21,10 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// `CONTROLLER_URL`: `https://host:port` of the controller's gRPC endpoint.
-    pub controller_url: String,
+    /// `CONTROLLER_URL`: `https://host:port` of the controller's gRPC endpoint, or several
+    /// comma-separated (replicas of one controller: the agent finds the leader, see
+    /// [`crate::targets`]). Never empty.
+    pub controller_urls: Vec<String>,
     pub tls: TlsFiles,
     /// `AGENT_ARCH`, else the host's.
     pub arch: Arch,
@@ -70,23 +72,34 @@ impl AgentConfig {
         let mut problem =
             |variable, message: String| problems.push(ConfigProblem { variable, message });
 
-        let controller_url = match get("CONTROLLER_URL") {
+        let controller_urls: Vec<String> = match get("CONTROLLER_URL") {
             None => {
                 problem(
                     "CONTROLLER_URL",
-                    "is required (https://controller-host:9443)".into(),
+                    "is required (https://controller-host:9443, or several comma-separated)".into(),
                 );
-                String::new()
+                Vec::new()
             }
-            Some(url) if !url.starts_with("https://") => {
-                problem(
-                    "CONTROLLER_URL",
-                    format!("{url:?} must start with https:// (agents only talk mutual TLS)"),
-                );
-                url.to_owned()
-            }
-            Some(url) => url.trim_end_matches('/').to_owned(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|url| {
+                    if !url.starts_with("https://") {
+                        problem(
+                            "CONTROLLER_URL",
+                            format!(
+                                "{url:?} must start with https:// (agents only talk mutual TLS)"
+                            ),
+                        );
+                    }
+                    url.trim_end_matches('/').to_owned()
+                })
+                .collect(),
         };
+        if controller_urls.is_empty() && get("CONTROLLER_URL").is_some() {
+            problem("CONTROLLER_URL", "names no URL".into());
+        }
 
         let dir = get("TLS_DIR").map(PathBuf::from);
         let mut file = |var: &'static str, default_name: &str| match (get(var), &dir) {
@@ -164,7 +177,7 @@ impl AgentConfig {
 
         if problems.is_empty() {
             Ok(Self {
-                controller_url,
+                controller_urls,
                 tls,
                 arch,
                 max_runners,
@@ -200,11 +213,37 @@ mod tests {
             ("LABELS", "gpu, big ,"),
         ]))
         .unwrap();
-        assert_eq!(c.controller_url, "https://ctl:9443");
+        assert_eq!(c.controller_urls, vec!["https://ctl:9443"]);
         assert_eq!(c.tls.cert_file, PathBuf::from("/etc/gha/agent.pem"));
         assert_eq!(c.arch, Arch::Arm64);
         assert_eq!(c.labels, vec!["gpu", "big"]);
         assert_eq!(c.max_runners, 5);
+    }
+
+    #[test]
+    fn controller_url_may_list_replicas() {
+        let c = AgentConfig::from_env(&map(&[
+            ("CONTROLLER_URL", "https://ctl-0:9443/, https://ctl-1:9443,"),
+            ("TLS_DIR", "/etc/gha"),
+            ("AGENT_ARCH", "amd64"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.controller_urls,
+            vec!["https://ctl-0:9443", "https://ctl-1:9443"]
+        );
+        let err = AgentConfig::from_env(&map(&[
+            ("CONTROLLER_URL", "https://ctl-0:9443,ctl-1:9443"),
+            ("TLS_DIR", "/etc/gha"),
+            ("AGENT_ARCH", "amd64"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.variable == "CONTROLLER_URL" && p.message.contains("\"ctl-1:9443\"")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub enum AttemptError {
     /// The controller could not be reached or the session broke: retry with backoff.
     #[error("{0}")]
     Unreachable(String),
+    /// The replica is a standby (or just lost its tenure); `leader` is the leader's address
+    /// when it named one. Dial that (or the next URL) after the backoff.
+    #[error("{message}")]
+    NotLeader {
+        leader: Option<String>,
+        message: String,
+    },
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, AttemptError> {
@@ -60,7 +67,14 @@ pub fn is_certificate_problem(text: &str) -> bool {
     .any(|needle| t.contains(needle))
 }
 
-pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
+/// Opens a channel to the controller replica at `url` (one of `CONTROLLER_URL`'s, or a
+/// leader's address a standby named), verifying its certificate for `server_name` when given
+/// (else for the URL's host).
+pub async fn connect(
+    config: &AgentConfig,
+    url: &str,
+    server_name: Option<&str>,
+) -> Result<Channel, AttemptError> {
     let certs = shared::tls::read_certs(&config.tls.cert_file)
         .map_err(|e| AttemptError::Local(error_chain(&e)))?;
     Validity::of(&certs[0])
@@ -77,7 +91,11 @@ pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
                 config.tls.cert_file.display()
             ))
         })?;
-    let tls = ClientTlsConfig::new()
+    let mut tls = ClientTlsConfig::new();
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name);
+    }
+    let tls = tls
         .ca_certificate(Certificate::from_pem(read(
             &config.tls.ca_file,
             "CA certificate",
@@ -86,8 +104,8 @@ pub async fn connect(config: &AgentConfig) -> Result<Channel, AttemptError> {
             read(&config.tls.cert_file, "certificate")?,
             read(&config.tls.key_file, "key")?,
         ));
-    let endpoint = Endpoint::from_shared(config.controller_url.clone())
-        .map_err(|e| AttemptError::Local(format!("CONTROLLER_URL is invalid: {e}")))?
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| AttemptError::Local(format!("the controller URL {url:?} is invalid: {e}")))?
         .tls_config(tls)
         .map_err(|e| AttemptError::Local(format!("cannot use the TLS files: {}", error_chain(&e))))?
         .connect_timeout(Duration::from_secs(5))

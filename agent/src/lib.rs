@@ -10,17 +10,21 @@
 //! - [`control`]: the local control socket behind `gha-agent drain`.
 //! - [`backoff`]: capped, jittered exponential backoff.
 //! - [`images`]: the runner images the controller asked for and their states, as reported.
+//! - [`targets`]: which controller replica to dial next; [`fence`]: refusing a deposed
+//!   leader's commands.
 
 pub mod backoff;
 pub mod bootstrap;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod fence;
 pub mod images;
 pub mod join;
 pub mod renew;
 pub mod runners;
 pub mod runtime;
+pub mod targets;
 mod worker;
 
 use std::sync::Arc;
@@ -130,6 +134,7 @@ impl<R: RunnerRuntime> Agent<R> {
             status: self.status,
             image_watch: self.images.watch(),
             images: self.images,
+            fence: fence::Fence::default(),
         }
         .run(shutdown)
         .await

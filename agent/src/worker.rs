@@ -25,10 +25,12 @@ use crate::AgentStatus;
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::connection::{self, AttemptError, error_chain};
+use crate::fence::Fence;
 use crate::images::{ImageBoard, ImageWatch};
 use crate::renew;
 use crate::runners::{FINISHED_RETENTION, RunnerTable};
 use crate::runtime::{EventSink, RunnerRuntime};
+use crate::targets::{Outcome, Targets};
 
 /// Used until the controller says otherwise in `Registered`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -63,6 +65,8 @@ pub(crate) struct Worker<R> {
     pub images: ImageBoard,
     /// Wakes the session loop when an image's state changes, to report it.
     pub image_watch: ImageWatch,
+    /// The newest leader generation obeyed, across sessions (only this task uses it).
+    pub fence: Fence,
 }
 
 enum SessionEnd {
@@ -84,15 +88,33 @@ impl<R: RunnerRuntime> Worker<R> {
         }
         self.apply_hold();
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
+        // `CONTROLLER_URL` is never empty once parsed (`AgentConfig::from_env`).
+        let mut targets = Targets::new(self.config.controller_urls.clone());
         loop {
             if self.drained() {
                 return Ok(());
             }
-            match self.attempt(&shutdown, &mut backoff).await {
+            let url = targets.current().to_owned();
+            let server_name = targets.server_name();
+            let outcome = self
+                .attempt(&shutdown, &mut backoff, &url, server_name.as_deref())
+                .await;
+            targets.after(&match &outcome {
+                Ok(SessionEnd::Shutdown) => Outcome::Connected,
+                Err(AttemptError::NotLeader { leader, .. }) => Outcome::NotLeader {
+                    hint: leader.clone(),
+                },
+                Ok(SessionEnd::Lost(_)) | Err(_) => Outcome::Failed,
+            });
+            match outcome {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost(reason)) => {
-                    warn!(%reason, "lost the controller; runners keep running, reconnecting");
+                    warn!(%reason, controller = %url, "lost the controller; runners keep running, reconnecting");
                     self.set_disconnected(reason);
+                }
+                Err(AttemptError::NotLeader { leader, message }) => {
+                    info!(controller = %url, leader = ?leader, %message, "not the leader; following");
+                    self.set_disconnected(message);
                 }
                 Err(AttemptError::Local(reason)) => {
                     error!(%reason, "cannot connect with this agent's TLS material");
@@ -204,11 +226,13 @@ impl<R: RunnerRuntime> Worker<R> {
         &mut self,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
+        url: &str,
+        server_name: Option<&str>,
     ) -> Result<SessionEnd, AttemptError> {
         self.status.send_modify(|s| s.attempts += 1);
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            channel = connection::connect(&self.config) => channel?,
+            channel = connection::connect(&self.config, url, server_name) => channel?,
         };
         let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
         let health = self.health().await;
@@ -246,16 +270,26 @@ impl<R: RunnerRuntime> Worker<R> {
             .await
             .map_err(classify_early)?;
         let mut inbound = response.into_inner();
-        let registered = match inbound.message().await.map_err(classify_early)? {
+        let (registered, generation) = match inbound.message().await.map_err(classify_early)? {
             Some(pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::Registered(r)),
-            }) => r,
+                leader_generation,
+            }) => (r, leader_generation),
             _ => {
                 return Err(AttemptError::Unreachable(
                     "the controller did not acknowledge the registration".into(),
                 ));
             }
         };
+        if let Err(stale) = self.fence.admit(generation) {
+            // A deposed leader that does not know it yet: tell it, and look for the leader.
+            warn!(controller = %url, %stale, "refusing a session with an older leader");
+            let _ = send(&out, refused("", stale)).await;
+            return Err(AttemptError::NotLeader {
+                leader: None,
+                message: stale.to_string(),
+            });
+        }
         let heartbeat = match registered.heartbeat_interval_ms {
             0 => DEFAULT_HEARTBEAT,
             ms => Duration::from_millis(u64::from(ms)),
@@ -382,24 +416,37 @@ impl<R: RunnerRuntime> Worker<R> {
                     }
                 }
                 received = inbound.message() => match received {
-                    Ok(Some(message)) => match wire::command_from_wire(message) {
-                        Ok(Some(command)) => {
-                            self.execute(command).await;
-                            for state in std::mem::take(&mut self.outbox) {
-                                let status = wire::runner_state_to_wire(&state);
-                                if !send(&out, pb::agent_message::Msg::RunnerStatus(status)).await {
-                                    return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                    Ok(Some(message)) => {
+                        if let Err(stale) = self.fence.admit(message.leader_generation) {
+                            let runner = runner_of(&message);
+                            warn!(runner = %runner, %stale, "refusing a command of an older leader");
+                            if !send(&out, refused(&runner, stale)).await {
+                                return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                            }
+                            continue;
+                        }
+                        match wire::command_from_wire(message) {
+                            Ok(Some(command)) => {
+                                self.execute(command).await;
+                                for state in std::mem::take(&mut self.outbox) {
+                                    let status = wire::runner_state_to_wire(&state);
+                                    if !send(&out, pb::agent_message::Msg::RunnerStatus(status)).await {
+                                        return Ok(SessionEnd::Lost("the session's outgoing stream closed".into()));
+                                    }
                                 }
                             }
+                            Ok(None) => {}
+                            Err(e) => warn!(error = %e, "ignoring an invalid command"),
                         }
-                        Ok(None) => {}
-                        Err(e) => warn!(error = %e, "ignoring an invalid command"),
-                    },
+                    }
                     Ok(None) => return Ok(SessionEnd::Lost("the controller ended the session".into())),
                     Err(status) if status.code() == Code::Aborted => return Err(AttemptError::Rejected(format!(
                         "the controller ended the session: {}", status_text(&status)
                     ))),
-                    Err(status) => return Ok(SessionEnd::Lost(format!("session failed: {}", status_text(&status)))),
+                    Err(status) => return match not_leader(&status) {
+                        Some(not_leader) => Err(not_leader),
+                        None => Ok(SessionEnd::Lost(format!("session failed: {}", status_text(&status)))),
+                    },
                 }
             }
         }
@@ -592,7 +639,49 @@ fn classify_early(status: tonic::Status) -> AttemptError {
     classify_status(status)
 }
 
+/// The metadata key in which a standby names the leader's address (the controller's
+/// `grpc::session::LEADER_ADDRESS_KEY`).
+const LEADER_ADDRESS_KEY: &str = "gha-leader-address";
+
+/// A standby's "not leader" answer, with the leader's address when it named one.
+fn not_leader(status: &tonic::Status) -> Option<AttemptError> {
+    if status.code() != Code::Unavailable || !status.message().starts_with("not leader") {
+        return None;
+    }
+    let leader = status
+        .metadata()
+        .get(LEADER_ADDRESS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Some(AttemptError::NotLeader {
+        leader,
+        message: status.message().to_owned(),
+    })
+}
+
+/// The runner a controller message is about, if any (for a refusal report).
+fn runner_of(message: &pb::ControllerMessage) -> String {
+    use pb::controller_message::Msg;
+    match &message.msg {
+        Some(Msg::StartRunner(s)) => s.runner_id.clone(),
+        Some(Msg::StopRunner(s)) => s.runner_id.clone(),
+        _ => String::new(),
+    }
+}
+
+fn refused(runner_id: &str, stale: crate::fence::Stale) -> pb::agent_message::Msg {
+    pb::agent_message::Msg::CommandRefused(pb::CommandRefused {
+        runner_id: runner_id.to_owned(),
+        generation: stale.generation,
+        newest_generation: stale.newest,
+        reason: stale.to_string(),
+    })
+}
+
 fn classify_status(status: tonic::Status) -> AttemptError {
+    if let Some(not_leader) = not_leader(&status) {
+        return not_leader;
+    }
     let text = status_text(&status);
     match status.code() {
         Code::Unauthenticated

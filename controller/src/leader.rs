@@ -1,264 +1,277 @@
-//! Leader election among controller replicas that share one PostgreSQL database (issue 15 §2):
-//! a lease row with a fencing generation. NOT YET WIRED: the controller does not run it yet
-//! (every replica still schedules); this is the tested building block the wiring will use.
+//! Leader and standbys (issue 15 §2). Several controller replicas may share one PostgreSQL
+//! database; every replica accepts webhooks, but only the leader schedules, reconciles,
+//! cleans up, redelivers, keeps warm pools and talks to agents.
 //!
-//! - The lease is one row, `gha_leader_lease`, holding the leader's replica id, the address
-//!   agents should dial, a generation and an expiry on the *database's* clock (`now()`), so
-//!   replicas with skewed clocks agree on when it lapsed.
-//! - [`PgLease::acquire`] renews the lease when this replica holds it, takes it when it lapsed,
-//!   and otherwise reports who leads. Each new tenure gets a higher generation: commands sent
-//!   under an older generation are recognisably stale (fencing).
-//! - [`Tenure`] is the pure part: a replica counts itself leader only while its last successful
-//!   renewal is younger than [`Tenure::SAFE_FRACTION`] of the lease on its own monotonic clock.
-//!   A leader cut from the database stops acting before another replica can take the lease,
-//!   since that needs the whole lease to lapse on the database's clock.
+//! - [`lease`]: the lease row with its fencing generation (the database I/O).
+//! - [`decision`]: the pure rules: may this replica act now, until when, who leads.
+//! - [`task`]: the loop that renews the lease and records what it learnt.
+//! - [`wake`]: `LISTEN/NOTIFY`, so a delivery committed on a standby wakes the leader at once.
+//!
+//! [`Leadership`] is the handle the rest of the controller holds. The renewal task is the only
+//! writer of its observation (a `watch` channel); readers ask [`Leadership::acting`], which
+//! applies [`decision::may_act`] at the current instant, so a tenure lapses on time even while
+//! the renewal task is stuck on a dead connection. With SQLite there is one replica and it
+//! always leads ([`Leadership::sole`]).
 
-use std::str::FromStr;
+pub mod decision;
+pub mod lease;
+pub mod task;
+pub mod wake;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::NoTls;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::database::DatabaseUrl;
-use crate::store::StoreError;
+pub use self::decision::{LeaderView, Observation, Replica};
+pub use self::lease::{Generation, LeaseView, PgLease, Tenure};
 
-/// A leader's tenure number; higher is newer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Generation(pub i64);
-
-/// What the lease row said at the last look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseView {
-    /// This replica holds the lease, in tenure `generation`.
-    Held { generation: Generation },
-    /// Another replica holds it (its id and the address agents should use).
-    Other {
-        holder: String,
-        address: String,
-        generation: Generation,
-    },
-}
-
-/// A replica's own account of its leadership, on its monotonic clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tenure {
-    pub generation: Generation,
-    /// When the renewal that confirmed it was *sent* (so the lease ran at least from then).
-    pub renewed_at: Instant,
-}
-
-impl Tenure {
-    /// The share of the lease after its last renewal during which a replica acts as leader.
-    pub const SAFE_FRACTION: (u32, u32) = (2, 3);
-
-    /// Whether this replica may still act as leader at `now`.
-    pub fn valid_at(&self, now: Instant, lease: Duration) -> bool {
-        let (num, den) = Self::SAFE_FRACTION;
-        now.saturating_duration_since(self.renewed_at) < lease * num / den
-    }
-}
-
-/// The lease in a PostgreSQL database; one connection of its own.
-pub struct PgLease {
-    client: tokio_postgres::Client,
-    replica: String,
-    address: String,
+/// Who leads, shared by everything that must only act as leader. Cheap to clone.
+#[derive(Clone)]
+pub struct Leadership {
+    me: Arc<Replica>,
     lease: Duration,
+    /// Written by the renewal task only ([`task::spawn`]); read by every holder.
+    observation: watch::Receiver<Observation>,
 }
 
-const LEASE_TABLE: &str = "CREATE TABLE IF NOT EXISTS gha_leader_lease (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    holder TEXT NOT NULL,
-    address TEXT NOT NULL,
-    generation BIGINT NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL
-)";
-
-impl PgLease {
-    /// Connects for replica `replica` (unique per process), reachable by agents at `address`.
-    pub async fn connect(
-        url: &DatabaseUrl,
-        replica: String,
-        address: String,
-        lease: Duration,
-    ) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url.expose())?;
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "the leader lease's database connection ended");
-            }
-        });
-        client.batch_execute(LEASE_TABLE).await?;
-        Ok(Self {
-            client,
-            replica,
-            address,
-            lease,
-        })
-    }
-
-    /// Renews or takes the lease if this replica may, else says who holds it.
-    pub async fn acquire(&self) -> Result<LeaseView, StoreError> {
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        let taken = self
-            .client
-            .query_opt(
-                "INSERT INTO gha_leader_lease (id, holder, address, generation, expires_at)
-                 VALUES (1, $1, $2, 1, now() + $3 * interval '1 millisecond')
-                 ON CONFLICT (id) DO UPDATE SET
-                    holder = excluded.holder,
-                    address = excluded.address,
-                    generation = CASE
-                        WHEN gha_leader_lease.holder = excluded.holder
-                             AND gha_leader_lease.expires_at > now()
-                        THEN gha_leader_lease.generation
-                        ELSE gha_leader_lease.generation + 1 END,
-                    expires_at = excluded.expires_at
-                 WHERE gha_leader_lease.holder = excluded.holder
-                    OR gha_leader_lease.expires_at <= now()
-                 RETURNING generation",
-                &[&self.replica, &self.address, &(lease_ms as f64)],
-            )
-            .await?;
-        if let Some(row) = taken {
-            return Ok(LeaseView::Held {
-                generation: Generation(row.get(0)),
-            });
+impl Leadership {
+    /// The one replica of a SQLite installation: always the leader, unfenced.
+    pub fn sole(me: Replica) -> Self {
+        let (tx, observation) = watch::channel(Observation::Sole);
+        // No writer: the observation never changes.
+        drop(tx);
+        Self {
+            me: Arc::new(me),
+            lease: Duration::MAX,
+            observation,
         }
-        let row = self
-            .client
-            .query_one(
-                "SELECT holder, address, generation FROM gha_leader_lease WHERE id = 1",
-                &[],
-            )
-            .await?;
-        Ok(LeaseView::Other {
-            holder: row.get(0),
-            address: row.get(1),
-            generation: Generation(row.get(2)),
-        })
     }
 
-    /// Gives the lease up at once (graceful shutdown), if this replica holds it.
-    pub async fn release(&self) -> Result<(), StoreError> {
-        self.client
-            .execute(
-                "UPDATE gha_leader_lease SET expires_at = now() WHERE id = 1 AND holder = $1",
-                &[&self.replica],
-            )
-            .await?;
-        Ok(())
+    /// A handle over observations written by `tx`'s holder.
+    pub(crate) fn observed(
+        me: Replica,
+        lease: Duration,
+    ) -> (watch::Sender<Observation>, Leadership) {
+        let (tx, observation) = watch::channel(Observation::Unknown);
+        (
+            tx,
+            Self {
+                me: Arc::new(me),
+                lease,
+                observation,
+            },
+        )
     }
 
-    /// Whether tenure `generation` of this replica is still the current one (the fencing
-    /// check before an irreversible step).
-    pub async fn still_holds(&self, generation: Generation) -> Result<bool, StoreError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT 1 FROM gha_leader_lease
-                 WHERE id = 1 AND holder = $1 AND generation = $2 AND expires_at > now()",
-                &[&self.replica, &generation.0],
-            )
-            .await?;
-        Ok(row.is_some())
+    /// This replica.
+    pub fn me(&self) -> &Replica {
+        &self.me
     }
+
+    /// The generation this replica may act under now, or `None` when it must not act.
+    pub fn acting(&self) -> Option<Generation> {
+        decision::may_act(&self.observation.borrow(), Instant::now(), self.lease)
+    }
+
+    /// Who leads, for `/status`, `/ready` and the standby's answer to agents.
+    pub fn view(&self) -> LeaderView {
+        decision::view(
+            &self.observation.borrow(),
+            &self.me,
+            Instant::now(),
+            self.lease,
+        )
+    }
+
+    /// Waits until this replica may act; `None` once `shutdown` is cancelled first.
+    pub async fn until_acting(&self, shutdown: &CancellationToken) -> Option<Generation> {
+        let mut rx = self.observation.clone();
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            if let Some(generation) = self.acting() {
+                return Some(generation);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                changed = rx.changed() => if changed.is_err() {
+                    // The renewal task is gone (shutdown): this replica never acts again.
+                    shutdown.cancelled().await;
+                    return None;
+                },
+            }
+        }
+    }
+
+    /// Resolves once this replica may no longer act under `generation`: another tenure, a
+    /// standby's role, or a tenure that ran out without renewal.
+    pub async fn lost(&self, generation: Generation) {
+        let mut rx = self.observation.clone();
+        loop {
+            if self.acting() != Some(generation) {
+                return;
+            }
+            let end = decision::tenure_end(&rx.borrow_and_update(), self.lease);
+            let until_end = async {
+                match end {
+                    Some(end) => tokio::time::sleep_until(end.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    // No more renewals: the tenure ends on time.
+                    match end {
+                        Some(end) => tokio::time::sleep_until(end.into()).await,
+                        None => std::future::pending().await,
+                    }
+                },
+                () = until_end => {}
+            }
+        }
+    }
+}
+
+/// Runs leader-only work: each time this replica starts a tenure, `make` is called with a
+/// token that is cancelled when the tenure ends (or at `shutdown`), and the future it returns
+/// runs until then. Every tenure starts fresh, like a restarted controller: what the work
+/// keeps in memory never crosses from one tenure to another. Returns at `shutdown`.
+pub async fn while_leading<F, Fut>(
+    leadership: Leadership,
+    shutdown: CancellationToken,
+    what: &'static str,
+    make: F,
+) where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while let Some(generation) = leadership.until_acting(&shutdown).await {
+        let tenure = shutdown.child_token();
+        let work = make(tenure.clone());
+        tokio::pin!(work);
+        tokio::select! {
+            () = &mut work => {
+                // The work ended by itself: wait out the tenure, so it is not restarted in a loop.
+                tokio::select! {
+                    () = leadership.lost(generation) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+            () = leadership.lost(generation) => {
+                tracing::warn!(generation = generation.0, work = what, "tenure over: stopping leader-only work");
+                tenure.cancel();
+                // Bounded: every leader-only loop returns promptly once its token is cancelled.
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut work).await;
+            }
+            () = shutdown.cancelled() => {
+                tenure.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut work).await;
+            }
+        }
+    }
+}
+
+/// A replica id unique to this process when `REPLICA_ID` is not set: the host name, the
+/// process id and a random suffix.
+pub fn generated_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "controller".into());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testdb::TestDb;
 
-    #[test]
-    fn a_tenure_ends_before_the_lease_can_lapse() {
-        let start = Instant::now();
-        let lease = Duration::from_secs(15);
-        let tenure = Tenure {
-            generation: Generation(3),
-            renewed_at: start,
-        };
-        assert!(tenure.valid_at(start, lease));
-        assert!(tenure.valid_at(start + Duration::from_secs(9), lease));
-        assert!(!tenure.valid_at(start + Duration::from_secs(10), lease));
-        assert!(!tenure.valid_at(start + lease, lease));
-    }
-
-    async fn replica(db: &TestDb, name: &str, lease: Duration) -> PgLease {
-        PgLease::connect(&db.url, name.into(), format!("https://{name}:9443"), lease)
-            .await
-            .unwrap()
+    fn me() -> Replica {
+        Replica {
+            id: "a".into(),
+            address: "https://a:9443".into(),
+        }
     }
 
     #[tokio::test]
-    async fn one_replica_leads_the_other_learns_who_and_a_renewal_keeps_the_generation() {
-        let Some(db) = TestDb::create().await else {
-            return;
-        };
-        let a = replica(&db, "a", Duration::from_secs(60)).await;
-        let b = replica(&db, "b", Duration::from_secs(60)).await;
-        let first = a.acquire().await.unwrap();
-        let LeaseView::Held { generation } = first else {
-            panic!("the first replica leads: {first:?}")
-        };
+    async fn a_sole_replica_always_acts_unfenced() {
+        let leadership = Leadership::sole(me());
+        assert_eq!(leadership.acting(), Some(decision::UNFENCED));
+        let shutdown = CancellationToken::new();
         assert_eq!(
-            b.acquire().await.unwrap(),
-            LeaseView::Other {
-                holder: "a".into(),
-                address: "https://a:9443".into(),
-                generation,
-            }
+            leadership.until_acting(&shutdown).await,
+            Some(decision::UNFENCED)
         );
-        assert_eq!(a.acquire().await.unwrap(), LeaseView::Held { generation });
-        assert!(a.still_holds(generation).await.unwrap());
-        assert!(!b.still_holds(generation).await.unwrap());
+        assert!(leadership.view().this_replica);
     }
 
     #[tokio::test]
-    async fn a_released_lease_goes_to_the_standby_with_a_higher_generation() {
-        let Some(db) = TestDb::create().await else {
-            return;
-        };
-        let a = replica(&db, "a", Duration::from_secs(60)).await;
-        let b = replica(&db, "b", Duration::from_secs(60)).await;
-        let LeaseView::Held { generation: old } = a.acquire().await.unwrap() else {
-            panic!("a leads")
-        };
-        a.release().await.unwrap();
-        let LeaseView::Held { generation: new } = b.acquire().await.unwrap() else {
-            panic!("b takes the released lease")
-        };
-        assert!(new > old, "{new:?} after {old:?}");
-        // The deposed leader is fenced: its tenure is over, and it cannot renew it.
-        assert!(!a.still_holds(old).await.unwrap());
-        assert!(matches!(
-            a.acquire().await.unwrap(),
-            LeaseView::Other { ref holder, .. } if holder == "b"
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_lapsed_lease_is_taken_over_and_the_old_tenure_is_fenced() {
-        let Some(db) = TestDb::create().await else {
-            return;
-        };
-        // The leader stops renewing (killed, or cut from the database); its lease lapses.
-        let a = replica(&db, "a", Duration::from_millis(200)).await;
-        let b = replica(&db, "b", Duration::from_millis(200)).await;
-        let LeaseView::Held { generation: old } = a.acquire().await.unwrap() else {
-            panic!("a leads")
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let new = loop {
-            match b.acquire().await.unwrap() {
-                LeaseView::Held { generation } => break generation,
-                LeaseView::Other { .. } => {
-                    assert!(Instant::now() < deadline, "b never took the lapsed lease");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+    async fn leader_only_work_of_a_sole_replica_runs_once_and_ends_at_shutdown() {
+        let leadership = Leadership::sole(me());
+        let shutdown = CancellationToken::new();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn(while_leading(leadership, shutdown.clone(), "test", {
+            let runs = runs.clone();
+            move |tenure: CancellationToken| {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { tenure.cancelled().await }
             }
+        }));
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("while_leading returns at shutdown")
+            .unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_tenure_is_lost_when_it_runs_out_unrenewed() {
+        let lease = Duration::from_secs(3);
+        let (tx, leadership) = Leadership::observed(me(), lease);
+        let shutdown = CancellationToken::new();
+        tx.send_replace(Observation::Held {
+            tenure: Tenure {
+                generation: Generation(2),
+                renewed_at: Instant::now(),
+            },
+        });
+        assert_eq!(
+            leadership.until_acting(&shutdown).await,
+            Some(Generation(2))
+        );
+        // The last renewal is a whole lease old: the tenure is over.
+        tx.send_replace(Observation::Held {
+            tenure: Tenure {
+                generation: Generation(2),
+                renewed_at: Instant::now() - lease,
+            },
+        });
+        leadership.lost(Generation(2)).await;
+        assert_eq!(leadership.acting(), None);
+    }
+
+    #[tokio::test]
+    async fn a_new_tenure_ends_the_old_one() {
+        let (tx, leadership) = Leadership::observed(me(), Duration::from_secs(60));
+        let held = |generation| Observation::Held {
+            tenure: Tenure {
+                generation: Generation(generation),
+                renewed_at: Instant::now(),
+            },
         };
-        assert!(new > old);
-        assert!(!a.still_holds(old).await.unwrap());
+        tx.send_replace(held(1));
+        let lost = leadership.lost(Generation(1));
+        tx.send_replace(held(2));
+        lost.await;
+        assert_eq!(leadership.acting(), Some(Generation(2)));
     }
 }

@@ -13,6 +13,9 @@
 //!   lets each agent serve; [`drain`]: the operator's drains, kept across restarts.
 //! - [`store`]: durable state in SQLite; [`join_tokens`]: minting enrollment tokens.
 //! - [`pki`]: the built-in CA.
+//! - [`leader`]: which replica leads when several share one PostgreSQL; leader-only work
+//!   (scheduler, reconciler, retention, redelivery, webhook setup, agent sessions) runs
+//!   through [`leader::while_leading`].
 
 pub mod agent_policy;
 pub mod bootstrap;
@@ -90,6 +93,8 @@ pub struct Controller {
     pub grpc_addr: SocketAddr,
     /// What the scheduler decided last, and why jobs wait.
     pub decisions: scheduler::DecisionsHandle,
+    /// Whether this replica leads.
+    pub leadership: leader::Leadership,
     http: JoinHandle<Result<(), RunError>>,
     grpc: JoinHandle<Result<(), RunError>>,
     scheduler: JoinHandle<()>,
@@ -107,6 +112,35 @@ fn runner_names(config: &Config) -> Result<scheduler::naming::RunnerNames, Start
         &fingerprint,
         &config.controller_id,
     ))
+}
+
+/// Who leads: with a PostgreSQL `DATABASE_URL`, the lease in it (renewed by a task of its own,
+/// plus the work-notification listener); with SQLite, this replica alone, always.
+fn leadership(
+    config: &Config,
+    nudge: Arc<tokio::sync::Notify>,
+    shutdown: &CancellationToken,
+) -> leader::Leadership {
+    let me = leader::Replica {
+        id: config
+            .ha
+            .replica_id
+            .clone()
+            .unwrap_or_else(leader::generated_replica_id),
+        address: config.ha.advertise_grpc_url.clone().unwrap_or_default(),
+    };
+    let Some(url) = &config.database_url else {
+        return leader::Leadership::sole(me);
+    };
+    if me.address.is_empty() {
+        warn!(
+            "ADVERTISE_GRPC_URL is not set: a standby cannot tell agents where the leader is \
+             (they try their next CONTROLLER_URL instead)"
+        );
+    }
+    info!(replica = %me.id, address = %me.address, lease = ?config.ha.lease, "electing a leader among the replicas on PostgreSQL");
+    leader::wake::spawn(url.clone(), nudge, shutdown.clone());
+    leader::task::spawn(url.clone(), me, config.ha.lease, shutdown.clone())
 }
 
 /// Creates the built-in PKI on first start when the configuration asks for it.
@@ -187,6 +221,7 @@ impl Controller {
             info!(database = %url.redacted(), "state in PostgreSQL");
         }
         let nudge = Arc::new(tokio::sync::Notify::new());
+        let leadership = leadership(config, nudge.clone(), &shutdown);
         let registry = AgentRegistry::notifying(nudge.clone());
         let github_client = github::client(config)?;
         let github: Arc<dyn shared::github::GithubApi> = github_client.clone();
@@ -219,15 +254,42 @@ impl Controller {
             github.clone(),
             webhook_setup::SetupOptions::default(),
         ));
-        webhook_setup::spawn(webhooks.clone(), shutdown.clone());
+        {
+            let webhooks = webhooks.clone();
+            tokio::spawn(leader::while_leading(
+                leadership.clone(),
+                shutdown.clone(),
+                "webhook setup",
+                move |tenure| {
+                    let webhooks = webhooks.clone();
+                    async move {
+                        if let Some(task) = webhook_setup::spawn(webhooks, tenure.clone()) {
+                            let _ = task.await;
+                        }
+                        tenure.cancelled().await;
+                    }
+                },
+            ));
+        }
         if let Some(interval) = config.containment.redelivery_interval {
-            Arc::new(redelivery::Redelivery::new(
+            let redelivery = Arc::new(redelivery::Redelivery::new(
                 github.clone(),
                 webhooks.clone(),
                 metrics.clone(),
                 decisions.clone(),
-            ))
-            .spawn(interval, shutdown.clone());
+            ));
+            tokio::spawn(leader::while_leading(
+                leadership.clone(),
+                shutdown.clone(),
+                "redelivery",
+                move |tenure| {
+                    let redelivery = redelivery.clone();
+                    async move {
+                        redelivery.spawn(interval, tenure.clone());
+                        tenure.cancelled().await;
+                    }
+                },
+            ));
         }
 
         let app_state = http::AppState {
@@ -240,6 +302,7 @@ impl Controller {
             github: github_client,
             management: http::api::ApiState::new(&config, github.clone(), webhooks),
             drains: drain::Drains::new(registry.clone(), directory.clone()),
+            leadership: leadership.clone(),
         };
         let events =
             http::ui::events::EventLog::new(http::ui::EVENT_CAPACITY, http::ui::SERVED_CAPACITY);
@@ -283,6 +346,7 @@ impl Controller {
             controller_id: config.controller_id.clone(),
             runner_images: vec![config.runners.image.clone()],
             shutdown: shutdown.clone(),
+            leadership: leadership.clone(),
         };
         let enrollment = grpc::Enrollment { directory, ca };
         let registrar = Arc::new(scheduler::registrar::Registrar::new(
@@ -296,38 +360,78 @@ impl Controller {
                     .scope(async move { registrar.startup_check().await }),
             );
         }
-        let scheduler = scheduler::Scheduler {
-            config: config.clone(),
-            store: store.clone(),
-            registry: registry.clone(),
-            github: github.clone(),
-            registrar: registrar.clone(),
-            metrics: metrics.clone(),
-            nudge: nudge.clone(),
-            decisions: decisions.clone(),
-            started_ms: shared::runner::now_ms(),
-            names,
-            state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(&config)),
-            run_fetch_failures: Default::default(),
+        // A new scheduler for every tenure: its memory (stops, strays, back-offs) starts
+        // fresh, as after a restart; the store and the agents' reports are the truth.
+        let make_scheduler = {
+            let (config, store, registry, github) = (
+                config.clone(),
+                store.clone(),
+                registry.clone(),
+                github.clone(),
+            );
+            let (registrar, nudge, decisions, metrics) = (
+                registrar.clone(),
+                nudge.clone(),
+                decisions.clone(),
+                metrics.clone(),
+            );
+            move |tenure: CancellationToken| {
+                scheduler::Scheduler {
+                    config: config.clone(),
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    github: github.clone(),
+                    registrar: registrar.clone(),
+                    metrics: metrics.clone(),
+                    nudge: nudge.clone(),
+                    decisions: decisions.clone(),
+                    // This tenure's start: agents it has not heard from are away since then.
+                    started_ms: shared::runner::now_ms(),
+                    names: names.clone(),
+                    state: scheduler::memory::SchedulerMemory::new(scheduler::containment::policy(
+                        &config,
+                    )),
+                    run_fetch_failures: Default::default(),
+                }
+                .run(tenure)
+            }
         };
-        let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
-        tokio::spawn(store::prune_periodically(
-            store.clone(),
-            config.retention,
+        let scheduler = tokio::spawn(leader::while_leading(
+            leadership.clone(),
             shutdown.clone(),
+            "scheduler",
+            make_scheduler,
         ));
+        {
+            let (store, retention) = (store.clone(), config.retention);
+            tokio::spawn(leader::while_leading(
+                leadership.clone(),
+                shutdown.clone(),
+                "retention",
+                move |tenure| store::prune_periodically(store.clone(), retention, tenure),
+            ));
+        }
         if let Some(interval) = config.reconcile_interval {
-            let reconciler = scheduler::reconcile::Reconciler {
-                config: config.clone(),
-                store: store.clone(),
-                github: github.clone(),
-                budget: github_budget,
-                registrar,
-                nudge: nudge.clone(),
-                interval,
-                metrics: metrics.clone(),
-            };
-            tokio::spawn(reconciler.run(shutdown.clone()));
+            let (config, store, github) = (config.clone(), store.clone(), github.clone());
+            let (nudge, metrics) = (nudge.clone(), metrics.clone());
+            tokio::spawn(leader::while_leading(
+                leadership.clone(),
+                shutdown.clone(),
+                "reconciler",
+                move |tenure| {
+                    scheduler::reconcile::Reconciler {
+                        config: config.clone(),
+                        store: store.clone(),
+                        github: github.clone(),
+                        budget: github_budget.clone(),
+                        registrar: registrar.clone(),
+                        nudge: nudge.clone(),
+                        interval,
+                        metrics: metrics.clone(),
+                    }
+                    .run(tenure)
+                },
+            ));
         }
         let grpc = tokio::spawn(async move {
             grpc::serve(listeners.grpc, tls, sessions, enrollment, shutdown)
@@ -339,6 +443,7 @@ impl Controller {
             registry,
             github,
             decisions,
+            leadership,
             http_addr,
             grpc_addr,
             http,

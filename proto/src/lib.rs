@@ -11,7 +11,8 @@ pub mod v1 {
     pub const PROTOCOL_VERSION: u32 = 1;
     /// This revision within [`PROTOCOL_VERSION`] (`Register.protocol_minor`): 1.0 had no minor
     /// field (on the wire: 0); 1.1 added it; 1.2 added `Undrain`; 1.3 added `PrepareImages`
-    /// and the agent's `ImageReport`.
+    /// and the agent's `ImageReport`, and leader generations
+    /// (`ControllerMessage.leader_generation`, `CommandRefused`).
     pub const PROTOCOL_MINOR: u32 = 3;
 
     /// The first minor revision that understands `ControllerMessage.undrain`.
@@ -20,6 +21,9 @@ pub mod v1 {
     /// The first minor revision that understands `ControllerMessage.prepare_images` (and sends
     /// `AgentMessage.images`).
     pub const IMAGES_SINCE_MINOR: u32 = 3;
+
+    /// The first minor revision whose agents fence by `ControllerMessage.leader_generation`.
+    pub const FENCING_SINCE_MINOR: u32 = 3;
 
     /// Whether a controller of this revision serves an agent that announces `major.minor`:
     /// the same major version, and this minor revision or the one before it. (Agents are

@@ -139,7 +139,10 @@ pub fn command_to_wire(command: &AgentCommand) -> pb::ControllerMessage {
             images: images.clone(),
         }),
     };
-    pb::ControllerMessage { msg: Some(msg) }
+    pb::ControllerMessage {
+        msg: Some(msg),
+        leader_generation: 0,
+    }
 }
 
 fn start_runner_to_wire(spec: &RunnerSpec) -> pb::StartRunner {
@@ -340,6 +343,7 @@ mod tests {
                 arch: pb::Arch::Amd64 as i32,
                 ..Default::default()
             })),
+            leader_generation: 0,
         };
         assert_eq!(
             command_from_wire(msg).unwrap_err(),
@@ -444,15 +448,21 @@ mod fuzz {
     fn message() -> impl Strategy<Value = pb::ControllerMessage> {
         use pb::controller_message::Msg;
         prop_oneof![
-            Just(pb::ControllerMessage { msg: None }),
+            Just(pb::ControllerMessage {
+                msg: None,
+                leader_generation: 0
+            }),
             start().prop_map(|s| pb::ControllerMessage {
-                msg: Some(Msg::StartRunner(s))
+                msg: Some(Msg::StartRunner(s)),
+                leader_generation: 0,
             }),
             (".{0,70}", ".{0,20}").prop_map(|(runner_id, reason)| pb::ControllerMessage {
-                msg: Some(Msg::StopRunner(pb::StopRunner { runner_id, reason }))
+                msg: Some(Msg::StopRunner(pb::StopRunner { runner_id, reason })),
+                leader_generation: 0,
             }),
             Just(pb::ControllerMessage {
-                msg: Some(Msg::Drain(pb::Drain {}))
+                msg: Some(Msg::Drain(pb::Drain {})),
+                leader_generation: 0,
             }),
         ]
     }
@@ -506,6 +516,7 @@ mod fuzz {
             let no_image = s.image.is_empty();
             let result = command_from_wire(pb::ControllerMessage {
                 msg: Some(pb::controller_message::Msg::StartRunner(s)),
+                leader_generation: 0,
             });
             if missing_registration {
                 prop_assert_eq!(

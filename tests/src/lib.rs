@@ -2,7 +2,7 @@
 //! mutual-TLS gRPC on loopback ([`harness`]), with certificates made for the occasion
 //! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
 //! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
-//! server ([`kube_fake`]), and throwaway PostgreSQL databases ([`postgres`]). [`browser`] drives a headless chromium for the dashboard's test. The tests themselves live in `tests/tests/`; [`quota_bench`] is the
+//! server ([`kube_fake`]), throwaway PostgreSQL databases ([`postgres`]), and a cuttable TCP proxy and a load balancer for multi-replica tests ([`net`]). [`browser`] drives a headless chromium for the dashboard's test. The tests themselves live in `tests/tests/`; [`quota_bench`] is the
 //! body of `bench quota`.
 
 pub mod browser;
@@ -13,6 +13,7 @@ pub mod harness;
 pub mod images;
 pub mod kube_fake;
 pub mod latency_bench;
+pub mod net;
 pub mod pki;
 pub mod postgres;
 pub mod process;

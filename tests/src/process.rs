@@ -46,8 +46,18 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     /// Starts `gha-controller` with `env` (ports are chosen here) and waits for `/health`.
-    pub async fn start(mut env: HashMap<String, String>, log: PathBuf) -> Self {
-        let (http, grpc) = (free_port(), free_port());
+    pub async fn start(env: HashMap<String, String>, log: PathBuf) -> Self {
+        Self::start_on(env, log, free_port(), free_port()).await
+    }
+
+    /// [`Self::start`] on the given ports (a test that must name them in `env` first, e.g.
+    /// `ADVERTISE_GRPC_URL`, picks them with [`free_port`]).
+    pub async fn start_on(
+        mut env: HashMap<String, String>,
+        log: PathBuf,
+        http: u16,
+        grpc: u16,
+    ) -> Self {
         env.insert("PORT".into(), http.to_string());
         env.insert("GRPC_PORT".into(), grpc.to_string());
         let mut process = Self {
@@ -116,6 +126,11 @@ impl ControllerProcess {
 
     pub fn grpc_url(&self) -> String {
         format!("https://{}", self.grpc_addr)
+    }
+
+    /// The controller's log so far (for a failing assertion's message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 

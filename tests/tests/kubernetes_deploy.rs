@@ -471,3 +471,205 @@ async fn the_agent_role_grants_exactly_the_verbs_the_runtime_uses() {
         "the Role should grant exactly what the runtime uses"
     );
 }
+
+/// Renders a kustomization directory the way `kubectl apply -k` does, for what our overlays
+/// use: `resources` (files, and directories holding a kustomization), then `patches` with a
+/// `target` (kind and name) and an inline patch that is either a JSON 6902 list of
+/// `add`/`replace`/`remove` operations or a strategic-merge `$patch: delete` of the target.
+/// Anything else panics: a feature the overlays start to use must be taught here first.
+fn render(dir: &Path) -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    let k: Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(k["kind"], "Kustomization", "{}", dir.display());
+    let mut docs = Vec::new();
+    for resource in k["resources"].as_array().unwrap() {
+        let path = dir.join(resource.as_str().unwrap());
+        if path.is_dir() {
+            docs.extend(render(&path));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let values: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        docs.extend(
+            values
+                .into_iter()
+                .filter(|v| !v.is_null())
+                .map(|v| (name.clone(), v)),
+        );
+    }
+    for patch in k["patches"].as_array().into_iter().flatten() {
+        let (kind, name) = (&patch["target"]["kind"], &patch["target"]["name"]);
+        let matches = |doc: &Value| doc["kind"] == *kind && doc["metadata"]["name"] == *name;
+        assert!(
+            docs.iter().any(|(_, d)| matches(d)),
+            "{}: a patch targets {kind} {name}, which is not rendered",
+            dir.display()
+        );
+        let body: Value = serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap();
+        match &body {
+            Value::Array(ops) => {
+                for (_, doc) in docs.iter_mut().filter(|(_, d)| matches(d)) {
+                    for op in ops {
+                        json_patch(doc, op);
+                    }
+                }
+            }
+            Value::Object(o) if o.get("$patch") == Some(&json!("delete")) => {
+                docs.retain(|(_, d)| !matches(d));
+            }
+            other => panic!("{}: unsupported patch {other}", dir.display()),
+        }
+    }
+    docs
+}
+
+/// One JSON 6902 operation (`add`, `replace`, `remove`; `-` appends to an array).
+fn json_patch(doc: &mut Value, op: &Value) {
+    let path = op["path"].as_str().unwrap();
+    let (parent_path, last) = path.rsplit_once('/').unwrap();
+    let parent = doc
+        .pointer_mut(parent_path)
+        .unwrap_or_else(|| panic!("no {parent_path} to patch"));
+    let value = op["value"].clone();
+    match (op["op"].as_str().unwrap(), parent) {
+        ("add", Value::Array(items)) if last == "-" => items.push(value),
+        ("add" | "replace", Value::Array(items)) => {
+            let i: usize = last.parse().unwrap();
+            assert!(i < items.len(), "{path} is past the end");
+            items[i] = value;
+        }
+        ("add" | "replace", Value::Object(map)) => {
+            if op["op"] == "replace" {
+                assert!(map.contains_key(last), "{path} is not there to replace");
+            }
+            map.insert(last.to_owned(), value);
+        }
+        ("remove", Value::Object(map)) => {
+            map.remove(last)
+                .unwrap_or_else(|| panic!("{path} is not there"));
+        }
+        (other, _) => panic!("unsupported operation {other} at {path}"),
+    }
+}
+
+/// The HA overlay (issue 15): two controller replicas on PostgreSQL whose URL comes from a
+/// Secret, a PodDisruptionBudget keeping one, and every rendered object still its valid type.
+#[test]
+fn the_ha_overlay_renders_two_replicas_on_postgres_with_a_disruption_budget() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let docs = render(&deploy_dir().join("ha"));
+    let mut deployments = BTreeMap::new();
+    let mut secrets: Vec<Secret> = Vec::new();
+    let mut budgets: Vec<PodDisruptionBudget> = Vec::new();
+    for (file, doc) in &docs {
+        match doc["kind"].as_str().unwrap() {
+            "Deployment" => {
+                let d: Deployment = typed(file, doc);
+                deployments.insert(d.metadata.name.clone().unwrap(), d);
+            }
+            "Secret" => secrets.push(typed(file, doc)),
+            "PodDisruptionBudget" => budgets.push(typed(file, doc)),
+            "PersistentVolumeClaim" => {
+                let claim: PersistentVolumeClaim = typed(file, doc);
+                panic!(
+                    "{file}: the HA controller needs no claim: {:?}",
+                    claim.metadata.name
+                );
+            }
+            "Namespace" => drop(typed::<Namespace>(file, doc)),
+            "ConfigMap" => drop(typed::<ConfigMap>(file, doc)),
+            "RoleBinding" => drop(typed::<RoleBinding>(file, doc)),
+            "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(file, doc)),
+            "ServiceAccount" => drop(typed::<ServiceAccount>(file, doc)),
+            "Service" => drop(typed::<Service>(file, doc)),
+            "Ingress" => drop(typed::<Ingress>(file, doc)),
+            "Role" => drop(typed::<Role>(file, doc)),
+            "ClusterRole" => drop(typed::<ClusterRole>(file, doc)),
+            other => panic!("{file}: unexpected kind {other:?}"),
+        }
+    }
+    let controller = deployments["gha-scaler-controller"].spec.clone().unwrap();
+    assert_eq!(controller.replicas, Some(2));
+    assert_ne!(
+        controller.strategy.and_then(|s| s.type_).as_deref(),
+        Some("Recreate"),
+        "a rollout keeps one replica up"
+    );
+    assert_eq!(
+        deployments["gha-scaler-agent"]
+            .spec
+            .as_ref()
+            .unwrap()
+            .replicas,
+        Some(1),
+        "the agent is untouched"
+    );
+    let pod = controller.template.spec.unwrap();
+    assert!(
+        pod.volumes
+            .iter()
+            .flatten()
+            .all(|v| v.persistent_volume_claim.is_none()),
+        "no claim mounted by two pods"
+    );
+    let env = serde_json::to_value(&pod.containers[0].env).unwrap();
+    let var = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not set"))
+            .clone()
+    };
+    let url = &var("DATABASE_URL")["valueFrom"]["secretKeyRef"];
+    let secret = secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == url["name"].as_str())
+        .expect("DATABASE_URL's Secret is rendered");
+    assert_eq!(secret.metadata.namespace.as_deref(), Some(CONTROLLER_NS));
+    let data = secret.string_data.as_ref().expect("stringData");
+    assert!(data[url["key"].as_str().unwrap()].starts_with("postgres://"));
+    assert_eq!(
+        var("REPLICA_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        var("ADVERTISE_GRPC_URL")["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://$(POD_IP):")
+    );
+    // POD_IP comes first: a variable refers only to those before it.
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let position = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(position("POD_IP") < position("ADVERTISE_GRPC_URL"));
+    assert_eq!(
+        pod.containers[0]
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref()),
+        Some("/health"),
+        "a standby takes webhooks: readiness stays /health"
+    );
+    let [budget] = budgets.as_slice() else {
+        panic!("one PodDisruptionBudget: {budgets:?}")
+    };
+    let spec = budget.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        spec.selector.as_ref().and_then(|s| s.match_labels.clone()),
+        controller.selector.match_labels,
+        "the budget covers the controller's pods"
+    );
+    assert_eq!(budget.metadata.namespace.as_deref(), Some(CONTROLLER_NS));
+}

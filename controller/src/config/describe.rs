@@ -137,6 +137,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "postgres://USER:PASSWORD@HOST:PORT/DB: the PostgreSQL store",
     ),
     (
+        "REPLICA_ID",
+        "host-pid-random",
+        "this replica's name in the leader lease (PostgreSQL)",
+    ),
+    (
+        "ADVERTISE_GRPC_URL",
+        "-",
+        "https:// URL agents dial this replica at; standbys point agents to the leader's",
+    ),
+    (
+        "LEADER_LEASE",
+        "15s",
+        "leader lease (PostgreSQL): a failover takes about this long",
+    ),
+    (
         "TLS_DIR",
         "STATE_DIR/pki",
         "directory of ca.pem, controller.pem and keys",
@@ -376,6 +391,20 @@ impl Config {
                 self.reconcile_interval
                     .map(secs)
                     .unwrap_or_else(|| "off".into()),
+            ),
+            (
+                "LEADER_LEASE".into(),
+                match &self.database_url {
+                    Some(_) => secs(self.ha.lease),
+                    None => "(one replica: SQLite, always the leader)".into(),
+                },
+            ),
+            (
+                "ADVERTISE_GRPC_URL".into(),
+                self.ha
+                    .advertise_grpc_url
+                    .clone()
+                    .unwrap_or_else(|| "(not set)".into()),
             ),
             ("RETENTION".into(), secs(self.retention)),
             (

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod database;
 pub mod describe;
 pub mod file;
+pub mod ha;
 pub mod owners;
 pub mod schedule;
 mod vars;
@@ -114,6 +115,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `DATABASE_URL`: the PostgreSQL store instead of SQLite in `STATE_DIR`.
     pub database_url: Option<database::DatabaseUrl>,
+    /// Leader election among replicas on one PostgreSQL (`REPLICA_ID`, `ADVERTISE_GRPC_URL`,
+    /// `LEADER_LEASE`).
+    pub ha: ha::HaConfig,
     /// Bearer token for `/api/v1` (`API_TOKEN`); also shows `/status` in full.
     pub api_token: Option<Secret>,
     /// Read-only bearer token that shows `/status` in full (`STATUS_TOKEN`).
@@ -303,6 +307,7 @@ impl Config {
                 }
             },
         };
+        let ha = ha::parse(&mut vars);
         let tls = tls_config(&mut vars, &state_dir);
         let mut tls_sans = vars.list("TLS_SANS");
         let api_token = token(&mut vars, "API_TOKEN");
@@ -455,6 +460,7 @@ impl Config {
             tls_sans,
             state_dir,
             database_url,
+            ha,
             api_token,
             status_token,
             metrics_token,
@@ -990,6 +996,39 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.0.iter().any(|p| p.variable == "DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn replica_settings_have_defaults_and_bad_values_name_their_variable() {
+        let c = Config::from_env(&map(SEED_SINGLE)).unwrap();
+        assert_eq!(c.ha.lease, ha::DEFAULT_LEADER_LEASE);
+        assert_eq!((c.ha.replica_id, c.ha.advertise_grpc_url), (None, None));
+        let c = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("REPLICA_ID", "controller-0"),
+                ("ADVERTISE_GRPC_URL", "https://controller-0.gha:9443/"),
+                ("LEADER_LEASE", "5s"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.ha.replica_id.as_deref(), Some("controller-0"));
+        assert_eq!(
+            c.ha.advertise_grpc_url.as_deref(),
+            Some("https://controller-0.gha:9443")
+        );
+        assert_eq!(c.ha.lease, Duration::from_secs(5));
+        let err = Config::from_env(&with(
+            SEED_SINGLE,
+            &[
+                ("ADVERTISE_GRPC_URL", "controller-0:9443"),
+                ("LEADER_LEASE", "100ms"),
+            ],
+        ))
+        .unwrap_err();
+        let vars: Vec<_> = err.0.iter().map(|p| p.variable.as_str()).collect();
+        assert!(vars.contains(&"ADVERTISE_GRPC_URL"), "{err}");
+        assert!(vars.contains(&"LEADER_LEASE"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! session re-checks that every few seconds, so `gha-controller agents revoke`, run as another
 //! process, ends a live session too. `AgentService.Renew` ([`renew`]) issues a fresh
 //! certificate to an enrolled agent over its mutual-TLS connection.
+//!
+//! Only the leader serves sessions (see [`crate::leader`]): a standby answers `UNAVAILABLE`
+//! with the leader's address in the message and in the `gha-leader-address` metadata
+//! ([`not_leader`]), and a leader whose tenure ends ends its sessions the same way. Every
+//! message a session sends carries the tenure's generation (`leader_generation`), so an agent
+//! can refuse a deposed leader's commands.
 
 mod images;
 mod renew;
@@ -58,6 +64,42 @@ pub struct SessionService {
     /// protocol 1.3 or later at the start of its session so it prepares them.
     pub runner_images: Vec<String>,
     pub shutdown: CancellationToken,
+    /// Whether this replica leads; only the leader serves sessions.
+    pub leadership: crate::leader::Leadership,
+}
+
+/// The metadata key of the leader's address (`ADVERTISE_GRPC_URL`) in a standby's refusal.
+pub const LEADER_ADDRESS_KEY: &str = "gha-leader-address";
+/// ... and of its replica id.
+pub const LEADER_REPLICA_KEY: &str = "gha-leader-replica";
+
+/// The status a standby (or a deposed leader) answers an agent with: `UNAVAILABLE`, retryable,
+/// naming the leader when known, so the agent dials it next.
+pub fn not_leader(leader: &crate::leader::LeaderView) -> Status {
+    let message = match (&leader.replica, &leader.address) {
+        (Some(replica), Some(address)) => {
+            format!("not leader: this replica is a standby; the leader is {replica} at {address}")
+        }
+        (Some(replica), None) => format!(
+            "not leader: this replica is a standby; the leader is {replica}, which advertises no \
+             address (ADVERTISE_GRPC_URL): try another controller URL"
+        ),
+        _ => "not leader: this replica is a standby and no leader is known yet: try again or \
+              another controller URL"
+            .to_owned(),
+    };
+    let mut status = Status::unavailable(message);
+    if let Some(address) = &leader.address
+        && let Ok(value) = address.parse()
+    {
+        status.metadata_mut().insert(LEADER_ADDRESS_KEY, value);
+    }
+    if let Some(replica) = &leader.replica
+        && let Ok(value) = replica.parse()
+    {
+        status.metadata_mut().insert(LEADER_REPLICA_KEY, value);
+    }
+    status
 }
 
 /// The verified agent identity of a request, or the status that refuses it.
@@ -160,6 +202,11 @@ impl AgentService for SessionService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let name = agent_identity(&request)?;
         let cert = agent_certificate(&request)?;
+        let Some(generation) = self.leadership.acting() else {
+            let leader = self.leadership.view();
+            info!(agent = %name, leader = ?leader.replica, "turning an agent away: this replica is a standby");
+            return Err(not_leader(&leader));
+        };
         let policy = admission(&self.directory, &name, &cert).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.heartbeat_timeout, inbound.message())
@@ -212,6 +259,7 @@ impl AgentService for SessionService {
                         .unwrap_or(u32::MAX),
                     controller_id: self.controller_id.clone(),
                 })),
+                leader_generation: generation.0 as u64,
             }))
             .await
             .map_err(|_| Status::unavailable("session closed"))?;
@@ -245,6 +293,8 @@ impl AgentService for SessionService {
             directory: self.directory.clone(),
             cert,
             runner_images: self.runner_images.clone(),
+            leadership: self.leadership.clone(),
+            generation,
         };
         let span = info_span!("agent_session", agent = %name, session = handle.id);
         let shutdown = self.shutdown.clone();
@@ -278,6 +328,9 @@ struct SessionTask {
     cert: String,
     /// The images the agent was asked to prepare: its report is kept for these only.
     runner_images: Vec<String>,
+    leadership: crate::leader::Leadership,
+    /// The tenure this session was opened under: it ends with it.
+    generation: crate::leader::Generation,
 }
 
 impl SessionTask {
@@ -322,8 +375,21 @@ impl SessionTask {
                     let _ = outbound.try_send(Err(Status::unavailable("controller shutting down")));
                     return "controller shut down".into();
                 }
+                () = self.leadership.lost(self.generation) => {
+                    warn!(generation = self.generation.0, "this replica's tenure ended: ending the agent's session");
+                    let _ = outbound.try_send(Err(not_leader(&self.leadership.view())));
+                    return "this replica is no longer the leader".into();
+                }
                 Some(command) = commands.recv() => {
-                    if outbound.send(Ok(wire::command_to_wire(&command))).await.is_err() {
+                    // Fencing: nothing leaves after the tenure it was decided in.
+                    if self.leadership.acting() != Some(self.generation) {
+                        warn!(generation = self.generation.0, "dropping a command: the tenure it was decided in is over");
+                        let _ = outbound.try_send(Err(not_leader(&self.leadership.view())));
+                        return "this replica is no longer the leader".into();
+                    }
+                    let mut message = wire::command_to_wire(&command);
+                    message.leader_generation = self.generation.0 as u64;
+                    if outbound.send(Ok(message)).await.is_err() {
                         warn!("agent stream closed while sending a command");
                         return "stream closed".into();
                     }
@@ -391,6 +457,13 @@ impl SessionTask {
                 Err(error) => warn!(%error, "ignoring an invalid image report"),
             },
             Some(Msg::Register(_)) => warn!("ignoring a second registration on one session"),
+            Some(Msg::CommandRefused(refused)) => warn!(
+                runner = %Untrusted(&refused.runner_id),
+                generation = refused.generation,
+                newest_generation = refused.newest_generation,
+                reason = %Untrusted(&refused.reason),
+                "the agent refused a command of an older leader (another replica leads now?)"
+            ),
             None => warn!("ignoring an empty agent message"),
         }
     }

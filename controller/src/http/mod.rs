@@ -45,6 +45,8 @@ pub struct AppState {
     pub management: crate::http::api::ApiState,
     /// The operator's drains (kept across restarts).
     pub drains: crate::drain::Drains,
+    /// Who leads, for `/status` and `/ready`.
+    pub leadership: crate::leader::Leadership,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -139,6 +141,10 @@ mod tests {
                 registry,
                 crate::store::agents::AgentDirectory::open(&state_dir).unwrap(),
             ),
+            leadership: crate::leader::Leadership::sole(crate::leader::Replica {
+                id: "test".into(),
+                address: String::new(),
+            }),
         })
     }
 

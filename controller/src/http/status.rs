@@ -161,6 +161,11 @@ fn aggregates(full: &Value) -> Value {
             "activations": full["scheduler"]["activations"],
             "last_activation_ms": full["scheduler"]["last_activation_ms"],
         },
+        // Whether this replica leads, without replica names or addresses.
+        "leader": {
+            "this_replica": full["leader"]["this_replica"],
+            "generation": full["leader"]["generation"],
+        },
         "details": "send Authorization: Bearer <API_TOKEN or STATUS_TOKEN> for names and reasons",
     })
 }
@@ -276,6 +281,7 @@ async fn status_details(state: &AppState) -> Result<Value, HttpError> {
         },
         "registration": decisions.registration,
         "github_budget": budget_status(&state.github.budget()),
+        "leader": state.leadership.view(),
     }))
 }
 
@@ -306,34 +312,77 @@ fn budget_status(budget: &shared::github::Budget) -> Value {
 /// at least every few seconds).
 const SCHEDULER_STALE_MS: i64 = 60_000;
 
+/// How long `/ready` waits for the store before it counts as not answering.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What `/ready` weighs.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyInputs {
+    pub store_ok: bool,
+    /// This replica leads (always, with SQLite).
+    pub leader: bool,
+    /// The scheduler has finished an activation.
+    pub scheduled: bool,
+    /// ... within [`SCHEDULER_STALE_MS`].
+    pub fresh: bool,
+    /// GitHub refuses registrations for every owner (and why).
+    pub github_down: Option<String>,
+}
+
+/// Whether the replica is ready, and if not why. A standby is ready when its store answers:
+/// it accepts webhooks (verify, commit, 2xx) like the leader; it does not schedule, so the
+/// scheduler and GitHub are the leader's to report. Agents' gRPC goes to the leader (a standby
+/// turns them away with its address), so a Service must not use `/ready` to pick gRPC backends.
+pub fn readiness(i: &ReadyInputs) -> (bool, Option<String>) {
+    let reason = if !i.store_ok {
+        Some("the store does not answer".to_owned())
+    } else if !i.leader {
+        None
+    } else if !i.scheduled {
+        Some("the scheduler has not run yet".to_owned())
+    } else if !i.fresh {
+        Some("the scheduler has not finished an activation for a minute".to_owned())
+    } else {
+        i.github_down.clone()
+    };
+    (reason.is_none(), reason)
+}
+
 /// `GET /ready`: 200 while the controller can do its job — the store answers, the scheduler
 /// has run and keeps running, and GitHub accepts registrations for at least one owner;
 /// otherwise 503 with what is wrong. Webhooks are still accepted and recorded while not
-/// ready, and lost ones are recovered by `RECONCILE_INTERVAL`.
+/// ready, and lost ones are recovered by `RECONCILE_INTERVAL`. On a standby replica only the
+/// store counts ([`readiness`]); `leader` says who leads.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state.store.job_states().await.is_ok();
+    // Bounded: a replica cut from its database must still say so (and who leads) promptly.
+    let store_ok = tokio::time::timeout(READY_STORE_TIMEOUT, state.store.job_states())
+        .await
+        .is_ok_and(|r| r.is_ok());
     let decisions = state.decisions.get();
     let scheduled = decisions.activations > 0;
     let fresh = shared::runner::now_ms() - decisions.last_activation_ms < SCHEDULER_STALE_MS;
     let health = health(&decisions, state.config.owners.len());
-    let ready = store_ok && scheduled && fresh && !health.github_down;
-    let reason = if !store_ok {
-        Some("the store does not answer".to_owned())
-    } else if !scheduled {
-        Some("the scheduler has not run yet".to_owned())
-    } else if !fresh {
-        Some("the scheduler has not finished an activation for a minute".to_owned())
-    } else if health.github_down {
-        health.reason.clone()
-    } else {
-        None
+    let leader = state.leadership.view();
+    let inputs = ReadyInputs {
+        store_ok,
+        leader: leader.this_replica,
+        scheduled,
+        fresh,
+        github_down: health.github_down.then(|| {
+            health
+                .reason
+                .clone()
+                .unwrap_or_else(|| "GitHub is down".into())
+        }),
     };
+    let (ready, reason) = readiness(&inputs);
     let body = Json(json!({
         "ready": ready,
         "store": store_ok,
         "scheduler": scheduled && fresh,
         "github": !health.github_down,
         "reason": reason,
+        "leader": leader,
     }));
     if ready {
         (StatusCode::OK, body).into_response()
@@ -576,6 +625,68 @@ mod tests {
             failures: 1,
             circuit_open: false,
             next_try_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_standby_is_ready_when_its_store_answers_and_a_leader_needs_its_scheduler_too() {
+        let leader_ok = ReadyInputs {
+            store_ok: true,
+            leader: true,
+            scheduled: true,
+            fresh: true,
+            github_down: None,
+        };
+        let cases: Vec<(&str, ReadyInputs, bool)> = vec![
+            ("a working leader", leader_ok.clone(), true),
+            (
+                "a leader whose scheduler has not run",
+                ReadyInputs {
+                    scheduled: false,
+                    ..leader_ok.clone()
+                },
+                false,
+            ),
+            (
+                "a leader whose scheduler is stuck",
+                ReadyInputs {
+                    fresh: false,
+                    ..leader_ok.clone()
+                },
+                false,
+            ),
+            (
+                "a leader GitHub refuses",
+                ReadyInputs {
+                    github_down: Some("down".into()),
+                    ..leader_ok.clone()
+                },
+                false,
+            ),
+            (
+                "a standby: it takes webhooks, the leader schedules",
+                ReadyInputs {
+                    leader: false,
+                    scheduled: false,
+                    fresh: false,
+                    ..leader_ok.clone()
+                },
+                true,
+            ),
+            (
+                "a standby whose store does not answer",
+                ReadyInputs {
+                    leader: false,
+                    store_ok: false,
+                    ..leader_ok.clone()
+                },
+                false,
+            ),
+        ];
+        for (what, inputs, expected) in cases {
+            let (ready, reason) = readiness(&inputs);
+            assert_eq!(ready, expected, "{what}: {reason:?}");
+            assert_eq!(reason.is_none(), expected, "{what}: a reason iff not ready");
         }
     }
 

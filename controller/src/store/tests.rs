@@ -61,6 +61,7 @@ on_both_stores!(
     retention_forgets_old_deliveries_and_finished_jobs_only,
     runner_repos_are_an_owners_recent_repositories_most_recent_first,
     a_jobs_timeline_is_durable_bounded_per_owner_and_pruned_with_the_job,
+    a_job_first_heard_of_in_progress_on_a_runner_started_for_another_is_recorded,
 );
 
 fn job(id: u64, state: JobState, at: i64) -> JobRecord {
@@ -756,4 +757,38 @@ async fn a_jobs_timeline_is_durable_bounded_per_owner_and_pruned_with_the_job(ba
         "no job of bob's is stored, so nothing keeps its entries"
     );
     assert_eq!(store.job_timeline(&acme, 2).await.unwrap().len(), 1);
+}
+
+/// A job whose `queued` delivery was lost, taken by a runner started for another job (GitHub
+/// gives any matching runner any job): its `in_progress` and `completed` deliveries are the
+/// first the controller hears of it, and must be recorded.
+async fn a_job_first_heard_of_in_progress_on_a_runner_started_for_another_is_recorded(
+    backend: Backend,
+) {
+    let store = backend.open().await;
+    let mut runner = runner_named("gha-acme-1", "acme");
+    runner.for_job = Some(5);
+    store.upsert_runner(runner).await.unwrap();
+    store
+        .record_webhook(
+            delivery("q5"),
+            WebhookEffect::Job(job(5, JobState::Queued, 1)),
+        )
+        .await
+        .unwrap();
+    let mut started = job(9, JobState::InProgress, 20);
+    started.runner_name = Some("gha-acme-1".into());
+    store
+        .record_webhook(delivery("i9"), WebhookEffect::Job(started))
+        .await
+        .unwrap();
+    let mut done = job(9, JobState::Completed, 30);
+    done.runner_name = Some("gha-acme-1".into());
+    done.conclusion = Some("success".into());
+    store
+        .record_webhook(delivery("c9"), WebhookEffect::Job(done))
+        .await
+        .unwrap();
+    let stored = store.job(&Owner::new("acme"), 9).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Completed);
 }

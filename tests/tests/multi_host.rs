@@ -590,8 +590,12 @@ async fn three_hosts_serve_a_stream_of_jobs_through_partitions_kills_and_control
                     )
                 })
                 .collect();
+            // And why the controller refused them (its log across restarts).
+            let log = docker(&["logs", &controller_name]).await;
+            let refusals: Vec<&str> = log.lines().filter(|l| l.contains("not recorded")).collect();
             panic!(
-                "job {job} readable from the controller's API: {}; its deliveries: {attempts:?}",
+                "job {job} readable from the controller's API: {}; its deliveries: {attempts:?}; \
+                 the controller's refusals: {refusals:?}",
                 controller.get_raw(&format!("/api/v1/jobs/{job}")).await
             );
         }

@@ -126,7 +126,7 @@ async fn receive(State(intake): State<Arc<Intake>>, request: Request) -> Respons
         Err(error) => {
             intake.metrics.webhook(&event, error.code());
             if error.status().is_server_error() {
-                warn!(event = %crate::metrics::event_label(&event), error = %error, "webhook not recorded");
+                warn!(event = %crate::metrics::event_label(&event), error = %crate::http::error::chain(&error), "webhook not recorded");
             } else {
                 debug!(event = %crate::metrics::event_label(&event), error = %error, "webhook refused");
             }

@@ -5,9 +5,9 @@
 //! A drain is recorded first and then sent; an agent not connected now is told when its next
 //! session starts ([`Drains::on_connect`]). Only agents this controller knows (connected now or
 //! earlier in its life, or enrolled) can be drained, so a mistyped name is a 404, not a record.
-//! An undrain is sent only to agents of protocol 1.2 or later; an older one connected now keeps
-//! its drain and the request is refused with the reason (its drain was not persisted by the
-//! agent, so restarting it lifts it).
+//! An undrain is sent only to agents of protocol 1.2 or later (every revision a session accepts
+//! today); one that could not be told would keep its drain and the request would be refused
+//! with the reason.
 
 use shared::command::AgentCommand;
 use shared::ids::AgentName;

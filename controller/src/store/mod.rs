@@ -63,11 +63,21 @@ pub enum StoreError {
 impl StoreError {
     /// Whether trying again later may succeed: a full write queue, or a database that cannot be
     /// reached right now (a PostgreSQL connection refused or lost; an error the server answered,
-    /// which carries an SQLSTATE, is not).
+    /// which carries an SQLSTATE, is not; an SQLite database locked by another process beyond the
+    /// busy timeout, or a full or failing disk, is: the operator can free it).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Busy | StoreError::Unreachable(_) => true,
             StoreError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
             _ => false,
         }
     }

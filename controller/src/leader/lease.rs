@@ -10,10 +10,7 @@
 //!   A leader cut from the database stops acting before another replica can take the lease,
 //!   since that needs the whole lease to lapse on the database's clock.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
-
-use tokio_postgres::NoTls;
 
 use crate::config::database::DatabaseUrl;
 use crate::store::StoreError;
@@ -83,8 +80,7 @@ impl PgLease {
         address: String,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url.expose())?;
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = url.pg_config()?.connect(url.connector()?).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "the leader lease's database connection ended");

@@ -7,13 +7,12 @@
 //! The listener reconnects with a capped backoff when its connection fails; while it is down
 //! the scheduler's timer still finds the work, only later.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -48,12 +47,12 @@ pub fn spawn(url: DatabaseUrl, nudge: Arc<Notify>, shutdown: CancellationToken) 
 
 /// One connection's life; returns why it ended.
 async fn listen(url: &DatabaseUrl, nudge: &Notify, delay: &mut Duration) -> String {
-    let config = match tokio_postgres::Config::from_str(url.expose()) {
-        Ok(c) => c,
-        Err(e) => return e.to_string(),
+    let (config, tls) = match (url.pg_config(), url.connector()) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(e), _) | (_, Err(e)) => return e.to_string(),
     };
     let (client, mut connection) =
-        match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls)).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return e.to_string(),
             Err(_) => return "connecting timed out".into(),

@@ -41,6 +41,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("PostgreSQL error")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("TLS to PostgreSQL cannot be set up: {0}")]
+    Tls(#[from] crate::config::database::DatabaseTlsError),
     #[error("PostgreSQL is unreachable: {0}")]
     Unreachable(String),
     #[error(

@@ -18,7 +18,6 @@
 //! - Text columns use the "C" collation: orderings are byte orderings, as in SQLite, whatever
 //!   locale the database was created with.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::records::*;
 use super::{JoinRefusal, NewJoinToken, Pruned, StateStore, StoreError};
@@ -142,8 +141,8 @@ impl PgStore {
     /// Connects to `url`, migrates the schema and keeps a pool. Fails if the server cannot be
     /// reached now: a controller that cannot commit deliveries must not answer webhooks.
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url.expose())
-            .map_err(|e| StoreError::Unreachable(format!("DATABASE_URL: {e}")))?;
+        let mut config = url.pg_config()?;
+        let tls = url.connector()?;
         // The durability promise does not depend on the server's default.
         let options = match config.get_options() {
             Some(o) => format!("{o} -c synchronous_commit=on"),
@@ -161,7 +160,7 @@ impl PgStore {
         config.keepalives_idle(Duration::from_secs(10));
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -15,6 +15,8 @@ pub struct TestDb {
     admin: String,
     name: String,
     pub url: DatabaseUrl,
+    /// `url` as text, for variants of it.
+    plain: String,
 }
 
 fn unavailable(why: String) -> Option<TestDb> {
@@ -54,13 +56,68 @@ impl TestDb {
             .expect("create the test database");
         let mut url = url::Url::parse(&admin).expect("GHA_TEST_PG_URL is a postgres:// URL");
         url.set_path(&format!("/{name}"));
-        let url = DatabaseUrl::parse(url.as_str()).expect("a valid test database URL");
-        Some(TestDb { admin, name, url })
+        let plain = url.to_string();
+        let url = DatabaseUrl::parse(&plain).expect("a valid test database URL");
+        Some(TestDb {
+            admin,
+            name,
+            url,
+            plain,
+        })
+    }
+
+    /// This database's URL with `params` added to its query (`sslmode=…&sslrootcert=…`) and,
+    /// if `host` is given, connecting to the same address under that host name (`hostaddr`).
+    pub fn url_with(&self, params: &str, host: Option<&str>) -> Result<DatabaseUrl, String> {
+        let mut url = url::Url::parse(&self.plain).map_err(|e| e.to_string())?;
+        let mut query = vec![params.to_owned()];
+        if let Some(host) = host {
+            query.push(format!("hostaddr={}", url.host_str().unwrap_or_default()));
+            url.set_host(Some(host)).map_err(|e| e.to_string())?;
+        }
+        url.set_query(Some(&query.join("&")));
+        DatabaseUrl::parse(url.as_str())
+    }
+
+    /// The CA of the test server's TLS certificate (`GHA_TEST_PG_CA`, set by
+    /// scripts/test-postgres.sh); `None` (skip) only off CI.
+    pub fn server_ca() -> Option<std::path::PathBuf> {
+        match std::env::var("GHA_TEST_PG_CA") {
+            Ok(path) if !path.trim().is_empty() => Some(path.into()),
+            _ => {
+                // Panics on CI; off CI, says why the test is skipped.
+                let _ = unavailable("GHA_TEST_PG_CA is not set".into());
+                None
+            }
+        }
+    }
+
+    /// For each of the controller's connections to this database now: whether it is encrypted.
+    pub async fn controller_connections_encrypted(&self) -> Vec<bool> {
+        let (client, connection) = tokio_postgres::connect(&self.admin, NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(connection);
+        client
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.datname = $1 AND a.application_name = 'gha-controller'",
+                &[&self.name],
+            )
+            .await
+            .expect("pg_stat_ssl")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     /// Runs `sql` in this database (to set up a state the store must cope with).
     pub async fn execute(&self, sql: &str) {
-        let (client, connection) = tokio_postgres::connect(self.url.expose(), NoTls)
+        let (client, connection) = self
+            .url
+            .pg_config()
+            .expect("the test database's URL")
+            .connect(NoTls)
             .await
             .expect("connect to the test database");
         tokio::spawn(connection);

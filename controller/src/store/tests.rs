@@ -513,6 +513,54 @@ async fn pg() -> Option<TestDb> {
     TestDb::create().await
 }
 
+/// `sslmode=verify-full` with the server's CA: every connection of the store is encrypted and
+/// it works. A CA that did not sign the server's certificate, or a host name the certificate
+/// does not carry, is refused before any query (the password is never sent).
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some(db) = pg().await else { return };
+    let Some(ca) = TestDb::server_ca() else {
+        return;
+    };
+    let tls = format!("sslmode=verify-full&sslrootcert={}", ca.display());
+    let url = db.url_with(&tls, None).unwrap();
+    let store = PgStore::connect(&url).await.unwrap();
+    store
+        .upsert_jobs(vec![job(1, JobState::Queued, 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.queued_jobs().await.unwrap().len(), 1);
+    let encrypted = db.controller_connections_encrypted().await;
+    assert!(
+        !encrypted.is_empty() && encrypted.iter().all(|&e| e),
+        "the store's connections, encrypted or not: {encrypted:?}"
+    );
+    drop(store);
+
+    // A CA of its own, which did not sign the server's certificate.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["other-ca".into()]).unwrap();
+    std::fs::write(&other_ca, cert.cert.pem()).unwrap();
+    let wrong_ca = db
+        .url_with(
+            &format!("sslmode=verify-full&sslrootcert={}", other_ca.display()),
+            None,
+        )
+        .unwrap();
+    // The right CA, but a name the server's certificate does not carry (same address).
+    let wrong_name = db.url_with(&tls, Some("db.invalid")).unwrap();
+    for (case, url) in [("unknown CA", wrong_ca), ("wrong host name", wrong_name)] {
+        match PgStore::connect(&url).await {
+            Ok(_) => panic!("{case}: the store connected"),
+            Err(e) => {
+                let chain = crate::http::error::chain(&e).to_lowercase();
+                assert!(chain.contains("certificate"), "{case}: {chain}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_starting_together_migrate_one_database_once() {
     let Some(db) = pg().await else { return };

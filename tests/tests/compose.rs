@@ -226,6 +226,30 @@ async fn wait_local_agent_connected(project: &Project, port: u16, token: &str, w
     }
 }
 
+/// The `tar tv` line of an image's `/tmp` (mode, owner, …), from a container created (never
+/// started) from it and removed again.
+fn tmp_entry(image: &str) -> String {
+    let created = Command::new("docker")
+        .args(["create", image])
+        .output()
+        .expect("docker create");
+    assert!(created.status.success(), "docker create {image}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let listing = Command::new("sh")
+        .args([
+            "-c",
+            &format!("docker export {id} | tar --numeric-owner -tvf -"),
+        ])
+        .output()
+        .expect("docker export");
+    let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|l| l.ends_with(" tmp/") || l.ends_with(" tmp"))
+        .unwrap_or_else(|| panic!("{image} has no /tmp"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn compose_up_with_a_seed_env_gives_a_controller_and_an_enrolled_agent_that_survive_restarts()
 {
@@ -233,6 +257,16 @@ async fn compose_up_with_a_seed_env_gives_a_controller_and_an_enrolled_agent_tha
     let run = TestRun::new();
     // The images carry the run's label: `run` removes them when dropped, after `down -v`.
     let images: Images = build_images(&run);
+    // The images run as 65532 and need a writable /tmp (a FROM scratch image has none unless it
+    // is given one; COPY alone makes it root-owned 0755, and SQLite's spilled statement
+    // journals then failed in the controller's database after restarts).
+    for image in [images.controller(), images.agent()] {
+        assert_eq!(
+            tmp_entry(&image).split_whitespace().nth(1),
+            Some("65532/65532"),
+            "{image}: /tmp belongs to the image's user"
+        );
+    }
     let mut project = Project::new(&run);
     let (port, grpc_port) = (free_port(), free_port());
     let api_token = random_hex(20);

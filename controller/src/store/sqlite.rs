@@ -213,6 +213,15 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Temporary files in memory. A group's savepoints and a statement that changes many rows
+    // keep a statement journal, which SQLite spills to a file in a temporary directory past
+    // 64 KiB (https://www.sqlite.org/tempfiles.html). The image (FROM scratch, non-root) may
+    // have no writable /tmp, a hardened host a read-only one: the spill then fails with
+    // SQLITE_IOERR_GETTEMPPATH ("VFS is unable to determine a suitable directory for
+    // temporary files") and ends the whole transaction; seen in the multi-host test after
+    // every controller restart, when the backlog makes large groups. A group is bounded
+    // (MAX_GROUP operations), so is the memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -729,6 +738,22 @@ mod tests {
 
     fn answers(outcomes: &[Result<WriteOutcome, StoreError>]) -> Vec<bool> {
         outcomes.iter().map(Result::is_ok).collect()
+    }
+
+    /// Every connection of the store and of the agent directory keeps its temporary files
+    /// in memory (see `open_connection`): none needs a writable temporary directory.
+    #[test]
+    fn no_connection_needs_a_temporary_directory() {
+        let (_dir, mut conn) = table();
+        let temp_store: i64 = conn
+            .pragma_query_value(None, "temp_store", |r| r.get(0))
+            .unwrap();
+        assert_eq!(temp_store, 2, "PRAGMA temp_store = MEMORY");
+        // A group whose statement journal is far above the 64 KiB spill threshold.
+        let batch: Vec<Op> = (0..2000).map(Op::Insert).collect();
+        let outcomes = commit_group_with(&mut conn, &batch, apply_op);
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(stored(&conn).len(), 2000);
     }
 
     #[test]

@@ -125,6 +125,17 @@ async fn preload_backlog(state_dir: &std::path::Path, backlog: usize) {
     }
 }
 
+/// `WEBHOOK_CONNECTIONS` (default 32): concurrent keep-alive connections, for both routes. A
+/// delivery is answered only after its group's fsync, so with few connections intake is bounded
+/// by connections / commit latency rather than by CPU.
+fn webhook_connections() -> usize {
+    std::env::var("WEBHOOK_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&c: &usize| c > 0)
+        .unwrap_or(32)
+}
+
 async fn bench_webhook(backlog: usize) {
     shared::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -134,9 +145,15 @@ async fn bench_webhook(backlog: usize) {
         ("AGENT_HEARTBEAT_INTERVAL", "10s".into()),
     ]);
     env.extend(tests::harness::owner_vars());
+    // The controller sheds deliveries beyond WEBHOOK_CONCURRENCY (default 64) with 503: raised
+    // to the bench's connections when they are more, so that every delivery is answered 2xx.
+    let concurrency = webhook_connections();
+    if concurrency > 64 {
+        env.insert("WEBHOOK_CONCURRENCY".into(), concurrency.to_string());
+    }
     let controller = TestController::start(env).await;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(1024)
         .build()
         .expect("client");
     let base = format!("http://{}", controller.http_addr);
@@ -146,7 +163,6 @@ async fn bench_webhook(backlog: usize) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let concurrency = 32;
     let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
         (0..total * ROUNDS)
             .map(|i| {

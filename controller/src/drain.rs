@@ -1,6 +1,7 @@
 //! Drains the operator asks for through the API (`POST /api/v1/agents/{name}/drain` and
 //! `/undrain`): kept in the agent directory, so a drained agent stays drained when it or the
-//! controller restarts, until it is undrained.
+//! controller restarts (or, with `DATABASE_URL`, when another replica takes over), until it is
+//! undrained.
 //!
 //! A drain is recorded first and then sent; an agent not connected now is told when its next
 //! session starts ([`Drains::on_connect`]). Only agents this controller knows (connected now or

@@ -494,13 +494,18 @@ async fn agent_view(replica: &ControllerProcess, name: &str) -> Option<serde_jso
     response.json().await.ok()
 }
 
-/// How soon a revocation made anywhere is enforced by every replica: the handshake's list and
-/// live sessions' admission are re-read every 2 s (`grpc::revocation::REFRESH`,
-/// `ADMISSION_CHECK`), from the shared database. The wait allows the agent's own reaction too.
+/// How soon a revocation (or a drain) made anywhere is enforced by every replica: the
+/// handshake's list and live sessions' admission and drain are re-read every 2 s
+/// (`grpc::revocation::REFRESH`, `ADMISSION_CHECK`), from the shared database. The wait allows
+/// the agent's own reaction too.
 const REVOCATION_BOUND: Duration = Duration::from_secs(10);
 
+/// The agent directory in PostgreSQL (issue 15 §2): a token minted beside replica a is spent
+/// through the standby b; the agent is let in with its token's policy by a, then by b after a
+/// is killed; a drain through a's API (a standby again) and a revocation through a's CLI are
+/// enforced by the leader b within [`REVOCATION_BOUND`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_enrolled_through_one_replica_is_served_by_the_next_leader_and_revoked_by_any() {
+async fn the_agent_directory_is_shared_by_the_replicas() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -566,8 +571,30 @@ async fn an_agent_enrolled_through_one_replica_is_served_by_the_next_leader_and_
         "the policy caps what the agent reports: {view}"
     );
 
-    // Revoked beside a (its CLI; a is down): b, the leader, ends the session and refuses the
-    // certificate at the handshake.
+    // a comes back as a standby; a drain through its API (a load balancer may send one there)
+    // is recorded in the shared directory and sent by b, the leader, to the live session.
+    a.restart().await;
+    wait_for_roles(&b, &a, "b").await;
+    let drained = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/agents/pg-builder/drain",
+            a.http_addr
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("a answers");
+    assert_eq!(
+        drained.status().as_u16(),
+        202,
+        "the standby knows the enrolled agent"
+    );
+    agent
+        .wait_status(REVOCATION_BOUND, "drained by the leader b", |s| s.draining)
+        .await;
+
+    // Revoked beside a (its CLI, another process): b, the leader, ends the session and
+    // refuses the certificate at the handshake.
     let revoked_at = Instant::now();
     site.cli("a", &db.url, &["agents", "revoke", "pg-builder"]);
     agent

@@ -502,7 +502,7 @@ const REVOCATION_BOUND: Duration = Duration::from_secs(10);
 
 /// The agent directory in PostgreSQL (issue 15 §2): a token minted beside replica a is spent
 /// through the standby b; the agent is let in with its token's policy by a, then by b after a
-/// is killed; a drain through a's API (a standby again) and a revocation through a's CLI are
+/// is killed, and renews its certificate through b; a drain through a's API (a standby again) and a revocation through a's CLI are
 /// enforced by the leader b within [`REVOCATION_BOUND`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_directory_is_shared_by_the_replicas() {
@@ -523,6 +523,9 @@ async fn the_agent_directory_is_shared_by_the_replicas() {
             "pg-builder",
             "--max-runners",
             "3",
+            // Renewed at two thirds of its life: after the failover, through b.
+            "--cert-validity",
+            "24s",
         ],
     );
     let agent_dir = site.dir.path().join("agent-pg-builder");
@@ -569,6 +572,21 @@ async fn the_agent_directory_is_shared_by_the_replicas() {
     assert_eq!(
         view["capacity"], 3,
         "the policy caps what the agent reports: {view}"
+    );
+
+    // The agent renews its certificate through b: b knows it as enrolled (with a directory of
+    // its own it would be refused as "not enrolled").
+    let issued = std::fs::read(&tls.cert).unwrap();
+    wait_until(
+        Duration::from_secs(40),
+        "the certificate renewed by b",
+        || async { std::fs::read(&tls.cert).is_ok_and(|now| now != issued) },
+    )
+    .await;
+    assert!(
+        b.log().contains("agent certificate renewed"),
+        "b renewed it: {}",
+        b.log()
     );
 
     // a comes back as a standby; a drain through its API (a load balancer may send one there)

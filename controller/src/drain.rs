@@ -1,9 +1,12 @@
 //! Drains the operator asks for through the API (`POST /api/v1/agents/{name}/drain` and
 //! `/undrain`): kept in the agent directory, so a drained agent stays drained when it or the
-//! controller restarts, until it is undrained.
+//! controller restarts (or, with `DATABASE_URL`, when another replica takes over), until it is
+//! undrained.
 //!
 //! A drain is recorded first and then sent; an agent not connected now is told when its next
-//! session starts ([`Drains::on_connect`]). Only agents this controller knows (connected now or
+//! session starts ([`Drains::on_connect`]), and one connected to another replica (the leader,
+//! when the API call reached a standby) at that session's next admission check
+//! ([`Drains::follow`], every 2 s). Only agents this controller knows (connected now or
 //! earlier in its life, or enrolled) can be drained, so a mistyped name is a 404, not a record.
 //! An undrain is sent only to agents of protocol 1.2 or later (every revision a session accepts
 //! today); one that could not be told would keep its drain and the request would be refused
@@ -95,19 +98,69 @@ impl Drains {
         }
     }
 
-    /// At the start of `name`'s session: a drained agent is told again.
-    pub async fn on_connect(&self, name: &AgentName) {
+    /// At the start of `name`'s session: a drained agent is told again. Returns what the
+    /// directory said (`None`: it could not be read), for [`Self::follow`].
+    pub async fn on_connect(&self, name: &AgentName) -> Option<bool> {
         match self.directory.is_drained(name).await {
             Ok(true) => {
                 info!(agent = %name, "the agent was drained through the API: draining it again");
                 if let Err(e) = self.registry.send(name, AgentCommand::Drain) {
                     warn!(agent = %name, error = %e, "cannot send the drain");
                 }
+                Some(true)
             }
-            Ok(false) => {}
+            Ok(false) => Some(false),
             Err(e) => {
-                warn!(agent = %name, error = %e, "cannot read whether the agent is drained")
+                warn!(agent = %name, error = %e, "cannot read whether the agent is drained");
+                None
             }
         }
+    }
+
+    /// During `name`'s session, at each admission check: a drain or undrain recorded since
+    /// `last` (through another replica's API, with a shared directory) is sent now. `last` is
+    /// what the session last knew; a failed read changes nothing and is retried next time.
+    pub async fn follow(&self, name: &AgentName, last: &mut Option<bool>) {
+        let now = match self.directory.is_drained(name).await {
+            Ok(now) => now,
+            Err(e) => {
+                warn!(agent = %name, error = %e, "cannot re-read whether the agent is drained");
+                return;
+            }
+        };
+        if let Some(command) = change(*last, now) {
+            info!(agent = %name, ?command, "drain changed in the agent directory: telling the agent");
+            if let Err(e) = self.registry.send(name, command) {
+                warn!(agent = %name, error = %e, "cannot send the drain change");
+            }
+        }
+        *last = Some(now);
+    }
+}
+
+/// What to tell a connected agent when the directory's drain went from `last` to `now`
+/// (`last` unknown: a drain is sent, being idempotent; an undrain is not, there may be
+/// nothing to lift).
+pub fn change(last: Option<bool>, now: bool) -> Option<AgentCommand> {
+    match (last, now) {
+        (Some(was), now) if was == now => None,
+        (_, true) => Some(AgentCommand::Drain),
+        (Some(true), false) => Some(AgentCommand::Undrain),
+        (_, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_of_the_recorded_drain_is_sent() {
+        assert_eq!(change(Some(false), false), None);
+        assert_eq!(change(Some(true), true), None);
+        assert_eq!(change(Some(false), true), Some(AgentCommand::Drain));
+        assert_eq!(change(Some(true), false), Some(AgentCommand::Undrain));
+        assert_eq!(change(None, true), Some(AgentCommand::Drain));
+        assert_eq!(change(None, false), None);
     }
 }

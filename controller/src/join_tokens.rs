@@ -1,8 +1,9 @@
 //! Minting one-time join tokens (`gha-controller agents join-token`) and the other operator
 //! commands on enrolled agents (`agents revoke`, `agents policy`).
 //!
-//! Tokens are written to the store that the running controller reads, so minting works from
-//! another process on the same `STATE_DIR`. Every token is bound to one agent name (the
+//! Tokens are written to the agent directory that the running controllers read (SQLite in
+//! `STATE_DIR`, or the PostgreSQL of `DATABASE_URL` that every replica shares), so minting
+//! works from another process. Every token is bound to one agent name (the
 //! operator's, or a generated one that is printed) and carries the policy the agent will get.
 
 use std::time::Duration;
@@ -79,7 +80,7 @@ pub async fn mint(config: &Config, options: MintOptions) -> Result<Minted, MintE
     let policy = agent_policy::resolve(&options.policy, &configured_owners(config))?;
     let ca = shared::tls::read_certs(&config.tls.ca_file)?;
     let token = JoinToken::generate(Some(shared::tls::fingerprint(&ca[0])));
-    let directory = AgentDirectory::open(&config.state_dir)?;
+    let directory = AgentDirectory::open(config).await?;
     let now = shared::runner::now_ms() / 1000;
     let expires_at = now + options.ttl.as_secs() as i64;
     let name = options.name.unwrap_or_else(generated_name);
@@ -108,7 +109,7 @@ pub async fn mint(config: &Config, options: MintOptions) -> Result<Minted, MintE
 /// Revokes `name` for good (until it is enrolled again with `--replace`). Returns whether it
 /// had been enrolled with a join token.
 pub async fn revoke(config: &Config, name: &AgentName) -> Result<bool, MintError> {
-    let directory = AgentDirectory::open(&config.state_dir)?;
+    let directory = AgentDirectory::open(config).await?;
     Ok(directory
         .revoke(name, shared::runner::now_ms() / 1000)
         .await?)
@@ -121,7 +122,7 @@ pub async fn set_policy(
     request: &PolicyRequest,
 ) -> Result<AgentPolicy, MintError> {
     let policy = agent_policy::resolve(request, &configured_owners(config))?;
-    let directory = AgentDirectory::open(&config.state_dir)?;
+    let directory = AgentDirectory::open(config).await?;
     directory.set_policy(name, Some(policy.clone())).await?;
     Ok(policy)
 }

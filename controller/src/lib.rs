@@ -204,7 +204,20 @@ impl Controller {
         shutdown: CancellationToken,
     ) -> Result<Controller, StartError> {
         ensure_pki(config)?;
-        let directory = store::agents::AgentDirectory::open(&config.state_dir)?;
+        let (store, directory) = store::open_with_directory(config).await?;
+        if let Some(url) = &config.database_url {
+            info!(database = %url.redacted(), "state and the agent directory in PostgreSQL");
+            // The directory is shared, the PKI is files: replicas must be given the same ones.
+            if let Some(dir) = &config.tls.auto_init_dir {
+                warn!(
+                    pki = %dir.display(),
+                    "the built-in PKI is in this replica's STATE_DIR; replicas sharing \
+                     DATABASE_URL must share one CA and server certificate (TLS_DIR or the \
+                     TLS_* files, e.g. one Secret), else agents enrolled through one are \
+                     refused by another"
+                );
+            }
+        }
         let revoked = grpc::revocation::RevokedNames::load(&directory).await?;
         revoked
             .clone()
@@ -216,10 +229,6 @@ impl Controller {
             revoked,
         )?;
         let ca = load_ca(config)?;
-        let store = store::open(config).await?;
-        if let Some(url) = &config.database_url {
-            info!(database = %url.redacted(), "state in PostgreSQL");
-        }
         let nudge = Arc::new(tokio::sync::Notify::new());
         let leadership = leadership(config, nudge.clone(), &shutdown);
         let registry = AgentRegistry::notifying(nudge.clone());

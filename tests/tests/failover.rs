@@ -26,7 +26,7 @@ use tests::harness::{
 use tests::net::{RoundRobin, TcpProxy};
 use tests::pki::TestCa;
 use tests::postgres::TestDb;
-use tests::process::{ControllerProcess, free_port};
+use tests::process::{ControllerProcess, free_port, workspace_binary};
 use tests::raw_agent;
 
 const JOBS: usize = 500;
@@ -69,6 +69,47 @@ impl Installation {
     /// Starts replica `name` with its database at `database_url`.
     async fn replica(&self, name: &str, database_url: &str) -> ControllerProcess {
         let (http, grpc) = (free_port(), free_port());
+        let env = self.replica_env(name, database_url, grpc);
+        let log = self.dir.path().join(format!("controller-{name}.log"));
+        ControllerProcess::start_on(env, log, http, grpc).await
+    }
+
+    /// The built-in PKI (`certs init`, with its CA key, so replicas enroll agents), one for
+    /// every replica, instead of the test CA.
+    fn with_built_in_pki(mut self) -> Self {
+        let made = controller::pki::init(&self.dir.path().join("shared-pki"), &[], false)
+            .expect("certs init");
+        for (var, path) in [
+            ("TLS_CA_FILE", &made.ca_cert),
+            ("TLS_CA_KEY_FILE", &made.ca_key),
+            ("TLS_CERT_FILE", &made.server_cert),
+            ("TLS_KEY_FILE", &made.server_key),
+        ] {
+            self.env.insert(var.into(), path.display().to_string());
+        }
+        self
+    }
+
+    /// `gha-controller ARGS` as an operator runs it beside replica `name` (its variables,
+    /// another process); returns its standard output.
+    fn cli(&self, name: &str, database_url: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(workspace_binary("gha-controller"))
+            .env_clear()
+            .envs(self.replica_env(name, database_url, 0))
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(args)
+            .output()
+            .expect("run gha-controller");
+        assert!(
+            out.status.success(),
+            "gha-controller {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Replica `name`'s variables (its gRPC port advertised as `grpc`).
+    fn replica_env(&self, name: &str, database_url: &str, grpc: u16) -> HashMap<String, String> {
         let mut env = self.env.clone();
         env.insert("DATABASE_URL".into(), database_url.to_owned());
         env.insert("REPLICA_ID".into(), name.to_owned());
@@ -78,7 +119,8 @@ impl Installation {
             "ADVERTISE_GRPC_URL".into(),
             format!("https://127.0.0.2:{grpc}"),
         );
-        // Each replica its own STATE_DIR (its agent directory); the PKI files are shared.
+        // Each replica its own STATE_DIR; the agent directory is in the database, the PKI
+        // files are shared.
         env.insert(
             "STATE_DIR".into(),
             self.dir
@@ -87,8 +129,7 @@ impl Installation {
                 .display()
                 .to_string(),
         );
-        let log = self.dir.path().join(format!("controller-{name}.log"));
-        ControllerProcess::start_on(env, log, http, grpc).await
+        env
     }
 
     /// An agent that knows both replicas.
@@ -436,4 +477,176 @@ async fn a_leader_cut_from_its_database_steps_down_and_the_other_replica_takes_o
         "a says it stopped acting: {}",
         &log[log.len().saturating_sub(4000)..]
     );
+}
+
+/// What `replica`'s API says about agent `name` (`None`: unknown there).
+async fn agent_view(replica: &ControllerProcess, name: &str) -> Option<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/agents/{name}", replica.http_addr))
+        .bearer_auth(API_TOKEN)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// How soon a revocation (or a drain) made anywhere is enforced by every replica: the
+/// handshake's list and live sessions' admission and drain are re-read every 2 s
+/// (`grpc::revocation::REFRESH`, `ADMISSION_CHECK`), from the shared database. The wait allows
+/// the agent's own reaction too.
+const REVOCATION_BOUND: Duration = Duration::from_secs(10);
+
+/// The agent directory in PostgreSQL (issue 15 §2): a token minted beside replica a is spent
+/// through the standby b; the agent is let in with its token's policy by a, then by b after a
+/// is killed, and renews its certificate through b; a drain through a's API (a standby again) and a revocation through a's CLI are
+/// enforced by the leader b within [`REVOCATION_BOUND`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_directory_is_shared_by_the_replicas() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let site = Installation::new().await.with_built_in_pki();
+    let (mut a, b, _balancer) = two_replicas(&site, &db.url, &db.url).await;
+
+    // Minted beside replica a (the CLI, another process), spent through the standby b.
+    let token = site.cli(
+        "a",
+        &db.url,
+        &[
+            "agents",
+            "join-token",
+            "--name",
+            "pg-builder",
+            "--max-runners",
+            "3",
+            // Renewed at two thirds of its life: after the failover, through b.
+            "--cert-validity",
+            "24s",
+        ],
+    );
+    let agent_dir = site.dir.path().join("agent-pg-builder");
+    let joined = agent::join::join(&agent::join::JoinOptions {
+        controller_url: format!("https://localhost:{}", b.grpc_addr.port()),
+        token: token.trim().to_owned(),
+        dir: agent_dir.clone(),
+        ca_fingerprint: None,
+        ca_file: None,
+        name: "ignored".into(),
+        force: false,
+    })
+    .await
+    .expect("the token minted beside a is spent through b");
+    assert_eq!(joined.agent_name, "pg-builder");
+    let tls = AgentTls::in_dir(&agent_dir);
+    let urls = format!(
+        "https://localhost:{},https://localhost:{}",
+        a.grpc_addr.port(),
+        b.grpc_addr.port()
+    );
+    let agent = TestAgent::start(&urls, &tls, &[("MAX_RUNNERS", "25")]);
+    connected(&[&agent]).await;
+    let view = agent_view(&a, "pg-builder")
+        .await
+        .expect("the leader a serves it");
+    assert_eq!(
+        view["policy"]["max_runners"], 3,
+        "the leader applies the policy minted through a, recorded at b's enrollment: {view}"
+    );
+
+    // The leader dies; b leads and lets the agent in with the certificate b issued, and the
+    // policy of its token.
+    a.kill9();
+    wait_until(FAILOVER_BOUND, "b leads", || leads(&b)).await;
+    agent
+        .wait_status(Duration::from_secs(30), "let in by the new leader", |s| {
+            s.connected && s.sessions >= 2
+        })
+        .await;
+    let view = agent_view(&b, "pg-builder").await.expect("b serves it");
+    assert_eq!(view["connected"], true, "{view}");
+    assert_eq!(view["policy"]["max_runners"], 3, "{view}");
+    assert_eq!(
+        view["capacity"], 3,
+        "the policy caps what the agent reports: {view}"
+    );
+
+    // The agent renews its certificate through b: b knows it as enrolled (with a directory of
+    // its own it would be refused as "not enrolled").
+    let issued = std::fs::read(&tls.cert).unwrap();
+    wait_until(
+        Duration::from_secs(40),
+        "the certificate renewed by b",
+        || async { std::fs::read(&tls.cert).is_ok_and(|now| now != issued) },
+    )
+    .await;
+    assert!(
+        b.log().contains("agent certificate renewed"),
+        "b renewed it: {}",
+        b.log()
+    );
+
+    // a comes back as a standby; a drain through its API (a load balancer may send one there)
+    // is recorded in the shared directory and sent by b, the leader, to the live session.
+    a.restart().await;
+    wait_for_roles(&b, &a, "b").await;
+    let drained = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/agents/pg-builder/drain",
+            a.http_addr
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("a answers");
+    assert_eq!(
+        drained.status().as_u16(),
+        202,
+        "the standby knows the enrolled agent"
+    );
+    agent
+        .wait_status(REVOCATION_BOUND, "drained by the leader b", |s| s.draining)
+        .await;
+
+    // Revoked beside a (its CLI, another process): b, the leader, ends the session and
+    // refuses the certificate at the handshake.
+    let revoked_at = Instant::now();
+    site.cli("a", &db.url, &["agents", "revoke", "pg-builder"]);
+    agent
+        .wait_status(REVOCATION_BOUND, "revoked on the other replica", |s| {
+            !s.connected
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("revoked"))
+        })
+        .await;
+    let enforced = revoked_at.elapsed();
+    let cert = tests::pki::CertFiles {
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    };
+    wait_until(
+        REVOCATION_BOUND,
+        "b refuses the revoked certificate",
+        || async {
+            let Ok(channel) = raw_agent::channel(&b.grpc_url(), &tls.ca, Some(&cert)).await else {
+                return true;
+            };
+            // b leads: any refusal is the revocation's (at the handshake, or at admission).
+            raw_agent::session(channel, raw_agent::register(proto::v1::Arch::Amd64))
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    assert!(
+        !agent_view(&b, "pg-builder")
+            .await
+            .is_some_and(|v| v["connected"] == true),
+        "the revoked agent is not connected to b"
+    );
+    eprintln!("revocation made beside a enforced by b in {enforced:?}");
 }

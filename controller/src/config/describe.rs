@@ -134,7 +134,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "DATABASE_URL",
         "SQLite in STATE_DIR",
-        "postgres://USER:PASSWORD@HOST:PORT/DB: the PostgreSQL store",
+        "postgres://USER:PASSWORD@HOST:PORT/DB: the PostgreSQL store and agent directory",
     ),
     (
         "REPLICA_ID",

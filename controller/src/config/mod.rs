@@ -113,7 +113,7 @@ pub struct Config {
     pub tls_sans: Vec<String>,
     /// Durable state (`STATE_DIR`).
     pub state_dir: PathBuf,
-    /// `DATABASE_URL`: the PostgreSQL store instead of SQLite in `STATE_DIR`.
+    /// `DATABASE_URL`: the PostgreSQL store and agent directory instead of SQLite in `STATE_DIR`.
     pub database_url: Option<database::DatabaseUrl>,
     /// Leader election among replicas on one PostgreSQL (`REPLICA_ID`, `ADVERTISE_GRPC_URL`,
     /// `LEADER_LEASE`).

@@ -8,6 +8,11 @@
 //! from another process, through the same database), the same period in which live sessions
 //! re-check their admission. A failed re-read keeps the last list and is logged.
 //!
+//! With `DATABASE_URL` the directory is the PostgreSQL one every replica shares, so this is
+//! also how a revocation made through one replica (or its CLI) reaches the others: each
+//! enforces it at most [`REFRESH`] plus one read later (a read waits at most the pool's 10 s
+//! for a connection under load). `tests/tests/failover.rs` measures it across two processes.
+//!
 //! Only revocation is decided here; a superseded certificate (after a renewal or a `--replace`
 //! enrollment) is refused when its session starts, with a reason the agent can show.
 

@@ -10,7 +10,8 @@
 //! Before a session starts, the agent directory decides whether this certificate may act as
 //! this name (not revoked, not superseded by a newer enrollment) and with which policy; the
 //! session re-checks that every few seconds, so `gha-controller agents revoke`, run as another
-//! process, ends a live session too. `AgentService.Renew` ([`renew`]) issues a fresh
+//! process, ends a live session too; at the same check it re-reads the operator's drain, so a
+//! drain recorded through another replica's API reaches the agent. `AgentService.Renew` ([`renew`]) issues a fresh
 //! certificate to an enrolled agent over its mutual-TLS connection.
 //!
 //! Only the leader serves sessions (see [`crate::leader`]): a standby answers `UNAVAILABLE`
@@ -282,10 +283,11 @@ impl AgentService for SessionService {
             "agent connected"
         );
         let handle = self.registry.connect(&name, registration, known, cmd_tx);
-        crate::drain::Drains::new(self.registry.clone(), self.directory.clone())
-            .on_connect(&name)
-            .await;
+        let drains = crate::drain::Drains::new(self.registry.clone(), self.directory.clone());
+        let drained = drains.on_connect(&name).await;
         let task = SessionTask {
+            drains,
+            drained,
             name: name.clone(),
             session: handle.id,
             registry: self.registry.clone(),
@@ -326,6 +328,10 @@ struct SessionTask {
     directory: AgentDirectory,
     /// The fingerprint of the certificate this session was admitted with.
     cert: String,
+    /// The operator's drains, re-read at each admission check ([`crate::drain::Drains::follow`]).
+    drains: crate::drain::Drains,
+    /// Whether the directory said the agent is drained when the session started.
+    drained: Option<bool>,
     /// The images the agent was asked to prepare: its report is kept for these only.
     runner_images: Vec<String>,
     leadership: crate::leader::Leadership,
@@ -348,6 +354,7 @@ impl SessionTask {
         let mut admission = tokio::time::interval(ADMISSION_CHECK);
         admission.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         admission.tick().await;
+        let mut drained = self.drained;
         loop {
             tokio::select! {
                 _ = admission.tick() => match self.directory.admit(&self.name, &self.cert).await {
@@ -359,7 +366,7 @@ impl SessionTask {
                             _ => refusal.to_string(),
                         };
                     }
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => self.drains.follow(&self.name, &mut drained).await,
                     // The next check is the retry; a store hiccup does not end a session.
                     Err(error) => warn!(%error, "cannot re-check the agent's admission"),
                 },

@@ -139,7 +139,7 @@ mod tests {
             management: crate::http::api::ApiState::new(&config, github, setup),
             drains: crate::drain::Drains::new(
                 registry,
-                crate::store::agents::AgentDirectory::open(&state_dir).unwrap(),
+                crate::store::agents::AgentDirectory::sqlite(&state_dir).unwrap(),
             ),
             leadership: crate::leader::Leadership::sole(crate::leader::Replica {
                 id: "test".into(),

@@ -4,7 +4,8 @@
 //!
 //! What is stored: webhook deliveries (deduplication), jobs and their states, workflow runs
 //! whose jobs must still be fetched, runners the controller created, and agent join tokens;
-//! [`agents`] keeps enrolled agents' policies and revocations in tables of its own;
+//! [`agents`] keeps enrolled agents' policies, revocations and drains in tables of its own,
+//! in the same database (SQLite or PostgreSQL);
 //! [`timeline`] each job's bounded history (webhooks, decisions, its runner).
 //! Jobs are keyed by owner and GitHub id. Delivery ids and completed jobs are kept for
 //! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
@@ -441,9 +442,25 @@ impl StateStore for SqliteStore {
 pub async fn open(
     config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    Ok(open_with_directory(config).await?.0)
+}
+
+/// The store and the agent directory the configuration names, in the same database: with
+/// `DATABASE_URL` both on one PostgreSQL pool (shared by every replica), else SQLite in
+/// `STATE_DIR`.
+pub async fn open_with_directory(
+    config: &crate::config::Config,
+) -> Result<(std::sync::Arc<dyn StateStore>, agents::AgentDirectory), StoreError> {
     Ok(match &config.database_url {
-        Some(url) => std::sync::Arc::new(PgStore::connect(url).await?),
-        None => std::sync::Arc::new(SqliteStore::open(&config.state_dir)?),
+        Some(url) => {
+            let store = PgStore::connect(url).await?;
+            let directory = agents::AgentDirectory::postgres(store.clone());
+            (std::sync::Arc::new(store), directory)
+        }
+        None => (
+            std::sync::Arc::new(SqliteStore::open(&config.state_dir)?),
+            agents::AgentDirectory::sqlite(&config.state_dir)?,
+        ),
     })
 }
 

@@ -112,6 +112,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX runners_by_lifecycle ON runners (lifecycle);"#,
     // 2: each job's bounded timeline (see `timeline`).
     super::timeline::PG_MIGRATION,
+    // 3: the agent directory: tokens' policies, enrolled agents, drains (see `agents`).
+    super::agents::postgres::PG_MIGRATION,
 ];
 
 /// Tells the listening replicas that a committed delivery brought work (see `leader::wake`).
@@ -221,7 +223,7 @@ impl PgStore {
     }
 
     /// A connection for a write, or `Busy` when too many writes are in flight.
-    async fn writer(
+    pub(super) async fn writer(
         &self,
     ) -> Result<(deadpool_postgres::Object, tokio::sync::OwnedSemaphorePermit), StoreError> {
         let permit = self
@@ -230,6 +232,11 @@ impl PgStore {
             .try_acquire_owned()
             .map_err(|_| StoreError::Busy)?;
         Ok((self.pool.get().await?, permit))
+    }
+
+    /// The pool, for reads of the agent directory (`agents::postgres`).
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     async fn query(
@@ -385,7 +392,7 @@ async fn request_fetch(
 }
 
 /// Whether `secret` spends a stored token now (the same rules as SQLite's).
-fn judge_token(
+pub(super) fn judge_token(
     stored_sha256: &[u8],
     used_at: Option<i64>,
     expires_at: i64,

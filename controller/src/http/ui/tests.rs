@@ -51,7 +51,7 @@ fn app(tokens: &[(&str, &str)]) -> (Router, tempfile::TempDir) {
         management: crate::http::api::ApiState::new(&config, github, setup),
         drains: crate::drain::Drains::new(
             registry,
-            crate::store::agents::AgentDirectory::open(dir.path()).unwrap(),
+            crate::store::agents::AgentDirectory::sqlite(dir.path()).unwrap(),
         ),
         leadership: crate::leader::Leadership::sole(crate::leader::Replica {
             id: "test".into(),

@@ -1,31 +1,26 @@
-//! The enrolled agents: each name's operator policy, the certificate last issued to it, and
-//! revocation. Durable in the controller's database, so a restart (or the `agents revoke`
-//! command run as another process on the same `STATE_DIR`) changes nothing about who is let in.
+//! The agent directory in SQLite (`STATE_DIR`'s database, the default backend of
+//! [`AgentDirectory`](super::AgentDirectory)).
 //!
-//! Kept apart from the webhook/job store on purpose: these writes are rare (mint, enroll,
-//! renew, revoke), are made by the CLI as well as the server, and must be one transaction with
-//! the join token they spend, so [`AgentDirectory`] has its own connection (WAL lets it write
-//! beside the store's writer thread; SQLite serialises the two). Its tables are created by
-//! [`migrate`], idempotently and without touching the store's numbered migrations.
-//!
-//! Rules:
-//! - A join token is bound to one name. Minting or spending a token for a name that already
-//!   holds a certificate from us is refused unless the token was minted with `--replace`.
-//! - A name accepts only the certificate issued to it last (and the one before, while a renewal
-//!   is being written on the agent), so a replaced or re-enrolled agent's old certificate is
-//!   refused although it is still signed by the CA and unexpired.
-//! - A revoked name is refused until it is enrolled again with a token minted with `--replace`.
+//! It has its own connection (WAL lets it write beside the store's writer thread; SQLite
+//! serialises the two), and every write is an immediate transaction, so a read that decides a
+//! write (is the name taken?) is never overtaken. Its tables are created by [`migrate`],
+//! idempotently and without touching the store's numbered migrations.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use shared::ids::AgentName;
 
-use super::sqlite::{db_path, take_join_token};
-use super::{JoinRefusal, StoreError};
+use super::{
+    AgentRecord, EnrollRefusal, Enrolled, Issued, Renewed, TokenBinding, binding, enrolled,
+    may_take, policy_json, policy_of, renewal,
+};
 use crate::agent_policy::AgentPolicy;
+use crate::store::StoreError;
+use crate::store::sqlite::{db_path, take_join_token};
 
 /// Creates this module's tables if they are missing.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -52,91 +47,11 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// What is stored about one agent name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentRecord {
-    /// `None`: the operator set none (an agent with a certificate from its own CA).
-    pub policy: Option<AgentPolicy>,
-    /// Fingerprint of the certificate issued last; `None` if we never issued one.
-    pub cert_sha256: Option<String>,
-    pub previous_cert_sha256: Option<String>,
-    pub revoked_at: Option<i64>,
-}
-
-/// Why an agent is not let in (the text is shown to the agent and logged).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("agent {0} was revoked by the operator (`gha-controller agents revoke`)")]
-    Revoked(AgentName),
-    #[error(
-        "this certificate of agent {0} was superseded by a newer enrollment or renewal; \
-         enroll again with a new join token"
-    )]
-    Superseded(AgentName),
-    #[error("agent {0} was not enrolled with a join token, so the controller cannot renew it")]
-    NotEnrolled(AgentName),
-}
-
-/// Decides whether a certificate with fingerprint `cert` may act as the agent of `record`, and
-/// returns the policy it gets.
-pub fn admit(
-    name: &AgentName,
-    record: Option<&AgentRecord>,
-    cert: &str,
-) -> Result<Option<AgentPolicy>, Refusal> {
-    let Some(record) = record else {
-        return Ok(None);
-    };
-    if record.revoked_at.is_some() {
-        return Err(Refusal::Revoked(name.clone()));
-    }
-    if let Some(current) = &record.cert_sha256
-        && current != cert
-        && record.previous_cert_sha256.as_deref() != Some(cert)
-    {
-        return Err(Refusal::Superseded(name.clone()));
-    }
-    Ok(record.policy.clone())
-}
-
-/// Why a token cannot be minted or spent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnrollRefusal {
-    #[error(transparent)]
-    Token(#[from] JoinRefusal),
-    #[error(
-        "agent {0} is already enrolled (or was revoked); mint the token with --replace to give \
-         the name to a new agent (its current certificate is then refused)"
-    )]
-    NameTaken(AgentName),
-    #[error(
-        "this join token was minted by an older controller and names no policy; mint a new one"
-    )]
-    NoPolicy,
-}
-
-/// A certificate just issued, as the directory records it.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub certificate_pem: String,
-    pub cert_sha256: String,
-    pub expires_at: i64,
-}
-
-/// The directory of enrolled agents; clones share one connection.
+/// The directory in SQLite; clones share one connection.
 #[derive(Clone)]
-pub struct AgentDirectory {
+pub struct SqliteDirectory {
     // Used from blocking tasks only; each call is one short transaction.
     conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
-}
-
-fn policy_json(policy: &AgentPolicy) -> String {
-    serde_json::to_string(policy).unwrap_or_else(|_| "null".into())
-}
-
-fn policy_of(text: Option<String>) -> Option<AgentPolicy> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 fn record(conn: &Connection, name: &AgentName) -> rusqlite::Result<Option<AgentRecord>> {
@@ -155,35 +70,18 @@ fn record(conn: &Connection, name: &AgentName) -> rusqlite::Result<Option<AgentR
     .optional()
 }
 
-/// Whether we issued `name` a certificate.
-fn enrolled(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
-    Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some()))
-}
-
-/// Whether a new token for `name` needs `--replace`: it holds a certificate from us, or it was
-/// revoked (also an agent with a certificate from the operator's CA).
-fn taken(conn: &Connection, name: &AgentName) -> rusqlite::Result<bool> {
-    Ok(record(conn, name)?.is_some_and(|r| r.cert_sha256.is_some() || r.revoked_at.is_some()))
-}
-
-impl AgentDirectory {
+impl SqliteDirectory {
     /// Opens the directory in `state_dir`'s database (created if needed).
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        super::sqlite::ensure_state_dir(state_dir)?;
+        crate::store::sqlite::ensure_state_dir(state_dir)?;
         let path = db_path(state_dir);
-        let mut conn = super::sqlite::open_connection(&path)?;
+        let mut conn = crate::store::sqlite::open_connection(&path)?;
         // The store's own tables first (join tokens live there), when the CLI is first.
-        super::sqlite::migrate(&mut conn, &path)?;
+        crate::store::sqlite::migrate(&mut conn, &path)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            path,
         })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     async fn run<T: Send + 'static>(
@@ -202,7 +100,7 @@ impl AgentDirectory {
     /// Stores a join token bound to `name` with the policy the agent will get.
     pub async fn mint(
         &self,
-        token: super::NewJoinToken,
+        token: crate::store::NewJoinToken,
         name: AgentName,
         replace: bool,
         policy: AgentPolicy,
@@ -210,8 +108,8 @@ impl AgentDirectory {
     ) -> Result<Result<(), EnrollRefusal>, StoreError> {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if !replace && taken(&tx, &name)? {
-                return Ok(Err(EnrollRefusal::NameTaken(name)));
+            if let Err(refusal) = may_take(&name, replace, record(&tx, &name)?.as_ref()) {
+                return Ok(Err(refusal));
             }
             tx.execute(
                 "INSERT INTO join_tokens (id, secret_sha256, agent_name, created_at, expires_at)
@@ -244,28 +142,32 @@ impl AgentDirectory {
         now: i64,
         used_by: String,
         sign: impl FnOnce(&AgentName, &AgentPolicy) -> Result<Issued, E> + Send + 'static,
-    ) -> Result<Result<Result<(AgentName, Issued), EnrollRefusal>, E>, StoreError> {
+    ) -> Enrolled<E> {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let bound: Option<(String, bool, String)> = tx
+            let bound = tx
                 .query_row(
                     "SELECT agent_name, replace, policy FROM agent_token_policies WHERE token_id = ?1",
                     params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| {
+                        Ok(TokenBinding {
+                            agent_name: r.get(0)?,
+                            replace: r.get(1)?,
+                            policy: r.get(2)?,
+                        })
+                    },
                 )
                 .optional()?;
+            // Dropping the transaction on a refusal rolls the token's spending back.
             if let Err(refusal) = take_join_token(&tx, &id, &secret, now, &used_by)? {
                 return Ok(Ok(Err(refusal.into())));
             }
-            let Some((name, replace, policy)) = bound else {
-                return Ok(Ok(Err(EnrollRefusal::NoPolicy)));
+            let (name, replace, policy) = match binding(bound) {
+                Ok(bound) => bound,
+                Err(refusal) => return Ok(Ok(Err(refusal))),
             };
-            let (Ok(name), Some(policy)) = (AgentName::parse(&name), policy_of(Some(policy)))
-            else {
-                return Ok(Ok(Err(EnrollRefusal::NoPolicy)));
-            };
-            if !replace && taken(&tx, &name)? {
-                return Ok(Ok(Err(EnrollRefusal::NameTaken(name))));
+            if let Err(refusal) = may_take(&name, replace, record(&tx, &name)?.as_ref()) {
+                return Ok(Ok(Err(refusal)));
             }
             let issued = match sign(&name, &policy) {
                 Ok(issued) => issued,
@@ -297,16 +199,6 @@ impl AgentDirectory {
         self.run(move |conn| Ok(record(conn, &name)?)).await
     }
 
-    /// Whether a certificate may act as `name` now, and with which policy.
-    pub async fn admit(
-        &self,
-        name: &AgentName,
-        cert_sha256: &str,
-    ) -> Result<Result<Option<AgentPolicy>, Refusal>, StoreError> {
-        let record = self.get(name).await?;
-        Ok(admit(name, record.as_ref(), cert_sha256))
-    }
-
     /// Issues a new certificate to an admitted, enrolled agent (`sign` gets its policy); the
     /// certificate it renews stays accepted until its own expiry or the next renewal.
     pub async fn renew<E: Send + 'static>(
@@ -314,17 +206,12 @@ impl AgentDirectory {
         name: AgentName,
         cert_sha256: String,
         sign: impl FnOnce(&AgentPolicy) -> Result<Issued, E> + Send + 'static,
-    ) -> Result<Result<Result<Issued, Refusal>, E>, StoreError> {
+    ) -> Renewed<E> {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let stored = record(&tx, &name)?;
-            let policy = match admit(&name, stored.as_ref(), &cert_sha256) {
+            let policy = match renewal(&name, record(&tx, &name)?.as_ref(), &cert_sha256) {
+                Ok(policy) => policy,
                 Err(refusal) => return Ok(Ok(Err(refusal))),
-                Ok(_) if stored.as_ref().is_none_or(|r| r.cert_sha256.is_none()) => {
-                    return Ok(Ok(Err(Refusal::NotEnrolled(name))));
-                }
-                Ok(None) => return Ok(Ok(Err(Refusal::NotEnrolled(name)))),
-                Ok(Some(policy)) => policy,
             };
             let issued = match sign(&policy) {
                 Ok(issued) => issued,
@@ -352,7 +239,7 @@ impl AgentDirectory {
         let name = name.clone();
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let was = enrolled(&tx, &name)?;
+            let was = enrolled(record(&tx, &name)?.as_ref());
             tx.execute(
                 "INSERT INTO enrolled_agents (name, revoked_at) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET revoked_at = ?2",
@@ -365,7 +252,7 @@ impl AgentDirectory {
     }
 
     /// Every revoked name, for the TLS handshake's check ([`crate::grpc::revocation`]).
-    pub async fn revoked_names(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+    pub async fn revoked_names(&self) -> Result<HashSet<String>, StoreError> {
         self.run(|conn| {
             let mut stmt =
                 conn.prepare("SELECT name FROM enrolled_agents WHERE revoked_at IS NOT NULL")?;
@@ -457,7 +344,7 @@ mod tests {
         use crate::store::{NewJoinToken, SqliteStore, StateStore};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        let directory = AgentDirectory::open(dir.path()).unwrap();
+        let directory = SqliteDirectory::open(dir.path()).unwrap();
         let policy = AgentPolicy {
             owners: None,
             labels: Default::default(),
@@ -495,25 +382,5 @@ mod tests {
         });
         minting.await.unwrap();
         writing.await.unwrap();
-    }
-
-    #[test]
-    fn only_the_last_issued_certificate_of_a_name_is_admitted() {
-        let a = name("a");
-        assert_eq!(admit(&a, None, "x"), Ok(None));
-        let mut rec = AgentRecord {
-            policy: None,
-            cert_sha256: Some("new".into()),
-            previous_cert_sha256: Some("old".into()),
-            revoked_at: None,
-        };
-        assert!(admit(&a, Some(&rec), "new").is_ok());
-        assert!(admit(&a, Some(&rec), "old").is_ok());
-        assert_eq!(
-            admit(&a, Some(&rec), "older"),
-            Err(Refusal::Superseded(a.clone()))
-        );
-        rec.revoked_at = Some(1);
-        assert_eq!(admit(&a, Some(&rec), "new"), Err(Refusal::Revoked(a)));
     }
 }

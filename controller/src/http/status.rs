@@ -404,16 +404,26 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         .map(|b| (b.cause, b.circuit_open))
         .collect();
     let now = shared::runner::now_ms();
-    let queued = state.store.queued_jobs().await.unwrap_or_default();
+    // The oldest job of each class (owner, repository, labels) is enough for each owner's
+    // oldest: a scrape reads the class heads, not the whole queue.
+    let heads = state
+        .store
+        .queue_heads(crate::store::queue::HeadLimits {
+            per_owner: Default::default(),
+            otherwise: 1,
+        })
+        .await
+        .unwrap_or_default();
     let oldest: Vec<(String, i64)> = state
         .config
         .owners
         .iter()
         .map(|o| {
             let owner = o.owner();
-            let age = queued
+            let age = heads
                 .iter()
-                .filter(|j| j.owner == owner)
+                .filter(|h| h.owner == owner)
+                .flat_map(|h| h.oldest.iter())
                 .map(|j| now - j.queued_ms.unwrap_or(j.first_seen_ms))
                 .max()
                 .unwrap_or(0);

@@ -132,6 +132,13 @@ pub trait StateStore: Send + Sync {
     async fn job_timeline(&self, owner: &Owner, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Jobs in state `queued`, oldest first.
     async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// The oldest `limit` jobs in state `queued`, oldest first: what a periodic reader takes,
+    /// so that its cost does not grow with the queue (the default reads the whole queue).
+    async fn oldest_queued_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let mut jobs = self.queued_jobs().await?;
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
     /// Queued jobs by class (owner, repository, labels): each class's size and its oldest
     /// `limits.of(owner)` jobs (see [`queue`]). What a scheduling pass reads, so its cost does
     /// not grow with the jobs waiting behind the heads. The default groups [`Self::queued_jobs`].
@@ -218,6 +225,23 @@ impl StateStore for SqliteStore {
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY queued_ms, id"
             ))?;
             let rows = stmt.query_map([], job_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn oldest_queued_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            // `jobs_by_state` (state_rank, queued_ms): an index range read of `limit` rows.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state_rank = ?1 AND state = 'queued'
+                 ORDER BY queued_ms, id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                rusqlite::params![JobState::Queued.rank(), limit],
+                job_from_row,
+            )?;
             rows.collect()
         })
         .await

@@ -515,6 +515,20 @@ impl StateStore for PgStore {
         Ok(rows.iter().map(job_from_row).collect())
     }
 
+    async fn oldest_queued_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state_rank = $1 AND state = 'queued'
+                     ORDER BY queued_ms NULLS FIRST, id LIMIT $2"
+                ),
+                &[&JobState::Queued.rank(), &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(job_from_row).collect())
+    }
+
     async fn job(&self, owner: &Owner, id: u64) -> Result<Option<JobRecord>, StoreError> {
         let rows = self
             .query(

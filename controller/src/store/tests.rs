@@ -51,6 +51,7 @@ on_both_stores!(
     a_delivery_is_recorded_once,
     job_states_only_move_forward,
     queued_jobs_come_oldest_first,
+    the_oldest_queued_jobs_are_read_up_to_a_limit,
     concurrent_writes_are_all_durable_after_reopening,
     run_fetches_are_kept_until_finished,
     runners_round_trip,
@@ -137,6 +138,34 @@ async fn job_states_only_move_forward(backend: Backend) {
     assert_eq!(stored.state, JobState::Completed);
     assert_eq!(stored.runner_name.as_deref(), Some("gha-r1"));
     assert!(store.queued_jobs().await.unwrap().is_empty());
+}
+
+async fn the_oldest_queued_jobs_are_read_up_to_a_limit(backend: Backend) {
+    let store = backend.open().await;
+    let mut jobs: Vec<JobRecord> = (1..=50)
+        .map(|i| job(i, JobState::Queued, 1000 - i as i64))
+        .collect();
+    jobs.push(job(100, JobState::Waiting, 1));
+    jobs.push(job(101, JobState::InProgress, 2));
+    store.upsert_jobs(jobs).await.unwrap();
+    let ids: Vec<u64> = store
+        .oldest_queued_jobs(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![50, 49, 48],
+        "the three queued longest, oldest first"
+    );
+    let all = store.oldest_queued_jobs(1000).await.unwrap();
+    assert_eq!(
+        all,
+        store.queued_jobs().await.unwrap(),
+        "a limit above the queue is the queue"
+    );
 }
 
 async fn queued_jobs_come_oldest_first(backend: Backend) {

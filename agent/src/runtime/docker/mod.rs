@@ -54,6 +54,12 @@ use self::spec::{CacheMount, Placement};
 use super::launch::{self, ImageFacts, Plan};
 use super::{EventSink, RunnerRuntime, RuntimeError};
 use crate::connection::error_chain;
+use shared::stage::names;
+
+/// Marks a cold start's stage (see [`shared::stage`]).
+fn stage(name: &'static str, runner: &str) {
+    tracing::debug!(target: shared::stage::TARGET, stage = name, runner, "stage");
+}
 
 /// One runner container this agent knows.
 #[derive(Debug)]
@@ -362,12 +368,13 @@ impl Inner {
     async fn start(self: &Arc<Self>, mut spec: RunnerSpec) -> Result<(), DockerError> {
         let docker = self.engine.client().await?;
         let asked = spec.image.clone();
-        // The local reference: the mirror's name of an image pulled through REGISTRY_MIRROR.
-        spec.image = self
+        let local = self
             .make_ready(&docker, &asked, spec.arch, &|_, _, _| {})
             .await?;
+        // The local reference: the mirror's name of an image pulled through REGISTRY_MIRROR.
+        spec.image = local.reference;
         self.image_ready(&asked);
-        let facts = image::facts(&docker, &spec.image).await?;
+        let facts = image::facts(&local.inspected);
         let plan = launch::detect(&spec, &facts)
             .and_then(|layout| launch::plan(layout, &spec))
             .map_err(|source| DockerError::Launch {
@@ -375,6 +382,7 @@ impl Inner {
                 source,
             })?;
         info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
+        stage(names::IMAGE_READY, &spec.name);
         let engine_nano_cpus = self.engine.nano_cpus(&docker).await;
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
@@ -431,6 +439,7 @@ impl Inner {
                     .classify(format!("create volume {}", mount.volume), e)
             })?;
         }
+        stage(names::VOLUMES_READY, &spec.name);
         let (body, dropped) = spec::container_body(spec, &self.settings, placement, plan);
         if !dropped.is_empty() {
             warn!(
@@ -476,6 +485,7 @@ impl Inner {
                     .classify(format!("create container {}", spec.name), e));
             }
         };
+        stage(names::CONTAINER_CREATED, &spec.name);
         if let Some(t) = self.lock().runners.get_mut(&spec.id) {
             t.container = Some(container.clone());
         }
@@ -483,10 +493,13 @@ impl Inner {
             .check_program(docker, &container, spec, plan, facts)
             .await
         {
-            Ok(()) => docker.start_container(&container, None).await.map_err(|e| {
-                self.engine
-                    .classify(format!("start container {}", spec.name), e)
-            }),
+            Ok(()) => {
+                stage(names::PROGRAM_CHECKED, &spec.name);
+                docker.start_container(&container, None).await.map_err(|e| {
+                    self.engine
+                        .classify(format!("start container {}", spec.name), e)
+                })
+            }
             Err(e) => Err(e),
         };
         if let Err(error) = started {
@@ -504,6 +517,7 @@ impl Inner {
                 .await;
             return Err(error);
         }
+        stage(names::CONTAINER_STARTED, &spec.name);
         info!(runner = %spec.id, name = %spec.name, container = %short(&container), "runner container started");
         Ok(container)
     }
@@ -537,29 +551,47 @@ impl Inner {
         } else {
             return Ok(());
         };
-        let mut archive = docker.download_from_container(
-            container,
-            Some(bollard::query_parameters::DownloadFromContainerOptions { path: path.clone() }),
-        );
-        // The first chunk is enough to know the file exists; the rest is dropped.
-        match futures::StreamExt::next(&mut archive).await {
-            Some(Err(e)) if status_of(&e) == Some(404) => {
-                let reason = match &e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                        message.clone()
-                    }
-                    other => other.to_string(),
-                };
-                Err(DockerError::EntryPointMissing {
-                    image: spec.image.clone(),
-                    path,
-                    reason,
-                })
-            }
-            Some(Err(e)) => Err(self
+        // A stat of the path (`HEAD …/archive`): no archive of the file is made.
+        let stat = docker
+            .get_container_archive_info(
+                container,
+                Some(bollard::query_parameters::ContainerArchiveInfoOptions { path: path.clone() }),
+            )
+            .await;
+        match stat {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(DockerError::EntryPointMissing {
+                image: spec.image.clone(),
+                reason: self.missing_reason(docker, container, &path).await,
+                path,
+            }),
+            Err(e) => Err(self
                 .engine
                 .classify(format!("look for {path} in container {}", spec.name), e)),
-            _ => Ok(()),
+        }
+    }
+
+    /// The engine's words for a path missing from `container`: a `HEAD` answer has no body,
+    /// so they are asked for again with a `GET` (only on this failure path).
+    async fn missing_reason(
+        &self,
+        docker: &bollard::Docker,
+        container: &str,
+        path: &str,
+    ) -> String {
+        let mut archive = docker.download_from_container(
+            container,
+            Some(bollard::query_parameters::DownloadFromContainerOptions {
+                path: path.to_owned(),
+            }),
+        );
+        match futures::StreamExt::next(&mut archive).await {
+            Some(Err(bollard::errors::Error::DockerResponseServerError { message, .. }))
+                if !message.is_empty() =>
+            {
+                message
+            }
+            _ => "not found in the container".to_owned(),
         }
     }
 

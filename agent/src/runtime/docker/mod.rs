@@ -367,22 +367,6 @@ impl Inner {
 
     async fn start(self: &Arc<Self>, mut spec: RunnerSpec) -> Result<(), DockerError> {
         let docker = self.engine.client().await?;
-        let asked = spec.image.clone();
-        let local = self
-            .make_ready(&docker, &asked, spec.arch, &|_, _, _| {})
-            .await?;
-        // The local reference: the mirror's name of an image pulled through REGISTRY_MIRROR.
-        spec.image = local.reference;
-        self.image_ready(&asked);
-        let facts = image::facts(&local.inspected);
-        let plan = launch::detect(&spec, &facts)
-            .and_then(|layout| launch::plan(layout, &spec))
-            .map_err(|source| DockerError::Launch {
-                image: spec.image.clone(),
-                source,
-            })?;
-        info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
-        stage(names::IMAGE_READY, &spec.name);
         let engine_nano_cpus = self.engine.nano_cpus(&docker).await;
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
@@ -398,9 +382,26 @@ impl Inner {
             caches,
             engine_nano_cpus,
         };
-        let outcome = self
-            .create_and_start(&docker, &spec, &placement, &plan, &facts)
-            .await;
+        // The image and the cache volumes do not depend on each other: both are made ready at
+        // once, and the container is created only when both are (an image refused for its
+        // platform is still never started).
+        let (image, volumes) = tokio::join!(
+            self.prepare_image(&docker, &spec),
+            self.create_volumes(&docker, &spec, &placement)
+        );
+        let outcome = match (image, volumes) {
+            (Ok(_), Ok(())) if self.stopping(&spec.id) => Err(DockerError::StoppedBeforeStart {
+                runner: spec.id.to_string(),
+            }),
+            (Ok((reference, facts, plan)), Ok(())) => {
+                // The local reference: the mirror's name of an image pulled through
+                // REGISTRY_MIRROR.
+                spec.image = reference;
+                self.create_and_start(&docker, &spec, &placement, &plan, &facts)
+                    .await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         match outcome {
             Ok(container) => {
                 let stopped_meanwhile = {
@@ -424,14 +425,36 @@ impl Inner {
         }
     }
 
-    async fn create_and_start(
+    /// The runner's image ready to run ([`Inner::make_ready`]) and how to start it: the local
+    /// reference, what the image says about itself, and the launch plan.
+    async fn prepare_image(
+        &self,
+        docker: &bollard::Docker,
+        spec: &RunnerSpec,
+    ) -> Result<(String, ImageFacts, Plan), DockerError> {
+        let local = self
+            .make_ready(docker, &spec.image, spec.arch, &|_, _, _| {})
+            .await?;
+        self.image_ready(&spec.image);
+        let facts = image::facts(&local.inspected);
+        let plan = launch::detect(spec, &facts)
+            .and_then(|layout| launch::plan(layout, spec))
+            .map_err(|source| DockerError::Launch {
+                image: local.reference.clone(),
+                source,
+            })?;
+        info!(runner = %spec.id, image = %local.reference, layout = ?plan.layout, "runner image layout");
+        stage(names::IMAGE_READY, &spec.name);
+        Ok((local.reference, facts, plan))
+    }
+
+    /// The runner's cache volumes (creating one that exists changes nothing).
+    async fn create_volumes(
         &self,
         docker: &bollard::Docker,
         spec: &RunnerSpec,
         placement: &Placement,
-        plan: &Plan,
-        facts: &ImageFacts,
-    ) -> Result<String, DockerError> {
+    ) -> Result<(), DockerError> {
         for mount in &placement.caches {
             let request = spec::volume_request(spec, &self.settings, placement, mount);
             docker.create_volume(request).await.map_err(|e| {
@@ -440,6 +463,25 @@ impl Inner {
             })?;
         }
         stage(names::VOLUMES_READY, &spec.name);
+        Ok(())
+    }
+
+    /// Whether runner `id`, tracked but not created yet, was stopped meanwhile.
+    fn stopping(&self, id: &RunnerId) -> bool {
+        self.lock()
+            .runners
+            .get(id)
+            .is_some_and(|t| t.ending.is_some())
+    }
+
+    async fn create_and_start(
+        &self,
+        docker: &bollard::Docker,
+        spec: &RunnerSpec,
+        placement: &Placement,
+        plan: &Plan,
+        facts: &ImageFacts,
+    ) -> Result<String, DockerError> {
         let (body, dropped) = spec::container_body(spec, &self.settings, placement, plan);
         if !dropped.is_empty() {
             warn!(

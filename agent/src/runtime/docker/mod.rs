@@ -8,6 +8,8 @@
 //!   [`crate::runtime::launch`] decides entry point, command and registration variables; the
 //!   program it would run first is looked up in the created container before it is started.
 //! - [`mirror`]: `REGISTRY_MIRROR`, Docker Hub pulls through a mirror.
+//! - `program`: the check that a created container is of the image inspected for it and
+//!   holds the program it runs first, remembered per image id.
 //! - `prepull`: the controller's runner images pulled ahead of need (bounded, retried, given
 //!   up on), with their states on the agent's image board; `platform`: the check that an image
 //!   is built for the runner's architecture, before any runner of it starts.
@@ -31,6 +33,7 @@ pub mod labels;
 pub mod mirror;
 mod platform;
 mod prepull;
+mod program;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -50,6 +53,7 @@ use tracing::{info, warn};
 
 use self::config::{CacheSharing, DockerSettings};
 use self::engine::{DockerError, Engine, status_of};
+use self::image::LocalImage;
 use self::spec::{CacheMount, Placement};
 use super::launch::{self, ImageFacts, Plan};
 use super::{EventSink, RunnerRuntime, RuntimeError};
@@ -119,6 +123,8 @@ pub(crate) struct Inner {
     // Short sections only, never across an await.
     state: Mutex<State>,
     puller: image::Puller,
+    /// Programs already found in images (short sections only, never across an await).
+    programs: Mutex<program::ProgramsSeen>,
     /// Cancelled when the runtime is dropped: ends the watcher and the stray sweeps.
     stop: CancellationToken,
 }
@@ -191,6 +197,7 @@ impl DockerRuntime {
             sink,
             state: Mutex::new(State::default()),
             puller: image::Puller::default(),
+            programs: Mutex::default(),
             stop: CancellationToken::new(),
         });
         tokio::spawn(events::watch(inner.clone()));
@@ -393,11 +400,12 @@ impl Inner {
             (Ok(_), Ok(())) if self.stopping(&spec.id) => Err(DockerError::StoppedBeforeStart {
                 runner: spec.id.to_string(),
             }),
-            (Ok((reference, facts, plan)), Ok(())) => {
+            (Ok((local, facts, plan)), Ok(())) => {
                 // The local reference: the mirror's name of an image pulled through
                 // REGISTRY_MIRROR.
-                spec.image = reference;
-                self.create_and_start(&docker, &spec, &placement, &plan, &facts)
+                spec.image = local.reference;
+                let image_id = local.inspected.id.as_deref();
+                self.create_and_start(&docker, &spec, &placement, (&plan, &facts, image_id))
                     .await
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -431,7 +439,7 @@ impl Inner {
         &self,
         docker: &bollard::Docker,
         spec: &RunnerSpec,
-    ) -> Result<(String, ImageFacts, Plan), DockerError> {
+    ) -> Result<(LocalImage, ImageFacts, Plan), DockerError> {
         let local = self
             .make_ready(docker, &spec.image, spec.arch, &|_, _, _| {})
             .await?;
@@ -445,7 +453,7 @@ impl Inner {
             })?;
         info!(runner = %spec.id, image = %local.reference, layout = ?plan.layout, "runner image layout");
         stage(names::IMAGE_READY, &spec.name);
-        Ok((local.reference, facts, plan))
+        Ok((local, facts, plan))
     }
 
     /// The runner's cache volumes (creating one that exists changes nothing).
@@ -479,10 +487,17 @@ impl Inner {
         docker: &bollard::Docker,
         spec: &RunnerSpec,
         placement: &Placement,
-        plan: &Plan,
-        facts: &ImageFacts,
+        (plan, facts, image_id): (&Plan, &ImageFacts, Option<&str>),
     ) -> Result<String, DockerError> {
         let (body, dropped) = spec::container_body(spec, &self.settings, placement, plan);
+        let check = program::Check {
+            spec,
+            plan,
+            facts,
+            image_id,
+            covered: program::path_to_check(plan, facts)
+                .is_some_and(|path| program::covered_by_mount(&body, &path)),
+        };
         if !dropped.is_empty() {
             warn!(
                 runner = %spec.id,
@@ -531,10 +546,7 @@ impl Inner {
         if let Some(t) = self.lock().runners.get_mut(&spec.id) {
             t.container = Some(container.clone());
         }
-        let started = match self
-            .check_program(docker, &container, spec, plan, facts)
-            .await
-        {
+        let started = match self.check_container(docker, &container, &check).await {
             Ok(()) => {
                 stage(names::PROGRAM_CHECKED, &spec.name);
                 docker.start_container(&container, None).await.map_err(|e| {
@@ -562,79 +574,6 @@ impl Inner {
         stage(names::CONTAINER_STARTED, &spec.name);
         info!(runner = %spec.id, name = %spec.name, container = %short(&container), "runner container started");
         Ok(container)
-    }
-
-    /// Fails when the program the container would run first is not in the image (looked up
-    /// through the archive API of the created container; a bare name is left to `PATH`).
-    async fn check_program(
-        &self,
-        docker: &bollard::Docker,
-        container: &str,
-        spec: &RunnerSpec,
-        plan: &Plan,
-        facts: &ImageFacts,
-    ) -> Result<(), DockerError> {
-        let Some(program) = plan.program(facts) else {
-            return Ok(());
-        };
-        let path = if program.starts_with('/') {
-            program.to_owned()
-        } else if program.contains('/') {
-            let dir = if facts.working_dir.is_empty() {
-                "/"
-            } else {
-                facts.working_dir.as_str()
-            };
-            format!(
-                "{}/{}",
-                dir.trim_end_matches('/'),
-                program.trim_start_matches("./")
-            )
-        } else {
-            return Ok(());
-        };
-        // A stat of the path (`HEAD …/archive`): no archive of the file is made.
-        let stat = docker
-            .get_container_archive_info(
-                container,
-                Some(bollard::query_parameters::ContainerArchiveInfoOptions { path: path.clone() }),
-            )
-            .await;
-        match stat {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Err(DockerError::EntryPointMissing {
-                image: spec.image.clone(),
-                reason: self.missing_reason(docker, container, &path).await,
-                path,
-            }),
-            Err(e) => Err(self
-                .engine
-                .classify(format!("look for {path} in container {}", spec.name), e)),
-        }
-    }
-
-    /// The engine's words for a path missing from `container`: a `HEAD` answer has no body,
-    /// so they are asked for again with a `GET` (only on this failure path).
-    async fn missing_reason(
-        &self,
-        docker: &bollard::Docker,
-        container: &str,
-        path: &str,
-    ) -> String {
-        let mut archive = docker.download_from_container(
-            container,
-            Some(bollard::query_parameters::DownloadFromContainerOptions {
-                path: path.to_owned(),
-            }),
-        );
-        match futures::StreamExt::next(&mut archive).await {
-            Some(Err(bollard::errors::Error::DockerResponseServerError { message, .. }))
-                if !message.is_empty() =>
-            {
-                message
-            }
-            _ => "not found in the container".to_owned(),
-        }
     }
 
     async fn stop(&self, id: &RunnerId) -> Result<(), DockerError> {

@@ -31,7 +31,8 @@ pub mod names {
     pub const VOLUMES_READY: &str = "volumes_ready";
     /// Agent: `create_container` answered.
     pub const CONTAINER_CREATED: &str = "container_created";
-    /// Agent: the program the container runs first was found in it.
+    /// Agent: the created container is of the image inspected for it and holds the program it
+    /// runs first.
     pub const PROGRAM_CHECKED: &str = "program_checked";
     /// Agent: `start_container` answered.
     pub const CONTAINER_STARTED: &str = "container_started";

@@ -97,7 +97,7 @@ pub const PATH: [(&str, &str); 12] = [
     (names::CONTAINER_CREATED, "agent: create_container answered"),
     (
         names::PROGRAM_CHECKED,
-        "agent: entry point found in the container",
+        "agent: container checked (image id, entry point)",
     ),
     (names::CONTAINER_STARTED, "agent: start_container answered"),
     (START_EVENT, "engine: `start` event seen"),

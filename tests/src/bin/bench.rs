@@ -464,11 +464,8 @@ async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
         };
         row(&format!("queued → {what}"), &cumulative);
     }
-    for i in 1..PATH.len() {
-        row(
-            &format!("stage: {}", PATH[i].1),
-            &between(&c.path, i - 1, i),
-        );
+    for (i, (_, what)) in PATH.iter().enumerate().skip(1) {
+        row(&format!("stage: {what}"), &between(&c.path, i - 1, i));
     }
     let last = PATH.len() - 1;
     let sent = PATH

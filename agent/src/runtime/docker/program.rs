@@ -193,6 +193,165 @@ async fn missing_reason(docker: &bollard::Docker, container: &str, path: &str) -
 mod tests {
     use super::*;
     use bollard::models::{HostConfig, Mount};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::runtime::docker::DockerRuntime;
+    use crate::runtime::docker::config::{DockerHost, DockerSettings};
+    use crate::runtime::launch::{self, Layout};
+    use shared::arch::Arch;
+    use shared::command::{CacheSettings, Registration};
+    use shared::ids::RunnerId;
+
+    /// `X-Docker-Container-Path-Stat` of a found file (base64 of its JSON).
+    const STAT: &str = "eyJuYW1lIjoicnVuLnNoIiwic2l6ZSI6MSwibW9kZSI6NDkzLCJtdGltZSI6IjIwMjAtMDEtMDFUMDA6MDA6MDBaIiwibGlua1RhcmdldCI6IiJ9";
+
+    /// A fake engine on loopback that answers what a container check asks: the API version,
+    /// `inspect container` (container `c-<x>` is of image `sha256:<x>`) and `HEAD …/archive`
+    /// (found), counting the stats. Anything else is a 404.
+    async fn fake_engine() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stats = Arc::new(AtomicUsize::new(0));
+        let counted = stats.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let stats = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let mut parts = line.split(' ');
+                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let path = path.split('?').next().unwrap_or("");
+                    let (status, extra, body) = if path.ends_with("/version") {
+                        (
+                            "200 OK",
+                            String::new(),
+                            r#"{"ApiVersion":"1.47","Version":"28.2.0"}"#.to_owned(),
+                        )
+                    } else if method == "HEAD" && path.ends_with("/archive") {
+                        stats.fetch_add(1, Ordering::SeqCst);
+                        (
+                            "200 OK",
+                            format!("X-Docker-Container-Path-Stat: {STAT}\r\n"),
+                            String::new(),
+                        )
+                    } else if let Some(name) = path
+                        .strip_suffix("/json")
+                        .and_then(|p| p.rsplit('/').next())
+                        .and_then(|n| n.strip_prefix("c-"))
+                    {
+                        (
+                            "200 OK",
+                            String::new(),
+                            format!(r#"{{"Id":"c-{name}","Image":"sha256:{name}"}}"#),
+                        )
+                    } else {
+                        (
+                            "404 Not Found",
+                            String::new(),
+                            r#"{"message":"no such thing"}"#.to_owned(),
+                        )
+                    };
+                    let length = if method == "HEAD" { 0 } else { body.len() };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n{}",
+                        if method == "HEAD" { "" } else { body.as_str() }
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (addr, stats)
+    }
+
+    fn spec() -> RunnerSpec {
+        RunnerSpec {
+            id: RunnerId::parse("r1").unwrap(),
+            name: "r1".into(),
+            image: "runner:1".into(),
+            launch: Default::default(),
+            registration: Registration::JitConfig("j".into()),
+            labels: vec![],
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(60),
+            cache: CacheSettings::default(),
+            arch: Arch::Amd64,
+            owner: "acme".into(),
+            repository: Some("app".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_entry_point_is_looked_for_once_per_image_id_and_a_changed_image_is_refused() {
+        let (addr, stats) = fake_engine().await;
+        let settings = DockerSettings {
+            host: DockerHost::Tcp(addr),
+            ..Default::default()
+        };
+        let rt = DockerRuntime::new(settings, "host-1", crate::runtime::event_channel().0);
+        let inner = &rt.inner;
+        let docker = inner
+            .engine
+            .client()
+            .await
+            .expect("the fake engine answers");
+        let spec = spec();
+        let plan = launch::plan(Layout::Myoung34, &spec).unwrap();
+        let facts = ImageFacts {
+            entrypoint: vec!["/entrypoint.sh".into()],
+            working_dir: "/actions-runner".into(),
+            ..Default::default()
+        };
+        assert!(
+            path_to_check(&plan, &facts).is_some(),
+            "the plan runs a path"
+        );
+        let check = |image_id, covered| Check {
+            spec: &spec,
+            plan: &plan,
+            facts: &facts,
+            image_id,
+            covered,
+        };
+        const T: Duration = Duration::from_secs(10);
+        let (plain, covered) = (
+            check(Some("sha256:a"), false),
+            check(Some("sha256:a"), true),
+        );
+
+        let first = tokio::time::timeout(T, inner.check_container(&docker, "c-a", &plain));
+        first.await.unwrap().expect("found");
+        assert_eq!(stats.load(Ordering::SeqCst), 1);
+        // A second container of the same image: not looked at again.
+        let again = tokio::time::timeout(T, inner.check_container(&docker, "c-a", &plain));
+        again.await.unwrap().expect("remembered");
+        assert_eq!(stats.load(Ordering::SeqCst), 1, "no second stat");
+        // Under a mount the image's content says nothing: looked at every time.
+        let mounted = tokio::time::timeout(T, inner.check_container(&docker, "c-a", &covered));
+        mounted.await.unwrap().expect("found");
+        assert_eq!(stats.load(Ordering::SeqCst), 2);
+        // The container is of another image than the one inspected (a tag moved): refused,
+        // whatever was remembered.
+        let other = tokio::time::timeout(T, inner.check_container(&docker, "c-b", &plain));
+        let refused = other.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, DockerError::ImageChanged { inspected, found, .. }
+                if inspected == "sha256:a" && found == "sha256:b"),
+            "{refused:?}"
+        );
+    }
 
     fn body(mounts: &[&str], binds: &[&str]) -> ContainerCreateBody {
         ContainerCreateBody {

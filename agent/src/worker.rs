@@ -558,6 +558,8 @@ impl<R: RunnerRuntime> Worker<R> {
             return;
         }
         info!(runner = %spec.id, name = %spec.name, image = %spec.image, "starting runner");
+        debug!(target: shared::stage::TARGET, stage = shared::stage::names::START_RECEIVED,
+               runner = %spec.name, "stage");
         let starting = RunnerState::new(spec.id.clone(), spec.name.clone(), RunnerPhase::Starting);
         // Recorded now, so a repeated start that arrives before the task runs is recognised.
         self.table.apply(starting.clone());

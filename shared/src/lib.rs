@@ -10,6 +10,7 @@
 //!   where the two meet, so wire types never leak into core logic.
 //! - [`github`]: the GitHub REST client, behind the `GithubApi` trait.
 //! - [`private_files`]: state directories, keys and databases only our user may read.
+//! - [`stage`]: the marks a cold start leaves on its way, for timing it stage by stage.
 //! - [`tls`]: loading PEM material and deriving an agent's identity from its certificate.
 
 pub mod arch;
@@ -22,5 +23,6 @@ pub mod logsafe;
 pub mod owner;
 pub mod private_files;
 pub mod runner;
+pub mod stage;
 pub mod tls;
 pub mod wire;

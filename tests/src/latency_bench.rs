@@ -17,7 +17,9 @@
 //!   `docker-bench` does).
 //!
 //! Times are taken by polling (every 2 ms) from the moment the job is queued at the simulator,
-//! which then delivers the signed `workflow_job` webhook.
+//! which then delivers the signed `workflow_job` webhook. The cold path is also broken down
+//! by the controller's and the agent's stage marks ([`PATH`]), taken in this process on the
+//! same clock (the bench installs [`crate::stages`]' recorder).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -30,6 +32,8 @@ use tokio::sync::mpsc;
 
 use crate::docker::{DockerSetup, TEST_RUN_LABEL, docker};
 use crate::harness::get_json;
+use crate::stages::Mark;
+use shared::stage::names;
 
 const POLL: Duration = Duration::from_millis(2);
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +66,99 @@ pub struct Cold {
     pub started: Stage,
     pub registered: Stage,
     pub taken: Stage,
+    /// For each of [`PATH`], its time from the job's queueing, per job (`None`: not seen).
+    pub path: Vec<Vec<Option<Duration>>>,
+}
+
+/// The stages of a cold start's path, in order, each with what it means: the controller's and
+/// the agent's marks ([`shared::stage`], recorded in this process by [`crate::stages`]), and
+/// the engine's `start` event as the bench's event subscription sees it.
+pub const PATH: [(&str, &str); 12] = [
+    (WEBHOOK_RECEIVED, "controller: webhook request in"),
+    (
+        names::WEBHOOK_RECORDED,
+        "controller: delivery verified and committed",
+    ),
+    (
+        names::RUNNER_RECORDED,
+        "controller: runner planned and recorded",
+    ),
+    (
+        names::REGISTERED,
+        "controller: JIT config from the simulator",
+    ),
+    (names::START_SENT, "controller: StartRunner sent"),
+    (names::START_RECEIVED, "agent: StartRunner received"),
+    (
+        names::IMAGE_READY,
+        "agent: image inspected, platform checked",
+    ),
+    (names::VOLUMES_READY, "agent: cache volume created"),
+    (names::CONTAINER_CREATED, "agent: create_container answered"),
+    (
+        names::PROGRAM_CHECKED,
+        "agent: container checked (image id, entry point)",
+    ),
+    (names::CONTAINER_STARTED, "agent: start_container answered"),
+    (START_EVENT, "engine: `start` event seen"),
+];
+
+/// The moment the webhook's request arrived (its `webhook_recorded` mark less `handler_us`).
+pub const WEBHOOK_RECEIVED: &str = "webhook_received";
+/// The engine's `start` event, as the bench's subscription sees it.
+pub const START_EVENT: &str = "start_event";
+
+/// Where each of [`PATH`] was passed for `job`, from `t0`: the job's first delivery, the
+/// runner the controller recorded for it, and that runner's marks; `started` is the start
+/// event's time.
+fn path_of(
+    marks: &[Mark],
+    job: u64,
+    t0: Instant,
+    started: Option<Duration>,
+) -> Vec<Option<Duration>> {
+    let since = |at: Instant| at.checked_duration_since(t0);
+    let webhook = marks
+        .iter()
+        .find(|m| m.stage == names::WEBHOOK_RECORDED && m.job == Some(job));
+    let runner = marks
+        .iter()
+        .find(|m| m.stage == names::RUNNER_RECORDED && m.job == Some(job))
+        .and_then(|m| m.runner.clone());
+    PATH.iter()
+        .map(|(stage, _)| match *stage {
+            WEBHOOK_RECEIVED => webhook.and_then(|m| {
+                since(m.at)
+                    .map(|d| d.saturating_sub(Duration::from_micros(m.handler_us.unwrap_or(0))))
+            }),
+            names::WEBHOOK_RECORDED => webhook.and_then(|m| since(m.at)),
+            START_EVENT => started,
+            stage => marks
+                .iter()
+                .find(|m| m.stage == stage && m.runner.is_some() && m.runner == runner)
+                .and_then(|m| since(m.at)),
+        })
+        .collect()
+}
+
+/// Samples of the time from stage `from` to stage `to` of [`PATH`] (by index), over the jobs
+/// where both were seen.
+pub fn between(path: &[Vec<Option<Duration>>], from: usize, to: usize) -> Stage {
+    Stage {
+        samples: path
+            .iter()
+            .filter_map(|p| Some(p.get(to).copied()??.saturating_sub(p.get(from).copied()??)))
+            .collect(),
+    }
+}
+
+/// The baseline's samples: create answered, start answered, `start` event seen, each from
+/// the create request.
+#[derive(Debug, Default)]
+pub struct Raw {
+    pub created: Stage,
+    pub started: Stage,
+    pub event: Stage,
 }
 
 fn unix_ms() -> i64 {
@@ -138,6 +235,7 @@ pub async fn cold(jobs: usize) -> anyhow::Result<Cold> {
         .wait_status(TIMEOUT, "connected", |st| st.connected)
         .await;
     let mut out = Cold::default();
+    crate::stages::take();
     for _ in 0..jobs {
         let known: BTreeSet<String> = s.sim.sim.runners().into_iter().map(|r| r.name).collect();
         let (t0, t0_ms) = (Instant::now(), unix_ms());
@@ -181,6 +279,9 @@ pub async fn cold(jobs: usize) -> anyhow::Result<Cold> {
             out.planned
                 .push(Duration::from_millis((created - t0_ms).max(0) as u64));
         }
+        let (marks, dropped) = crate::stages::take();
+        anyhow::ensure!(dropped == 0, "{dropped} stage marks dropped");
+        out.path.push(path_of(&marks, job, t0, started));
         out.started.push(started.unwrap_or_default());
         out.registered.push(registered.unwrap_or_default());
         out.taken.push(took.unwrap_or_default());
@@ -234,7 +335,7 @@ pub async fn warm(pool: u32, burst: usize, rounds: usize) -> anyhow::Result<Stag
 }
 
 /// The baseline: raw create + start of the agent's container body, to its `start` event.
-pub async fn raw(count: usize) -> anyhow::Result<Stage> {
+pub async fn raw(count: usize) -> anyhow::Result<Raw> {
     let s = DockerSetup::start().await;
     let mut events = start_events(&s.run.id).await;
     let docker = docker().await;
@@ -243,7 +344,7 @@ pub async fn raw(count: usize) -> anyhow::Result<Stage> {
         extra_labels: [(TEST_RUN_LABEL.to_owned(), s.run.id.clone())].into(),
         ..Default::default()
     };
-    let mut out = Stage::default();
+    let mut out = Raw::default();
     for i in 0..count {
         s.sim.queue(&["self-hosted"], Duration::ZERO);
         let spec = s
@@ -271,7 +372,9 @@ pub async fn raw(count: usize) -> anyhow::Result<Stage> {
                 body,
             )
             .await?;
+        out.created.push(t0.elapsed());
         docker.start_container(&name, None).await?;
+        out.started.push(t0.elapsed());
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -280,7 +383,7 @@ pub async fn raw(count: usize) -> anyhow::Result<Stage> {
                 _ => anyhow::bail!("no start event for {name}"),
             }
         }
-        out.push(t0.elapsed());
+        out.event.push(t0.elapsed());
         let mut exit = docker.wait_container(&name, None);
         while exit.next().await.is_some() {}
         docker

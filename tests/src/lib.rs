@@ -3,7 +3,7 @@
 //! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
 //! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
 //! server ([`kube_fake`]), throwaway PostgreSQL databases ([`postgres`]), and a cuttable TCP proxy and a load balancer for multi-replica tests ([`net`]). [`browser`] drives a headless chromium for the dashboard's test. The tests themselves live in `tests/tests/`; [`quota_bench`] is the
-//! body of `bench quota`.
+//! body of `bench quota`; [`stages`] records the cold-start stage marks for `bench latency`.
 
 pub mod browser;
 pub mod docker;
@@ -19,3 +19,4 @@ pub mod postgres;
 pub mod process;
 pub mod quota_bench;
 pub mod raw_agent;
+pub mod stages;

@@ -813,11 +813,15 @@ impl Scheduler {
         };
         // Recorded first: the owner's limit counts it from now on, whatever happens next.
         self.store.upsert_runner(record.clone()).await?;
+        debug!(target: shared::stage::TARGET, stage = shared::stage::names::RUNNER_RECORDED,
+               job = start.for_job, runner = %record.name, "stage");
         let owner_key = Key::Owner {
             owner: start.owner.to_owned(),
         };
         let outcome = match self.registration(owner, &record).await {
             Ok((registration, github_id)) => {
+                debug!(target: shared::stage::TARGET, stage = shared::stage::names::REGISTERED,
+                       runner = %record.name, "stage");
                 self.record_success(&owner_key);
                 record.github_id = github_id;
                 let spec = self.spec(&record, registration, start.job_repo);
@@ -826,6 +830,8 @@ impl Scheduler {
                     .send(start.agent, AgentCommand::StartRunner(Box::new(spec)));
                 match sent {
                     Ok(()) => {
+                        debug!(target: shared::stage::TARGET, stage = shared::stage::names::START_SENT,
+                               runner = %record.name, "stage");
                         self.record_success(&Key::Agent {
                             agent: start.agent.to_string(),
                         });

@@ -40,6 +40,16 @@ pub enum DockerError {
     /// cannot fix it.
     #[error("{reason}")]
     WrongPlatform { reason: String },
+    /// The reference named another image when the container was created than when it was
+    /// inspected (retagged, pulled or loaded meanwhile): what was checked is not what would run.
+    #[error(
+        "image {image} changed while the runner was starting (inspected {inspected}, the container has {found})"
+    )]
+    ImageChanged {
+        image: String,
+        inspected: String,
+        found: String,
+    },
     #[error("a container named {name} already exists and is not runner {runner}'s")]
     NameTaken { name: String, runner: String },
     #[error("runner {runner} was stopped before its container was started")]

@@ -1,14 +1,16 @@
 //! Runner images: used as they are when present, pulled when missing (for the runner's
 //! platform, through `REGISTRY_MIRROR` for a Docker Hub image), with progress in the logs and a
 //! clear error when the pull fails. Concurrent pulls of one image share one pull.
-//! [`facts`] reads what an image says about itself (entry point, command, working directory,
-//! user, labels), from which [`crate::runtime::launch`] decides how to start it.
+//! The image is inspected once per use ([`LocalImage`]): [`platform_of`] and [`facts`] read
+//! what it says about itself (platform; entry point, command, working directory, user,
+//! labels, from which [`crate::runtime::launch`] decides how to start it) from that one answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::models::ImageInspect;
 use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use tracing::{debug, info};
@@ -55,16 +57,26 @@ pub struct Puller {
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A local image as the engine described it when it was found (or pulled): one inspection,
+/// from which both the platform check and the launch decision are read.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    /// The reference to run: the one asked for, or its name at the mirror.
+    pub reference: String,
+    pub inspected: ImageInspect,
+}
+
 impl Puller {
-    /// Makes sure `image` is present, pulling it if not, and returns the local reference to
-    /// run: `image` itself, or its name at the mirror when it was pulled through one.
+    /// Makes sure `image` is present, pulling it if not, and returns it as the engine
+    /// describes it, with the local reference to run: `image` itself, or its name at the
+    /// mirror when it was pulled through one.
     pub async fn ensure(
         &self,
         docker: &Docker,
         image: &str,
         request: &PullRequest<'_>,
         progress: Progress<'_>,
-    ) -> Result<String, DockerError> {
+    ) -> Result<LocalImage, DockerError> {
         let mirrored = request.mirror.and_then(|m| m.rewrite(image));
         let candidates: Vec<&str> = std::iter::once(image).chain(mirrored.as_deref()).collect();
         if let Some(found) = first_present(docker, &candidates).await? {
@@ -83,18 +95,28 @@ impl Puller {
         }
         let source = mirrored.as_deref().unwrap_or(image);
         pull(docker, image, source, request.arch, progress).await?;
-        Ok(source.to_owned())
+        let inspected = docker
+            .inspect_image(source)
+            .await
+            .map_err(DockerError::api(format!("inspect image {source}")))?;
+        Ok(LocalImage {
+            reference: source.to_owned(),
+            inspected,
+        })
     }
 }
 
-/// The first of `references` the engine has.
+/// The first of `references` the engine has, as it describes it.
 async fn first_present(
     docker: &Docker,
     references: &[&str],
-) -> Result<Option<String>, DockerError> {
+) -> Result<Option<LocalImage>, DockerError> {
     for reference in references {
-        if present(docker, reference).await? {
-            return Ok(Some((*reference).to_owned()));
+        if let Some(inspected) = inspect_if_present(docker, reference).await? {
+            return Ok(Some(LocalImage {
+                reference: (*reference).to_owned(),
+                inspected,
+            }));
         }
     }
     Ok(None)
@@ -157,44 +179,76 @@ async fn pull(
 }
 
 /// What the engine says of a local image's platform: `(os, architecture)`.
-pub async fn platform_of(docker: &Docker, image: &str) -> Result<(String, String), DockerError> {
-    let inspected = docker
-        .inspect_image(image)
-        .await
-        .map_err(DockerError::api(format!("inspect image {image}")))?;
-    Ok((
-        inspected.os.unwrap_or_default(),
-        inspected.architecture.unwrap_or_default(),
-    ))
+pub fn platform_of(inspected: &ImageInspect) -> (String, String) {
+    (
+        inspected.os.clone().unwrap_or_default(),
+        inspected.architecture.clone().unwrap_or_default(),
+    )
 }
 
 /// The image's configuration, as the engine reports it.
-pub async fn facts(docker: &Docker, image: &str) -> Result<ImageFacts, DockerError> {
-    let inspected = docker
-        .inspect_image(image)
-        .await
-        .map_err(DockerError::api(format!("inspect image {image}")))?;
-    let config = inspected.config.unwrap_or_default();
-    Ok(ImageFacts {
+pub fn facts(inspected: &ImageInspect) -> ImageFacts {
+    let config = inspected.config.clone().unwrap_or_default();
+    ImageFacts {
         entrypoint: config.entrypoint.unwrap_or_default(),
         cmd: config.cmd.unwrap_or_default(),
         working_dir: config.working_dir.unwrap_or_default(),
         user: config.user.unwrap_or_default(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
-    })
+    }
 }
 
-async fn present(docker: &Docker, image: &str) -> Result<bool, DockerError> {
+async fn inspect_if_present(
+    docker: &Docker,
+    image: &str,
+) -> Result<Option<ImageInspect>, DockerError> {
     match docker.inspect_image(image).await {
-        Ok(_) => Ok(true),
-        Err(e) if status_of(&e) == Some(404) => Ok(false),
+        Ok(inspected) => Ok(Some(inspected)),
+        Err(e) if status_of(&e) == Some(404) => Ok(None),
         Err(e) => Err(DockerError::api(format!("inspect image {image}"))(e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_reference;
+    use super::{facts, platform_of, split_reference};
+    use bollard::models::{ImageConfig, ImageInspect};
+
+    #[test]
+    fn one_inspection_gives_the_platform_and_the_launch_facts() {
+        let inspected = ImageInspect {
+            id: Some("sha256:abc".into()),
+            os: Some("linux".into()),
+            architecture: Some("arm64".into()),
+            config: Some(ImageConfig {
+                entrypoint: Some(vec!["/entrypoint.sh".into()]),
+                cmd: Some(vec!["./bin/Runner.Listener".into(), "run".into()]),
+                working_dir: Some("/actions-runner".into()),
+                user: Some("runner".into()),
+                labels: Some([("org.example".to_owned(), "x".to_owned())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            platform_of(&inspected),
+            ("linux".to_owned(), "arm64".to_owned())
+        );
+        let f = facts(&inspected);
+        assert_eq!(f.entrypoint, vec!["/entrypoint.sh"]);
+        assert_eq!(f.cmd, vec!["./bin/Runner.Listener", "run"]);
+        assert_eq!(
+            (f.working_dir.as_str(), f.user.as_str()),
+            ("/actions-runner", "runner")
+        );
+        assert_eq!(f.labels.get("org.example").map(String::as_str), Some("x"));
+        // An image that records neither (old images may not) reads as empty, which the
+        // platform check lets through (see `platform::check`).
+        assert_eq!(
+            platform_of(&ImageInspect::default()),
+            (String::new(), String::new())
+        );
+    }
 
     #[test]
     fn references() {

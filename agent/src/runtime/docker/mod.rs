@@ -8,6 +8,8 @@
 //!   [`crate::runtime::launch`] decides entry point, command and registration variables; the
 //!   program it would run first is looked up in the created container before it is started.
 //! - [`mirror`]: `REGISTRY_MIRROR`, Docker Hub pulls through a mirror.
+//! - `program`: the check that a created container is of the image inspected for it and
+//!   holds the program it runs first, remembered per image id.
 //! - `prepull`: the controller's runner images pulled ahead of need (bounded, retried, given
 //!   up on), with their states on the agent's image board; `platform`: the check that an image
 //!   is built for the runner's architecture, before any runner of it starts.
@@ -31,6 +33,7 @@ pub mod labels;
 pub mod mirror;
 mod platform;
 mod prepull;
+mod program;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -50,10 +53,17 @@ use tracing::{info, warn};
 
 use self::config::{CacheSharing, DockerSettings};
 use self::engine::{DockerError, Engine, status_of};
+use self::image::LocalImage;
 use self::spec::{CacheMount, Placement};
 use super::launch::{self, ImageFacts, Plan};
 use super::{EventSink, RunnerRuntime, RuntimeError};
 use crate::connection::error_chain;
+use shared::stage::names;
+
+/// Marks a cold start's stage (see [`shared::stage`]).
+fn stage(name: &'static str, runner: &str) {
+    tracing::debug!(target: shared::stage::TARGET, stage = name, runner, "stage");
+}
 
 /// One runner container this agent knows.
 #[derive(Debug)]
@@ -113,6 +123,8 @@ pub(crate) struct Inner {
     // Short sections only, never across an await.
     state: Mutex<State>,
     puller: image::Puller,
+    /// Programs already found in images (short sections only, never across an await).
+    programs: Mutex<program::ProgramsSeen>,
     /// Cancelled when the runtime is dropped: ends the watcher and the stray sweeps.
     stop: CancellationToken,
 }
@@ -185,6 +197,7 @@ impl DockerRuntime {
             sink,
             state: Mutex::new(State::default()),
             puller: image::Puller::default(),
+            programs: Mutex::default(),
             stop: CancellationToken::new(),
         });
         tokio::spawn(events::watch(inner.clone()));
@@ -361,20 +374,6 @@ impl Inner {
 
     async fn start(self: &Arc<Self>, mut spec: RunnerSpec) -> Result<(), DockerError> {
         let docker = self.engine.client().await?;
-        let asked = spec.image.clone();
-        // The local reference: the mirror's name of an image pulled through REGISTRY_MIRROR.
-        spec.image = self
-            .make_ready(&docker, &asked, spec.arch, &|_, _, _| {})
-            .await?;
-        self.image_ready(&asked);
-        let facts = image::facts(&docker, &spec.image).await?;
-        let plan = launch::detect(&spec, &facts)
-            .and_then(|layout| launch::plan(layout, &spec))
-            .map_err(|source| DockerError::Launch {
-                image: spec.image.clone(),
-                source,
-            })?;
-        info!(runner = %spec.id, image = %spec.image, layout = ?plan.layout, "runner image layout");
         let engine_nano_cpus = self.engine.nano_cpus(&docker).await;
         let controller = self.lock().controller.clone();
         let Some(caches) = self.lease_caches(&spec) else {
@@ -390,9 +389,27 @@ impl Inner {
             caches,
             engine_nano_cpus,
         };
-        let outcome = self
-            .create_and_start(&docker, &spec, &placement, &plan, &facts)
-            .await;
+        // The image and the cache volumes do not depend on each other: both are made ready at
+        // once, and the container is created only when both are (an image refused for its
+        // platform is still never started).
+        let (image, volumes) = tokio::join!(
+            self.prepare_image(&docker, &spec),
+            self.create_volumes(&docker, &spec, &placement)
+        );
+        let outcome = match (image, volumes) {
+            (Ok(_), Ok(())) if self.stopping(&spec.id) => Err(DockerError::StoppedBeforeStart {
+                runner: spec.id.to_string(),
+            }),
+            (Ok((local, facts, plan)), Ok(())) => {
+                // The local reference: the mirror's name of an image pulled through
+                // REGISTRY_MIRROR.
+                spec.image = local.reference;
+                let image_id = local.inspected.id.as_deref();
+                self.create_and_start(&docker, &spec, &placement, (&plan, &facts, image_id))
+                    .await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         match outcome {
             Ok(container) => {
                 let stopped_meanwhile = {
@@ -416,14 +433,36 @@ impl Inner {
         }
     }
 
-    async fn create_and_start(
+    /// The runner's image ready to run ([`Inner::make_ready`]) and how to start it: the local
+    /// reference, what the image says about itself, and the launch plan.
+    async fn prepare_image(
+        &self,
+        docker: &bollard::Docker,
+        spec: &RunnerSpec,
+    ) -> Result<(LocalImage, ImageFacts, Plan), DockerError> {
+        let local = self
+            .make_ready(docker, &spec.image, spec.arch, &|_, _, _| {})
+            .await?;
+        self.image_ready(&spec.image);
+        let facts = image::facts(&local.inspected);
+        let plan = launch::detect(spec, &facts)
+            .and_then(|layout| launch::plan(layout, spec))
+            .map_err(|source| DockerError::Launch {
+                image: local.reference.clone(),
+                source,
+            })?;
+        info!(runner = %spec.id, image = %local.reference, layout = ?plan.layout, "runner image layout");
+        stage(names::IMAGE_READY, &spec.name);
+        Ok((local, facts, plan))
+    }
+
+    /// The runner's cache volumes (creating one that exists changes nothing).
+    async fn create_volumes(
         &self,
         docker: &bollard::Docker,
         spec: &RunnerSpec,
         placement: &Placement,
-        plan: &Plan,
-        facts: &ImageFacts,
-    ) -> Result<String, DockerError> {
+    ) -> Result<(), DockerError> {
         for mount in &placement.caches {
             let request = spec::volume_request(spec, &self.settings, placement, mount);
             docker.create_volume(request).await.map_err(|e| {
@@ -431,7 +470,34 @@ impl Inner {
                     .classify(format!("create volume {}", mount.volume), e)
             })?;
         }
+        stage(names::VOLUMES_READY, &spec.name);
+        Ok(())
+    }
+
+    /// Whether runner `id`, tracked but not created yet, was stopped meanwhile.
+    fn stopping(&self, id: &RunnerId) -> bool {
+        self.lock()
+            .runners
+            .get(id)
+            .is_some_and(|t| t.ending.is_some())
+    }
+
+    async fn create_and_start(
+        &self,
+        docker: &bollard::Docker,
+        spec: &RunnerSpec,
+        placement: &Placement,
+        (plan, facts, image_id): (&Plan, &ImageFacts, Option<&str>),
+    ) -> Result<String, DockerError> {
         let (body, dropped) = spec::container_body(spec, &self.settings, placement, plan);
+        let check = program::Check {
+            spec,
+            plan,
+            facts,
+            image_id,
+            covered: program::path_to_check(plan, facts)
+                .is_some_and(|path| program::covered_by_mount(&body, &path)),
+        };
         if !dropped.is_empty() {
             warn!(
                 runner = %spec.id,
@@ -476,17 +542,18 @@ impl Inner {
                     .classify(format!("create container {}", spec.name), e));
             }
         };
+        stage(names::CONTAINER_CREATED, &spec.name);
         if let Some(t) = self.lock().runners.get_mut(&spec.id) {
             t.container = Some(container.clone());
         }
-        let started = match self
-            .check_program(docker, &container, spec, plan, facts)
-            .await
-        {
-            Ok(()) => docker.start_container(&container, None).await.map_err(|e| {
-                self.engine
-                    .classify(format!("start container {}", spec.name), e)
-            }),
+        let started = match self.check_container(docker, &container, &check).await {
+            Ok(()) => {
+                stage(names::PROGRAM_CHECKED, &spec.name);
+                docker.start_container(&container, None).await.map_err(|e| {
+                    self.engine
+                        .classify(format!("start container {}", spec.name), e)
+                })
+            }
             Err(e) => Err(e),
         };
         if let Err(error) = started {
@@ -504,63 +571,9 @@ impl Inner {
                 .await;
             return Err(error);
         }
+        stage(names::CONTAINER_STARTED, &spec.name);
         info!(runner = %spec.id, name = %spec.name, container = %short(&container), "runner container started");
         Ok(container)
-    }
-
-    /// Fails when the program the container would run first is not in the image (looked up
-    /// through the archive API of the created container; a bare name is left to `PATH`).
-    async fn check_program(
-        &self,
-        docker: &bollard::Docker,
-        container: &str,
-        spec: &RunnerSpec,
-        plan: &Plan,
-        facts: &ImageFacts,
-    ) -> Result<(), DockerError> {
-        let Some(program) = plan.program(facts) else {
-            return Ok(());
-        };
-        let path = if program.starts_with('/') {
-            program.to_owned()
-        } else if program.contains('/') {
-            let dir = if facts.working_dir.is_empty() {
-                "/"
-            } else {
-                facts.working_dir.as_str()
-            };
-            format!(
-                "{}/{}",
-                dir.trim_end_matches('/'),
-                program.trim_start_matches("./")
-            )
-        } else {
-            return Ok(());
-        };
-        let mut archive = docker.download_from_container(
-            container,
-            Some(bollard::query_parameters::DownloadFromContainerOptions { path: path.clone() }),
-        );
-        // The first chunk is enough to know the file exists; the rest is dropped.
-        match futures::StreamExt::next(&mut archive).await {
-            Some(Err(e)) if status_of(&e) == Some(404) => {
-                let reason = match &e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                        message.clone()
-                    }
-                    other => other.to_string(),
-                };
-                Err(DockerError::EntryPointMissing {
-                    image: spec.image.clone(),
-                    path,
-                    reason,
-                })
-            }
-            Some(Err(e)) => Err(self
-                .engine
-                .classify(format!("look for {path} in container {}", spec.name), e)),
-            _ => Ok(()),
-        }
     }
 
     async fn stop(&self, id: &RunnerId) -> Result<(), DockerError> {

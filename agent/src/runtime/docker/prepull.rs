@@ -22,21 +22,23 @@ use shared::image::ImageState;
 use tracing::{info, warn};
 
 use super::engine::DockerError;
-use super::image::{self, Progress, PullRequest};
+use super::image::{self, LocalImage, Progress, PullRequest};
 use super::{Inner, platform};
 use crate::connection::error_chain;
 use crate::images::ImageReporter;
 
 impl Inner {
-    /// `image` present (pulled if missing) and of the runner's platform; returns the local
-    /// reference to run (its mirror name when it was pulled through `REGISTRY_MIRROR`).
+    /// `image` present (pulled if missing) and of the runner's platform; returns it as the
+    /// engine described it, with the local reference to run (its mirror name when it was
+    /// pulled through `REGISTRY_MIRROR`). One inspection serves the presence check, the
+    /// platform check and the caller's launch decision, so all three are about the same image.
     pub(super) async fn make_ready(
         &self,
         docker: &bollard::Docker,
         image: &str,
         arch: Arch,
         progress: Progress<'_>,
-    ) -> Result<String, DockerError> {
+    ) -> Result<LocalImage, DockerError> {
         let request = PullRequest {
             arch,
             mirror: self.settings.registry_mirror.as_ref(),
@@ -46,7 +48,7 @@ impl Inner {
             .ensure(docker, image, &request, progress)
             .await?;
         if self.settings.platform_check {
-            let (os, architecture) = image::platform_of(docker, &local).await?;
+            let (os, architecture) = image::platform_of(&local.inspected);
             platform::check(image, &os, &architecture, arch)
                 .map_err(|reason| DockerError::WrongPlatform { reason })?;
         }

@@ -113,7 +113,7 @@ async fn receive(State(intake): State<Arc<Intake>>, request: Request) -> Respons
     let event = header_str(request.headers(), "x-github-event")
         .unwrap_or("")
         .to_owned();
-    let result = handle(&intake, request, &event).await;
+    let result = handle(&intake, request, &event, started).await;
     intake
         .metrics
         .webhook_seconds
@@ -165,6 +165,7 @@ async fn handle(
     intake: &Intake,
     request: Request,
     event: &str,
+    received: Instant,
 ) -> Result<(StatusCode, &'static str), HttpError> {
     // Shed load before reading a byte of the body: a slow or flooding sender holds at most
     // `WEBHOOK_CONCURRENCY` permits, and only for `HTTP_BODY_TIMEOUT`.
@@ -241,6 +242,10 @@ async fn handle(
         }
         _ => None,
     };
+    let job_id = match &effect {
+        WebhookEffect::Job(job) => Some(job.id),
+        _ => None,
+    };
     let delivery = NewDelivery {
         id: delivery_id,
         event: event.to_owned(),
@@ -257,6 +262,10 @@ async fn handle(
         Recorded::New => {
             if changes_demand {
                 intake.nudge.notify_one();
+            }
+            if let Some(job) = job_id {
+                debug!(target: shared::stage::TARGET, stage = shared::stage::names::WEBHOOK_RECORDED,
+                       job, handler_us = received.elapsed().as_micros() as u64, "stage");
             }
             if let Some(job) = in_progress
                 && let Err(error) =

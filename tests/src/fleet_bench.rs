@@ -73,11 +73,12 @@ pub struct Params {
     pub window: Duration,
     /// `FLEET_IDLE` (10 s) measured at idle (all agents connected, before any job).
     pub idle: Duration,
-    /// `FLEET_RUNNER_BOOT` (2 s): from a runner's start to GitHub's `in_progress` for the job it
+    /// `FLEET_RUNNER_BOOT` (30 s): from a runner's start to GitHub's `in_progress` for the job it
     /// took (a runner boots, registers and claims first). Much shorter races the controller's
     /// own record of the runner running, which then forgets the job (see BENCHMARKS.md).
     pub boot: Duration,
-    /// `FLEET_JOIN_CONCURRENCY` (8) enrollments at once.
+    /// `FLEET_JOIN_CONCURRENCY` (8) enrollments at once (each token's policy allows the
+    /// agent's slots, [`Params::max_runners_per_agent`]).
     pub join_concurrency: usize,
     /// `FLEET_AGENT_RSS` (true): also start one `gha-agent` process (Docker runtime) and read
     /// its idle RSS.
@@ -95,7 +96,7 @@ impl Default for Params {
             burst_every: Duration::from_secs(30),
             window: Duration::from_secs(60),
             idle: Duration::from_secs(10),
-            boot: Duration::from_secs(2),
+            boot: Duration::from_secs(30),
             join_concurrency: 8,
             agent_process: true,
         }
@@ -896,6 +897,7 @@ async fn run_in(
         let mut options =
             controller::join_tokens::MintOptions::new(Duration::from_secs(3600), Some(name));
         options.policy.all_owners = true;
+        options.policy.max_runners = Some(params.max_runners_per_agent() as u32);
         let minted = controller::join_tokens::mint(&config, options)
             .await
             .map_err(|e| anyhow::anyhow!("mint: {e}"))?;

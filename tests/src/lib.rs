@@ -3,11 +3,13 @@
 //! ([`pki`]), a GitHub simulator built from GitHub's published payloads ([`github_sim`]),
 //! helpers for the tests on the real Docker engine ([`docker`]), and a fake Kubernetes API
 //! server ([`kube_fake`]), throwaway PostgreSQL databases ([`postgres`]), and a cuttable TCP proxy and a load balancer for multi-replica tests ([`net`]). [`browser`] drives a headless chromium for the dashboard's test. The tests themselves live in `tests/tests/`; [`quota_bench`] is the
-//! body of `bench quota`; [`stages`] records the cold-start stage marks for `bench latency`.
+//! body of `bench quota`, [`fleet_bench`] of `bench fleet`; [`stages`] records the cold-start
+//! stage marks for `bench latency`.
 
 pub mod browser;
 pub mod docker;
 pub mod emulator;
+pub mod fleet_bench;
 pub mod github_sim;
 pub mod harness;
 pub mod images;

@@ -11,10 +11,14 @@ use std::time::Duration;
 /// building it with cargo if it is not there.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("tests run from target/<profile>/deps");
+    // A test runs from target/<profile>/deps, a binary of this crate (`bench`) from
+    // target/<profile>.
+    let dir = exe.parent().expect("an executable has a directory");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps has a parent")
+    } else {
+        dir
+    };
     let path = profile_dir.join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -122,6 +126,11 @@ impl ControllerProcess {
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn().await;
+    }
+
+    /// The running process's id (for `/proc/<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn grpc_url(&self) -> String {

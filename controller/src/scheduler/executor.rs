@@ -151,6 +151,9 @@ impl Scheduler {
                 self.decisions
                     .update(|d| d.last_error = Some(e.to_string()));
             }
+            self.metrics
+                .scheduler_activation_seconds
+                .observe(started.elapsed().as_secs_f64());
             // Nudges that arrive meanwhile are coalesced: during a burst of webhooks the
             // scheduler takes at most about half a core, and a job waits at most one gap.
             let gap = started.elapsed().clamp(MIN_GAP, MAX_GAP);

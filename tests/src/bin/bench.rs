@@ -9,6 +9,11 @@
 //! - `quota`: GitHub calls per hour by kind for 10, 200 and 1 000 repositories, with ETags and
 //!   without (baseline), in compressed time (see `tests::quota_bench`). `quota 10,200` picks scales.
 //!
+//! - `fleet`: 1 000 agents over mutual TLS (enrolled with join tokens, run as tasks of this
+//!   process with the memory runtime), 10 000 runners tracked over 20 owners, 100 deliveries/s
+//!   with bursts of 2 000, a `kill -9` of the controller process and the reconnect storm (see
+//!   `tests::fleet_bench`; `FLEET_*` variables make it smaller). Not part of `all`.
+//!
 //! Both share the machine's cores with their load generator: read ratios, not absolutes.
 
 use std::collections::BTreeMap;
@@ -381,6 +386,12 @@ async fn main() {
             std::process::exit(1);
         }
     }
+    if what == "fleet"
+        && let Err(e) = bench_fleet().await
+    {
+        eprintln!("bench fleet: {e:#}");
+        std::process::exit(1);
+    }
     if what == "quota" || what == "all" {
         let scales = std::env::args()
             .nth(2)
@@ -511,6 +522,176 @@ async fn bench_latency(jobs: usize) -> anyhow::Result<()> {
     println!(
         "our share from the webhook (webhook in → start event, p50, minus raw create + start, p50): {:.1} ms",
         ms(between(&c.path, 0, last).percentile(50.0)) - ms(baseline.event.percentile(50.0))
+    );
+    Ok(())
+}
+
+async fn bench_fleet() -> anyhow::Result<()> {
+    use tests::fleet_bench::{JobKind, Params, run};
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let params = Params::from_env(&env)?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("fleet: {params:?}");
+    println!("load average before: {}", load.trim());
+    let started = Instant::now();
+    let r = run(&params, &|line| {
+        println!("  [{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+    })
+    .await?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average after: {}", load.trim());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let opt_ms = |s: Option<f64>| s.map_or("–".to_owned(), |s| format!("≤ {:.1} ms", s * 1e3));
+    let met = |ok: bool| if ok { "met" } else { "**not met**" };
+    let usage = |u: Option<tests::fleet_bench::Usage>| {
+        u.map_or("–".to_owned(), |u| {
+            format!(
+                "RSS {:.0} MB (max {:.0}), CPU {:.0} % of a core",
+                u.rss_mean_mb,
+                u.rss_max_mb,
+                u.cpu_cores * 100.0
+            )
+        })
+    };
+    println!();
+    println!("| phase | measured |");
+    println!("|---|---|");
+    println!(
+        "| enrollment | {} tokens minted in {:.1} s; {} joins ({} at once) in {:.1} s, one join p50 {:.0} ms, p99 {:.0} ms |",
+        params.agents + usize::from(params.agent_process),
+        r.mint.as_secs_f64(),
+        params.agents + usize::from(params.agent_process),
+        params.join_concurrency,
+        r.enroll.as_secs_f64(),
+        ms(r.enroll_p50),
+        ms(r.enroll_p99)
+    );
+    println!(
+        "| connect | {} of {} agents with a session {:.1} s after the first started |",
+        r.agents_connected,
+        params.agents,
+        r.connect_all.as_secs_f64()
+    );
+    println!(
+        "| idle, no runners | {}; {} passes, p50 {}, p99 {} |",
+        usage(r.idle),
+        r.idle_passes.count,
+        opt_ms(r.idle_passes.p50_s),
+        opt_ms(r.idle_passes.p99_s)
+    );
+    println!(
+        "| fill | {} runners busy {:.1} s after {} queued deliveries began |",
+        r.fill_busy,
+        r.fill.as_secs_f64(),
+        params.runners
+    );
+    println!(
+        "| idle, {} runners tracked | {} |",
+        r.fill_busy,
+        usage(r.tracked_idle)
+    );
+    println!(
+        "| load window | {:.1} s, {} deliveries ({:.0}/s), {} bursts of {}; {} |",
+        r.window.as_secs_f64(),
+        r.deliveries_in_window,
+        r.deliveries_in_window as f64 / r.window.as_secs_f64().max(1e-3),
+        params.bursts(),
+        params.burst,
+        usage(r.load)
+    );
+    println!(
+        "| scheduling passes under load | {} passes, p50 {}, p99 {} |",
+        r.load_passes.count,
+        opt_ms(r.load_passes.p50_s),
+        opt_ms(r.load_passes.p99_s)
+    );
+    for (kind, name) in [
+        (JobKind::Fill, "fill (10 000 at once)"),
+        (JobKind::Steady, "steady"),
+        (JobKind::Burst, "bursts"),
+    ] {
+        if let Some(l) = r.latency.get(&kind) {
+            println!(
+                "| queued → StartRunner, {name} | {} jobs, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+                l.samples.len(),
+                ms(l.p(50.0)),
+                ms(l.p(99.0)),
+                ms(l.p(100.0))
+            );
+        }
+    }
+    println!(
+        "| reconnect storm | kill -9 → healthy {:.1} s; {} of {} agents with a new session {} |",
+        r.restart_healthy.as_secs_f64(),
+        r.reconnected,
+        params.agents,
+        r.reconnect_all
+            .map_or("(not all within 300 s)".to_owned(), |d| format!(
+                "{:.1} s after the kill",
+                d.as_secs_f64()
+            ))
+    );
+    println!("| after the restart | {} |", usage(r.after_restart));
+    println!(
+        "| bench process (agents, deliveries, simulator) | RSS {:.0} MB ({:.2} MB per in-process agent, upper bound) |",
+        r.bench_rss_mb,
+        r.bench_rss_mb / params.agents as f64
+    );
+    println!(
+        "| one gha-agent process, idle | {} ({}) |",
+        r.agent_process_rss_mb
+            .map_or("–".to_owned(), |m| format!("RSS {m:.1} MB")),
+        r.agent_process_note
+    );
+    println!(
+        "| checks | failed deliveries {}, starts not recorded {}, starts with no queued job {} (jobs given to them {}), busy after window {}, still queued {} |",
+        r.failed_deliveries,
+        r.lost_starts,
+        r.unassigned_starts,
+        r.jobs_to_idle_runners,
+        r.busy_after_window,
+        r.queued_after_window
+    );
+    println!();
+    let rss_max = [r.idle, r.tracked_idle, r.load, r.after_restart]
+        .iter()
+        .flatten()
+        .map(|u| u.rss_max_mb)
+        .fold(0.0, f64::max);
+    println!("| target | measured | |");
+    println!("|---|---|---|");
+    println!(
+        "| controller RSS < 300 MB | max {rss_max:.0} MB | {} |",
+        met(rss_max < 300.0)
+    );
+    let p99 = r.load_passes.p99_s.unwrap_or(f64::INFINITY);
+    println!(
+        "| scheduling pass p99 < 50 ms | {} | {} |",
+        opt_ms(r.load_passes.p99_s),
+        met(p99 < 0.050)
+    );
+    let steady = r
+        .latency
+        .get(&JobKind::Steady)
+        .map_or(Duration::MAX, |l| l.p(99.0));
+    println!(
+        "| queued → StartRunner p99 < 100 ms at 100 deliveries/s | steady p99 {:.1} ms | {} |",
+        ms(steady),
+        met(steady < Duration::from_millis(100))
+    );
+    let back = r.reconnect_all.unwrap_or(Duration::MAX);
+    println!(
+        "| all agents back within 60 s | {} | {} |",
+        r.reconnect_all
+            .map_or("no".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
+        met(back < Duration::from_secs(60))
+    );
+    let agent_rss = r.agent_process_rss_mb.unwrap_or(f64::INFINITY);
+    println!(
+        "| agent idle RSS < 15 MB | {} | {} |",
+        r.agent_process_rss_mb
+            .map_or("–".to_owned(), |m| format!("{m:.1} MB")),
+        met(agent_rss < 15.0)
     );
     Ok(())
 }

@@ -672,7 +672,7 @@ impl StateStore for PgStore {
                                       job_id, github_id, exit_code, reason, created_ms, updated_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (id) DO UPDATE SET
-                    lifecycle = excluded.lifecycle, job_id = excluded.job_id,
+                    lifecycle = excluded.lifecycle, job_id = COALESCE(excluded.job_id, runners.job_id),
                     github_id = excluded.github_id, exit_code = excluded.exit_code,
                     reason = excluded.reason, updated_ms = excluded.updated_ms",
             )

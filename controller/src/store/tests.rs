@@ -55,6 +55,7 @@ on_both_stores!(
     concurrent_writes_are_all_durable_after_reopening,
     run_fetches_are_kept_until_finished,
     runners_round_trip,
+    a_runner_written_from_an_older_read_keeps_the_job_a_webhook_gave_it,
     a_join_token_works_once,
     an_expired_join_token_is_refused,
     another_owner_cannot_complete_or_pre_poison_a_job_of_the_same_id,
@@ -270,6 +271,51 @@ async fn runners_round_trip(backend: Backend) {
     store.upsert_runner(r.clone()).await.unwrap();
     assert!(store.active_runners().await.unwrap().is_empty());
     assert_eq!(store.runner_by_name("gha-acme-r1").await.unwrap(), Some(r));
+}
+
+/// Found by `bench fleet`: a scheduling pass read a runner (no job yet), an `in_progress`
+/// delivery then gave the runner its job, and the pass wrote the runner back with the job it had
+/// read (none): the runner looked idle and the job it was started for waited for ever. A job a
+/// runner took is never taken back by a write of the runner.
+async fn a_runner_written_from_an_older_read_keeps_the_job_a_webhook_gave_it(backend: Backend) {
+    let store = backend.open().await;
+    let read_by_the_pass = RunnerRecord {
+        id: "r1".into(),
+        name: "gha-acme-r1".into(),
+        owner: "acme".into(),
+        repo: Some("app".into()),
+        agent: "host-1".into(),
+        arch: shared::arch::Arch::Amd64,
+        labels: vec!["self-hosted".into()],
+        lifecycle: RunnerLifecycle::Starting,
+        for_job: Some(9),
+        job_id: None,
+        github_id: Some(77),
+        exit_code: None,
+        reason: String::new(),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    store.upsert_runner(read_by_the_pass.clone()).await.unwrap();
+    let mut taken = job(9, JobState::InProgress, 2);
+    taken.runner_name = Some("gha-acme-r1".into());
+    store.upsert_jobs(vec![taken]).await.unwrap();
+    assert_eq!(
+        store
+            .runner_by_name("gha-acme-r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .job_id,
+        Some(9)
+    );
+    let mut written_back = read_by_the_pass;
+    written_back.lifecycle = RunnerLifecycle::Running;
+    written_back.updated_ms = 3;
+    store.upsert_runner(written_back).await.unwrap();
+    let now = store.runner_by_name("gha-acme-r1").await.unwrap().unwrap();
+    assert_eq!(now.lifecycle, RunnerLifecycle::Running);
+    assert_eq!(now.job_id, Some(9), "the job stays the runner's");
 }
 
 async fn a_join_token_works_once(backend: Backend) {

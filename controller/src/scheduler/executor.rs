@@ -510,6 +510,8 @@ impl Scheduler {
         let by_agent: HashMap<&str, &AgentView> =
             agents.iter().map(|a| (a.name.as_str(), a)).collect();
         let mut active = Vec::new();
+        // The pass's changes, decided first and written together (below).
+        let mut changed: Vec<Changed> = Vec::new();
         for mut r in self.store.active_runners().await? {
             let agent = by_agent.get(r.agent.as_str());
             let seen = match agent {
@@ -533,33 +535,77 @@ impl Scheduler {
                 started_ms: self.started_ms,
             };
             if let Some(change) = lifecycle::next(&r, &obs, &LIMITS) {
-                if change.lifecycle == RunnerLifecycle::Running
-                    && r.lifecycle != RunnerLifecycle::Running
-                {
-                    self.observe_started(&r).await;
-                }
+                let started = change.lifecycle == RunnerLifecycle::Running
+                    && r.lifecycle != RunnerLifecycle::Running;
                 let settles = lifecycle::settles(&r, &obs, &change);
                 r.lifecycle = change.lifecycle;
                 r.exit_code = change.exit_code;
                 r.reason = change.reason;
                 r.updated_ms = now;
+                let ending =
+                    (!r.lifecycle.is_active()).then(|| lifecycle::ending(&r, &obs, &LIMITS));
                 // The reason is the agent's words.
                 info!(runner = %r.name, lifecycle = r.lifecycle.as_str(), reason = %Untrusted(&r.reason), "runner state");
-                self.store.upsert_runner(r.clone()).await?;
-                self.journal(&r, now, journal::state_change(&r)).await;
-                if !r.lifecycle.is_active() {
-                    if settles {
-                        self.state.settle(r.clone(), now);
-                    }
-                    self.runner_ended(&r, lifecycle::ending(&r, &obs, &LIMITS), now)
-                        .await;
-                }
+                changed.push(Changed {
+                    runner: r.clone(),
+                    started,
+                    settles,
+                    ending,
+                });
             }
             if r.lifecycle.is_active() {
                 active.push(r);
             }
         }
-        Ok(active)
+        // Written concurrently, so the store commits them in one group (one fsync) instead of
+        // one after another: a pass with hundreds of changes took seconds (bench fleet), and no
+        // job is planned while a pass runs. What follows a change (metrics, settling, the
+        // ending's accounting) happens only for the changes that were written; a failed write
+        // is decided again at the next pass.
+        let written = futures::future::join_all(
+            changed
+                .iter()
+                .map(|c| self.store.upsert_runner(c.runner.clone())),
+        )
+        .await;
+        let mut failure = None;
+        let mut entries = Vec::new();
+        let mut done = Vec::new();
+        for (c, result) in changed.into_iter().zip(written) {
+            match result {
+                Ok(()) => {
+                    entries.extend(journal::entry(
+                        &c.runner,
+                        now,
+                        journal::state_change(&c.runner),
+                    ));
+                    done.push(c);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if !entries.is_empty()
+            && let Err(error) = self.store.append_timeline(entries).await
+        {
+            debug!(%error, "cannot add the runners' state changes to their jobs' timelines");
+        }
+        for c in done {
+            if c.started {
+                self.observe_started(&c.runner).await;
+            }
+            if let Some(ending) = c.ending {
+                if c.settles {
+                    self.state.settle(c.runner.clone(), now);
+                }
+                self.runner_ended(&c.runner, ending, now).await;
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(active),
+        }
     }
 
     /// The runners that ended cleanly moments ago whose job GitHub has not reported yet (those
@@ -1212,6 +1258,17 @@ pub fn runner_spec(
         owner: record.owner.to_string(),
         repository: (!job_repo.is_empty()).then(|| job_repo.to_owned()),
     }
+}
+
+/// One runner's change decided in a pass, and what follows it once it is written.
+struct Changed {
+    runner: RunnerRecord,
+    /// It now runs (it did not before): the queue-time metric.
+    started: bool,
+    /// It ended cleanly and its job's report may still be on its way.
+    settles: bool,
+    /// It ended, and how.
+    ending: Option<lifecycle::Ending>,
 }
 
 #[cfg(test)]

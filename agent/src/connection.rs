@@ -38,19 +38,7 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, AttemptError> {
 }
 
 /// Every error in a chain, joined, so "transport error" is followed by its real cause.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use shared::error::chain as error_chain;
 
 /// Whether an error text says the TLS peer refused our certificate or we refused theirs.
 pub fn is_certificate_problem(text: &str) -> bool {

@@ -1,6 +1,7 @@
 //! `gha-controller`: parses the command line and configuration, installs logging and signal
 //! handling, and hands over to the library.
 
+use shared::error::chain as error_chain;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -297,17 +298,6 @@ async fn serve() -> anyhow::Result<()> {
     tokio::spawn(shutdown_signal(shutdown.clone()));
     controller::run(&config, controller::Listeners { http, grpc }, shutdown).await?;
     Ok(())
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }
 
 fn describe(policy: &controller::agent_policy::AgentPolicy) -> String {

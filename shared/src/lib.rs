@@ -15,6 +15,7 @@
 
 pub mod arch;
 pub mod command;
+pub mod error;
 pub mod github;
 pub mod ids;
 pub mod image;

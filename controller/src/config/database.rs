@@ -124,7 +124,10 @@ impl DatabaseUrl {
                 root_cert: Some(path),
             } => {
                 let certs = shared::tls::read_certs(path).map_err(|e| {
-                    DatabaseTlsError(format!("DATABASE_URL's sslrootcert: {}", error_chain(&e)))
+                    DatabaseTlsError(format!(
+                        "DATABASE_URL's sslrootcert: {}",
+                        shared::error::chain(&e)
+                    ))
                 })?;
                 let mut roots = rustls::RootCertStore::empty();
                 let (_, ignored) = roots.add_parsable_certificates(certs);
@@ -197,17 +200,6 @@ impl DatabaseUrl {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct DatabaseTlsError(String);
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 /// Takes libpq's `sslmode` and `sslrootcert` out of the URL's query (the driver knows neither
 /// `verify-ca`, `verify-full` nor `sslrootcert`) and says what TLS they ask for.

@@ -206,19 +206,7 @@ pub fn github_error_parts(err: &GithubError) -> (StatusCode, &'static str, Value
 }
 
 /// The full message of an error and its sources (`a: b: c`), for bodies and logs.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use shared::error::chain;
 
 impl HttpError {
     /// The status, code and extra body fields of this refusal.

@@ -540,3 +540,27 @@ async fn a_runner_that_runs_but_never_comes_online_is_stopped_and_deregistered()
         "no second start during the back-off"
     );
 }
+
+#[tokio::test]
+async fn a_burst_is_registered_concurrently_but_never_more_than_eight_at_once_for_one_owner() {
+    // GitHub allows 100 concurrent requests per user or app; one after another, a burst of
+    // 2 000 jobs took tens of seconds to start. With a round trip of 100 ms, 24 jobs one after
+    // another would take 2.4 s of registrations; the bound is what is asserted, not the time.
+    let s = setup(&[("MAX_RUNNERS", "40")]).await;
+    let agent = s.agent("host-1", &[("MAX_RUNNERS", "40")]).await;
+    s.sim.set_rest_latency(Duration::from_millis(100));
+    for _ in 0..24 {
+        s.sim.queue_job("acme", "app", &["self-hosted"]);
+    }
+    wait_until(WAIT, "24 runners started", || async {
+        agent.runtime.start_calls().len() >= 24
+    })
+    .await;
+    let most = s.sim.max_requests_in_flight("generate-jitconfig");
+    assert!(
+        (2..=8).contains(&most),
+        "{most} JIT registrations of one owner were in flight at once (expected 2 to 8)"
+    );
+    assert_eq!(s.sim.concurrency_refusals(), 0);
+    assert_eq!(s.our_registrations(), 24);
+}

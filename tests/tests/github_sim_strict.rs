@@ -296,3 +296,34 @@ async fn ghes_has_no_rate_limit_endpoint_and_no_jit_before_3_10() {
             .is_ok()
     );
 }
+
+/// "No more than 100 concurrent requests are allowed" (GitHub docs, "Rate limits for the REST
+/// API", secondary rate limits): the 101st request of one token in flight is refused with 403.
+#[tokio::test]
+async fn more_than_100_requests_of_one_token_at_once_meet_the_secondary_limit() {
+    let sim = GithubSim::start().await.unwrap();
+    sim.add_user("carol");
+    let token = sim.classic_token("carol", &["repo"]);
+    sim.set_rest_latency(Duration::from_millis(500));
+    let http = reqwest::Client::new();
+    let url = format!("{}/user", sim.api_url());
+    let answers = futures::future::join_all((0..110).map(|_| {
+        http.get(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("user-agent", "test")
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 403).count();
+    assert!(refused >= 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count() + refused,
+        110
+    );
+    assert_eq!(sim.concurrency_refusals(), refused as u64);
+    assert!(sim.max_requests_in_flight("GET /") >= 101);
+}

@@ -27,6 +27,12 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// A scheduling pass's step ([`crate::scheduler::steps::Step`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
@@ -146,6 +152,8 @@ pub struct Metrics {
     /// One scheduler activation (a scheduling pass), from reading the state to the last start
     /// sent; fine buckets (×1.5 from 0.5 ms) so a p99 in tens of ms can be read off them.
     pub scheduler_activation_seconds: Histogram,
+    /// Each step of a pass ([`crate::scheduler::steps`]), same buckets.
+    pub scheduler_step_seconds: crate::scheduler::steps::StepHistograms,
     pub jobs: Family<StateLabels, Gauge>,
     pub queue_depth: Family<OwnerLabels, Gauge>,
     pub runners: Family<RunnerLabels, Gauge>,
@@ -188,6 +196,13 @@ impl Metrics {
             "scheduler_activation_seconds",
             "Time of one scheduler activation (a scheduling pass: plan and act)",
             scheduler_activation_seconds.clone(),
+        );
+        let scheduler_step_seconds: crate::scheduler::steps::StepHistograms =
+            Family::new_with_constructor(crate::scheduler::steps::step_histogram);
+        registry.register(
+            "scheduler_step_seconds",
+            "Time of each step of a scheduler activation, by step",
+            scheduler_step_seconds.clone(),
         );
         let jobs = Family::<StateLabels, Gauge>::default();
         registry.register("jobs", "Jobs known, by state", jobs.clone());
@@ -279,6 +294,7 @@ impl Metrics {
             webhooks,
             webhook_seconds,
             scheduler_activation_seconds,
+            scheduler_step_seconds,
             jobs,
             queue_depth,
             runners,

@@ -18,6 +18,7 @@ pub mod registrar;
 pub mod registration;
 pub mod run_fetch;
 mod stale;
+pub mod steps;
 pub mod sweep;
 pub mod window;
 

@@ -21,7 +21,7 @@
 //!   window it absorbs one matching queued job, as if idle, so its job does not get a
 //!   replacement; it holds no capacity and is never stopped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use shared::arch::{Arch, RuntimeKind};
@@ -564,6 +564,13 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
     let mut unused_idle: BTreeSet<&str> =
         supply.values().flatten().map(|r| r.id.as_str()).collect();
 
+    // Looked up per job served by an idle runner: a scan of every runner was O(jobs × runners).
+    let settling: HashSet<&str> = input
+        .runners
+        .iter()
+        .filter(|r| r.settling)
+        .map(|r| r.id.as_str())
+        .collect();
     let mut deficit: Vec<(&PendingJob, BTreeSet<String>)> = Vec::new();
     for job in fair_order(input.jobs) {
         let wanted = lower(&job.labels);
@@ -582,7 +589,7 @@ pub fn plan<'a>(input: &'a PlanInput<'a>) -> Plan {
             Some(runner) => {
                 unused_idle.remove(runner.id.as_str());
                 let runner = runner.id.clone();
-                let reason = if input.runners.iter().any(|r| r.id == runner && r.settling) {
+                let reason = if settling.contains(runner.as_str()) {
                     WaitReason::AwaitingJobReport { runner }
                 } else {
                     WaitReason::RunnerStarting { runner }

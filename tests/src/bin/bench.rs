@@ -605,6 +605,15 @@ async fn bench_fleet() -> anyhow::Result<()> {
         opt_ms(r.load_passes.p50_s),
         opt_ms(r.load_passes.p99_s)
     );
+    for step in &r.load_steps {
+        println!(
+            "| pass step `{}` under load | mean {:.2} ms, p50 {}, p99 {} |",
+            step.step,
+            step.mean_s * 1000.0,
+            opt_ms(step.passes.p50_s),
+            opt_ms(step.passes.p99_s)
+        );
+    }
     for (kind, name) in [
         (JobKind::Fill, "fill (10 000 at once)"),
         (JobKind::Steady, "steady"),

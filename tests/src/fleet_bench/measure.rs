@@ -107,6 +107,33 @@ pub fn histogram(text: &str, name: &str) -> Buckets {
         .collect()
 }
 
+/// The buckets of histogram `name`'s series labelled `label` (`step="plan"`), and its sum.
+pub fn labelled_histogram(text: &str, name: &str, label: &str) -> (Buckets, f64) {
+    // prometheus-client writes `le` first: `name_bucket{le="0.5",step="plan"} 3`.
+    let prefix = format!("{name}_bucket{{le=\"");
+    let suffix = format!("\",{label}}}");
+    let buckets = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once(&suffix)?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    let sum_prefix = format!("{name}_sum{{{label}}} ");
+    let sum = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&sum_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    (buckets, sum)
+}
+
 /// `after - before`, bucket by bucket (the observations in between).
 pub fn bucket_delta(before: &Buckets, after: &Buckets) -> Buckets {
     after
@@ -151,6 +178,52 @@ impl Latency {
     }
 }
 
+/// One step of the passes of a phase (`gha_scaler_scheduler_step_seconds`).
+#[derive(Debug, Clone, Default)]
+pub struct StepTimes {
+    pub step: String,
+    pub passes: Passes,
+    /// Mean seconds per pass.
+    pub mean_s: f64,
+}
+
+/// Each step's times between two `/metrics` texts.
+pub fn step_times(before: &str, after: &str, name: &str) -> Vec<StepTimes> {
+    let mut steps: Vec<String> = after
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_count{{step=\"")))
+        .filter_map(|rest| rest.split_once('"').map(|(s, _)| s.to_string()))
+        .collect();
+    // In the order the pass runs them.
+    let order = |s: &String| {
+        controller::scheduler::steps::Step::ALL
+            .iter()
+            .position(|k| k.as_str() == s)
+            .unwrap_or(usize::MAX)
+    };
+    steps.sort_by_key(order);
+    steps.dedup();
+    steps
+        .into_iter()
+        .map(|step| {
+            let label = format!("step=\"{step}\"");
+            let (b, bsum) = labelled_histogram(before, name, &label);
+            let (a, asum) = labelled_histogram(after, name, &label);
+            let passes = Passes::of(&bucket_delta(&b, &a));
+            let mean_s = if passes.count == 0 {
+                0.0
+            } else {
+                (asum - bsum) / passes.count as f64
+            };
+            StepTimes {
+                step,
+                passes,
+                mean_s,
+            }
+        })
+        .collect()
+}
+
 /// Scheduling passes of a phase (from the controller's histogram).
 #[derive(Debug, Clone, Default)]
 pub struct Passes {
@@ -167,5 +240,27 @@ impl Passes {
             p50_s: bucket_quantile(buckets, 0.5),
             p99_s: bucket_quantile(buckets, 0.99),
         }
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    #[test]
+    fn step_times_read_the_controllers_own_step_histograms() {
+        let metrics = controller::metrics::Metrics::new();
+        let before = metrics.encode();
+        let mut watch = controller::scheduler::steps::Stopwatch::new();
+        watch.lap(controller::scheduler::steps::Step::Plan);
+        watch.lap(controller::scheduler::steps::Step::Starts);
+        watch.record(&metrics.scheduler_step_seconds);
+        watch.record(&metrics.scheduler_step_seconds);
+        let after = metrics.encode();
+        let steps = step_times(&before, &after, "gha_scaler_scheduler_step_seconds");
+        let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(names, ["plan", "starts"], "{after}");
+        assert!(steps.iter().all(|s| s.passes.count == 2), "{steps:?}");
+        assert!(steps.iter().all(|s| s.passes.p99_s.is_some()), "{steps:?}");
     }
 }

@@ -252,6 +252,8 @@ pub struct Report {
     pub tracked_idle: Option<Usage>,
     pub load: Option<Usage>,
     pub load_passes: Passes,
+    /// Each step of the passes under load.
+    pub load_steps: Vec<StepTimes>,
     pub deliveries_in_window: u64,
     pub window: Duration,
     pub latency: BTreeMap<JobKind, Latency>,
@@ -300,6 +302,7 @@ async fn metrics_text(http: std::net::SocketAddr) -> String {
 }
 
 const PASS_HISTOGRAM: &str = "gha_scaler_scheduler_activation_seconds";
+const STEP_HISTOGRAM: &str = "gha_scaler_scheduler_step_seconds";
 
 /// The path of `gha-controller` / `gha-agent` of the build this executable belongs to.
 pub fn sibling_binary(name: &str) -> PathBuf {
@@ -528,7 +531,8 @@ async fn run_in(
 
     // The window: a steady churn of `rate` deliveries per second, bursts in the middle of every
     // `burst_every`; completions bring the busy count back to `runners` after a burst.
-    let before = histogram(&metrics_text(controller.http_addr).await, PASS_HISTOGRAM);
+    let before_text = metrics_text(controller.http_addr).await;
+    let before = histogram(&before_text, PASS_HISTOGRAM);
     let sent_before = deliveries.sent.load(Ordering::Relaxed);
     let jobs_per_tick = params.rate / DELIVERIES_PER_JOB * TICK.as_secs_f64();
     let window = params.window;
@@ -565,7 +569,9 @@ async fn run_in(
         start.elapsed()
     };
     let (measured, usage) = sampled(pid, load).await;
-    let after = histogram(&metrics_text(controller.http_addr).await, PASS_HISTOGRAM);
+    let after_text = metrics_text(controller.http_addr).await;
+    let after = histogram(&after_text, PASS_HISTOGRAM);
+    report.load_steps = step_times(&before_text, &after_text, STEP_HISTOGRAM);
     report.window = measured;
     report.load = usage;
     report.load_passes = Passes::of(&bucket_delta(&before, &after));

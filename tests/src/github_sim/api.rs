@@ -60,6 +60,7 @@ pub fn router(sh: Shared) -> axum::Router {
 /// [`super::Counters::not_modified`]); an anonymous one still costs.
 async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
     let token = bearer(req.headers());
     let conditional = (req.method() == axum::http::Method::GET)
         .then(|| {
@@ -130,6 +131,42 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
             bucket.used += 1;
         }
         (fault, bucket.clone(), exhausted, scopes, enterprise, etags)
+    };
+    // "No more than 100 concurrent requests are allowed. This limit is shared across the REST
+    // API and GraphQL API" (GitHub docs, "Rate limits for the REST API", secondary rate limits):
+    // the 101st request of a token in flight is refused as a secondary limit.
+    let key = token.clone().unwrap_or_default();
+    let route_key = format!("{} {path}", method);
+    let (over_concurrency, latency) = {
+        let mut st = sh.lock();
+        let latency = st.faults.rest_latency;
+        let c = &mut st.counters;
+        let now_in = c.in_flight.entry(key.clone()).or_default();
+        *now_in += 1;
+        let now_in = *now_in;
+        let route_in = c.route_in_flight.entry(route_key.clone()).or_default();
+        *route_in += 1;
+        let route_in = *route_in;
+        let max = c.route_max_in_flight.entry(route_key.clone()).or_default();
+        *max = (*max).max(route_in);
+        let over = now_in > MAX_CONCURRENT_REQUESTS;
+        if over {
+            c.concurrency_refusals += 1;
+        }
+        (over, latency)
+    };
+    let _in_flight = InFlight {
+        sh: sh.clone(),
+        key,
+        route: route_key,
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let fault = if over_concurrency {
+        Some(RestFault::SecondaryRateLimit { retry_after: None })
+    } else {
+        fault
     };
     let counted = !exhausted && !path.ends_with("/rate_limit");
     let mut rate = vec![
@@ -219,6 +256,28 @@ async fn gate(State(sh): State<Shared>, req: Request, next: Next) -> Response {
         headers.insert("x-github-enterprise-version", v);
     }
     resp
+}
+
+/// GitHub's secondary limit on one user's or app's requests in flight at once.
+pub const MAX_CONCURRENT_REQUESTS: usize = 100;
+
+/// One request in flight for its token; dropped when its answer is ready.
+struct InFlight {
+    sh: Shared,
+    key: String,
+    route: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.sh.lock();
+        if let Some(n) = st.counters.in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = st.counters.route_in_flight.get_mut(&self.route) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// A weak validator of `body`, shaped like GitHub's (`W/"<hex>"`).

@@ -658,6 +658,30 @@ impl GithubSim {
         self.lock().refusals.fail_after_create(count, status);
     }
 
+    /// From now on every REST answer waits `latency` (a network round trip), so that requests
+    /// sent at once are in flight together.
+    pub fn set_rest_latency(&self, latency: Duration) {
+        self.lock().faults.rest_latency = latency;
+    }
+
+    /// The most REST requests to one `METHOD /path` containing `route_contains` that were in
+    /// flight at once.
+    pub fn max_requests_in_flight(&self, route_contains: &str) -> usize {
+        self.lock()
+            .counters
+            .route_max_in_flight
+            .iter()
+            .filter(|(route, _)| route.contains(route_contains))
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Requests refused because their token had more than 100 in flight.
+    pub fn concurrency_refusals(&self) -> u64 {
+        self.lock().counters.concurrency_refusals
+    }
+
     /// How many `generate-jitconfig` requests arrived so far (refused ones included).
     pub fn jit_requests(&self) -> u64 {
         self.lock().refusals.jit_requests

@@ -232,6 +232,9 @@ pub enum DeliveryFault {
 /// Faults waiting for a matching request or delivery.
 #[derive(Debug, Default)]
 pub struct FaultPlan {
+    /// Every REST request's answer waits this long (a network's round trip), so requests a
+    /// client sends at once overlap as they would against github.com.
+    pub rest_latency: Duration,
     /// (path substring, remaining count, fault).
     pub rest: VecDeque<(String, usize, RestFault)>,
     /// (event, optional action, fault), each used once.
@@ -275,6 +278,13 @@ pub struct Bucket {
 pub struct Counters {
     /// Every REST request, 304s included.
     pub rest_requests: u64,
+    /// REST requests being answered now, by token (see `api::gate`'s concurrency rule).
+    pub in_flight: HashMap<String, usize>,
+    /// REST requests being answered now, and the most at once so far, by `METHOD /path`.
+    pub route_in_flight: HashMap<String, usize>,
+    pub route_max_in_flight: HashMap<String, usize>,
+    /// Requests refused because their token had too many in flight.
+    pub concurrency_refusals: u64,
     /// Conditional requests answered `304 Not Modified`.
     pub not_modified: u64,
     /// Requests by `METHOD /path` with numbers as `{n}`, for benchmarks.

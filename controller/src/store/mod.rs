@@ -102,6 +102,8 @@ pub enum JoinRefusal {
 pub struct Pruned {
     pub deliveries: u64,
     pub jobs: u64,
+    /// Finished runners (their records are history once the retention has passed).
+    pub runners: u64,
 }
 
 /// A join token as minted.
@@ -390,9 +392,7 @@ impl StateStore for SqliteStore {
 
     async fn active_runners(&self) -> Result<Vec<RunnerRecord>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {RUNNER_COLUMNS} FROM runners WHERE lifecycle != 'finished' ORDER BY created_ms"
-            ))?;
+            let mut stmt = c.prepare_cached(&sqlite::active_runners_sql())?;
             let rows = stmt.query_map([], runner_from_row)?;
             rows.collect()
         })
@@ -491,7 +491,8 @@ pub async fn open_with_directory(
 /// How often the retention pass runs.
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Forgets delivery ids and completed jobs older than `retention` (`RETENTION`), at start and
+/// Forgets delivery ids, completed jobs and finished runners older than `retention`
+/// (`RETENTION`), at start and
 /// then every [`PRUNE_EVERY`], until `shutdown`. A failed pass is logged and retried next time.
 pub async fn prune_periodically(
     store: std::sync::Arc<dyn StateStore>,
@@ -501,11 +502,12 @@ pub async fn prune_periodically(
     loop {
         let before = shared::runner::now_ms() - retention.as_millis() as i64;
         match store.prune(before).await {
-            Ok(p) if p.deliveries + p.jobs > 0 => {
+            Ok(p) if p.deliveries + p.jobs + p.runners > 0 => {
                 tracing::info!(
                     deliveries = p.deliveries,
                     jobs = p.jobs,
-                    "retention: forgot old deliveries and finished jobs"
+                    runners = p.runners,
+                    "retention: forgot old deliveries, finished jobs and finished runners"
                 )
             }
             Ok(_) => {}

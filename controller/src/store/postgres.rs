@@ -114,6 +114,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::timeline::PG_MIGRATION,
     // 3: the agent directory: tokens' policies, enrolled agents, drains (see `agents`).
     super::agents::postgres::PG_MIGRATION,
+    // 4: the active runners' own index, finished runners by age (see SQLite's migration 6).
+    super::sqlite::RUNNERS_MIGRATION,
 ];
 
 /// Tells the listening replicas that a committed delivery brought work (see `leader::wake`).
@@ -575,9 +577,16 @@ impl StateStore for PgStore {
                 &[&JobState::Completed.rank(), &before_ms],
             )
             .await?;
+        let runners = tx
+            .execute(&super::sqlite::prune_runners_sql("$1"), &[&before_ms])
+            .await?;
         tx.execute(super::timeline::PRUNE, &[]).await?;
         tx.commit().await?;
-        Ok(Pruned { deliveries, jobs })
+        Ok(Pruned {
+            deliveries,
+            jobs,
+            runners,
+        })
     }
 
     async fn job_states(&self) -> Result<Vec<(JobState, u64)>, StoreError> {

@@ -162,7 +162,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE state = 'queued';",
     // 5: each job's bounded timeline (see `timeline`).
     super::timeline::SQLITE_MIGRATION,
+    // 6: a scheduling pass reads the active runners, oldest first, through their own index: the
+    // condition `lifecycle != 'finished'` could use no index, so every pass read every runner
+    // that ever existed. Retention forgets finished runners by `updated_ms`.
+    RUNNERS_MIGRATION,
 ];
+
+/// Migration 6 of SQLite, 4 of PostgreSQL (the same text: partial indexes exist in both).
+pub(super) const RUNNERS_MIGRATION: &str = "
+    CREATE INDEX runners_active ON runners (created_ms) WHERE lifecycle != 'finished';
+    CREATE INDEX runners_finished ON runners (updated_ms) WHERE lifecycle = 'finished';";
+
+/// The active runners, oldest first, read through `runners_active` (test below).
+pub(super) fn active_runners_sql() -> String {
+    format!(
+        "SELECT {RUNNER_COLUMNS} FROM runners WHERE lifecycle != 'finished' ORDER BY created_ms"
+    )
+}
+
+/// Retention's statement for finished runners (`?1`/`$1`: before, ms).
+pub(super) fn prune_runners_sql(param: &str) -> String {
+    format!("DELETE FROM runners WHERE lifecycle = 'finished' AND updated_ms < {param}")
+}
 
 /// A write and where its answer goes.
 pub(super) enum WriteOp {
@@ -173,7 +194,7 @@ pub(super) enum WriteOp {
     FailRunFetch(RunKey, String),
     UpsertRunner(RunnerRecord),
     AppendTimeline(Vec<super::timeline::TimelineEntry>),
-    /// Forgets deliveries received and finished jobs last updated before this (ms).
+    /// Forgets deliveries received, and finished jobs and runners last updated, before this (ms).
     Prune(i64),
     InsertJoinToken(NewJoinToken, i64),
     TakeJoinToken {
@@ -497,10 +518,12 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<WriteOutcome> {
                 "DELETE FROM jobs WHERE state_rank = ?1 AND updated_ms < ?2",
                 params![JobState::Completed.rank(), before],
             )?;
+            let runners = conn.execute(&prune_runners_sql("?1"), [before])?;
             conn.execute(super::timeline::PRUNE, [])?;
             Ok(WriteOutcome::Pruned(Pruned {
                 deliveries: deliveries as u64,
                 jobs: jobs as u64,
+                runners: runners as u64,
             }))
         }
         WriteOp::InsertJoinToken(token, now) => {
@@ -695,6 +718,28 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_reads_only_the_active_runners_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut conn = open_connection(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", active_runners_sql()))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // Without the partial index: "SCAN runners" and "USE TEMP B-TREE FOR ORDER BY", every
+        // runner that ever existed read and sorted at every pass.
+        assert_eq!(
+            plan,
+            ["SCAN runners USING INDEX runners_active"],
+            "{plan:?}"
+        );
+    }
 
     enum Op {
         Insert(i64),

@@ -516,13 +516,46 @@ async fn retention_forgets_old_deliveries_and_finished_jobs_only(backend: Backen
             .unwrap()
     );
 
+    let at = |name: &str, lifecycle: RunnerLifecycle, updated_ms: i64| RunnerRecord {
+        lifecycle,
+        updated_ms,
+        ..runner_named(name, "acme")
+    };
+    for r in [
+        at("old-finished", RunnerLifecycle::Finished, 100),
+        at("new-finished", RunnerLifecycle::Finished, 20_000),
+        at("old-running", RunnerLifecycle::Running, 100),
+    ] {
+        store.upsert_runner(r).await.unwrap();
+    }
+
     let pruned = store.prune(5_000).await.unwrap();
     assert_eq!(
         pruned,
         Pruned {
             deliveries: 1,
-            jobs: 1
+            jobs: 1,
+            runners: 1,
         }
+    );
+    assert!(
+        store
+            .runner_by_name("old-finished")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .runner_by_name("new-finished")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.active_runners().await.unwrap(),
+        vec![at("old-running", RunnerLifecycle::Running, 100)],
+        "an active runner is never forgotten, however old"
     );
     assert!(
         store.job(&acme, 1).await.unwrap().is_none(),

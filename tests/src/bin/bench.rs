@@ -653,8 +653,9 @@ async fn bench_fleet() -> anyhow::Result<()> {
         r.agent_process_note
     );
     println!(
-        "| checks | failed deliveries {}, starts not recorded {}, starts with no queued job {} (jobs given to them {}), busy after window {}, still queued {} |",
+        "| checks | failed deliveries {} (and {} while the controller was killed and restarting), starts not recorded {}, starts with no queued job {} (jobs given to them {}), busy after window {}, still queued {} |",
         r.failed_deliveries,
+        r.failed_during_restart,
         r.lost_starts,
         r.unassigned_starts,
         r.jobs_to_idle_runners,

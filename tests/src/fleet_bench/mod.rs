@@ -260,7 +260,10 @@ pub struct Report {
     pub unassigned_starts: u64,
     pub jobs_to_idle_runners: u64,
     pub lost_starts: u64,
+    /// Deliveries not answered 2xx before the kill (under load), and while the controller was
+    /// down and starting again (GitHub's fail too; they are not the controller's refusals).
     pub failed_deliveries: u64,
+    pub failed_during_restart: u64,
     pub busy_after_window: usize,
     pub queued_after_window: usize,
     /// kill -9 → the new process answers `/health`.
@@ -604,6 +607,7 @@ async fn run_in(
 
     // The reconnect storm: kill -9, start again on the same state and ports.
     let sessions = state_sessions(&statuses);
+    report.failed_deliveries = deliveries.failed.load(Ordering::Relaxed);
     let t = Instant::now();
     controller.restart().await;
     report.restart_healthy = t.elapsed();
@@ -637,7 +641,8 @@ async fn run_in(
     ));
     report.bench_rss_mb = self_rss_mb();
     report.lost_starts = lost.load(Ordering::Relaxed);
-    report.failed_deliveries = deliveries.failed.load(Ordering::Relaxed);
+    report.failed_during_restart =
+        deliveries.failed.load(Ordering::Relaxed) - report.failed_deliveries;
 
     if params.agent_process {
         let dir = &agent_dirs[params.agents];

@@ -11,6 +11,7 @@
 //! `RETENTION` ([`prune_periodically`]), so the database does not grow forever.
 
 pub mod agents;
+mod connection_thread;
 mod postgres;
 pub mod queue;
 pub mod records;

@@ -10,13 +10,13 @@
 //!   of an older build is migrated in place, one of a newer build is refused.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connection_thread::ConnectionThread;
 use super::records::*;
 use super::{JoinRefusal, NewJoinToken, Pruned, StoreError};
 
@@ -25,6 +25,8 @@ pub const DB_FILE: &str = "gha-scaler.db";
 
 /// Writes waiting for the writer thread; past this the store answers `Busy`.
 const WRITE_QUEUE: usize = 8192;
+/// Reads waiting for the reader connection at most (a full queue is `Busy`).
+const READ_QUEUE: usize = 4096;
 /// The most operations committed together.
 const MAX_GROUP: usize = 1024;
 
@@ -222,8 +224,8 @@ struct WriteRequest {
 pub struct SqliteStore {
     // The writer thread holds the receiver and exits when every clone is dropped.
     writes: mpsc::Sender<WriteRequest>,
-    // Reads only; short statements, never held across an await (reads run in spawn_blocking).
-    reader: Arc<Mutex<Connection>>,
+    // Reads only, on the reader connection's own thread (see `connection_thread`).
+    reader: ConnectionThread,
 }
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -255,15 +257,19 @@ impl SqliteStore {
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, &path)?;
         let reader = open_connection(&path)?;
+        let reader =
+            ConnectionThread::start("store-reader", reader, READ_QUEUE).map_err(|source| {
+                StoreError::CreateDir {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(|source| StoreError::CreateDir { path, source })?;
-        Ok(Self {
-            writes,
-            reader: Arc::new(Mutex::new(reader)),
-        })
+        Ok(Self { writes, reader })
     }
 
     pub(super) async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -281,13 +287,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(StoreError::from)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.reader
+            .run(move |conn| f(conn).map_err(StoreError::from))
+            .await
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -20,6 +19,7 @@ use super::{
 };
 use crate::agent_policy::AgentPolicy;
 use crate::store::StoreError;
+use crate::store::connection_thread::ConnectionThread;
 use crate::store::sqlite::{db_path, take_join_token};
 
 /// Creates this module's tables if they are missing.
@@ -50,9 +50,12 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// The directory in SQLite; clones share one connection.
 #[derive(Clone)]
 pub struct SqliteDirectory {
-    // Used from blocking tasks only; each call is one short transaction.
-    conn: Arc<Mutex<Connection>>,
+    // Owned by its thread (see `connection_thread`); each call is one short transaction.
+    conn: ConnectionThread,
 }
+
+/// Directory calls waiting for the connection at most (a full queue is `Busy`).
+const DIRECTORY_QUEUE: usize = 4096;
 
 fn record(conn: &Connection, name: &AgentName) -> rusqlite::Result<Option<AgentRecord>> {
     conn.query_row(
@@ -79,22 +82,16 @@ impl SqliteDirectory {
         // The store's own tables first (join tokens live there), when the CLI is first.
         crate::store::sqlite::migrate(&mut conn, &path)?;
         migrate(&conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let conn = ConnectionThread::start("agent-directory", conn, DIRECTORY_QUEUE)
+            .map_err(|source| StoreError::CreateDir { path, source })?;
+        Ok(Self { conn })
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.conn.run(f).await
     }
 
     /// Stores a join token bound to `name` with the policy the agent will get.

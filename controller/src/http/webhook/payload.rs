@@ -211,11 +211,7 @@ pub fn interpret(
 ) -> Result<Meaning, serde_json::Error> {
     match event {
         "ping" => Ok(Meaning::Ping),
-        "workflow_job" => Ok(job_meaning(
-            serde_json::from_slice(payload)?,
-            owner,
-            now_ms,
-        )),
+        "workflow_job" => Ok(job_meaning(serde_json::from_slice(payload)?, owner, now_ms)),
         "workflow_run" => {
             let ev: WorkflowRunEvent = serde_json::from_slice(payload)?;
             if !owner.serves_repo(&ev.repository.name) {

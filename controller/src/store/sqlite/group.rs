@@ -287,7 +287,11 @@ mod tests {
         let batch = [Op::Insert(10), Op::Insert(0), Op::Insert(11)];
         let outcomes = commit_group_with(&mut conn, &batch, counting);
         assert_eq!(answers(&outcomes), [true, false, true]);
-        assert_eq!(applied.get(), 2 + 3, "whole until the failure, then again each");
+        assert_eq!(
+            applied.get(),
+            2 + 3,
+            "whole until the failure, then again each"
+        );
         assert_eq!(stored(&conn).len(), 12);
     }
 

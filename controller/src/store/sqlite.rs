@@ -2,9 +2,9 @@
 //!
 //! - WAL mode with `synchronous=FULL`: a write answered OK survives `kill -9` and power loss.
 //! - One writer thread owns the write connection. Writes queue on a bounded channel and are
-//!   committed in groups: everything waiting is applied in one transaction (each operation in
-//!   its own savepoint, so one bad operation fails alone), so a burst of webhooks pays one
-//!   fsync per group, not one per delivery. A full queue is refused (`StoreError::Busy`).
+//!   committed in groups: everything waiting is applied in one transaction, so a burst of
+//!   webhooks pays one fsync per group, not one per delivery, and one bad operation still fails
+//!   alone ([`group`]). A full queue is refused (`StoreError::Busy`).
 //! - Reads use their own connection (WAL readers never block the writer).
 //! - Schema changes are numbered migrations applied at open (`PRAGMA user_version`); a database
 //!   of an older build is migrated in place, one of a newer build is refused.
@@ -16,9 +16,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
+use self::group::commit_group_with;
 use super::connection_thread::ConnectionThread;
 use super::records::*;
 use super::{JoinRefusal, NewJoinToken, Pruned, StoreError};
+
+mod group;
 
 /// The database file inside `STATE_DIR`.
 pub const DB_FILE: &str = "gha-scaler.db";
@@ -316,100 +319,6 @@ fn commit_group(
     batch: &[WriteRequest],
 ) -> Vec<Result<WriteOutcome, StoreError>> {
     commit_group_with(conn, batch, |conn, request| apply(conn, &request.op))
-}
-
-/// Applies `batch` in one transaction, each operation in its own savepoint, and answers each.
-///
-/// An answer of `Ok` always means committed, an `Err` never. SQLite may end the whole
-/// transaction on an operation's error (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY and SQLITE_NOMEM
-/// can, per <https://www.sqlite.org/lang_transaction.html>, "Response To Errors Within A
-/// Transaction"): then what the group applied before is gone, and a savepoint opened after it
-/// would start and commit a transaction of its own. So once the transaction is gone, that
-/// operation's error is its answer and every other operation of the group is committed alone
-/// (at most one transaction each: bounded, and slow only when SQLite is failing).
-fn commit_group_with<R>(
-    conn: &mut Connection,
-    batch: &[R],
-    apply: impl Fn(&Connection, &R) -> rusqlite::Result<WriteOutcome>,
-) -> Vec<Result<WriteOutcome, StoreError>> {
-    // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the first read;
-    // a deferred transaction that read first and then writes while the agent directory's
-    // connection writes gets SQLITE_BUSY at once, without waiting.
-    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            return batch
-                .iter()
-                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-                .collect();
-        }
-    };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (index, request) in batch.iter().enumerate() {
-        let outcome = (|| {
-            let sp = tx.savepoint()?;
-            let outcome = apply(&sp, request)?;
-            sp.commit()?;
-            Ok::<_, rusqlite::Error>(outcome)
-        })();
-        match outcome {
-            Err(e) if tx.is_autocommit() => {
-                tracing::warn!(
-                    error = %e,
-                    group = batch.len(),
-                    "a write ended the store's transaction; committing the rest of its group one by one"
-                );
-                drop(tx);
-                return batch
-                    .iter()
-                    .enumerate()
-                    .map(|(other, request)| {
-                        if other == index {
-                            Err(StoreError::Sqlite(clone_err(&e)))
-                        } else {
-                            commit_alone(conn, request, &apply)
-                        }
-                    })
-                    .collect();
-            }
-            outcome => outcomes.push(outcome.map_err(|e| {
-                tracing::debug!(error = %e, "a write was refused");
-                StoreError::from(e)
-            })),
-        }
-    }
-    match tx.commit() {
-        Ok(()) => outcomes,
-        Err(e) => {
-            tracing::error!(error = %e, "the store could not commit a group of writes");
-            batch
-                .iter()
-                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-                .collect()
-        }
-    }
-}
-
-/// One operation in a transaction of its own.
-fn commit_alone<R>(
-    conn: &mut Connection,
-    request: &R,
-    apply: &impl Fn(&Connection, &R) -> rusqlite::Result<WriteOutcome>,
-) -> Result<WriteOutcome, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let outcome = apply(&tx, request)?;
-    tx.commit()?;
-    Ok(outcome)
-}
-
-/// The same failure for every operation of a group (rusqlite errors are not `Clone`).
-fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        e.sqlite_error()
-            .copied()
-            .unwrap_or(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR)),
-        Some(e.to_string()),
-    )
 }
 
 fn json(labels: &[String]) -> String {
@@ -741,106 +650,5 @@ mod tests {
             ["SCAN runners USING INDEX runners_active"],
             "{plan:?}"
         );
-    }
-
-    enum Op {
-        Insert(i64),
-        /// What SQLite does when an error (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY, SQLITE_NOMEM)
-        /// cannot be undone for the statement alone: the whole transaction is rolled back and
-        /// the statement fails.
-        EndsTheTransaction,
-    }
-
-    fn apply_op(conn: &Connection, op: &Op) -> rusqlite::Result<WriteOutcome> {
-        match op {
-            Op::Insert(v) => {
-                conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
-                Ok(WriteOutcome::Done)
-            }
-            Op::EndsTheTransaction => {
-                conn.execute_batch("ROLLBACK")?;
-                Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                    Some("database or disk is full".into()),
-                ))
-            }
-        }
-    }
-
-    fn table() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_connection(&dir.path().join("t.db")).unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
-            .unwrap();
-        (dir, conn)
-    }
-
-    fn stored(conn: &Connection) -> Vec<i64> {
-        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    }
-
-    fn answers(outcomes: &[Result<WriteOutcome, StoreError>]) -> Vec<bool> {
-        outcomes.iter().map(Result::is_ok).collect()
-    }
-
-    /// Every connection of the store and of the agent directory keeps its temporary files
-    /// in memory (see `open_connection`): none needs a writable temporary directory.
-    #[test]
-    fn no_connection_needs_a_temporary_directory() {
-        let (_dir, mut conn) = table();
-        let temp_store: i64 = conn
-            .pragma_query_value(None, "temp_store", |r| r.get(0))
-            .unwrap();
-        assert_eq!(temp_store, 2, "PRAGMA temp_store = MEMORY");
-        // A group whose statement journal is far above the 64 KiB spill threshold.
-        let batch: Vec<Op> = (0..2000).map(Op::Insert).collect();
-        let outcomes = commit_group_with(&mut conn, &batch, apply_op);
-        assert!(outcomes.iter().all(Result::is_ok));
-        assert_eq!(stored(&conn).len(), 2000);
-    }
-
-    #[test]
-    fn one_refused_write_fails_alone_and_the_group_commits() {
-        let (_dir, mut conn) = table();
-        let batch = [Op::Insert(1), Op::Insert(1), Op::Insert(2)];
-        let outcomes = commit_group_with(&mut conn, &batch, apply_op);
-        assert_eq!(answers(&outcomes), [true, false, true]);
-        assert_eq!(stored(&conn), [1, 2]);
-    }
-
-    /// Seen in the multi-host test after a controller restart: the group's commit failed with
-    /// "cannot commit - no transaction is active", every delivery of the group was answered 500,
-    /// yet the writes after the one that ended the transaction had been committed by their own
-    /// savepoints, and those before it were lost. Every answer must say what is stored.
-    #[test]
-    fn a_write_that_ends_the_transaction_fails_alone_and_every_answer_is_true() {
-        let (_dir, mut conn) = table();
-        let batch = [
-            Op::Insert(1),
-            Op::Insert(2),
-            Op::EndsTheTransaction,
-            Op::Insert(3),
-            Op::Insert(3),
-        ];
-        let outcomes = commit_group_with(&mut conn, &batch, apply_op);
-        assert_eq!(answers(&outcomes), [true, true, false, true, false]);
-        assert_eq!(stored(&conn), [1, 2, 3]);
-        let Err(StoreError::Sqlite(e)) = &outcomes[2] else {
-            panic!(
-                "the failing write keeps its own error: {:?}",
-                outcomes[2].as_ref().err()
-            );
-        };
-        assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
-        assert!(StoreError::Sqlite(clone_err(e)).is_transient());
-        // The connection is usable afterwards: the next group is one transaction again.
-        let outcomes = commit_group_with(&mut conn, &[Op::Insert(4)], apply_op);
-        assert_eq!(answers(&outcomes), [true]);
-        assert!(conn.is_autocommit());
-        assert_eq!(stored(&conn), [1, 2, 3, 4]);
     }
 }

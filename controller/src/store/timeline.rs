@@ -12,7 +12,7 @@
 //! ones arrive), and a job's entries go when retention forgets the job ([`super::prune_periodically`]).
 //! The SQL for both backends lives here, next to the table it reads and writes.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::records::{JobRecord, NewDelivery, Owner};
@@ -149,10 +149,13 @@ pub(super) const PG_MIGRATION: &str = r#"CREATE TABLE job_timeline (
 
 const INSERT: &str =
     "INSERT INTO job_timeline (owner, job_id, at_ms, kind, message, runner, agent, delivery)";
-/// Deletes a job's entries older than its newest [`MAX_PER_JOB`].
-const TRIM_SQLITE: &str = "DELETE FROM job_timeline WHERE owner = ?1 AND job_id = ?2 AND seq <= (
-        SELECT seq FROM job_timeline WHERE owner = ?1 AND job_id = ?2
-        ORDER BY seq DESC LIMIT 1 OFFSET ?3)";
+/// SQLite: the newest of a job's entries beyond its newest [`MAX_PER_JOB`], if it has that many.
+/// Read before deleting: nearly every append finds none, and a read is cheaper than a `DELETE`
+/// that deletes nothing (issue 15 §4).
+const OLDEST_KEPT_SQLITE: &str = "SELECT seq FROM job_timeline WHERE owner = ?1 AND job_id = ?2
+        ORDER BY seq DESC LIMIT 1 OFFSET ?3";
+/// SQLite: deletes a job's entries up to this `seq`.
+const TRIM_SQLITE: &str = "DELETE FROM job_timeline WHERE owner = ?1 AND job_id = ?2 AND seq <= ?3";
 const TRIM_PG: &str = "DELETE FROM job_timeline WHERE owner = $1 AND job_id = $2 AND seq <= (
         SELECT seq FROM job_timeline WHERE owner = $1 AND job_id = $2
         ORDER BY seq DESC LIMIT 1 OFFSET $3)";
@@ -173,11 +176,16 @@ pub(super) fn sqlite_append(conn: &Connection, e: &TimelineEntry) -> rusqlite::R
             e.agent,
             e.delivery
         ])?;
-    conn.prepare_cached(TRIM_SQLITE)?.execute(params![
-        e.owner.as_str(),
-        e.job as i64,
-        MAX_PER_JOB
-    ])?;
+    let beyond: Option<i64> = conn
+        .prepare_cached(OLDEST_KEPT_SQLITE)?
+        .query_row(params![e.owner.as_str(), e.job as i64, MAX_PER_JOB], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(seq) = beyond {
+        conn.prepare_cached(TRIM_SQLITE)?
+            .execute(params![e.owner.as_str(), e.job as i64, seq])?;
+    }
     Ok(())
 }
 

@@ -218,4 +218,48 @@ proptest! {
             let _ = payload::interpret(event, input, &owner, 0);
         }
     }
+
+    /// The handler reads a payload once ([`payload::Read`]); what it reads must be what the
+    /// envelope and then [`payload::interpret`] read, for every input, in the same order of
+    /// failures (the envelope's first, then the event's).
+    #[test]
+    fn the_one_pass_reader_reads_what_two_passes_read(
+        bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+        index in any::<usize>(),
+        flip in 1u8..=255,
+        file in prop::sample::select(vec![
+            "workflow_job.queued.self-hosted.json",
+            "workflow_job.in_progress.json",
+            "workflow_job.completed.failure.json",
+            "workflow_run.requested.json",
+        ]),
+        event in prop::sample::select(vec!["workflow_job", "workflow_run", "push"]),
+    ) {
+        let owner = Config::from_env(&[
+            ("REPO_OWNER", "Octocoders"),
+            ("ALL_REPOS", "true"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", SECRET),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+        .expect("config")
+        .owners
+        .remove(0);
+        let original = fixture(file);
+        let mutated = mutated(original.clone(), index, flip);
+        for input in [&bytes, &original, &mutated] {
+            let two_passes = Envelope::parse(input).map(|e| {
+                let who = (e.owner().map(str::to_owned), e.action().map(str::to_owned));
+                (who, payload::interpret(event, input, &owner, 7).ok())
+            });
+            let one_pass = payload::Read::parse(event, input).map(|r| {
+                let e = r.envelope();
+                let who = (e.owner().map(str::to_owned), e.action().map(str::to_owned));
+                (who, r.interpret(event, &owner, 7).ok())
+            });
+            prop_assert_eq!(two_passes.ok(), one_pass.ok());
+        }
+    }
 }

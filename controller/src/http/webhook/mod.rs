@@ -39,7 +39,7 @@ use shared::logsafe::Untrusted;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, warn};
 
-use self::payload::{Envelope, Meaning};
+use self::payload::{Meaning, Read};
 use self::secrets::{Refusal, SecretBook};
 use crate::config::Config;
 use crate::http::HttpError;
@@ -192,7 +192,8 @@ async fn handle(
         // Hook and App pings alike (an App's names no repository).
         return Ok((StatusCode::OK, "pong"));
     }
-    let envelope = Envelope::parse(&payload).map_err(|e| HttpError::Malformed(e.to_string()))?;
+    let read = Read::parse(event, &payload).map_err(|e| HttpError::Malformed(e.to_string()))?;
+    let envelope = read.envelope();
     // App events (`installation`, `installation_repositories`) name no repository or
     // organization: nothing for us, but not a failed delivery on GitHub's side either.
     let Some(owner_login) = envelope.owner() else {
@@ -214,7 +215,8 @@ async fn handle(
     }
 
     let now = shared::runner::now_ms();
-    let meaning = payload::interpret(event, &payload, owner, now)
+    let meaning = read
+        .interpret(event, owner, now)
         .map_err(|e| HttpError::Malformed(e.to_string()))?;
     let (effect, outcome) = match meaning {
         Meaning::Ping => return Ok((StatusCode::OK, "pong")),

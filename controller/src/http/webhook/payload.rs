@@ -117,6 +117,91 @@ pub enum Meaning {
     Ignored(Ignored),
 }
 
+/// A verified payload parsed once for the handler: whose it is ([`Read::envelope`]) and, for
+/// a well-formed `workflow_job` delivery (the one GitHub sends for every job), the job, so
+/// [`Read::interpret`] does not parse the body again (issue 15 §4). Any other payload is
+/// interpreted from its bytes, as [`interpret`] does.
+pub struct Read<'a> {
+    bytes: &'a [u8],
+    envelope: Envelope,
+    job: Option<WorkflowJob>,
+}
+
+/// A `workflow_job` payload read in one pass; every field optional, so that a payload this
+/// does not fit is read the usual way and fails (or not) exactly as it would have.
+#[derive(Debug, Deserialize)]
+struct JobPayload {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    repository: Option<Repository>,
+    #[serde(default)]
+    organization: Option<Login>,
+    #[serde(default)]
+    workflow_job: Option<WorkflowJob>,
+}
+
+impl<'a> Read<'a> {
+    pub fn parse(event: &str, bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        if event == "workflow_job"
+            && let Ok(JobPayload {
+                action: Some(action),
+                repository: Some(repository),
+                organization,
+                workflow_job: Some(job),
+            }) = serde_json::from_slice(bytes)
+        {
+            return Ok(Self {
+                bytes,
+                envelope: Envelope {
+                    action: Some(action),
+                    repository: Some(repository),
+                    organization,
+                },
+                job: Some(job),
+            });
+        }
+        Ok(Self {
+            bytes,
+            envelope: Envelope::parse(bytes)?,
+            job: None,
+        })
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// What the payload means for `owner`: the same as [`interpret`] of its bytes.
+    pub fn interpret(
+        self,
+        event: &str,
+        owner: &OwnerConfig,
+        now_ms: i64,
+    ) -> Result<Meaning, serde_json::Error> {
+        match (event, self.job, self.envelope) {
+            (
+                "workflow_job",
+                Some(job),
+                Envelope {
+                    action: Some(action),
+                    repository: Some(repository),
+                    ..
+                },
+            ) => Ok(job_meaning(
+                WorkflowJobEvent {
+                    action,
+                    workflow_job: job,
+                    repository,
+                },
+                owner,
+                now_ms,
+            )),
+            _ => interpret(event, self.bytes, owner, now_ms),
+        }
+    }
+}
+
 /// Interprets a verified payload of `event` for `owner`.
 pub fn interpret(
     event: &str,
@@ -126,36 +211,7 @@ pub fn interpret(
 ) -> Result<Meaning, serde_json::Error> {
     match event {
         "ping" => Ok(Meaning::Ping),
-        "workflow_job" => {
-            let ev: WorkflowJobEvent = serde_json::from_slice(payload)?;
-            if !owner.serves_repo(&ev.repository.name) {
-                return Ok(Meaning::Ignored(Ignored::RepositoryNotServed));
-            }
-            let waiting = ev.workflow_job.status.as_deref() == Some("waiting");
-            let state = match ev.action.as_str() {
-                "waiting" => JobState::Waiting,
-                "queued" if waiting => JobState::Waiting,
-                "queued" => JobState::Queued,
-                "in_progress" => JobState::InProgress,
-                "completed" => JobState::Completed,
-                _ => return Ok(Meaning::Ignored(Ignored::OtherAction)),
-            };
-            let job = ev.workflow_job;
-            Ok(Meaning::Effect(WebhookEffect::Job(JobRecord {
-                id: job.id,
-                run_id: job.run_id,
-                owner: Owner::new(&ev.repository.owner.login),
-                repo: ev.repository.name,
-                name: job.name.unwrap_or_default(),
-                labels: job.labels,
-                state,
-                runner_name: job.runner_name.filter(|n| !n.is_empty()),
-                conclusion: job.conclusion,
-                first_seen_ms: now_ms,
-                queued_ms: (state == JobState::Queued).then_some(now_ms),
-                updated_ms: now_ms,
-            })))
-        }
+        "workflow_job" => Ok(job_meaning(serde_json::from_slice(payload)?, owner, now_ms)),
         "workflow_run" => {
             let ev: WorkflowRunEvent = serde_json::from_slice(payload)?;
             if !owner.serves_repo(&ev.repository.name) {
@@ -176,6 +232,37 @@ pub fn interpret(
         }
         _ => Ok(Meaning::Ignored(Ignored::OtherEvent)),
     }
+}
+
+/// What a `workflow_job` delivery means for `owner`.
+fn job_meaning(ev: WorkflowJobEvent, owner: &OwnerConfig, now_ms: i64) -> Meaning {
+    if !owner.serves_repo(&ev.repository.name) {
+        return Meaning::Ignored(Ignored::RepositoryNotServed);
+    }
+    let waiting = ev.workflow_job.status.as_deref() == Some("waiting");
+    let state = match ev.action.as_str() {
+        "waiting" => JobState::Waiting,
+        "queued" if waiting => JobState::Waiting,
+        "queued" => JobState::Queued,
+        "in_progress" => JobState::InProgress,
+        "completed" => JobState::Completed,
+        _ => return Meaning::Ignored(Ignored::OtherAction),
+    };
+    let job = ev.workflow_job;
+    Meaning::Effect(WebhookEffect::Job(JobRecord {
+        id: job.id,
+        run_id: job.run_id,
+        owner: Owner::new(&ev.repository.owner.login),
+        repo: ev.repository.name,
+        name: job.name.unwrap_or_default(),
+        labels: job.labels,
+        state,
+        runner_name: job.runner_name.filter(|n| !n.is_empty()),
+        conclusion: job.conclusion,
+        first_seen_ms: now_ms,
+        queued_ms: (state == JobState::Queued).then_some(now_ms),
+        updated_ms: now_ms,
+    }))
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "RETENTION",
         "7d",
-        "delivery ids and finished jobs are kept this long",
+        "delivery ids, finished jobs and finished runners are kept this long",
     ),
     ("AGENT_HEARTBEAT_INTERVAL", "10s", "agent liveness"),
     (

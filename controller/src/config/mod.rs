@@ -124,7 +124,7 @@ pub struct Config {
     pub status_token: Option<Secret>,
     /// Bearer token `/metrics` requires when set (`METRICS_TOKEN`).
     pub metrics_token: Option<Secret>,
-    /// `RETENTION`: delivery ids and completed jobs are forgotten after this.
+    /// `RETENTION`: delivery ids, completed jobs and finished runners are forgotten after this.
     pub retention: Duration,
     pub http: HttpLimits,
     /// How often agents must send a heartbeat (`AGENT_HEARTBEAT_INTERVAL`, seconds or `10s`).

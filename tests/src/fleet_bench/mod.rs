@@ -84,6 +84,9 @@ pub struct Params {
     /// `FLEET_AGENT_RSS` (true): also start one `gha-agent` process (Docker runtime) and read
     /// its idle RSS.
     pub agent_process: bool,
+    /// `FLEET_AGENT_BINARY`: the `gha-agent` to measure (default: the one next to this bench;
+    /// the images ship the static build of `scripts/test.sh`, `target/static/<host>/release`).
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Default for Params {
@@ -100,6 +103,7 @@ impl Default for Params {
             boot: Duration::from_secs(30),
             join_concurrency: 8,
             agent_process: true,
+            agent_binary: None,
         }
     }
 }
@@ -196,6 +200,9 @@ impl Params {
                     });
                 }
             };
+        }
+        if let Some(v) = get("FLEET_AGENT_BINARY") {
+            p.agent_binary = Some(PathBuf::from(v));
         }
         Ok(p)
     }
@@ -646,7 +653,18 @@ async fn run_in(
 
     if params.agent_process {
         let dir = &agent_dirs[params.agents];
-        match agent_process_rss(&controller.grpc_url(), dir, &dir.with_extension("log")).await {
+        let binary = params
+            .agent_binary
+            .clone()
+            .unwrap_or_else(|| sibling_binary("gha-agent"));
+        match agent_process_rss(
+            &binary,
+            &controller.grpc_url(),
+            dir,
+            &dir.with_extension("log"),
+        )
+        .await
+        {
             Ok((rss, note)) => {
                 report.agent_process_rss_mb = Some(rss);
                 report.agent_process_note = note;
@@ -666,14 +684,14 @@ async fn run_in(
 /// Starts one `gha-agent` process with its enrolled identity in `dir` and the Docker runtime,
 /// waits until it has been idle and connected for 10 s, and reads its RSS.
 async fn agent_process_rss(
+    binary: &Path,
     grpc_url: &str,
     dir: &Path,
     log: &Path,
 ) -> anyhow::Result<(f64, String)> {
-    let binary = sibling_binary("gha-agent");
     let out = std::fs::File::create(log)?;
     let tls = AgentTls::in_dir(dir);
-    let mut child = std::process::Command::new(&binary)
+    let mut child = std::process::Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(agent_env(grpc_url, &tls))
@@ -693,11 +711,27 @@ async fn agent_process_rss(
             );
         }
         let s = proc_sample(pid).ok_or_else(|| anyhow::anyhow!("no /proc/{pid}"))?;
+        // What the RSS is made of: the program's own pages (file) or its heap and stacks (anon).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(0.0, |v| v / 1024.0)
+        };
         Ok((
             s.rss_mb,
             format!(
-                "{}, RUNTIME=docker, 12 s after start, no runners",
-                binary.display()
+                "{}, RUNTIME=docker, 12 s after start, no runners; anon {:.1} MB, file {:.1} MB, threads {}",
+                binary.display(),
+                kb("RssAnon:"),
+                kb("RssFile:"),
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .unwrap_or("?")
+                    .trim()
             ),
         ))
     }

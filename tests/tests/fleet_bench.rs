@@ -24,9 +24,20 @@ async fn twenty_agents_enroll_serve_every_job_and_come_back_after_a_kill() {
         boot: Duration::from_secs(3),
         join_concurrency: 4,
         agent_process: false,
+        agent_binary: None,
     };
     let r = run(&params, &|line| eprintln!("{line}")).await.unwrap();
     assert_eq!(r.agents_connected, 20, "{r:?}");
+    // Each step of the passes under load is read off the controller's own histograms.
+    for step in ["sync_runners", "plan", "starts", "publish"] {
+        assert!(
+            r.load_steps
+                .iter()
+                .any(|s| s.step == step && s.passes.count > 0),
+            "{step}: {:?}",
+            r.load_steps
+        );
+    }
     assert_eq!(r.fill_busy, 40, "{r:?}");
     assert_eq!(r.latency[&JobKind::Fill].samples.len(), 40);
     let burst = r.latency[&JobKind::Burst].samples.len() as u64;

@@ -129,6 +129,24 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// A fixture with one byte changed, at `index` (wrapped), by `flip` (non-zero).
+/// The fixtures' owner, serving all its repositories.
+fn octocoders() -> crate::config::OwnerConfig {
+    Config::from_env(
+        &[
+            ("REPO_OWNER", "Octocoders"),
+            ("ALL_REPOS", "true"),
+            ("GITHUB_TOKEN", "t"),
+            ("WEBHOOK_SECRET", SECRET),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    )
+    .expect("config")
+    .owners
+    .remove(0)
+}
+
 fn mutated(mut body: Vec<u8>, index: usize, flip: u8) -> Vec<u8> {
     let i = index % body.len();
     body[i] ^= flip;
@@ -198,18 +216,7 @@ proptest! {
         flip in 1u8..=255,
         event in prop::sample::select(vec!["workflow_job", "workflow_run", "ping", "push"]),
     ) {
-        let owner = Config::from_env(&[
-            ("REPO_OWNER", "Octocoders"),
-            ("ALL_REPOS", "true"),
-            ("GITHUB_TOKEN", "t"),
-            ("WEBHOOK_SECRET", SECRET),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-        .expect("config")
-        .owners
-        .remove(0);
+        let owner = octocoders();
         let fixture = mutated(fixture("workflow_job.in_progress.json"), index, flip);
         for input in [&bytes, &fixture] {
             if let Ok(envelope) = Envelope::parse(input) {
@@ -235,18 +242,7 @@ proptest! {
         ]),
         event in prop::sample::select(vec!["workflow_job", "workflow_run", "push"]),
     ) {
-        let owner = Config::from_env(&[
-            ("REPO_OWNER", "Octocoders"),
-            ("ALL_REPOS", "true"),
-            ("GITHUB_TOKEN", "t"),
-            ("WEBHOOK_SECRET", SECRET),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-        .expect("config")
-        .owners
-        .remove(0);
+        let owner = octocoders();
         let original = fixture(file);
         let mutated = mutated(original.clone(), index, flip);
         for input in [&bytes, &original, &mutated] {
